@@ -1,0 +1,87 @@
+// The real nftables backend: runs the `nft` binary. Reads list only the owned tables; writes
+// go through one `nft -f <file>` per transaction (nft 1.0.6 cannot read a batch from Node's
+// stdin, see shared FACTS), so the kernel applies a transaction whole or not at all.
+import { execa } from 'execa';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Ruleset, NftTable } from './model.js';
+import { parseTableListing } from './normalize.js';
+import type { TableRef, Transaction } from './transaction.js';
+
+export interface NftBackend {
+  /** The live state of exactly these tables; absent tables are left out. */
+  list(tables: TableRef[]): Promise<Ruleset>;
+  /** Run a transaction atomically; throws NftError and changes nothing when any part fails. */
+  run(tx: Transaction): Promise<void>;
+}
+
+export class NftError extends Error {
+  constructor(
+    message: string,
+    readonly stderr = '',
+  ) {
+    super(message);
+    this.name = 'NftError';
+  }
+}
+
+export interface NftCliOptions {
+  /** Path of the nft binary (default "nft" from PATH). */
+  nft?: string;
+  /** Command prefix, e.g. ["ip", "netns", "exec", "lab-node1"]: how the lab and tests aim at a namespace. */
+  prefix?: string[];
+}
+
+export class NftCli implements NftBackend {
+  private readonly nft: string;
+  private readonly prefix: string[];
+
+  constructor(opts: NftCliOptions = {}) {
+    this.nft = opts.nft ?? 'nft';
+    this.prefix = opts.prefix ?? [];
+  }
+
+  private async exec(args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const argv = [...this.prefix, this.nft, ...args];
+    try {
+      const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin: 'ignore' });
+      if (r.exitCode === undefined && r.failed) throw r;
+      const stderr = String(r.stderr ?? '');
+      if (/Operation not permitted/.test(stderr)) {
+        throw new NftError(`nft: operation not permitted: cgw-sync needs root (CAP_NET_ADMIN) to read and write nftables`, stderr);
+      }
+      return { stdout: String(r.stdout ?? ''), stderr, exitCode: r.exitCode ?? -1 };
+    } catch (e) {
+      if (e instanceof NftError) throw e;
+      const err = e as { code?: string; message?: string };
+      if (err.code === 'ENOENT') throw new NftError(`nft binary not found ("${this.nft}"): install the nftables package or pass --nft <path>`);
+      throw new NftError(`could not run ${argv.join(' ')}: ${err.message ?? String(e)}`);
+    }
+  }
+
+  async listTable(t: TableRef): Promise<NftTable | undefined> {
+    const r = await this.exec(['-j', 'list', 'table', t.family, t.name]);
+    if (r.exitCode === 0) return parseTableListing(r.stdout);
+    if (/No such file or directory/.test(r.stderr)) return undefined;
+    throw new NftError(`nft -j list table ${t.family} ${t.name} failed: ${r.stderr.trim()}`, r.stderr);
+  }
+
+  async list(tables: TableRef[]): Promise<Ruleset> {
+    const listed = await Promise.all(tables.map((t) => this.listTable(t)));
+    return { tables: listed.filter((t): t is NftTable => !!t) };
+  }
+
+  async run(tx: Transaction): Promise<void> {
+    if (tx.empty) return;
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-sync-nft-'));
+    const file = join(dir, 'batch.nft');
+    try {
+      await writeFile(file, tx.toText(), { mode: 0o600 });
+      const r = await this.exec(['-f', file]);
+      if (r.exitCode !== 0) throw new NftError(`nft transaction failed, nothing was changed: ${r.stderr.trim()}`, r.stderr);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+}

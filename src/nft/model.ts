@@ -1,0 +1,85 @@
+// An in-memory nftables ruleset, restricted to what cgw-sync owns.
+//
+// Rules and map elements are kept in the JSON form that `nft -j list` prints (libnftables JSON
+// schema), normalised: that is the one form both the renderer and the live reader produce, so
+// comparing desired and live is plain structural equality. Text is only ever printed from it.
+
+export type Family = 'ip' | 'ip6' | 'inet' | 'netdev' | 'bridge' | 'arp';
+
+/** A libnftables JSON expression or value, as listed by `nft -j` (opaque to most of the code). */
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+export interface BaseChainSpec {
+  type: 'filter' | 'nat' | 'route';
+  hook: string;
+  /** Numeric priority as listed (dstnat = -100, srcnat = 100, filter = 0). */
+  priority: number;
+  policy: 'accept' | 'drop';
+  /** netdev chains only. `nft -j list` drops it in 1.0.6, so it is never compared. */
+  device?: string;
+}
+
+export interface NftRule {
+  expr: Json[];
+  comment?: string;
+  /** Only on live rules. */
+  handle?: number;
+}
+
+export interface NftChain {
+  name: string;
+  base?: BaseChainSpec;
+  rules: NftRule[];
+  handle?: number;
+}
+
+export interface MapElement {
+  key: Json;
+  value: Json;
+}
+
+export interface NftMap {
+  name: string;
+  /** e.g. "inet_service" */
+  keyType: string;
+  /** e.g. "ipv4_addr . inet_service" */
+  dataType: string;
+  elements: MapElement[];
+  handle?: number;
+}
+
+export interface NftTable {
+  family: Family;
+  name: string;
+  maps: NftMap[];
+  chains: NftChain[];
+  /** Live only: objects cgw-sync never renders (sets, flowtables, ...), found in an owned table. */
+  otherObjects?: string[];
+}
+
+/** A set of owned tables; absent tables are simply not in the list. */
+export interface Ruleset {
+  tables: NftTable[];
+}
+
+export function tableId(t: { family: string; name: string }): string {
+  return `${t.family} ${t.name}`;
+}
+
+/** The one order used for chains and maps everywhere (plain code-unit order, locale-free). */
+export function byName<T extends { name: string }>(a: T, b: T): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** Stable identity of a map element, for set arithmetic between desired and live. */
+export function elementKey(e: MapElement): string {
+  return canonicalJson(e.key);
+}
+
+/** JSON with object keys sorted, so equal values print equal. */
+export function canonicalJson(v: Json): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(v).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(v[k] as Json)}`).join(',')}}`;
+}

@@ -1,0 +1,154 @@
+// Renders one node's desired nftables tables from the cluster state. Pure: no I/O.
+//
+// Expressions are written exactly as `nft -j list` prints them back (see nft/model.ts), so a
+// freshly applied ruleset plans as "no changes". test/render.test.ts and the nft integration
+// tests hold that promise.
+import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
+import { byName, type Json, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { sortElements } from '../nft/normalize.js';
+
+export const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
+
+/** Name of the forward map for a protocol, e.g. "fwd_tcp". */
+export function forwardMapName(protocol: Protocol): string {
+  return `fwd_${protocol}`;
+}
+
+/** Netdev chain name for a trunk device: the device name is part of it because nft 1.0.6 does not list `dev`. */
+export function egressChainName(device: string): string {
+  return `egress_${device}`;
+}
+
+// --- expression builders, in the JSON form nft lists ---------------------------------------
+
+const payload = (protocol: string, field: string): Json => ({ payload: { protocol, field } });
+const meta = (key: string): Json => ({ meta: { key } });
+const match = (left: Json, right: Json, op = '=='): Json => ({ match: { op, left, right } });
+
+function prefix(cidr: string): Json {
+  const [addr, len] = cidr.split('/');
+  return { prefix: { addr: addr as string, len: Number(len) } };
+}
+
+function rule(comment: string, ...expr: Json[]): NftRule {
+  return { expr, comment };
+}
+
+export function findNode(state: ClusterState, nodeName: string): NodeSpec {
+  const node = state.nodes.find((n) => n.name === nodeName);
+  if (!node) {
+    const known = state.nodes.map((n) => n.name).join(', ');
+    throw new Error(`node "${nodeName}" is not in the state (known nodes: ${known}); use --node`);
+  }
+  return node;
+}
+
+/** The forwards that enter on this node, as map elements per protocol. */
+export function forwardElements(state: ClusterState, node: NodeSpec, protocol: Protocol): MapElement[] {
+  const guestIP = new Map(state.guests.map((g) => [g.name, g.ip]));
+  const elements = state.forwards
+    .filter((f) => f.protocol === protocol && (f.nodes === undefined || f.nodes.includes(node.name)))
+    .map((f): MapElement => ({ key: f.port, value: { concat: [guestIP.get(f.target.guest) as string, f.target.port] } }));
+  return sortElements(elements);
+}
+
+// --- table ip <nat> -------------------------------------------------------------------------
+
+function dnatRule(node: NodeSpec, protocol: Protocol): NftRule {
+  return rule(
+    `forwards: ${protocol} ports on ${node.uplink.publicIP} to guests`,
+    match(payload('ip', 'daddr'), node.uplink.publicIP),
+    { dnat: { family: 'ip', addr: { map: { key: payload(protocol, 'dport'), data: `@${forwardMapName(protocol)}` } } } },
+  );
+}
+
+/** full-nat: forwarded flows leave towards the guest with this node's guest-bridge IP, so replies come back here. */
+function forwardSnatRule(node: NodeSpec): NftRule {
+  return rule(
+    'full-nat: replies to forwarded flows return through this node',
+    match({ ct: { key: 'status' } }, 'dnat', 'in'),
+    match(meta('oifname'), node.guestBridge.interface),
+    { snat: { addr: node.guestBridge.nodeIP } },
+  );
+}
+
+/**
+ * Casual outbound: guests reach the world with this node's public IP. Matching on the uplink's
+ * name (not index) keeps working when the bridge is re-created; bridged traffic never matches
+ * because br_netfilter reports the bridge itself as oif, and guest traffic is bridged only on
+ * the guest bridge.
+ */
+function outboundSnatRule(state: ClusterState, node: NodeSpec): NftRule {
+  const subnet = prefix(state.cluster.guestSubnet);
+  return rule(
+    'casual outbound: guests leave with this node public IP',
+    match(meta('oifname'), node.uplink.interface),
+    match(payload('ip', 'saddr'), subnet),
+    match(payload('ip', 'daddr'), subnet, '!='),
+    { snat: { addr: node.uplink.publicIP } },
+  );
+}
+
+function natTable(state: ClusterState, node: NodeSpec): NftTable {
+  const { nat } = state.cluster;
+  const postrouting: NftRule[] = [];
+  if (nat.mode === 'full-nat' && nat.forwardSnat) postrouting.push(forwardSnatRule(node));
+  postrouting.push(outboundSnatRule(state, node));
+
+  const chains: NftChain[] = [
+    {
+      name: 'postrouting',
+      base: { type: 'nat', hook: 'postrouting', priority: 100, policy: 'accept' },
+      rules: postrouting,
+    },
+    {
+      name: 'prerouting',
+      base: { type: 'nat', hook: 'prerouting', priority: -100, policy: 'accept' },
+      // One lookup per protocol, whatever the number of forwards.
+      rules: PROTOCOLS.map((p) => dnatRule(node, p)),
+    },
+  ];
+  return {
+    family: 'ip',
+    name: state.cluster.tables.nat,
+    maps: PROTOCOLS.map((p) => ({
+      name: forwardMapName(p),
+      keyType: 'inet_service',
+      dataType: 'ipv4_addr . inet_service',
+      elements: forwardElements(state, node, p),
+    })),
+    chains: chains.sort(byName),
+  };
+}
+
+// --- table netdev <arp> ---------------------------------------------------------------------
+
+/** Hide the shared gateway IP from the other nodes: drop ARP that names it on the way out of each trunk. */
+function arpTable(state: ClusterState, node: NodeSpec): NftTable {
+  const gw = state.cluster.gatewayIP;
+  const chains: NftChain[] = node.trunks.map((device): NftChain => ({
+    name: egressChainName(device),
+    base: { type: 'filter', hook: 'egress', priority: 0, policy: 'accept', device },
+    rules: [
+      rule('shared gateway: no ARP from it leaves to other nodes', match(payload('arp', 'saddr ip'), gw), { drop: null }),
+      rule('shared gateway: no ARP for it leaves to other nodes', match(payload('arp', 'daddr ip'), gw), { drop: null }),
+    ],
+  }));
+  return { family: 'netdev', name: state.cluster.tables.arp, maps: [], chains: chains.sort(byName) };
+}
+
+/** The tables cgw-sync owns on every node, whether or not this node needs them. */
+export function ownedTables(state: ClusterState): { family: NftTable['family']; name: string }[] {
+  return [
+    { family: 'ip', name: state.cluster.tables.nat },
+    { family: 'netdev', name: state.cluster.tables.arp },
+  ];
+}
+
+/** The desired ruleset of one node. A table the node does not need is absent (and so deleted). */
+export function renderNode(state: ClusterState, nodeName: string): Ruleset {
+  const node = findNode(state, nodeName);
+  const tables = [natTable(state, node)];
+  if (node.trunks.length > 0) tables.push(arpTable(state, node));
+  return { tables };
+}

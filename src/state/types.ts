@@ -1,0 +1,108 @@
+// The desired state of a cluster, as loaded and validated from a state directory.
+// Everything downstream (render, plan, guests, agent) works on these types only.
+
+export type NatMode = 'full-nat' | 'ct-sync' | 'stateless-nat';
+export type Protocol = 'tcp' | 'udp';
+export type HypervisorDriver = 'qemu' | 'xen' | 'netns';
+
+/** Where an object came from, so every later message can name the file and line. */
+export interface SourceRef {
+  file: string; // path relative to the state directory, e.g. "nodes/node1.yaml"
+  line: number; // 1-based
+  column: number; // 1-based
+}
+
+export interface ClusterSettings {
+  name: string;
+  /** Guest subnet in CIDR form, e.g. "10.5.5.0/24". */
+  guestSubnet: string;
+  /** The shared outbound gateway IP every node carries on its guest bridge. */
+  gatewayIP: string;
+  nat: {
+    mode: NatMode;
+    /**
+     * full-nat only: SNAT forwarded traffic to the entering node's guest-bridge IP.
+     * Default true; false exists as a negative control (cross-node flows must then fail).
+     */
+    forwardSnat: boolean;
+  };
+  /** Names of the nftables tables cgw-sync owns on every node. Nothing else is ever written. */
+  tables: {
+    /** `table ip <nat>`: DNAT maps, full-nat SNAT, casual outbound SNAT. */
+    nat: string;
+    /** `table netdev <arp>`: egress filters on trunk ports that hide the shared gateway IP. */
+    arp: string;
+  };
+  source: SourceRef;
+}
+
+export interface NodeSpec {
+  name: string;
+  uplink: {
+    /** Interface carrying the node's public IP (e.g. "xenbr0"). */
+    interface: string;
+    publicIP: string;
+  };
+  guestBridge: {
+    /** Bridge the guests attach to (e.g. "guestbr0"). Carries nodeIP and the shared gateway IP. */
+    interface: string;
+    /** This node's own address on the guest subnet (e.g. 10.5.5.251). */
+    nodeIP: string;
+  };
+  /** Interfaces that carry the guest VLAN to the other nodes (e.g. "eth1.100"). */
+  trunks: string[];
+  hypervisor: HypervisorDriver;
+  source: SourceRef;
+}
+
+export interface GuestSpec {
+  name: string;
+  node: string;
+  ip: string;
+  /** Lower-case colon form, e.g. "52:54:00:05:05:c9". */
+  mac: string;
+  resources: { memoryMiB: number; vcpus: number };
+  /** Boot description for qemu/xen guests (the design's KVM command). */
+  boot?: {
+    disk?: string;
+    kernel?: string;
+    initrd?: string;
+    append?: string;
+  };
+  /** netns lab guests only: a command run inside the guest namespace (a service). */
+  netns?: { command?: string[] };
+  /** Restart the guest when its configuration differs from the running one (default: report only). */
+  restartOnChange: boolean;
+  source: SourceRef;
+}
+
+export interface ForwardSpec {
+  /** Unique name, used in plans and reports. */
+  name: string;
+  protocol: Protocol;
+  /** Public port on the entering node. */
+  port: number;
+  target: { guest: string; port: number };
+  /** Nodes the forward enters on; undefined means every node. */
+  nodes?: string[];
+  source: SourceRef;
+}
+
+export interface ClusterState {
+  /** Absolute path of the state directory the state was read from. */
+  dir: string;
+  cluster: ClusterSettings;
+  nodes: NodeSpec[];
+  guests: GuestSpec[];
+  forwards: ForwardSpec[];
+}
+
+/** One problem found in a state directory. */
+export interface Diagnostic {
+  file: string;
+  line: number;
+  column: number;
+  /** Dotted field path inside the document, e.g. "uplink.interface" or "forwards[2].port". */
+  field: string;
+  message: string;
+}
