@@ -2,7 +2,7 @@
 // the semantics cgw-sync relies on: a transaction applies whole or not at all; adding an
 // existing table/chain/map is a no-op; deleting a missing table or element fails; adding an
 // element whose key exists with another value fails; rules get increasing handles.
-import { byName, canonicalJson, elementKey, tableId, type NftTable, type Ruleset } from './model.js';
+import { byName, elementKey, jsonEqual, tableId, type NftTable, type Ruleset } from './model.js';
 import { sortElements } from './normalize.js';
 import { NftError, type NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
@@ -76,7 +76,7 @@ function applyOp(tables: Map<string, NftTable>, op: Operation, handle: number): 
       for (const e of op.elements) {
         const old = m.elements.find((x) => elementKey(x) === elementKey(e));
         if (!old) m.elements.push(structuredClone(e));
-        else if (canonicalJson(old.value) !== canonicalJson(e.value)) throw new NftError('Error: Could not process rule: File exists');
+        else if (!jsonEqual(old.value, e.value)) throw new NftError('Error: Could not process rule: File exists');
       }
       m.elements = sortElements(m.elements);
       return handle;

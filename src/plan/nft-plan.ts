@@ -5,7 +5,7 @@
 //   - rules of a chain       -> flush that chain and add its rules again (order is preserved);
 //   - anything structural    -> replace the whole table (add; delete; add) in the same batch.
 // Whatever the depth, the result runs as one nft transaction.
-import { canonicalJson, elementKey, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { canonicalJson, elementKey, jsonEqual, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { Transaction, type TableRef } from '../nft/transaction.js';
 
 export interface ChainRulesChange {
@@ -87,7 +87,7 @@ export function diffElements(mapName: string, desired: MapElement[], live: MapEl
   for (const e of desired) {
     const l = liveByKey.get(elementKey(e));
     if (!l) add.push(e);
-    else if (canonicalJson(l.value) !== canonicalJson(e.value)) {
+    else if (!jsonEqual(l.value, e.value)) {
       remove.push(l);
       add.push(e);
     }

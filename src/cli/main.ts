@@ -1,0 +1,126 @@
+// The cgw-sync command line. Parsing and exit codes live here; every command is a thin layer
+// over the state, render, plan and reconcile modules.
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { loadState } from '../state/load.js';
+import { formatDiagnostics } from '../state/diagnostics.js';
+import type { ClusterState } from '../state/types.js';
+import { NftCli } from '../nft/backend.js';
+import { printTable } from '../nft/text.js';
+import { findNode, renderNode } from '../render/render.js';
+import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
+import { formatPlanText, hasChanges, planJson, type NodePlan } from '../plan/plan.js';
+
+/** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
+export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
+
+const USAGE = `Usage: cgw-sync <command> [options]
+
+Commands:
+  validate            check the state directory; every problem with file:line:column and field
+  render              print the node's desired nftables tables
+  plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error)
+  apply               apply the plan as one atomic nft transaction and confirm convergence
+
+Options:
+  --state <dir>       state directory (default: current directory)
+  --node <name>       node to act for (default: this host's name)
+  --nft <path>        nft binary (default: nft from PATH)
+  --json              machine-readable output (render, plan, apply)
+  -h, --help          this help
+`;
+
+const OPTIONS = {
+  state: { type: 'string', default: '.' },
+  node: { type: 'string' },
+  nft: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  plan: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+
+class UsageError extends Error {}
+
+async function load(dir: string, io: Io): Promise<ClusterState | undefined> {
+  const { state, diagnostics } = await loadState(dir);
+  if (diagnostics.length > 0 || !state) {
+    io.err(`${formatDiagnostics(diagnostics)}\ncgw-sync: ${diagnostics.length} problem(s) in ${dir}; nothing was changed\n`);
+    return undefined;
+  }
+  return state;
+}
+
+function defaultNode(): string {
+  return hostname().split('.')[0] as string;
+}
+
+export async function main(argv: string[], io: Io = stdio): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    io.err(`cgw-sync: ${(e as Error).message}\n\n${USAGE}`);
+    return EXIT.error;
+  }
+  const { values, positionals } = parsed;
+  const command = values.plan ? 'plan' : positionals[0];
+  if (values.help || !command) {
+    io.out(USAGE);
+    return values.help ? EXIT.ok : EXIT.error;
+  }
+  try {
+    switch (command) {
+      case 'validate':
+        return await validate(values.state, io);
+      case 'render':
+      case 'plan':
+      case 'apply': {
+        const state = await load(values.state, io);
+        if (!state) return EXIT.error;
+        const node = values.node ?? defaultNode();
+        findNode(state, node);
+        if (command === 'render') return render(state, node, values.json, io);
+        return await planOrApply(command, state, node, { nft: values.nft, json: values.json }, io);
+      }
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    io.err(`cgw-sync: ${(e as Error).message}\n`);
+    if (e instanceof UsageError) io.err(`\n${USAGE}`);
+    return EXIT.error;
+  }
+}
+
+async function validate(dir: string, io: Io): Promise<number> {
+  const state = await load(dir, io);
+  if (!state) return EXIT.error;
+  io.out(`${dir}: valid (${state.nodes.length} nodes, ${state.guests.length} guests, ${state.forwards.length} forwards)\n`);
+  return EXIT.ok;
+}
+
+function render(state: ClusterState, node: string, json: boolean, io: Io): number {
+  const rs = renderNode(state, node);
+  io.out(json ? `${JSON.stringify(rs, null, 2)}\n` : rs.tables.map(printTable).join('\n'));
+  return EXIT.ok;
+}
+
+async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node: string, opts: { nft?: string; json: boolean }, io: Io): Promise<number> {
+  const backend = new NftCli({ nft: opts.nft });
+  const plan: NodePlan = { node, nft: await planNodeNft(state, node, backend) };
+  if (command === 'plan') {
+    io.out(opts.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : formatPlanText(plan));
+    return hasChanges(plan) ? EXIT.changes : EXIT.ok;
+  }
+  await applyNodeNft(plan.nft, backend);
+  if (opts.json) io.out(`${JSON.stringify({ ...planJson(plan), applied: hasChanges(plan), converged: true }, null, 2)}\n`);
+  else io.out(hasChanges(plan) ? `${formatPlanText(plan)}\nApplied in one nft transaction; the node has converged.\n` : `No changes: node ${node} has converged.\n`);
+  return EXIT.ok;
+}

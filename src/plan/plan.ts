@@ -1,0 +1,33 @@
+// A node's whole plan: everything `apply` would change on one node, and how it prints.
+// Today it holds the nftables part; guests and node files join it as they are reconciled.
+import type { NftPlanned } from '../reconcile/nft.js';
+import { formatNftPlanText, nftPlanJson } from './format.js';
+
+export const PLAN_FORMAT = 'cgw-sync.plan/v1';
+
+export interface NodePlan {
+  node: string;
+  /** Git revision or content hash of the state the plan was made from, when known. */
+  revision?: string;
+  nft: NftPlanned;
+}
+
+export function hasChanges(p: NodePlan): boolean {
+  return p.nft.plan.changes.length > 0;
+}
+
+export function formatPlanText(p: NodePlan): string {
+  const rev = p.revision ? ` at revision ${p.revision}` : '';
+  return `cgw-sync plan for node ${p.node}${rev}\n\n${formatNftPlanText(p.nft.plan)}`;
+}
+
+/** The JSON document printed by `plan --json` (documented in docs/plan-format.md). */
+export function planJson(p: NodePlan) {
+  return {
+    format: PLAN_FORMAT,
+    node: p.node,
+    revision: p.revision ?? null,
+    changed: hasChanges(p),
+    nft: nftPlanJson(p.nft.plan),
+  };
+}
