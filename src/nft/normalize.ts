@@ -25,10 +25,15 @@ function unwrapElem(v: Json): Json {
   return v;
 }
 
+/** Elements in key order: numerically for port keys (as people read them), else by canonical JSON. */
 export function sortElements(elements: MapElement[]): MapElement[] {
   return elements
-    .map((e) => [canonicalJson(e.key), e] as const)
-    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .map((e) => [typeof e.key === 'number' ? e.key : canonicalJson(e.key), e] as const)
+    .sort((a, b) => {
+      const [x, y] = [a[0], b[0]];
+      if (typeof x === 'number' && typeof y === 'number') return x - y;
+      return String(x) < String(y) ? -1 : String(x) > String(y) ? 1 : 0;
+    })
     .map(([, e]) => e);
 }
 
