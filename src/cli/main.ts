@@ -10,6 +10,11 @@ import { printTable } from '../nft/text.js';
 import { findNode, renderNode } from '../render/render.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { formatPlanText, hasChanges, planJson, type NodePlan } from '../plan/plan.js';
+import { reviewRevisions } from '../plan/review.js';
+import { StateError } from '../state/diagnostics.js';
+import { loadAgentConfig } from '../agent/config.js';
+import { runOnce } from '../agent/cycle.js';
+import { startAgent } from '../agent/run.js';
 
 /** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
 export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
@@ -21,12 +26,22 @@ Commands:
   render              print the node's desired nftables tables
   plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error)
   apply               apply the plan as one atomic nft transaction and confirm convergence
+  once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
+  run                 the long-running agent: a cycle at start and on the configured schedule
+  plan --all-nodes --rev <rev> [--base <rev>]
+                      review a Git revision offline: every node's change as Markdown
 
 Options:
-  --state <dir>       state directory (default: current directory)
+  --state <dir>       state directory (default: current directory); with --all-nodes the
+                      state repository's checkout
   --node <name>       node to act for (default: this host's name)
   --nft <path>        nft binary (default: nft from PATH)
-  --json              machine-readable output (render, plan, apply)
+  --json              machine-readable output (render, plan, apply, once)
+  --config <file>     agent configuration (once, run; default /etc/cgw-sync/agent.yaml)
+  --all-nodes         plan every node offline (with --rev)
+  --rev <rev>         revision to review (branch, tag, oid)
+  --base <rev>        revision to compare with (default: main)
+  --path <dir>        folder of the state inside the repository (default: .)
   -h, --help          this help
 `;
 
@@ -37,6 +52,11 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
   plan: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
+  config: { type: 'string', default: '/etc/cgw-sync/agent.yaml' },
+  'all-nodes': { type: 'boolean', default: false },
+  rev: { type: 'string' },
+  base: { type: 'string', default: 'main' },
+  path: { type: 'string', default: '.' },
 } as const;
 
 export interface Io {
@@ -79,9 +99,13 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     switch (command) {
       case 'validate':
         return await validate(values.state, io);
+      case 'once':
+      case 'run':
+        return await agent(command, values.config, values.json, io);
       case 'render':
       case 'plan':
       case 'apply': {
+        if (command === 'plan' && values['all-nodes']) return await review(values.state, values.base, values.rev, values.path, io);
         const state = await load(values.state, io);
         if (!state) return EXIT.error;
         const node = values.node ?? defaultNode();
@@ -123,4 +147,38 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node:
   if (opts.json) io.out(`${JSON.stringify({ ...planJson(plan), applied: hasChanges(plan), converged: true }, null, 2)}\n`);
   else io.out(hasChanges(plan) ? `${formatPlanText(plan)}\nApplied in one nft transaction; the node has converged.\n` : `No changes: node ${node} has converged.\n`);
   return EXIT.ok;
+}
+
+async function review(repoDir: string, base: string, rev: string | undefined, subPath: string, io: Io): Promise<number> {
+  if (!rev) throw new UsageError('plan --all-nodes needs --rev <revision>');
+  const r = await reviewRevisions(repoDir, base, rev, subPath);
+  io.out(r.markdown);
+  if (r.diagnostics.length) return EXIT.error;
+  return r.changed ? EXIT.changes : EXIT.ok;
+}
+
+function logLine(line: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+async function agent(command: 'once' | 'run', configFile: string, json: boolean, io: Io): Promise<number> {
+  let config;
+  try {
+    config = await loadAgentConfig(configFile);
+  } catch (e) {
+    if (e instanceof StateError) {
+      io.err(`${formatDiagnostics(e.diagnostics)}\ncgw-sync: invalid agent configuration ${configFile}\n`);
+      return EXIT.error;
+    }
+    throw e;
+  }
+  const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
+  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), log: logLine };
+  if (command === 'run') {
+    await startAgent(deps, { handleSignals: true }).done;
+    return EXIT.ok;
+  }
+  const status = await runOnce({ ...deps, log: json ? undefined : logLine });
+  if (json) io.out(`${JSON.stringify(status, null, 2)}\n`);
+  return status.outcome === 'converged' || status.outcome === 'applied' ? EXIT.ok : EXIT.error;
 }

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Ruleset, NftTable } from './model.js';
+import type { Family, Ruleset, NftTable } from './model.js';
 import { parseTableListing } from './normalize.js';
 import type { TableRef, Transaction } from './transaction.js';
 
@@ -14,6 +14,18 @@ export interface NftBackend {
   list(tables: TableRef[]): Promise<Ruleset>;
   /** Run a transaction atomically; throws NftError and changes nothing when any part fails. */
   run(tx: Transaction): Promise<void>;
+  /** Headers of every base chain on the node, any table (read-only; for shadowing reports). */
+  listBaseChains(): Promise<BaseChainInfo[]>;
+}
+
+/** A base chain as `nft -j list chains` shows it. */
+export interface BaseChainInfo {
+  family: Family;
+  table: string;
+  name: string;
+  type: string;
+  hook: string;
+  priority: number;
 }
 
 export class NftError extends Error {
@@ -70,6 +82,16 @@ export class NftCli implements NftBackend {
   async list(tables: TableRef[]): Promise<Ruleset> {
     const listed = await Promise.all(tables.map((t) => this.listTable(t)));
     return { tables: listed.filter((t): t is NftTable => !!t) };
+  }
+
+  async listBaseChains(): Promise<BaseChainInfo[]> {
+    const r = await this.exec(['-j', 'list', 'chains']);
+    if (r.exitCode !== 0) throw new NftError(`nft -j list chains failed: ${r.stderr.trim()}`, r.stderr);
+    const items = (JSON.parse(r.stdout) as { nftables?: { chain?: Record<string, unknown> }[] }).nftables ?? [];
+    return items
+      .map((i) => i.chain)
+      .filter((c): c is Record<string, unknown> => !!c && c.hook !== undefined)
+      .map((c) => ({ family: String(c.family) as Family, table: String(c.table), name: String(c.name), type: String(c.type), hook: String(c.hook), priority: Number(c.prio) }));
   }
 
   async run(tx: Transaction): Promise<void> {

@@ -4,7 +4,7 @@
 // element whose key exists with another value fails; rules get increasing handles.
 import { byName, elementKey, jsonEqual, tableId, type NftTable, type Ruleset } from './model.js';
 import { sortElements } from './normalize.js';
-import { NftError, type NftBackend } from './backend.js';
+import { NftError, type BaseChainInfo, type NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
 
 export class FakeNft implements NftBackend {
@@ -25,6 +25,16 @@ export class FakeNft implements NftBackend {
     this.tables = work;
     this.nextHandle = handle;
     this.history.push([...tx.ops]);
+  }
+
+  /** Base chains of tables outside the model (foreign tables), as a test sets them up. */
+  foreignChains: BaseChainInfo[] = [];
+
+  async listBaseChains(): Promise<BaseChainInfo[]> {
+    const own = [...this.tables.values()].flatMap((t) =>
+      t.chains.filter((c) => c.base).map((c) => ({ family: t.family, table: t.name, name: c.name, type: c.base!.type, hook: c.base!.hook, priority: c.base!.priority })),
+    );
+    return [...own, ...this.foreignChains];
   }
 
   /** Test helper: change the fake's state directly, as an operator with `nft` would. */

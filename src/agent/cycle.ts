@@ -1,0 +1,243 @@
+// One reconcile cycle of a node's agent (`cgw-sync once`; `cgw-sync run` repeats it):
+//   source  -> fetch the tracked branch, verify it (signature, no rollback)
+//   state   -> load and validate it; refused/invalid/unreachable -> keep the last good revision
+//   plan    -> desired vs live, drift vs what this node applied last
+//   apply   -> pre-apply hooks (veto), one nft transaction, post-apply hooks
+//   report  -> status.json + REPORT.md on status/<node>, committed only when something changed
+// Nothing here is ever half-done: the nft transaction is atomic, memory.json is replaced
+// atomically, and a cycle killed at any point is simply run again.
+import path from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import type { NftBackend } from '../nft/backend.js';
+import { loadState } from '../state/load.js';
+import { formatDiagnostics } from '../state/diagnostics.js';
+import type { ClusterState } from '../state/types.js';
+import { fetchSource } from '../git/source.js';
+import { RemoteUnavailable, scrub, splitUserinfo } from '../git/remote.js';
+import { publishStatus } from '../git/status-branch.js';
+import { ownedTables } from '../render/render.js';
+import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
+import { planJson } from '../plan/plan.js';
+import { nftPlanJson } from '../plan/format.js';
+import { statusBranch, type AgentConfig } from './config.js';
+import { acquireLock } from './lock.js';
+import { agentPaths, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
+import { classifyDrift, shadowingChains, type DriftItem } from './drift.js';
+import { runHooks, type HookResult } from './hooks.js';
+import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type NodeStatus, type Outcome, type Outage } from './report.js';
+
+export interface CycleDeps {
+  config: AgentConfig;
+  nft: NftBackend;
+  now?: () => Date;
+  /** One structured line per cycle (the agent's log). */
+  log?: (line: Record<string, unknown>) => void;
+}
+
+/** Run one cycle under the node's lock. Throws LockBusy when another cycle is running. */
+export async function runOnce(deps: CycleDeps): Promise<NodeStatus> {
+  const lock = await acquireLock(agentPaths(deps.config.stateDir).lock);
+  try {
+    return await cycle(deps, lock.tookOver ? `took over a stale lock of pid ${lock.tookOver.pid}` : undefined);
+  } finally {
+    await lock.release();
+  }
+}
+
+function stopwatch() {
+  const t0 = Date.now();
+  let last = t0;
+  const timings: Record<string, number> = {};
+  return {
+    timings,
+    lap(name: string) {
+      const now = Date.now();
+      timings[name] = (timings[name] ?? 0) + (now - last);
+      last = now;
+    },
+    total() {
+      timings.total = Date.now() - t0;
+    },
+  };
+}
+
+function ownershipProblem(state: ClusterState, config: AgentConfig): string | undefined {
+  if (config.ownedTables.length === 0) return undefined;
+  const missing = ownedTables(state)
+    .map((t) => `${t.family} ${t.name}`)
+    .filter((t) => !config.ownedTables.includes(t));
+  return missing.length ? `the state names tables this node does not let cgw-sync own: ${missing.join(', ')} (agent ownedTables: ${config.ownedTables.join(', ')})` : undefined;
+}
+
+function statusUrl(config: AgentConfig): string | undefined {
+  if (config.status.url) return config.status.url;
+  return /^https?:\/\//i.test(config.source.url) ? config.source.url : undefined;
+}
+
+const credentials = (c: AgentConfig) => ({ tokenFile: c.source.tokenFile, tokenEnv: c.source.tokenEnv, username: c.source.username });
+
+function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
+  const o = memory.outage ?? { since: at, failures: 0, lastError: error };
+  memory.outage = { ...o, failures: o.failures + 1, lastError: error };
+  return memory.outage;
+}
+
+async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<NodeStatus> {
+  const { config, nft } = deps;
+  const now = () => (deps.now ?? (() => new Date()))().toISOString();
+  const paths = agentPaths(config.stateDir);
+  const sw = stopwatch();
+  const memory = await readMemory(config.stateDir);
+  const errors: string[] = [];
+  const notes: string[] = lockNote ? [lockNote] : [];
+  const source: NodeStatus['source'] = { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' };
+
+  // --- source ---------------------------------------------------------------------------
+  let candidate: { revision: string; dir: string } | undefined;
+  try {
+    const r = await fetchSource({
+      url: config.source.url,
+      branch: config.source.branch,
+      cacheDir: paths.sourceCache,
+      credentials: credentials(config),
+      trustedKeys: await readKeys(config.source.trustedKeys),
+      lastAppliedOid: memory.applied?.revision,
+      allowNonDescendant: config.source.allowNonDescendant,
+      timeoutMs: config.source.timeoutSeconds * 1000,
+    });
+    source.fetched = r.revision;
+    if (r.accepted) candidate = { revision: r.revision, dir: path.join(r.dir, config.source.path) };
+    else Object.assign(source, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
+  } catch (e) {
+    if (!(e instanceof RemoteUnavailable)) throw e;
+    Object.assign(source, { state: 'unavailable', message: e.message });
+    noteOutage(memory, now(), e.message);
+  }
+  sw.lap('fetch');
+
+  // --- state: the candidate, else the last good revision ----------------------------------
+  let state: ClusterState | undefined;
+  let revision: string | undefined;
+  if (candidate) {
+    const r = await loadState(candidate.dir);
+    const notOwned = r.state && ownershipProblem(r.state, config);
+    if (!r.state) Object.assign(source, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
+    else if (notOwned) Object.assign(source, { state: 'not-owned', message: notOwned });
+    else [state, revision] = [r.state, candidate.revision];
+  }
+  if (!state && memory.applied) {
+    const r = await loadState(paths.lastGood);
+    if (r.state) [state, revision] = [r.state, memory.applied.revision];
+    else errors.push(`the last good state copy in ${paths.lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
+  }
+  sw.lap('load');
+
+  let outcome: Outcome = 'error';
+  let drift: DriftItem[] = [];
+  let planDoc: NodeStatus['plan'] = null;
+  const hooks: HookResult[] = [];
+  let corrected = false;
+  if (!state || !revision) {
+    errors.push(source.message ?? 'no state to apply yet');
+  } else {
+    // --- plan ---------------------------------------------------------------------------
+    const planned = await planNodeNft(state, config.node, nft);
+    drift = memory.applied ? classifyDrift(memory.applied.desired, planned.live, planned.owned) : [];
+    drift.push(...shadowingChains(planned.desired, await nft.listBaseChains(), planned.owned));
+    const handDrift = drift.some((d) => d.kind !== 'foreign-chain-shadows');
+    const { changed, summary, tables } = nftPlanJson(planned.plan);
+    planDoc = { changed, summary, tables };
+    sw.lap('plan');
+
+    // --- apply --------------------------------------------------------------------------
+    const newRevision = revision !== memory.applied?.revision;
+    outcome = 'converged';
+    if (changed) {
+      if (!newRevision && config.drift === 'report' && handDrift) {
+        outcome = 'drift-reported';
+      } else {
+        const ctx = { node: config.node, revision, planJson: planJson({ node: config.node, revision, nft: planned }), timeoutMs: config.hookTimeoutSeconds * 1000 };
+        hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
+        sw.lap('hooks');
+        if (hooks.some((h) => !h.ok)) {
+          outcome = 'vetoed';
+          errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
+        } else {
+          try {
+            await applyNodeNft(planned, nft);
+            outcome = 'applied';
+            corrected = handDrift;
+          } catch (e) {
+            errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
+            outcome = 'error';
+          }
+          sw.lap('apply');
+          if (outcome === 'applied') hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
+          sw.lap('hooks');
+        }
+      }
+    }
+    if (outcome === 'applied' || outcome === 'converged') {
+      if (candidate && revision === candidate.revision && (newRevision || !memory.applied)) await saveLastGood(config.stateDir, candidate.dir);
+      memory.applied = { revision, at: memory.applied?.revision === revision ? memory.applied.at : now(), desired: planned.desired };
+    }
+  }
+
+  // --- report -----------------------------------------------------------------------------
+  const gitOk = source.state !== 'unavailable';
+  const status: NodeStatus = {
+    format: STATUS_FORMAT,
+    node: config.node,
+    time: now(),
+    outcome,
+    source,
+    ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
+    plan: planDoc,
+    drift: { items: drift, corrected },
+    guests: [],
+    hooks,
+    errors: [...errors, ...notes],
+    ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
+    timings: sw.timings,
+  };
+  const published = await publish(config, status, memory);
+  if (published.startsWith('failed') && gitOk) noteOutage(memory, now(), published.slice('failed: '.length));
+  sw.lap('publish');
+  sw.total();
+  await writeMemory(config.stateDir, memory);
+  deps.log?.({ time: status.time, node: config.node, outcome, revision: status.appliedRevision ?? null, source: source.state, drift: drift.map((d) => d.kind), errors: status.errors.length, published, ms: sw.timings });
+  return status;
+}
+
+async function readKeys(files: string[]): Promise<string[]> {
+  return Promise.all(files.map((f) => readFile(f, 'utf8')));
+}
+
+/**
+ * Commit the report if it says something new, or records the end of a Git outage.
+ * Returns what happened; "failed: <message>" when the server could not be reached.
+ */
+async function publish(config: AgentConfig, status: NodeStatus, memory: AgentMemory): Promise<string> {
+  const key = significantKey(status);
+  if (key === memory.lastReportKey && !status.outage?.until) return 'unchanged';
+  const files = statusFiles(status);
+  if (config.status.dir) {
+    await mkdir(config.status.dir, { recursive: true });
+    for (const [name, text] of Object.entries(files)) await writeFile(path.join(config.status.dir, name), text);
+  }
+  const url = statusUrl(config);
+  if (!url) {
+    memory.lastReportKey = key;
+    return config.status.dir ? 'committed' : 'nowhere';
+  }
+  try {
+    await publishStatus({ url, node: config.node, branch: statusBranch(config), workDir: agentPaths(config.stateDir).statusRepo, credentials: credentials(config), timeoutMs: config.source.timeoutSeconds * 1000 }, files, commitMessage(status));
+  } catch (e) {
+    if (!(e instanceof RemoteUnavailable) && !(e instanceof Error && e.name === 'StatusPushRejected')) throw e;
+    return `failed: ${scrub((e as Error).message)}`;
+  }
+  memory.lastReportKey = key;
+  // The outage (if any) is now on record with its end: forget it.
+  if (status.outage?.until) delete memory.outage;
+  return 'committed';
+}

@@ -1,0 +1,111 @@
+// The status report a node commits to its status branch: status.json for machines, REPORT.md
+// for people, and a one-line commit message. Pure: built from the outcome of one cycle.
+import type { DriftItem } from './drift.js';
+import type { HookResult } from './hooks.js';
+import type { TableChangeJson, PlanCounts } from '../plan/format.js';
+
+export const STATUS_FORMAT = 'cgw-sync.status/v1';
+
+export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'error';
+export type SourceState = 'ok' | 'refused' | 'unavailable' | 'invalid' | 'not-owned';
+
+export interface GuestReport {
+  name: string;
+  /** What the node did or found: running, started, stopped, waiting, failed, ... */
+  state: string;
+  detail?: string;
+}
+
+export interface Outage {
+  since: string;
+  until?: string;
+  failures: number;
+  lastError: string;
+}
+
+export interface NodeStatus {
+  format: typeof STATUS_FORMAT;
+  node: string;
+  time: string;
+  outcome: Outcome;
+  source: { url: string; branch: string; state: SourceState; fetched?: string; message?: string };
+  /** The revision whose state the node enforces after this cycle. */
+  appliedRevision?: string;
+  plan: { changed: boolean; summary: PlanCounts; tables: TableChangeJson[] } | null;
+  drift: { items: DriftItem[]; corrected: boolean };
+  guests: GuestReport[];
+  hooks: HookResult[];
+  errors: string[];
+  /** A Git outage (fetch or push) that ended with this report. */
+  outage?: Outage;
+  timings: Record<string, number>;
+}
+
+/**
+ * What makes a report worth a commit: everything but the clock and the outage bookkeeping (an
+ * outage's end is committed on its own terms). A new revision, drift, an error or a guest change
+ * alters it; a quiet converged cycle does not.
+ */
+export function significantKey(s: NodeStatus): string {
+  const { time: _time, timings: _timings, outage: _outage, hooks, ...rest } = s;
+  return JSON.stringify({ ...rest, hooks: hooks.map(({ durationMs: _d, ...h }) => h) });
+}
+
+const short = (rev?: string) => (rev ? rev.slice(0, 12) : 'none');
+
+export function commitMessage(s: NodeStatus): string {
+  const parts: string[] = [];
+  if (s.outcome === 'applied') parts.push(`applied ${short(s.appliedRevision)}`);
+  else if (s.outcome === 'converged') parts.push(`converged at ${short(s.appliedRevision)}`);
+  else parts.push(`${s.outcome} at ${short(s.appliedRevision)}`);
+  if (s.plan?.changed) {
+    const n = s.plan.summary;
+    parts.push(`rules +${n.rulesAdded}/-${n.rulesRemoved}, elements +${n.elementsAdded}/-${n.elementsRemoved}`);
+  }
+  if (s.drift.items.length) parts.push(`drift ${s.drift.corrected ? 'corrected' : 'found'}: ${[...new Set(s.drift.items.map((d) => d.kind))].join(', ')}`);
+  if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
+  if (s.outage?.until) parts.push(`recovered from Git outage (${s.outage.failures} failures)`);
+  if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
+  return `${s.node}: ${parts.join('; ')}`;
+}
+
+export function renderMarkdown(s: NodeStatus): string {
+  const L: string[] = [];
+  L.push(`# cgw-sync status: ${s.node}`, '');
+  L.push(`| | |`, `|---|---|`);
+  L.push(`| outcome | **${s.outcome}** |`);
+  L.push(`| applied revision | \`${s.appliedRevision ?? 'none'}\` |`);
+  L.push(`| source | ${s.source.url} (${s.source.branch}): ${s.source.state}${s.source.fetched ? `, fetched \`${s.source.fetched}\`` : ''} |`);
+  L.push(`| report time | ${s.time} |`, '');
+  if (s.source.message) L.push(`**Source:** ${s.source.message}`, '');
+  if (s.errors.length) L.push('## Errors', '', ...s.errors.map((e) => `- ${e.replace(/\n/g, '\n  ')}`), '');
+  if (s.outage) L.push('## Git outage', '', `Git was unreachable from ${s.outage.since}${s.outage.until ? ` until ${s.outage.until}` : ' (ongoing)'}: ${s.outage.failures} failed attempt(s); last error: ${s.outage.lastError}`, '');
+  L.push('## Plan', '');
+  if (!s.plan || !s.plan.changed) L.push('No changes.', '');
+  else {
+    for (const t of s.plan.tables) {
+      L.push(`### ${t.action} table ${t.table}`, '');
+      for (const r of t.reasons) L.push(`- because: ${r}`);
+      for (const c of t.chains) {
+        for (const r of c.removed) L.push(`- chain ${c.chain}: \`- ${r}\``);
+        for (const r of c.added) L.push(`- chain ${c.chain}: \`+ ${r}\``);
+      }
+      for (const m of t.maps) {
+        for (const e of m.remove) L.push(`- map ${m.map}: \`- ${e}\``);
+        for (const e of m.add) L.push(`- map ${m.map}: \`+ ${e}\``);
+      }
+      L.push('');
+    }
+  }
+  L.push('## Drift', '');
+  if (!s.drift.items.length) L.push('None.', '');
+  else L.push(`${s.drift.corrected ? 'Corrected' : 'Not corrected (drift policy: report)'}:`, '', ...s.drift.items.map((d) => `- ${d.kind} (${d.table}): ${d.detail}`), '');
+  if (s.guests.length) L.push('## Guests', '', '| guest | state | detail |', '|---|---|---|', ...s.guests.map((g) => `| ${g.name} | ${g.state} | ${g.detail ?? ''} |`), '');
+  if (s.hooks.length) L.push('## Hooks', '', ...s.hooks.map((h) => `- ${h.phase} \`${h.hook}\`: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
+  L.push('## Timings (ms)', '', ...Object.entries(s.timings).map(([k, v]) => `- ${k}: ${v}`), '');
+  return L.join('\n');
+}
+
+export function statusFiles(s: NodeStatus): Record<string, string> {
+  return { 'status.json': `${JSON.stringify(s, null, 2)}\n`, 'REPORT.md': renderMarkdown(s) };
+}

@@ -1,0 +1,144 @@
+// What the source and the status branch share about talking to a Git server over HTTP(S):
+// credentials (token from a file or an env var, handed to isomorphic-git via onAuth), an HTTP
+// client with an idle timeout, and turning transport failures into one typed, scrubbed error.
+// Secrets never appear in messages: URLs lose their userinfo and the token text is masked.
+import { readFile } from 'node:fs/promises';
+import type { AuthCallback, HttpClient } from 'isomorphic-git';
+import nodeHttp from 'isomorphic-git/http/node';
+
+export interface GitCredentials {
+  /** File whose (trimmed) content is the token; read on every operation so rotation works. */
+  tokenFile?: string;
+  /** Environment variable holding the token. */
+  tokenEnv?: string;
+  /** User name sent with the token in HTTP Basic auth (default "cgw-sync"). */
+  username?: string;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** The server could not be reached or answered with an HTTP error. */
+export class RemoteUnavailable extends Error {
+  override name = 'RemoteUnavailable';
+  constructor(
+    message: string,
+    /** HTTP status when the server answered (401, 403, 404, 503, ...). */
+    readonly httpStatus?: number,
+    /** Node/isomorphic-git error code, e.g. ECONNREFUSED or HttpError. */
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A remote as the rest of the module uses it: a URL without userinfo, plus an auth callback. */
+export interface Remote {
+  url: string;
+  onAuth: AuthCallback;
+  http: HttpClient;
+  /** Strings that must never appear in output (the token). */
+  secrets: string[];
+}
+
+/**
+ * Resolve the credentials for `url`. Userinfo in the URL is removed and used as the credential
+ * when no token is configured (so the token never sits in a URL we store or print).
+ */
+export async function openRemote(url: string, creds: GitCredentials = {}, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Remote> {
+  const { url: clean, username: urlUser, password: urlPass } = splitUserinfo(url);
+  const token = (await loadToken(creds)) ?? urlPass;
+  const username = creds.username ?? urlUser ?? 'cgw-sync';
+  // No onAuthFailure: a rejected token ends in HttpError 401 instead of an endless retry.
+  const onAuth: AuthCallback = () => (token ? { username, password: token } : undefined);
+  return { url: clean, onAuth, http: httpWithTimeout(timeoutMs), secrets: token ? [token] : [] };
+}
+
+export async function loadToken(creds: GitCredentials): Promise<string | undefined> {
+  if (creds.tokenFile) {
+    let text: string;
+    try {
+      text = await readFile(creds.tokenFile, 'utf8');
+    } catch (e) {
+      throw new Error(`cannot read token file ${creds.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    const token = text.trim();
+    if (!token) throw new Error(`token file ${creds.tokenFile} is empty`);
+    return token;
+  }
+  if (creds.tokenEnv) {
+    const token = process.env[creds.tokenEnv]?.trim();
+    if (!token) throw new Error(`environment variable ${creds.tokenEnv} (git token) is not set`);
+    return token;
+  }
+  return undefined;
+}
+
+/** isomorphic-git's Node client with an idle-socket timeout, so a hung server cannot hang us. */
+function httpWithTimeout(timeoutMs: number): HttpClient {
+  return {
+    request: (req) => nodeHttp.request({ ...req, fetchOptions: { ...req.fetchOptions, timeout: timeoutMs } }),
+  };
+}
+
+export function splitUserinfo(url: string): { url: string; username?: string; password?: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url };
+  }
+  if (!u.username && !u.password) return { url };
+  const username = u.username ? decodeURIComponent(u.username) : undefined;
+  const password = u.password ? decodeURIComponent(u.password) : undefined;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), username, password };
+}
+
+/** Remove userinfo from every URL in `text` and mask each secret. */
+export function scrub(text: string, secrets: string[] = []): string {
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/\s@]*@/gi, '$1***@');
+  for (const s of secrets) if (s) out = out.split(s).join('***');
+  return out;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  'ECONNABORTED',
+  'UND_ERR_SOCKET',
+]);
+
+/**
+ * Classify an error thrown by an isomorphic-git network operation. Transport and HTTP failures
+ * become a RemoteUnavailable (built by `make`, so callers can use a subclass); anything else is
+ * re-created with a scrubbed message and no cause (a cause could carry the credential).
+ */
+export function classifyRemoteError<E extends RemoteUnavailable>(
+  err: unknown,
+  what: string,
+  remote: Pick<Remote, 'url' | 'secrets'>,
+  make: (message: string, httpStatus?: number, code?: string) => E,
+): E | Error {
+  const e = err as { code?: string; name?: string; message?: string; data?: { statusCode?: number; statusMessage?: string } };
+  const where = scrub(remote.url, remote.secrets);
+  if (e?.code === 'HttpError' && e.data?.statusCode) {
+    const status = e.data.statusCode;
+    const hint = status === 401 ? ' (authentication failed)' : status === 403 ? ' (access denied)' : '';
+    return make(`${what} ${where}: HTTP ${status} ${e.data.statusMessage ?? ''}`.trimEnd() + hint, status, e.code);
+  }
+  if (e?.code === 'SmartHttpError') return make(`${what} ${where}: not a Git smart-HTTP endpoint`, undefined, e.code);
+  if (e?.code === 'UserCanceledError') return make(`${what} ${where}: authentication canceled`, undefined, e.code);
+  if ((e?.code && NETWORK_CODES.has(e.code)) || /timed out|socket hang up/i.test(e?.message ?? '')) {
+    return make(`${what} ${where}: ${e.code ?? scrub(e.message ?? '', remote.secrets)}`, undefined, e.code ?? 'ETIMEDOUT');
+  }
+  const plain = new Error(`${what} ${where}: ${scrub(String(e?.message ?? err), remote.secrets)}`);
+  if (e?.code) (plain as Error & { code?: string }).code = e.code;
+  return plain;
+}

@@ -1,0 +1,277 @@
+// The "source" (as in Flux): bring the state repository's tracked branch into a local cache,
+// decide whether the fetched revision may be applied, and if so check it out into the cache's
+// work tree, which is what the reconciler reads.
+//
+// A revision is refused (typed, with a reason; the work tree keeps the last accepted revision) when
+//  - trusted keys are configured and the tip commit is unsigned, badly signed or signed by an
+//    unknown key (only the tip is checked, like Flux: it names the tree that gets applied), or
+//  - it does not descend from the last applied revision (a force-push rollback), unless allowed.
+// An unreachable server or an HTTP error throws SourceUnavailable (message scrubbed of secrets).
+//
+// A plain local folder (or file:// URL) is also a source, for labs and offline use: it is used in
+// place; its revision is the folder's git HEAD when it is a repository, else a content hash.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import git from 'isomorphic-git';
+import type { PublicKey } from 'openpgp';
+import { classifyRemoteError, openRemote, RemoteUnavailable, type GitCredentials } from './remote.js';
+import { readTrustedKeys, verifyCommitSignature, type SignatureRefusal } from './signature.js';
+
+export interface SourceOptions {
+  /** http(s) URL of the state repository, or a local folder path / file:// URL. */
+  url: string;
+  /** Branch to track (default "main"). */
+  branch?: string;
+  /** Local clone used as cache and work tree (ignored for folder sources). */
+  cacheDir: string;
+  credentials?: GitCredentials;
+  /** Armored OpenPGP public keys. When non-empty, only commits signed by one of them are accepted. */
+  trustedKeys?: string[];
+  /** The revision the agent applied last; a new revision must descend from it. */
+  lastAppliedOid?: string;
+  /** Accept a revision that does not descend from lastAppliedOid (deliberate rollback). */
+  allowNonDescendant?: boolean;
+  /** Idle timeout of HTTP requests (default 30 s). */
+  timeoutMs?: number;
+}
+
+export type SourceRefusal = SignatureRefusal | 'not-descendant';
+
+export type SourceKind = 'git-remote' | 'git-folder' | 'folder';
+
+export interface SourceAccepted {
+  accepted: true;
+  /** Commit oid; for folders "<HEAD oid>-dirty-<hash12>" (uncommitted changes) or "sha256-<hash>". */
+  revision: string;
+  /** Directory holding the accepted files: the cache work tree, or the folder itself. */
+  dir: string;
+  kind: SourceKind;
+  /** Fingerprint of the key that signed the revision, when keys are configured. */
+  signedBy?: string;
+}
+
+export interface SourceRefused {
+  accepted: false;
+  revision: string;
+  refusal: SourceRefusal;
+  reason: string;
+}
+
+export type SourceResult = SourceAccepted | SourceRefused;
+
+/** The Git server could not be reached or answered with an error; keep the last good revision. */
+export class SourceUnavailable extends RemoteUnavailable {
+  override name = 'SourceUnavailable';
+}
+
+/** Fetch (or read) the source and decide whether its current revision may be applied. */
+export async function fetchSource(opts: SourceOptions): Promise<SourceResult> {
+  // Parse keys first: a configuration error must not look like an outage.
+  const trusted = opts.trustedKeys?.length ? await readTrustedKeys(opts.trustedKeys) : undefined;
+  const folder = localFolder(opts.url);
+  return folder === undefined ? fetchRemote(opts, trusted) : readFolder(folder, opts, trusted);
+}
+
+/** The local path when `url` names a folder, undefined for http(s). Other schemes are errors. */
+function localFolder(url: string): string | undefined {
+  if (/^https?:\/\//i.test(url)) return undefined;
+  if (/^file:\/\//i.test(url)) return fileURLToPath(url);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) || /^[^/]+@[^/]+:/.test(url)) {
+    throw new Error('unsupported source URL scheme: use http(s):// or a local folder');
+  }
+  return path.resolve(url);
+}
+
+async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined): Promise<SourceResult> {
+  const branch = opts.branch ?? 'main';
+  const dir = opts.cacheDir;
+  const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
+  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
+  let oid: string;
+  try {
+    if (await isRepo(dir)) {
+      await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
+    } else {
+      await mkdir(dir, { recursive: true });
+      // No checkout yet: the work tree only ever holds an accepted revision.
+      await git.clone({ ...common, ref: branch, singleBranch: true, noCheckout: true, noTags: true });
+      // The local branch names the last accepted revision: none yet (HEAD stays unborn).
+      await git.deleteRef({ fs, dir, ref: `refs/heads/${branch}` });
+    }
+    oid = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` });
+  } catch (e) {
+    throw classifyRemoteError(e, `fetching branch ${branch} of`, remote, (m, s, c) => new SourceUnavailable(m, s, c));
+  }
+
+  const verdict = await checkRevision(dir, oid, opts, trusted);
+  if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
+  await checkoutWorkTree(dir, branch, oid);
+  return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy };
+}
+
+type Verdict = { ok: true; signedBy?: string } | { ok: false; refusal: SourceRefusal; reason: string };
+
+async function checkRevision(
+  dir: string,
+  oid: string,
+  opts: Pick<SourceOptions, 'lastAppliedOid' | 'allowNonDescendant'>,
+  trusted: PublicKey[] | undefined,
+): Promise<Verdict> {
+  let signedBy: string | undefined;
+  if (trusted) {
+    const { commit, payload } = await git.readCommit({ fs, dir, oid });
+    const check = await verifyCommitSignature(commit.gpgsig, payload, trusted);
+    if (!check.ok) return { ok: false, refusal: check.refusal, reason: `revision ${oid}: ${check.reason}` };
+    signedBy = check.fingerprint;
+  }
+  const last = leadingOid(opts.lastAppliedOid);
+  if (last && last !== oid && !opts.allowNonDescendant) {
+    // The last applied commit may be gone from a fresh cache: then it cannot be an ancestor.
+    const descends = await git.isDescendent({ fs, dir, oid, ancestor: last, depth: -1 }).catch(() => false);
+    if (!descends) {
+      return {
+        ok: false,
+        refusal: 'not-descendant',
+        reason: `revision ${oid} does not descend from the last applied revision ${last} (history rewritten or rolled back); set allowNonDescendant to accept it`,
+      };
+    }
+  }
+  return { ok: true, signedBy };
+}
+
+/** The commit oid a revision string starts with (folder revisions carry a suffix). */
+function leadingOid(revision: string | undefined): string | undefined {
+  return revision?.match(/^[0-9a-f]{40}/)?.[0];
+}
+
+/** Point the local branch and HEAD at `oid` and make the work tree match it exactly. */
+async function checkoutWorkTree(dir: string, branch: string, oid: string): Promise<void> {
+  await git.writeRef({ fs, dir, ref: `refs/heads/${branch}`, value: oid, force: true });
+  await git.writeRef({ fs, dir, ref: 'HEAD', value: `refs/heads/${branch}`, symbolic: true, force: true });
+  await git.checkout({ fs, dir, ref: branch, force: true });
+}
+
+async function isRepo(dir: string): Promise<boolean> {
+  return stat(path.join(dir, '.git')).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+}
+
+async function readFolder(dir: string, opts: SourceOptions, trusted: PublicKey[] | undefined): Promise<SourceResult> {
+  const st = await stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new Error(`source folder ${dir} does not exist`);
+
+  const head = (await isRepo(dir)) ? await git.resolveRef({ fs, dir, ref: 'HEAD' }).catch(() => undefined) : undefined;
+  if (!head) {
+    const revision = `sha256-${await contentHash(dir)}`;
+    if (trusted) return { accepted: false, revision, refusal: 'unsigned', reason: `folder ${dir} is not a git repository, so it carries no signature` };
+    return { accepted: true, revision, dir, kind: 'folder' };
+  }
+
+  const dirty = await hasLocalChanges(dir);
+  const revision = dirty ? `${head}-dirty-${(await contentHash(dir)).slice(0, 12)}` : head;
+  if (dirty && trusted) {
+    return { accepted: false, revision, refusal: 'unsigned', reason: `folder ${dir} has uncommitted changes, which no signature covers` };
+  }
+  const verdict = await checkRevision(dir, head, opts, trusted);
+  if (!verdict.ok) return { accepted: false, revision, refusal: verdict.refusal, reason: verdict.reason };
+  return { accepted: true, revision, dir, kind: 'git-folder', signedBy: verdict.signedBy };
+}
+
+async function hasLocalChanges(dir: string): Promise<boolean> {
+  const rows = await git.statusMatrix({ fs, dir });
+  // [file, HEAD, workdir, stage]: 1,1,1 is "unchanged"; everything else is a change.
+  return rows.some(([, h, w, s]) => !(h === 1 && w === 1 && s === 1));
+}
+
+/** sha256 over every file's relative path and content (sorted, `.git` skipped). */
+export async function contentHash(root: string): Promise<string> {
+  const entries: string[] = [];
+  async function walk(rel: string): Promise<void> {
+    const items = await readdir(path.join(root, rel), { withFileTypes: true });
+    for (const it of items) {
+      if (it.name === '.git') continue;
+      const r = rel ? `${rel}/${it.name}` : it.name;
+      const abs = path.join(root, r);
+      if (it.isDirectory()) await walk(r);
+      else if (it.isSymbolicLink()) entries.push(`${r}\0link:${await readlink(abs)}`);
+      else if (it.isFile()) entries.push(`${r}\0${createHash('sha256').update(await readFile(abs)).digest('hex')}`);
+    }
+  }
+  await walk('');
+  entries.sort();
+  return createHash('sha256').update(entries.join('\n')).digest('hex');
+}
+
+// ---- Offline access to any revision of a repository (the source cache or a git folder) ----
+
+/**
+ * Resolve a branch, remote branch ("origin/main"), tag, full or short oid to a commit oid.
+ * In the source cache, "main" is the last accepted revision and "origin/main" the last fetched.
+ */
+export async function resolveRevision(repoDir: string, rev: string): Promise<string> {
+  let oid: string | undefined;
+  try {
+    oid = await git.resolveRef({ fs, dir: repoDir, ref: rev });
+  } catch {
+    if (/^[0-9a-f]{4,39}$/i.test(rev)) {
+      try {
+        oid = await git.expandOid({ fs, dir: repoDir, oid: rev.toLowerCase() });
+      } catch (e) {
+        if ((e as { code?: string }).code === 'AmbiguousError') throw new Error(`revision "${rev}" is ambiguous in ${repoDir}`);
+      }
+    }
+  }
+  if (!oid) throw new Error(`unknown revision "${rev}" in ${repoDir}`);
+  // readCommit peels annotated tags and proves the object is a commit.
+  try {
+    return (await git.readCommit({ fs, dir: repoDir, oid })).oid;
+  } catch {
+    throw new Error(`revision "${rev}" (${oid}) is not a commit in ${repoDir}`);
+  }
+}
+
+/** Content of one file at a revision (UTF-8). */
+export async function readFileAtRevision(repoDir: string, rev: string, filepath: string): Promise<string> {
+  const oid = await resolveRevision(repoDir, rev);
+  try {
+    const { blob } = await git.readBlob({ fs, dir: repoDir, oid, filepath });
+    return new TextDecoder().decode(blob);
+  } catch {
+    throw new Error(`file ${filepath} does not exist at revision ${rev}`);
+  }
+}
+
+/**
+ * Write the tree of a revision into `destDir` (which must be missing or empty), without touching
+ * the repository's own work tree or index. Returns the commit oid.
+ */
+export async function checkoutRevision(repoDir: string, rev: string, destDir: string): Promise<string> {
+  const oid = await resolveRevision(repoDir, rev);
+  const existing = await readdir(destDir).catch(() => []);
+  if (existing.length) throw new Error(`destination ${destDir} is not empty`);
+  await mkdir(destDir, { recursive: true });
+  const { commit } = await git.readCommit({ fs, dir: repoDir, oid });
+  await writeTreeTo(repoDir, commit.tree, destDir);
+  return oid;
+}
+
+async function writeTreeTo(repoDir: string, treeOid: string, dest: string): Promise<void> {
+  const { tree } = await git.readTree({ fs, dir: repoDir, oid: treeOid });
+  for (const entry of tree) {
+    const target = path.join(dest, entry.path);
+    if (entry.type === 'tree') {
+      await mkdir(target);
+      await writeTreeTo(repoDir, entry.oid, target);
+    } else if (entry.type === 'blob') {
+      const { blob } = await git.readBlob({ fs, dir: repoDir, oid: entry.oid });
+      if (entry.mode === '120000') await symlink(new TextDecoder().decode(blob), target);
+      else await writeFile(target, blob, { mode: entry.mode === '100755' ? 0o755 : 0o644 });
+    }
+    // type "commit" is a submodule: not part of the state, skipped.
+  }
+}

@@ -1,0 +1,176 @@
+// Status reports go back to the Git server on a branch per node (default `status/<node>`).
+// Each node owns its branch, so the branch's content is simply "the latest report": a commit is
+// built straight from the files (no work tree), on top of the branch tip we last saw, and pushed.
+// If the branch moved meanwhile (someone else pushed to it), we fetch the new tip, put the same
+// files on top of it and push again, a bounded number of times. The local repository (workDir) is
+// separate from the source cache and holds only status branches.
+import fs from 'node:fs';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import git from 'isomorphic-git';
+import { classifyRemoteError, openRemote, RemoteUnavailable, scrub, type GitCredentials, type Remote } from './remote.js';
+import { readFilesTree, writeFilesTree, type FileMap } from './tree.js';
+
+export interface StatusBranchOptions {
+  /** http(s) URL of the repository that receives the status branches. */
+  url: string;
+  node: string;
+  /** Local repository for status branches (created when missing). */
+  workDir: string;
+  /** Default `status/<node>`. */
+  branch?: string;
+  credentials?: GitCredentials;
+  /** Push attempts when the remote branch keeps moving (default 4). */
+  maxAttempts?: number;
+  timeoutMs?: number;
+}
+
+export interface PublishResult {
+  branch: string;
+  /** False when the branch already held exactly these files. */
+  committed: boolean;
+  /** The branch tip after the call. */
+  oid: string;
+  /** Push attempts made (1 unless the remote branch moved). */
+  attempts: number;
+}
+
+/** The remote branch moved on every attempt; the report was not published. */
+export class StatusPushRejected extends Error {
+  override name = 'StatusPushRejected';
+}
+
+export function statusBranchName(node: string): string {
+  return `status/${node}`;
+}
+
+/**
+ * Make `files` the whole content of the node's status branch. Commits only when the content
+ * differs from the branch tip. Throws RemoteUnavailable when the server cannot be reached.
+ */
+export async function publishStatus(opts: StatusBranchOptions, files: FileMap, message: string): Promise<PublishResult> {
+  const branch = opts.branch ?? statusBranchName(opts.node);
+  const maxAttempts = opts.maxAttempts ?? 4;
+  const dir = opts.workDir;
+  const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
+  await ensureRepo(dir, remote.url);
+
+  const tracking = `refs/remotes/origin/${branch}`;
+  // Start from the tip we saw last time; ask the server only when we have never seen it.
+  let base = (await resolveOrUndefined(dir, tracking)) ?? (await syncBranch(remote, dir, branch));
+  const tree = await writeFilesTree({ dir }, files);
+  const author = { name: `cgw-sync ${opts.node}`, email: `cgw-sync@${opts.node}` };
+
+  for (let attempt = 1; ; attempt++) {
+    if (base && (await git.readCommit({ fs, dir, oid: base })).commit.tree === tree) {
+      return { branch, committed: false, oid: base, attempts: attempt };
+    }
+    const oid = await git.commit({ fs, dir, message, tree, parent: base ? [base] : [], author, ref: `refs/heads/${branch}` });
+    try {
+      await git.push({
+        fs,
+        http: remote.http,
+        dir,
+        url: remote.url,
+        remote: 'origin',
+        ref: `refs/heads/${branch}`,
+        remoteRef: `refs/heads/${branch}`,
+        onAuth: remote.onAuth,
+      });
+      await git.writeRef({ fs, dir, ref: tracking, value: oid, force: true });
+      return { branch, committed: true, oid, attempts: attempt };
+    } catch (e) {
+      if (!isPushRejection(e)) throw toRemoteError(e, `pushing ${branch} to`, remote);
+      if (attempt >= maxAttempts) {
+        const why = scrub(String((e as Error).message), remote.secrets).replace(/\s+/g, ' ').trim();
+        throw new StatusPushRejected(`pushing ${branch}: rejected on each of ${attempt} attempts (last: ${why})`);
+      }
+      base = await syncBranch(remote, dir, branch);
+    }
+  }
+}
+
+/**
+ * Files on another node's status branch at its tip, or null when the branch does not exist.
+ * Uses `workDir` as local object store when given (e.g. the status workDir), else a temp dir.
+ */
+export async function readStatusBranch(
+  url: string,
+  node: string,
+  opts: { branch?: string; workDir?: string; credentials?: GitCredentials; timeoutMs?: number } = {},
+): Promise<{ branch: string; oid: string; files: Record<string, string> } | null> {
+  const branch = opts.branch ?? statusBranchName(node);
+  const remote = await openRemote(url, opts.credentials, opts.timeoutMs);
+  const dir = opts.workDir ?? (await mkdtemp(path.join(tmpdir(), 'cgw-status-read-')));
+  try {
+    await ensureRepo(dir, remote.url);
+    const oid = await syncBranch(remote, dir, branch);
+    if (!oid) return null;
+    const { commit } = await git.readCommit({ fs, dir, oid });
+    return { branch, oid, files: await readFilesTree({ dir }, commit.tree) };
+  } finally {
+    if (!opts.workDir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Ask the server for the branch tip, fetch it if we lack the commit, and record it as
+ * refs/remotes/origin/<branch>. Returns undefined when the branch does not exist remotely.
+ */
+async function syncBranch(remote: Remote, dir: string, branch: string): Promise<string | undefined> {
+  const fullRef = `refs/heads/${branch}`;
+  const tracking = `refs/remotes/origin/${branch}`;
+  try {
+    const refs = await git.listServerRefs({ http: remote.http, url: remote.url, onAuth: remote.onAuth, prefix: fullRef });
+    const tip = refs.find((r) => r.ref === fullRef)?.oid;
+    if (!tip) {
+      await git.deleteRef({ fs, dir, ref: tracking }).catch(() => undefined);
+      return undefined;
+    }
+    if (!(await hasCommit(dir, tip))) {
+      await git.fetch({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref: branch, singleBranch: true, tags: false, onAuth: remote.onAuth });
+    }
+    await git.writeRef({ fs, dir, ref: tracking, value: tip, force: true });
+    return tip;
+  } catch (e) {
+    throw toRemoteError(e, `reading ${branch} from`, remote);
+  }
+}
+
+function toRemoteError(e: unknown, what: string, remote: Remote): Error {
+  return classifyRemoteError(e, what, remote, (m, s, c) => new RemoteUnavailable(m, s, c));
+}
+
+/** isomorphic-git's own fast-forward check, or the server's "failed to update ref" / "fetch first". */
+function isPushRejection(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'PushRejectedError' || code === 'GitPushError';
+}
+
+/** Create the local repository if needed and point its "origin" at `url` (stored without userinfo). */
+async function ensureRepo(dir: string, url: string): Promise<void> {
+  const present = await stat(path.join(dir, '.git')).then(
+    () => true,
+    () => false,
+  );
+  if (!present) {
+    await mkdir(dir, { recursive: true });
+    await git.init({ fs, dir });
+  }
+  if ((await git.getConfig({ fs, dir, path: 'remote.origin.url' })) !== url) {
+    await git.setConfig({ fs, dir, path: 'remote.origin.url', value: url });
+    await git.setConfig({ fs, dir, path: 'remote.origin.fetch', value: '+refs/heads/*:refs/remotes/origin/*' });
+  }
+}
+
+async function hasCommit(dir: string, oid: string): Promise<boolean> {
+  return git.readCommit({ fs, dir, oid }).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function resolveOrUndefined(dir: string, ref: string): Promise<string | undefined> {
+  return git.resolveRef({ fs, dir, ref }).catch(() => undefined);
+}

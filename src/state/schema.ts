@@ -1,0 +1,143 @@
+// Structural validation of one state document against the JSON Schemas in schema/ (the same files
+// editors use through `# yaml-language-server: $schema=...`). Also applies the schema defaults.
+import { readFileSync } from 'node:fs';
+import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import type { FieldPath } from './diagnostics.js';
+
+export type Kind = 'Cluster' | 'Node' | 'Guest' | 'Forwards' | 'AgentConfig';
+
+const schemaFiles: Record<Kind, string> = {
+  Cluster: 'cluster.schema.json',
+  Node: 'node.schema.json',
+  Guest: 'guest.schema.json',
+  Forwards: 'forwards.schema.json',
+  AgentConfig: 'agent.schema.json',
+};
+
+// schema/ sits at the package root: two levels up from both src/state/ (vitest) and dist/state/ (tsc).
+const schemaDir = new URL('../../schema/', import.meta.url);
+
+/** A schema violation, before it is given a file position. */
+export interface SchemaProblem {
+  path: FieldPath;
+  /**
+   * An unknown property: reported at its key, and harmless to the rest of the object (which still has
+   * every field it needs), so later checks can still look at that object.
+   */
+  unknownProperty: boolean;
+  message: string;
+}
+
+let validators: Record<Kind, ValidateFunction> | undefined;
+
+function compileValidators(): Record<Kind, ValidateFunction> {
+  // useDefaults fills in omitted optional fields, so the schema is the single place defaults live.
+  const ajv = new Ajv2020.default({ allErrors: true, useDefaults: true, verbose: true, strict: true });
+  addFormats.default(ajv, ['ipv4']);
+  // Non-standard but understood by VS Code's YAML/JSON support; we use it for our own messages too.
+  ajv.addKeyword('patternErrorMessage');
+  const readSchema = (file: string) => JSON.parse(readFileSync(new URL(file, schemaDir), 'utf8'));
+  // Keyed by file name, so relative "$ref": "common.schema.json#/..." resolves as it does in editors.
+  ajv.addSchema(readSchema('common.schema.json'), 'common.schema.json');
+  const compile = (kind: Kind) => {
+    ajv.addSchema(readSchema(schemaFiles[kind]), schemaFiles[kind]);
+    return ajv.getSchema(schemaFiles[kind])!;
+  };
+  return {
+    Cluster: compile('Cluster'),
+    Node: compile('Node'),
+    Guest: compile('Guest'),
+    Forwards: compile('Forwards'),
+    AgentConfig: compile('AgentConfig'),
+  };
+}
+
+/**
+ * Validates `data` (plain JS from YAML) as a document of `kind`. Mutates `data`: omitted optional
+ * fields get their schema defaults.
+ */
+export function validateDocument(kind: Kind, data: unknown): SchemaProblem[] {
+  validators ??= compileValidators();
+  const validate = validators[kind];
+  if (validate(data)) return [];
+  return (validate.errors ?? []).map(toProblem);
+}
+
+function toProblem(error: ErrorObject): SchemaProblem {
+  const path = pointerToPath(error.instancePath);
+  const got = describeValue(error.data);
+  switch (error.keyword) {
+    case 'required': {
+      const missing = String(error.params.missingProperty);
+      return { path: [...path, missing], unknownProperty: false, message: `missing required property "${missing}"` };
+    }
+    case 'additionalProperties': {
+      const extra = String(error.params.additionalProperty);
+      const allowed = Object.keys(error.parentSchema?.properties ?? {});
+      const hint = closest(extra, allowed);
+      const message =
+        `unknown property "${extra}"` + (hint ? ` (did you mean "${hint}"?)` : `; allowed: ${allowed.join(', ')}`);
+      return { path: [...path, extra], unknownProperty: true, message };
+    }
+    case 'pattern':
+      return { path, unknownProperty: false, message: `${error.parentSchema?.patternErrorMessage ?? error.message} (got ${got})` };
+    case 'format':
+      return { path, unknownProperty: false, message: `must be an IPv4 address, e.g. 10.5.5.201 (got ${got})` };
+    case 'type':
+      return { path, unknownProperty: false, message: `must be ${article(String(error.params.type))} (got ${got})` };
+    case 'enum':
+      return { path, unknownProperty: false, message: `must be one of ${error.params.allowedValues.join(', ')} (got ${got})` };
+    case 'const':
+      return { path, unknownProperty: false, message: `must be ${JSON.stringify(error.params.allowedValue)} (got ${got})` };
+    case 'uniqueItems':
+      return {
+        path: [...path, error.params.i],
+        unknownProperty: false,
+        message: `duplicate entry: items ${error.params.j} and ${error.params.i} are equal`,
+      };
+    default:
+      return { path, unknownProperty: false, message: `${error.message} (got ${got})` };
+  }
+}
+
+/** "/forwards/2/port" -> ["forwards", 2, "port"] (JSON Pointer, RFC 6901). */
+function pointerToPath(pointer: string): FieldPath {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((raw) => raw.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((segment) => (/^(0|[1-9][0-9]*)$/.test(segment) ? Number(segment) : segment));
+}
+
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return 'nothing';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return JSON.stringify(value);
+}
+
+function article(type: string): string {
+  const names: Record<string, string> = { object: 'a mapping', array: 'a list', integer: 'an integer' };
+  return names[type] ?? `a ${type}`;
+}
+
+/** The allowed property a typo most likely meant (edit distance <= 2), if any. */
+function closest(word: string, candidates: string[]): string | undefined {
+  const scored = candidates.map((c) => ({ c, d: editDistance(word.toLowerCase(), c.toLowerCase()) }));
+  const best = scored.sort((a, b) => a.d - b.d)[0];
+  return best && best.d <= 2 ? best.c : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
