@@ -9,10 +9,19 @@ export interface RunResult {
   exitCode: number;
 }
 
+/**
+ * Run a command and return its output and exit code, whatever the exit code (probes read the
+ * output of commands that fail, e.g. arping without answers). A command killed by a timeout has
+ * exitCode -1.
+ */
+export async function runUnchecked(cmd: string, args: string[], opts: Options = {}): Promise<RunResult> {
+  const r = await execa(cmd, args, { reject: false, ...opts, encoding: 'utf8' });
+  return { stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? -1 };
+}
+
 /** Run a command and return its output; throws with stderr in the message when it fails. */
 export async function run(cmd: string, args: string[], opts: Options = {}): Promise<RunResult> {
-  const r = await execa(cmd, args, { reject: false, ...opts, encoding: 'utf8' });
-  const out = { stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? -1 };
+  const out = await runUnchecked(cmd, args, opts);
   if (out.exitCode !== 0) {
     throw new Error(`${cmd} ${args.join(' ')} failed (exit ${out.exitCode}): ${out.stderr.trim() || out.stdout.trim()}`);
   }
@@ -27,6 +36,20 @@ export function inNs(ns: string, cmd: string, args: string[]): [string, string[]
 export async function runIn(ns: string, cmd: string, args: string[], opts: Options = {}): Promise<RunResult> {
   const [c, a] = inNs(ns, cmd, args);
   return run(c, a, opts);
+}
+
+export async function runInUnchecked(ns: string, cmd: string, args: string[], opts: Options = {}): Promise<RunResult> {
+  const [c, a] = inNs(ns, cmd, args);
+  return runUnchecked(c, a, opts);
+}
+
+/** PIDs of the processes whose network namespace is ns. */
+export async function namespacePids(ns: string): Promise<number[]> {
+  const r = await run('ip', ['netns', 'pids', ns]);
+  return r.stdout
+    .split('\n')
+    .map((l) => Number.parseInt(l.trim(), 10))
+    .filter((n) => Number.isInteger(n));
 }
 
 export async function listNamespaces(): Promise<string[]> {

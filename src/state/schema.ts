@@ -67,6 +67,7 @@ export function validateDocument(kind: Kind, data: unknown): SchemaProblem[] {
 function toProblem(error: ErrorObject): SchemaProblem {
   const path = pointerToPath(error.instancePath);
   const got = describeValue(error.data);
+  const problem = (message: string): SchemaProblem => ({ path, unknownProperty: false, message });
   switch (error.keyword) {
     case 'required': {
       const missing = String(error.params.missingProperty);
@@ -81,15 +82,15 @@ function toProblem(error: ErrorObject): SchemaProblem {
       return { path: [...path, extra], unknownProperty: true, message };
     }
     case 'pattern':
-      return { path, unknownProperty: false, message: `${error.parentSchema?.patternErrorMessage ?? error.message} (got ${got})` };
-    case 'format':
-      return { path, unknownProperty: false, message: `must be an IPv4 address, e.g. 10.5.5.201 (got ${got})` };
+      return problem(`${error.parentSchema?.patternErrorMessage ?? error.message} (got ${got})`);
+    case 'format': // only "ipv4" is used
+      return problem(`must be an IPv4 address, e.g. 10.5.5.201 (got ${got})`);
     case 'type':
-      return { path, unknownProperty: false, message: `must be ${article(String(error.params.type))} (got ${got})` };
+      return problem(`must be ${article(String(error.params.type))} (got ${got})`);
     case 'enum':
-      return { path, unknownProperty: false, message: `must be one of ${error.params.allowedValues.join(', ')} (got ${got})` };
+      return problem(`must be one of ${error.params.allowedValues.join(', ')} (got ${got})`);
     case 'const':
-      return { path, unknownProperty: false, message: `must be ${JSON.stringify(error.params.allowedValue)} (got ${got})` };
+      return problem(`must be ${JSON.stringify(error.params.allowedValue)} (got ${got})`);
     case 'uniqueItems':
       return {
         path: [...path, error.params.i],
@@ -97,7 +98,7 @@ function toProblem(error: ErrorObject): SchemaProblem {
         message: `duplicate entry: items ${error.params.j} and ${error.params.i} are equal`,
       };
     default:
-      return { path, unknownProperty: false, message: `${error.message} (got ${got})` };
+      return problem(`${error.message} (got ${got})`);
   }
 }
 

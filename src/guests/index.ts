@@ -1,0 +1,40 @@
+// Picks the guest driver a node's `hypervisor` names.
+import { join } from 'node:path';
+import type { NodeSpec } from '../state/types.js';
+import type { GuestDriver } from './driver.js';
+import { NetnsDriver } from './netns.js';
+import { QemuDriver } from './qemu.js';
+import { DEFAULT_RUN_ROOT } from './runtime.js';
+import { XenDriver, type XlRunner } from './xen.js';
+
+export interface DriverOptions {
+  /** Parent of the per-driver runtime directories. Default /run/cgw-sync. */
+  runRoot?: string;
+  /**
+   * The node's network namespace when the node is itself a namespace (lab, tests): qemu runs in
+   * it, netns guests attach to its bridge. Required for 'netns'.
+   */
+  nodeNs?: string;
+  /** netns guests: namespace name prefix, unique per node. */
+  netnsPrefix?: string;
+  xl?: XlRunner;
+}
+
+export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver {
+  const root = opts.runRoot ?? DEFAULT_RUN_ROOT;
+  switch (node.hypervisor) {
+    case 'qemu':
+      // One directory per node namespace, so lab nodes on one host do not see each other's guests.
+      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs });
+    case 'xen':
+      return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl });
+    case 'netns':
+      if (!opts.nodeNs) throw new Error(`node ${node.name}: the netns driver needs the node's namespace (nodeNs)`);
+      return new NetnsDriver({ nodeNs: opts.nodeNs, prefix: opts.netnsPrefix, runDir: join(root, 'netns', opts.nodeNs) });
+  }
+}
+
+export * from './driver.js';
+export { QemuDriver } from './qemu.js';
+export { XenDriver } from './xen.js';
+export { NetnsDriver } from './netns.js';

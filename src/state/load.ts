@@ -1,0 +1,270 @@
+// Reads a state directory (layout: docs/state-format.md) into a ClusterState. Every problem is
+// collected and reported at once, each with file, line, column and field.
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { compareStrings, sortDiagnostics, StateError, type FieldPath } from './diagnostics.js';
+import { validateDocument, type Kind } from './schema.js';
+import { locateBySource, validateSemantics, type Located, type Locator, type SemanticInput } from './semantic.js';
+import type {
+  ClusterSettings,
+  ClusterState,
+  Diagnostic,
+  ForwardSpec,
+  GuestSpec,
+  NodeSpec,
+  SourceRef,
+} from './types.js';
+import { locate, parseYamlSource, sourceRef, type YamlSource } from './yaml-source.js';
+
+export interface LoadResult {
+  /** Present exactly when `diagnostics` is empty. */
+  state?: ClusterState;
+  /** Sorted by file and position. */
+  diagnostics: Diagnostic[];
+}
+
+const CLUSTER_FILE = 'cluster.yaml';
+/** Folders holding one kind of document each, any number of files. */
+const FOLDERS: ReadonlyArray<{ folder: string; kind: Kind }> = [
+  { folder: 'nodes', kind: 'Node' },
+  { folder: 'guests', kind: 'Guest' },
+  { folder: 'forwards', kind: 'Forwards' },
+];
+/** Kinds that live in a state directory (the agent's own config is a Kind too, but not one of these). */
+const STATE_KINDS: readonly Kind[] = ['Cluster', 'Node', 'Guest', 'Forwards'];
+
+/** A parsed, schema-checked document; `data` has the schema defaults applied. */
+interface LoadedDocument {
+  kind: Kind;
+  source: YamlSource;
+  data: any; // shape guaranteed by the schema for every object without problems
+  /** Paths of problems that make the object holding them unusable for the semantic checks. */
+  problemPaths: FieldPath[];
+}
+
+export async function loadState(dir: string): Promise<LoadResult> {
+  const root = path.resolve(dir);
+  const diagnostics: Diagnostic[] = [];
+  if (!(await isDirectory(root))) {
+    return { diagnostics: [wholeFile('.', `state directory ${root} does not exist or is not a directory`)] };
+  }
+
+  const documents: LoadedDocument[] = [];
+  const read = async (file: string, kind: Kind) => {
+    const result = await readDocument(root, file, kind);
+    diagnostics.push(...result.diagnostics);
+    documents.push(result.document);
+  };
+
+  if (await isFile(path.join(root, CLUSTER_FILE))) await read(CLUSTER_FILE, 'Cluster');
+  else diagnostics.push(wholeFile(CLUSTER_FILE, `missing: a state directory needs ${CLUSTER_FILE} (kind: Cluster)`));
+
+  for (const { folder, kind } of FOLDERS) {
+    const files = await listYamlFiles(root, folder);
+    if (kind === 'Node' && files.length === 0) {
+      diagnostics.push(wholeFile(`${folder}/`, `no nodes: add one ${folder}/<name>.yaml (kind: Node) per node`));
+    }
+    for (const file of files) await read(file, kind);
+  }
+
+  const { input, locator } = buildSpecs(documents);
+  diagnostics.push(...validateSemantics(input, locator));
+  if (diagnostics.length > 0) return { diagnostics: sortDiagnostics(diagnostics) };
+
+  // Sorted by name, so everything downstream (rulesets, plans, reports) is deterministic.
+  const byName = <T extends { name: string }>(items: T[]) => [...items].sort((a, b) => compareStrings(a.name, b.name));
+  const state: ClusterState = {
+    dir: root,
+    cluster: input.cluster!, // no diagnostics, so cluster.yaml was read and valid
+    nodes: byName(input.nodes),
+    guests: byName(input.guests),
+    forwards: byName(input.forwards),
+  };
+  return { state, diagnostics: [] };
+}
+
+/** Like loadState, but throws a StateError listing every problem. */
+export async function loadStateOrThrow(dir: string): Promise<ClusterState> {
+  const { state, diagnostics } = await loadState(dir);
+  if (!state) throw new StateError(diagnostics);
+  return state;
+}
+
+/**
+ * Parses and schema-checks one file. A document that cannot be used as a whole (YAML syntax error,
+ * wrong kind) comes back with a problem at the root path; its partial data still tells which name it
+ * meant to declare.
+ */
+async function readDocument(
+  root: string,
+  file: string,
+  expected: Kind,
+): Promise<{ document: LoadedDocument; diagnostics: Diagnostic[] }> {
+  const text = await readFile(path.join(root, file), 'utf8');
+  const { source, diagnostics: syntaxErrors } = parseYamlSource(file, text);
+  const data = partialData(source);
+  const unusable = (diagnostics: Diagnostic[]) => ({
+    document: { kind: expected, source, data, problemPaths: [[]] },
+    diagnostics,
+  });
+
+  if (syntaxErrors.length > 0) return unusable(syntaxErrors);
+  if (source.doc.contents === null) return unusable([wholeFile(file, `empty document; expected kind ${expected}`)]);
+  const kind = data.kind;
+  if (typeof kind === 'string' && kind !== expected) {
+    const message = STATE_KINDS.includes(kind as Kind)
+      ? `a ${kind} document does not belong in ${folderOf(file)} (expected kind ${expected})`
+      : `unknown kind "${kind}" (expected ${expected}; kinds are ${STATE_KINDS.join(', ')})`;
+    return unusable([{ ...locate(source, ['kind']), message }]);
+  }
+
+  const problems = validateDocument(expected, data);
+  const blocking = problems.filter((p) => !p.unknownProperty);
+  return {
+    document: { kind: expected, source, data, problemPaths: blocking.map((p) => p.path) },
+    diagnostics: problems.map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
+  };
+}
+
+/**
+ * Turns the documents into specs for the semantic checks. Objects with schema problems are left out
+ * (their problems are already reported), but their names are kept so references to them are not
+ * reported a second time.
+ */
+function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locator: Locator } {
+  const origins = new Map<Located, { source: YamlSource; base: FieldPath }>();
+  let cluster: ClusterSettings | undefined;
+  const nodes: NodeSpec[] = [];
+  const guests: GuestSpec[] = [];
+  const forwards: ForwardSpec[] = [];
+  const unchecked = { nodes: [] as string[], guests: [] as string[] };
+
+  /** Builds the object at `base` with `make`, unless a schema problem lies inside it. */
+  const objectAt = <T extends Located>(doc: LoadedDocument, base: FieldPath, make: Converter<T>) => {
+    if (doc.problemPaths.some((p) => startsWith(p, base))) return undefined;
+    const data = base.reduce((value: any, segment) => value[segment], doc.data);
+    const object = make(data, sourceRef(doc.source, base));
+    origins.set(object, { source: doc.source, base });
+    return object;
+  };
+  /** A one-object document: its spec or, when broken, at least the name it meant to declare. */
+  const single = <T extends Located>(doc: LoadedDocument, make: Converter<T>, specs: T[], brokenNames: string[]) => {
+    const object = objectAt(doc, [], make);
+    if (object) specs.push(object);
+    else if (typeof doc.data.name === 'string') brokenNames.push(doc.data.name);
+  };
+
+  for (const doc of documents) {
+    if (doc.kind === 'Cluster') cluster = objectAt(doc, [], toCluster);
+    if (doc.kind === 'Node') single(doc, toNode, nodes, unchecked.nodes);
+    if (doc.kind === 'Guest') single(doc, toGuest, guests, unchecked.guests);
+    if (doc.kind === 'Forwards' && Array.isArray(doc.data.forwards)) {
+      doc.data.forwards.forEach((_: unknown, i: number) => {
+        const forward = objectAt(doc, ['forwards', i], toForward);
+        if (forward) forwards.push(forward);
+      });
+    }
+  }
+
+  const locator: Locator = (object, fieldPath) => {
+    const origin = origins.get(object);
+    return origin ? locate(origin.source, [...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
+  };
+  return { input: { cluster, nodes, guests, forwards, unchecked }, locator };
+}
+
+// The converters pick fields explicitly (dropping apiVersion/kind); values are schema-checked and
+// defaulted already.
+type Converter<T> = (data: any, source: SourceRef) => T;
+
+function toCluster(d: any, source: SourceRef): ClusterSettings {
+  return {
+    name: d.name,
+    guestSubnet: d.guestSubnet,
+    gatewayIP: d.gatewayIP,
+    nat: { mode: d.nat.mode, forwardSnat: d.nat.forwardSnat },
+    tables: { nat: d.tables.nat, arp: d.tables.arp },
+    source,
+  };
+}
+
+function toNode(d: any, source: SourceRef): NodeSpec {
+  return {
+    name: d.name,
+    uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP },
+    guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP },
+    trunks: [...d.trunks],
+    hypervisor: d.hypervisor,
+    source,
+  };
+}
+
+function toGuest(d: any, source: SourceRef): GuestSpec {
+  return {
+    name: d.name,
+    node: d.node,
+    ip: d.ip,
+    mac: d.mac.toLowerCase(),
+    resources: { memoryMiB: d.resources.memoryMiB, vcpus: d.resources.vcpus },
+    ...(d.boot && { boot: { ...d.boot } }),
+    ...(d.netns && { netns: { ...d.netns, ...(d.netns.command && { command: [...d.netns.command] }) } }),
+    restartOnChange: d.restartOnChange,
+    source,
+  };
+}
+
+function toForward(d: any, source: SourceRef): ForwardSpec {
+  return {
+    name: d.name,
+    protocol: d.protocol,
+    port: d.port,
+    target: { guest: d.target.guest, port: d.target.port },
+    ...(d.nodes && { nodes: [...d.nodes].sort(compareStrings) }),
+    source,
+  };
+}
+
+/** The document as plain JS; for a broken document, whatever part of it could be read. */
+function partialData(source: YamlSource): any {
+  try {
+    return source.doc.toJS() ?? {};
+  } catch {
+    return {}; // e.g. an unresolvable alias in a document that has syntax errors anyway
+  }
+}
+
+function startsWith(full: FieldPath, prefix: FieldPath): boolean {
+  return prefix.every((segment, i) => full[i] === segment);
+}
+
+function folderOf(file: string): string {
+  return file.includes('/') ? `${path.posix.dirname(file)}/` : file;
+}
+
+/** A problem with a file as a whole (or a missing one): reported at its first line. */
+function wholeFile(file: string, message: string): Diagnostic {
+  return { file, line: 1, column: 1, field: '', message };
+}
+
+/** "<folder>/<name>.yaml" paths (posix, relative to root), sorted; none when the folder is missing. */
+async function listYamlFiles(root: string, folder: string): Promise<string[]> {
+  let entries;
+  try {
+    entries = await readdir(path.join(root, folder), { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return entries
+    .filter((e) => e.isFile() && !e.name.startsWith('.') && /\.ya?ml$/.test(e.name))
+    .map((e) => `${folder}/${e.name}`)
+    .sort();
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
+}

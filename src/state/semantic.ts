@@ -1,0 +1,207 @@
+// Checks that need more than one document at a time: references between objects, uniqueness across
+// files, and the address plan. Pure: works on already schema-valid specs, no I/O.
+//
+// Each check is one function listed in `checks` at the end; mode- or hypervisor-specific rules
+// (issue 6) are added the same way.
+import { formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
+import { hasHostBits, ipv4ToNumber, numberToIPv4, parseCidr, subnetContains } from './ipv4.js';
+import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, SourceRef } from './types.js';
+
+export interface SemanticInput {
+  /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
+  cluster?: ClusterSettings;
+  nodes: NodeSpec[];
+  guests: GuestSpec[];
+  forwards: ForwardSpec[];
+  /**
+   * Names declared in documents that failed earlier checks (already reported). References to them are
+   * not reported again as "unknown".
+   */
+  unchecked?: { nodes?: Iterable<string>; guests?: Iterable<string> };
+}
+
+/** Any spec object: it knows where it was defined. */
+export interface Located {
+  source: SourceRef;
+}
+
+/** Turns a field of an object into a file position. The loader passes one that knows exact YAML ranges. */
+export type Locator = (object: Located, path: FieldPath) => DiagnosticLocation;
+
+/** Fallback locator: the position of the object itself, with the field path attached. */
+export const locateBySource: Locator = (object, path) => ({ ...object.source, field: formatFieldPath(path) });
+
+interface CheckContext {
+  input: SemanticInput;
+  report(object: Located, path: FieldPath, message: string): void;
+  /** "file:line:col" of a field, for messages that point at a second place. */
+  where(object: Located, path: FieldPath): string;
+}
+
+type Check = (ctx: CheckContext) => void;
+
+export function validateSemantics(input: SemanticInput, locate: Locator = locateBySource): Diagnostic[] {
+  const diagnostics: Diagnostic[] = [];
+  const ctx: CheckContext = {
+    input,
+    report: (object, path, message) => diagnostics.push({ ...locate(object, path), message }),
+    where: (object, path) => {
+      const { file, line, column } = locate(object, path);
+      return `${file}:${line}:${column}`;
+    },
+  };
+  for (const check of checks) check(ctx);
+  return diagnostics;
+}
+
+/** One use of a value that must be unique (a name, an address, ...). */
+interface Claim {
+  object: Located;
+  path: FieldPath;
+  value: string;
+  /** Who holds it, for the message about the second holder, e.g. `nodeIP of node "node1"`. */
+  owner: string;
+}
+
+function claim(object: Located, path: FieldPath, value: string, owner: string): Claim {
+  return { object, path, value, owner };
+}
+
+type DuplicateMessage = (value: string, first: { owner: string; where: string }) => string;
+
+/** Reports every claim after the first on the same value. */
+function reportDuplicates(ctx: CheckContext, claims: Claim[], message: DuplicateMessage): void {
+  const firsts = new Map<string, Claim>();
+  for (const c of claims) {
+    const first = firsts.get(c.value);
+    if (!first) {
+      firsts.set(c.value, c);
+      continue;
+    }
+    ctx.report(c.object, c.path, message(c.value, { owner: first.owner, where: ctx.where(first.object, first.path) }));
+  }
+}
+
+/** The message for most duplicates: `x is already used as <owner> (<file:line:col>)`. */
+const alreadyUsed: DuplicateMessage = (value, first) => `${value} is already used as ${first.owner} (${first.where})`;
+
+const uniqueNames: Check = (ctx) => {
+  const { nodes, guests, forwards } = ctx.input;
+  const collections: Array<[string, Array<Located & { name: string }>]> = [
+    ['node', nodes],
+    ['guest', guests],
+    ['forward', forwards],
+  ];
+  for (const [noun, objects] of collections) {
+    const claims = objects.map((o) => claim(o, ['name'], o.name, `${noun} "${o.name}"`));
+    reportDuplicates(ctx, claims, (name, first) =>
+      `duplicate ${noun} name "${name}" (first defined at ${first.where})`);
+  }
+};
+
+/** Gateway, node and guest addresses all live inside the guest subnet, on usable host addresses. */
+const addressesInSubnet: Check = (ctx) => {
+  const { cluster, nodes, guests } = ctx.input;
+  if (!cluster) return;
+  const cidr = cluster.guestSubnet;
+  const subnet = parseCidr(cidr);
+  if (hasHostBits(cidr)) {
+    const meant = `${numberToIPv4(subnet.network)}/${subnet.prefix}`;
+    ctx.report(cluster, ['guestSubnet'], `has host bits set; did you mean ${meant}?`);
+  }
+  const check = (object: Located, path: FieldPath, ip: string) => {
+    const n = ipv4ToNumber(ip);
+    if (!subnetContains(subnet, ip)) ctx.report(object, path, `${ip} is outside guestSubnet ${cidr}`);
+    else if (n === subnet.network) ctx.report(object, path, `${ip} is the network address of guestSubnet ${cidr}`);
+    else if (n === subnet.broadcast) ctx.report(object, path, `${ip} is the broadcast address of guestSubnet ${cidr}`);
+  };
+  check(cluster, ['gatewayIP'], cluster.gatewayIP);
+  for (const node of nodes) check(node, ['guestBridge', 'nodeIP'], node.guestBridge.nodeIP);
+  for (const guest of guests) check(guest, ['ip'], guest.ip);
+};
+
+/** No two holders of one guest-subnet address, public address or MAC. */
+const uniqueAddresses: Check = (ctx) => {
+  const { cluster, nodes, guests } = ctx.input;
+  const gateway = cluster ? [claim(cluster, ['gatewayIP'], cluster.gatewayIP, 'the shared cluster gatewayIP')] : [];
+  const subnetClaims = [
+    ...gateway,
+    ...nodes.map((n) => claim(n, ['guestBridge', 'nodeIP'], n.guestBridge.nodeIP, `nodeIP of node "${n.name}"`)),
+    ...guests.map((g) => claim(g, ['ip'], g.ip, `ip of guest "${g.name}"`)),
+  ];
+  reportDuplicates(ctx, subnetClaims, alreadyUsed);
+
+  const publicClaims = nodes.map((n) =>
+    claim(n, ['uplink', 'publicIP'], n.uplink.publicIP, `publicIP of node "${n.name}"`),
+  );
+  reportDuplicates(ctx, publicClaims, alreadyUsed);
+
+  const macClaims = guests.map((g) => claim(g, ['mac'], g.mac.toLowerCase(), `mac of guest "${g.name}"`));
+  reportDuplicates(ctx, macClaims, alreadyUsed);
+};
+
+const unicastMacs: Check = (ctx) => {
+  for (const guest of ctx.input.guests) {
+    if (parseInt(guest.mac.slice(0, 2), 16) & 1) {
+      ctx.report(guest, ['mac'], `${guest.mac} is a multicast address; a guest needs a unicast MAC (even first octet)`);
+    }
+  }
+};
+
+/** A node's uplink, guest bridge and trunks are different interfaces. */
+const distinctNodeInterfaces: Check = (ctx) => {
+  for (const node of ctx.input.nodes) {
+    const claims = [
+      claim(node, ['uplink', 'interface'], node.uplink.interface, 'uplink.interface'),
+      claim(node, ['guestBridge', 'interface'], node.guestBridge.interface, 'guestBridge.interface'),
+      ...node.trunks.map((trunk, i) => claim(node, ['trunks', i], trunk, `trunks[${i}]`)),
+    ];
+    reportDuplicates(ctx, claims, (name, first) =>
+      `interface "${name}" is already used as ${first.owner} on this node`);
+  }
+};
+
+/** Guests name existing nodes; forwards name existing guests and nodes. */
+const references: Check = (ctx) => {
+  const { nodes, guests, forwards, unchecked } = ctx.input;
+  const nodeNames = new Set([...nodes.map((n) => n.name), ...(unchecked?.nodes ?? [])]);
+  const guestNames = new Set([...guests.map((g) => g.name), ...(unchecked?.guests ?? [])]);
+  const unknown = (noun: string, name: string, known: Set<string>) => {
+    const hint = known.size ? `defined: ${[...known].sort().join(', ')}` : `no ${noun}s defined`;
+    return `unknown ${noun} "${name}" (${hint})`;
+  };
+
+  for (const guest of guests) {
+    if (!nodeNames.has(guest.node)) ctx.report(guest, ['node'], unknown('node', guest.node, nodeNames));
+  }
+  for (const forward of forwards) {
+    if (!guestNames.has(forward.target.guest)) {
+      ctx.report(forward, ['target', 'guest'], unknown('guest', forward.target.guest, guestNames));
+    }
+    forward.nodes?.forEach((node, i) => {
+      if (!nodeNames.has(node)) ctx.report(forward, ['nodes', i], unknown('node', node, nodeNames));
+    });
+  }
+};
+
+/** One protocol/port can be forwarded to only one target on each node it enters. */
+const forwardPortClashes: Check = (ctx) => {
+  // A Set: a node defined twice (reported by uniqueNames) must not make a forward clash with itself.
+  const allNodes = [...new Set(ctx.input.nodes.map((n) => n.name))];
+  const claims = ctx.input.forwards.flatMap((forward) =>
+    (forward.nodes ?? allNodes).map((node) =>
+      claim(forward, ['port'], `${forward.protocol}/${forward.port} on node ${node}`, `forward "${forward.name}"`),
+    ),
+  );
+  reportDuplicates(ctx, claims, (what, first) => `${what} is already taken by ${first.owner} (${first.where})`);
+};
+
+const checks: Check[] = [
+  uniqueNames,
+  addressesInSubnet,
+  uniqueAddresses,
+  unicastMacs,
+  distinctNodeInterfaces,
+  references,
+  forwardPortClashes,
+];
