@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { addAddress, addBridge, createNamespace, deleteNamespace, listNamespaces, runIn } from '../src/netns/netns.js';
 import { desiredFingerprint } from '../src/guests/driver.js';
 import { NetnsDriver } from '../src/guests/netns.js';
-import { processAlive, processCmdline, waitUntil } from '../src/guests/runtime.js';
+import { processAlive, processCmdline, waitUntil } from '../src/proc/process.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
 const id = `${process.pid % 100000}`;

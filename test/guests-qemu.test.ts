@@ -13,7 +13,7 @@ import { addBridge, createNamespace, deleteNamespace, runIn } from '../src/netns
 import { desiredFingerprint } from '../src/guests/driver.js';
 import { Qmp } from '../src/guests/qmp.js';
 import { QemuDriver, identityFromCmdline, kvmUsable, qemuArgs, stateFromQmpStatus } from '../src/guests/qemu.js';
-import { processAlive, processCmdline, waitForExit, waitUntil } from '../src/guests/runtime.js';
+import { processAlive, processCmdline, waitForExit, waitUntil } from '../src/proc/process.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
 const id = `${process.pid % 100000}`;

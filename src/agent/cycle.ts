@@ -1,8 +1,10 @@
 // One reconcile cycle of a node's agent (`cgw-sync once`; `cgw-sync run` repeats it):
 //   source  -> fetch the tracked branch, verify it (signature, no rollback)
 //   state   -> load and validate it; refused/invalid/unreachable -> keep the last good revision
-//   plan    -> desired vs live, drift vs what this node applied last
-//   apply   -> pre-apply hooks (veto), one nft transaction, post-apply hooks
+//   plan    -> desired vs live, drift vs what this node applied last; guests vs the driver,
+//              arrivals gated on the other nodes' reports (safe migration)
+//   apply   -> pre-apply hooks (veto), guest stops, one nft transaction, guest starts,
+//              post-apply hooks
 //   report  -> status.json + REPORT.md on status/<node>, committed only when something changed
 // Nothing here is ever half-done: the nft transaction is atomic, memory.json is replaced
 // atomically, and a cycle killed at any point is simply run again.
@@ -24,7 +26,9 @@ import { acquireLock } from './lock.js';
 import { agentPaths, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { classifyDrift, shadowingChains, type DriftItem } from './drift.js';
 import { runHooks, type HookResult } from './hooks.js';
-import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type NodeStatus, type Outcome, type Outage } from './report.js';
+import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type GuestReport, type NodeStatus, type Outcome, type Outage } from './report.js';
+import { applyGuestStarts, applyGuestStops, guestChanges, type GuestOutcome } from '../reconcile/guests.js';
+import { guestReport, planGuestPhase, settleArrivals, type GuestPhase } from './guest-phase.js';
 
 export interface CycleDeps {
   config: AgentConfig;
@@ -136,6 +140,8 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
   let drift: DriftItem[] = [];
   let planDoc: NodeStatus['plan'] = null;
   const hooks: HookResult[] = [];
+  const guestOutcomes: GuestOutcome[] = [];
+  let guestLines: GuestReport[] = [];
   let corrected = false;
   if (!state || !revision) {
     errors.push(source.message ?? 'no state to apply yet');
@@ -149,33 +155,59 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
     planDoc = { changed, summary, tables };
     sw.lap('plan');
 
-    // --- apply --------------------------------------------------------------------------
+    // --- guests ---------------------------------------------------------------------------
+    let guests: GuestPhase | undefined;
+    if (config.guests.enabled) {
+      try {
+        guests = await planGuestPhase(config, state, revision, memory, statusUrl(config));
+      } catch (e) {
+        errors.push(`guests not reconciled: ${(e as Error).message}`);
+      }
+    }
+    const guestWork = guests ? guestChanges(guests.plan).length > 0 : false;
+    sw.lap('guests');
+
+    // --- apply: guest stops, then the network, then guest starts --------------------------
     const newRevision = revision !== memory.applied?.revision;
-    outcome = 'converged';
-    if (changed) {
-      if (!newRevision && config.drift === 'report' && handDrift) {
-        outcome = 'drift-reported';
+    // Report-only drift holds back the nft correction only; guests still follow the state
+    // (a migration must be able to finish).
+    const nftHeld = changed && !newRevision && config.drift === 'report' && handDrift;
+    const nftWork = changed && !nftHeld;
+    outcome = nftHeld ? 'drift-reported' : 'converged';
+    if (nftWork || guestWork) {
+      const plan = { node: config.node, revision, nft: planned, ...(guests ? { guests: guests.plan } : {}) };
+      const ctx = { node: config.node, revision, planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
+      hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
+      sw.lap('hooks');
+      if (hooks.some((h) => !h.ok)) {
+        outcome = 'vetoed';
+        errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
       } else {
-        const ctx = { node: config.node, revision, planJson: planJson({ node: config.node, revision, nft: planned }), timeoutMs: config.hookTimeoutSeconds * 1000 };
-        hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
-        sw.lap('hooks');
-        if (hooks.some((h) => !h.ok)) {
-          outcome = 'vetoed';
-          errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
-        } else {
+        const gctx = guests && { state, node: config.node, driver: guests.driver, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 };
+        if (guests && gctx) guestOutcomes.push(...(await applyGuestStops(guests.plan, gctx)));
+        if (nftWork) {
           try {
             await applyNodeNft(planned, nft);
-            outcome = 'applied';
             corrected = handDrift;
           } catch (e) {
             errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
             outcome = 'error';
           }
-          sw.lap('apply');
-          if (outcome === 'applied') hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
-          sw.lap('hooks');
         }
+        sw.lap('apply');
+        if (guests && gctx && outcome !== 'error') guestOutcomes.push(...(await applyGuestStarts(guests.plan, gctx)));
+        sw.lap('guests');
+        for (const o of guestOutcomes.filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
+        if (outcome !== 'error') {
+          if (!nftHeld) outcome = 'applied';
+          hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
+        }
+        sw.lap('hooks');
       }
+    }
+    if (guests) {
+      await settleArrivals(config, memory, guestOutcomes);
+      guestLines = await guestReport(guests, guestOutcomes);
     }
     if (outcome === 'applied' || outcome === 'converged') {
       if (candidate && revision === candidate.revision && (newRevision || !memory.applied)) await saveLastGood(config.stateDir, candidate.dir);
@@ -194,7 +226,7 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
     ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
     plan: planDoc,
     drift: { items: drift, corrected },
-    guests: [],
+    guests: guestLines,
     hooks,
     errors: [...errors, ...notes],
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),

@@ -5,7 +5,7 @@
 // taken over, so a crash never blocks the node forever.
 import { open, readFile, unlink, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { processAlive, processStartTime } from '../guests/runtime.js';
+import { processAlive, processStartTime } from '../proc/process.js';
 
 export interface LockOwner {
   pid: number;

@@ -10,11 +10,16 @@ import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
 import type { Outage } from './report.js';
+import type { Arrival } from './migration.js';
 
 export interface AgentMemory {
   applied?: { revision: string; at: string; desired: Ruleset };
   lastReportKey?: string;
   outage?: Outage;
+  /** Guest -> node, as of the last state this node planned guests for. */
+  placement?: Record<string, string>;
+  /** Guests placed here that have not started yet (migration gate). */
+  arrivals?: Record<string, Arrival>;
 }
 
 export function agentPaths(stateDir: string) {

@@ -11,6 +11,8 @@ import { findNode, renderNode } from '../render/render.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { formatPlanText, hasChanges, planJson, type NodePlan } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
+import { planGuests } from '../reconcile/guests.js';
+import { driverFor } from '../guests/index.js';
 import { StateError } from '../state/diagnostics.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { runOnce } from '../agent/cycle.js';
@@ -24,8 +26,9 @@ const USAGE = `Usage: cgw-sync <command> [options]
 Commands:
   validate            check the state directory; every problem with file:line:column and field
   render              print the node's desired nftables tables
-  plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error)
-  apply               apply the plan as one atomic nft transaction and confirm convergence
+  plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error);
+                      guest starts/stops are shown, and carried out by the agent (once, run)
+  apply               apply the nftables plan as one atomic transaction and confirm convergence
   once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
   run                 the long-running agent: a cycle at start and on the configured schedule
   plan --all-nodes --rev <rev> [--base <rev>]
@@ -140,6 +143,13 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node:
   const backend = new NftCli({ nft: opts.nft });
   const plan: NodePlan = { node, nft: await planNodeNft(state, node, backend) };
   if (command === 'plan') {
+    // Shown for information: starting and stopping guests is the agent's job, because only the
+    // agent can check the other nodes' reports before starting a guest that moved.
+    try {
+      plan.guests = planGuests(state, node, await driverFor(findNode(state, node)).list());
+    } catch (e) {
+      plan.guestsNote = (e as Error).message;
+    }
     io.out(opts.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : formatPlanText(plan));
     return hasChanges(plan) ? EXIT.changes : EXIT.ok;
   }

@@ -31,7 +31,8 @@ import {
   type StartContext,
   type StopResult,
 } from './driver.js';
-import { DEFAULT_RUN_ROOT, RuntimeDir, processAlive, processStartTime, signalIfSame, waitForExit, waitUntil } from './runtime.js';
+import { DEFAULT_RUN_ROOT, RuntimeDir } from './runtime.js';
+import { processAlive, processStartTime, signalIfSame, waitForExit, waitUntil } from '../proc/process.js';
 
 export interface NetnsDriverOptions {
   /** The node's network namespace, which holds the guest bridge. */

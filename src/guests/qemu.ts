@@ -21,16 +21,8 @@ import {
   type StopResult,
 } from './driver.js';
 import { Qmp } from './qmp.js';
-import {
-  DEFAULT_RUN_ROOT,
-  RuntimeDir,
-  type GuestMeta,
-  processAlive,
-  processCmdline,
-  processStartTime,
-  terminate,
-  waitForExit,
-} from './runtime.js';
+import { DEFAULT_RUN_ROOT, RuntimeDir, type GuestMeta } from './runtime.js';
+import { processAlive, processCmdline, processStartTime, terminate, waitForExit } from '../proc/process.js';
 
 export type Accel = 'kvm' | 'tcg';
 

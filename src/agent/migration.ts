@@ -1,0 +1,115 @@
+// Safe guest migration. When the state moves a guest from node A to node B, B must not start it
+// until A has stopped it, or two nodes would run the same disk. A says so in its status branch;
+// B reads it and starts the guest only once A reports, at a revision at or after the move, that
+// the guest does not run there. A node that is down or silent blocks the start; an operator can
+// release a guest from a dead node (`cgw-sync guest release <guest> --from <node>`).
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { ClusterState } from '../state/types.js';
+import type { MigrationGate } from '../reconcile/guests.js';
+import type { NodeStatus } from './report.js';
+
+/** A guest placed on this node that has not started here yet. */
+export interface Arrival {
+  /** Where the last applied state placed it; null when this node does not know (then every other node must confirm). */
+  from: string | null;
+  /** The first revision that placed it here. */
+  since: string;
+}
+
+/**
+ * Track arrivals: guests that the new state places here but the previous one did not. A guest
+ * that already lived here (and perhaps crashed) is not an arrival.
+ */
+export function updateArrivals(
+  previous: Record<string, string> | undefined,
+  state: ClusterState,
+  node: string,
+  revision: string,
+  arrivals: Record<string, Arrival>,
+): Record<string, Arrival> {
+  const next: Record<string, Arrival> = {};
+  for (const g of state.guests.filter((x) => x.node === node)) {
+    if (arrivals[g.name]) next[g.name] = arrivals[g.name] as Arrival;
+    else if (previous?.[g.name] !== node) next[g.name] = { from: previous?.[g.name] ?? null, since: revision };
+  }
+  return next;
+}
+
+export function placementOf(state: ClusterState): Record<string, string> {
+  return Object.fromEntries(state.guests.map((g) => [g.name, g.node]));
+}
+
+/** Guest states in a report that mean "it may still be using its disk". */
+const HOLDS_DISK = new Set(['running', 'paused', 'unknown']);
+
+export interface GateInputs {
+  node: string;
+  state: ClusterState;
+  arrivals: Record<string, Arrival>;
+  releases: Record<string, Release>;
+  /** Another node's latest status, or null when it never reported. */
+  readStatus(node: string): Promise<NodeStatus | null>;
+  /** Whether revision `rev` is `since` or a descendant of it. */
+  isAtOrAfter(rev: string, since: string): Promise<boolean>;
+}
+
+export async function buildMigrationGate(inp: GateInputs): Promise<MigrationGate> {
+  const cache = new Map<string, Promise<NodeStatus | null>>();
+  const status = (n: string) => {
+    if (!cache.has(n)) cache.set(n, inp.readStatus(n).catch(() => null));
+    return cache.get(n) as Promise<NodeStatus | null>;
+  };
+  const blockers = new Map<string, string>();
+  for (const [guest, arrival] of Object.entries(inp.arrivals)) {
+    const others = arrival.from ? [arrival.from] : inp.state.nodes.map((n) => n.name).filter((n) => n !== inp.node);
+    for (const other of others) {
+      if (inp.releases[guest]?.from === other) continue;
+      const s = await status(other);
+      const release = `\`cgw-sync guest release ${guest} --from ${other}\` overrides if that node is dead`;
+      let why: string | undefined;
+      if (!s) why = `waiting for node ${other}: it has not reported (down or silent?); ${release}`;
+      else if (!s.appliedRevision || !(await inp.isAtOrAfter(s.appliedRevision, arrival.since)))
+        why = `waiting for node ${other} to apply revision ${arrival.since.slice(0, 12)} (it reports ${s.appliedRevision?.slice(0, 12) ?? 'none'} at ${s.time}); ${release}`;
+      else if (s.guests.some((g) => g.name === guest && HOLDS_DISK.has(g.state)))
+        why = `waiting for node ${other} to stop it (reported ${s.guests.find((g) => g.name === guest)?.state} at ${s.time})`;
+      if (why) {
+        blockers.set(guest, why);
+        break;
+      }
+    }
+  }
+  return (guest) => blockers.get(guest);
+}
+
+// --- operator releases -------------------------------------------------------------------
+
+export interface Release {
+  from: string;
+  at: string;
+}
+
+function releasesFile(stateDir: string): string {
+  return path.join(stateDir, 'releases.json');
+}
+
+export async function readReleases(stateDir: string): Promise<Record<string, Release>> {
+  try {
+    return JSON.parse(await readFile(releasesFile(stateDir), 'utf8')) as Record<string, Release>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw e;
+  }
+}
+
+export async function writeReleases(stateDir: string, releases: Record<string, Release>): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  await writeFile(releasesFile(stateDir), `${JSON.stringify(releases, null, 2)}\n`);
+}
+
+/** `cgw-sync guest release`: let this node start `guest` without `from`'s confirmation. */
+export async function releaseGuest(stateDir: string, guest: string, from: string, at = new Date().toISOString()): Promise<void> {
+  const releases = await readReleases(stateDir);
+  releases[guest] = { from, at };
+  await writeReleases(stateDir, releases);
+}

@@ -1,0 +1,100 @@
+// `lab check`: the probes that tell whether the lab behaves as the state intends.
+//   - every forward, from the client, on every node it enters: the answer must come from the target
+//     guest's service, and (full-nat with forwardSnat) name the entering node's guest-bridge IP as
+//     the source the guest saw, or (ct-sync) the client's IP;
+//   - from every guest, ARP for the gateway IP: only its own node's guest bridge may answer.
+// planChecks is pure; runChecks runs them.
+import type { ClusterState, ForwardSpec } from '../state/types.js';
+import { runIn } from '../netns/netns.js';
+import type { LabNode, LabPlan, NsDev } from './plan.js';
+import { arpProbe, httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+
+export type LabCheck =
+  | {
+      kind: 'http' | 'tcp' | 'udp';
+      name: string;
+      /** Namespace the probe runs in (the client). */
+      ns: string;
+      ip: string;
+      port: number;
+      /** The answer must contain this (the responder's whole answer, or a pattern of it). */
+      expect: string | RegExp;
+    }
+  | {
+      kind: 'arp';
+      name: string;
+      ns: string;
+      dev: string;
+      ip: string;
+      /** The only interface whose MAC may answer. */
+      answeredBy: NsDev;
+    };
+
+export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
+  const checks: LabCheck[] = [];
+  for (const node of plan.nodes) {
+    for (const f of state.forwards.filter((f) => !f.nodes || f.nodes.includes(node.name))) {
+      checks.push(forwardCheck(state, plan, node, f));
+    }
+  }
+  for (const g of plan.guests) {
+    const node = plan.nodes.find((n) => n.name === g.node)!;
+    checks.push({
+      kind: 'arp',
+      name: `arp ${state.cluster.gatewayIP} from ${g.name}: only ${node.name} answers`,
+      ns: g.ns,
+      dev: g.dev,
+      ip: state.cluster.gatewayIP,
+      answeredBy: { ns: node.ns, dev: node.guestBridge },
+    });
+  }
+  return checks;
+}
+
+function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: ForwardSpec): LabCheck {
+  const guest = f.target.guest;
+  // The responder serves HTTP on 80 and answers any other TCP port it listens on with a banner.
+  const kind = f.protocol === 'udp' ? 'udp' : f.target.port === 80 ? 'http' : 'tcp';
+  const via = `${kind}/${f.target.port}`;
+  const { mode, forwardSnat } = state.cluster.nat;
+  const from = mode === 'full-nat' && forwardSnat ? node.nodeIP : mode === 'ct-sync' ? plan.client.ip : undefined;
+  const expect = from !== undefined ? `this is ${guest} OK from ${from} via ${via}` : new RegExp(`^this is ${guest} OK from \\S+ via ${via}$`);
+  return {
+    kind,
+    name: `${f.name}: ${f.protocol} ${node.publicIP}:${f.port} (${node.name}) -> ${guest}:${f.target.port}`,
+    ns: plan.client.ns,
+    ip: node.publicIP,
+    port: f.port,
+    expect,
+  };
+}
+
+export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeResult> {
+  switch (c.kind) {
+    case 'http':
+      return httpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
+    case 'tcp':
+      return tcpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
+    case 'udp':
+      return udpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
+    case 'arp':
+      return arpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+  }
+}
+
+/** Run all checks; the network probes in parallel (each is bounded), results in check order. */
+export async function runChecks(checks: LabCheck[], timeoutS?: number): Promise<ProbeResult[]> {
+  return Promise.all(checks.map((c) => runCheck(c, timeoutS)));
+}
+
+export async function linkMac(l: NsDev): Promise<string> {
+  const r = await runIn(l.ns, 'ip', ['-j', 'link', 'show', 'dev', l.dev]);
+  const mac = (JSON.parse(r.stdout) as Array<{ address?: string }>)[0]?.address;
+  if (!mac) throw new Error(`no MAC address on ${l.dev} in ${l.ns}`);
+  return mac.toLowerCase();
+}
+
+/** One line per result, for the `lab check` command: "ok   <name>: <detail>" or "FAIL <name>: <detail>". */
+export function formatResults(results: ProbeResult[]): string {
+  return results.map((r) => `${r.ok ? 'ok  ' : 'FAIL'} ${r.name}: ${r.detail}`).join('\n');
+}

@@ -1,0 +1,116 @@
+// Probes: one bounded network request from inside a lab namespace, reported as {name, ok, detail}.
+// `ok` means an answer came back (and matched `expect`, when given); `reply` is the raw answer.
+// Every probe is bounded by a timeout (seconds, default 3), so a broken path costs seconds, not
+// minutes.
+import { runInUnchecked } from '../netns/netns.js';
+import { askCommand } from './responder.js';
+
+export interface ProbeResult {
+  name: string;
+  ok: boolean;
+  /** The answer (trimmed) when there is one, else what went wrong. */
+  detail: string;
+  reply?: string;
+}
+
+export interface ProbeOptions {
+  /** Name in the result; default describes the probe, e.g. "http 192.168.122.11:80". */
+  name?: string;
+  timeoutS?: number;
+  /** The answer must contain this string (or match this pattern) for ok. */
+  expect?: string | RegExp;
+}
+
+export interface ArpProbeResult extends ProbeResult {
+  /** Distinct MAC addresses that answered, lower case, sorted. */
+  macs: string[];
+}
+
+const DEFAULT_TIMEOUT_S = 3;
+/** Grace on top of a probe's own timeout before the command itself is killed. */
+const KILL_GRACE_MS = 2_000;
+
+/** GET http://ip:port/ from namespace ns with curl; the reply is the body. */
+export async function httpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
+  const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
+  const r = await runInUnchecked(ns, 'curl', ['-sS', '--max-time', String(t), `http://${ip}:${port}/`], {
+    timeout: t * 1000 + KILL_GRACE_MS,
+  });
+  return result(opts.name ?? `http ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
+}
+
+/** Connect over TCP from namespace ns and read until the server closes (a banner). */
+export async function tcpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
+  return ask('tcp', ns, ip, port, opts);
+}
+
+/** Send one UDP datagram from namespace ns; the reply is the first datagram that comes back. */
+export async function udpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
+  return ask('udp', ns, ip, port, opts);
+}
+
+async function ask(protocol: 'tcp' | 'udp', ns: string, ip: string, port: number, opts: ProbeOptions): Promise<ProbeResult> {
+  const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
+  const [cmd, ...args] = askCommand(protocol, ip, port, t * 1000);
+  const r = await runInUnchecked(ns, cmd, args, { timeout: t * 1000 + KILL_GRACE_MS });
+  return result(opts.name ?? `${protocol} ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
+}
+
+function result(
+  name: string,
+  answered: boolean,
+  stdout: string,
+  stderr: string,
+  exitCode: number,
+  expect: string | RegExp | undefined,
+): ProbeResult {
+  const reply = stdout.trim();
+  if (!answered) {
+    return { name, ok: false, detail: `no answer (exit ${exitCode}): ${stderr.trim() || reply || 'no output'}` };
+  }
+  if (expect !== undefined && !(typeof expect === 'string' ? reply.includes(expect) : expect.test(reply))) {
+    return { name, ok: false, detail: `unexpected answer ${JSON.stringify(reply)} (wanted ${String(expect)})`, reply };
+  }
+  return { name, ok: true, detail: reply, reply };
+}
+
+export interface ArpProbeOptions {
+  name?: string;
+  /** ARP requests to send (default 3). */
+  count?: number;
+  /** Overall deadline in seconds (default 3). */
+  timeoutS?: number;
+  /** ok only when exactly these MACs answered (any case); default: ok when any MAC answered. */
+  expectMacs?: string[];
+}
+
+/**
+ * From namespace ns, send ARP requests for ip out of dev (`arping -c N -w T -i dev ip`; this is
+ * Thomas Habets' arping, which broadcasts every request) and collect the distinct MACs answering.
+ */
+export async function arpProbe(ns: string, dev: string, ip: string, opts: ArpProbeOptions = {}): Promise<ArpProbeResult> {
+  const name = opts.name ?? `arp ${ip} on ${ns}/${dev}`;
+  const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
+  const r = await runInUnchecked(ns, 'arping', ['-c', String(opts.count ?? 3), '-w', String(t), '-i', dev, ip], {
+    timeout: t * 1000 + KILL_GRACE_MS,
+  });
+  // Exit 1 only means "no reply"; anything else without output is a failure to run.
+  const macs = parseArpingMacs(r.stdout);
+  if (r.exitCode !== 0 && r.exitCode !== 1) {
+    return { name, ok: false, detail: `arping failed (exit ${r.exitCode}): ${r.stderr.trim()}`, macs };
+  }
+  const detail = macs.length ? `answered by ${macs.join(', ')}` : 'no answer';
+  if (opts.expectMacs) {
+    const want = [...new Set(opts.expectMacs.map((m) => m.toLowerCase()))].sort();
+    const ok = want.length === macs.length && want.every((m, i) => m === macs[i]);
+    return { name, ok, detail: ok ? detail : `${detail} (wanted ${want.join(', ') || 'none'})`, macs };
+  }
+  return { name, ok: macs.length > 0, detail, macs };
+}
+
+/** Distinct MACs from arping reply lines ("60 bytes from 02:..:ff (10.5.5.254): index=0 ..."). */
+export function parseArpingMacs(output: string): string[] {
+  const macs = new Set<string>();
+  for (const m of output.matchAll(/\bfrom ((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\b/gi)) macs.add(m[1].toLowerCase());
+  return [...macs].sort();
+}

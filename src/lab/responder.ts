@@ -1,0 +1,85 @@
+// The lab's one small network program, in two modes:
+//   serve <guest>                      the guest's services: HTTP on :80, a banner on TCP :22,
+//                                      a UDP echo on :123; every answer names the guest and the
+//                                      source address the guest saw, e.g.
+//                                      "this is guest1 OK from 10.5.5.251 via http/80"
+//   ask <tcp|udp> <ip> <port> <ms>     a client for the probes: prints the first answer and exits
+//                                      (exit 2 on timeout, 3 on a socket error)
+//
+// WHY a source string run with `node -e`: the program runs inside network namespaces as a separate
+// process, and must work both from the TypeScript sources (under vitest) and from the compiled CLI
+// in dist/, without a build step that copies extra files. Plain CommonJS JavaScript, no dependencies.
+
+const PROGRAM = String.raw`
+'use strict';
+const net = require('node:net');
+const dgram = require('node:dgram');
+const http = require('node:http');
+const [mode, ...args] = process.argv.slice(1);
+
+// IPv4 peers of a dual-stack socket look like ::ffff:10.5.5.251.
+const plain = (addr) => String(addr).replace(/^::ffff:/, '');
+
+if (mode === 'serve') {
+  const guest = args[0];
+  const answer = (from, via) => 'this is ' + guest + ' OK from ' + plain(from) + ' via ' + via;
+  http
+    .createServer((req, res) => res.end(answer(req.socket.remoteAddress, 'http/80') + '\n'))
+    .listen(80, '0.0.0.0');
+  // An SSH-like banner: one line, then close (probes read until the end of the stream).
+  net.createServer((s) => s.end(answer(s.remoteAddress, 'tcp/22') + '\r\n')).listen(22, '0.0.0.0');
+  const udp = dgram.createSocket('udp4');
+  udp.on('message', (_msg, peer) => udp.send(answer(peer.address, 'udp/123') + '\n', peer.port, peer.address));
+  udp.bind(123, '0.0.0.0');
+  process.on('SIGTERM', () => process.exit(0));
+} else if (mode === 'ask') {
+  const [proto, host, port, ms] = args;
+  const finish = (code, out) => {
+    (code === 0 ? process.stdout : process.stderr).write(out);
+    process.exit(code);
+  };
+  setTimeout(() => finish(2, 'no answer within ' + ms + ' ms\n'), Number(ms));
+  if (proto === 'tcp') {
+    let text = '';
+    const s = net.connect(Number(port), host);
+    s.on('data', (d) => (text += d));
+    s.on('end', () => finish(0, text));
+    s.on('error', (e) => finish(3, e.message + '\n'));
+  } else {
+    const s = dgram.createSocket('udp4');
+    s.on('message', (m) => finish(0, m.toString()));
+    s.on('error', (e) => finish(3, e.message + '\n'));
+    s.send('probe\n', Number(port), host);
+  }
+} else {
+  process.stderr.write('usage: serve <guest> | ask <tcp|udp> <ip> <port> <timeout-ms>\n');
+  process.exit(64);
+}
+`;
+
+/** The command that runs a guest's services (used as the netns guest's command). */
+export function responderCommand(guest: string): string[] {
+  return [process.execPath, '-e', PROGRAM, 'serve', guest];
+}
+
+/** The command that asks ip:port once over TCP (read to the end) or UDP (first datagram). */
+export function askCommand(protocol: 'tcp' | 'udp', ip: string, port: number, timeoutMs: number): string[] {
+  return [process.execPath, '-e', PROGRAM, 'ask', protocol, ip, String(port), String(timeoutMs)];
+}
+
+/** The ports the responder listens on, to wait for it after starting a guest. */
+export const RESPONDER_PORTS = { tcp: [80, 22], udp: [123] } as const;
+
+export interface ResponderReply {
+  guest: string;
+  /** Source address the guest saw. */
+  from: string;
+  /** Service that answered, e.g. "http/80", "tcp/22", "udp/123". */
+  via: string;
+}
+
+/** Parse a responder answer; undefined when the text is not one. */
+export function parseReply(text: string): ResponderReply | undefined {
+  const m = /^this is (\S+) OK from (\S+) via (\S+)$/.exec(text.trim());
+  return m ? { guest: m[1], from: m[2], via: m[3] } : undefined;
+}
