@@ -58,7 +58,8 @@ export class NftCli implements NftBackend {
     const argv = [...this.prefix, this.nft, ...args];
     try {
       const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin: 'ignore' });
-      if (r.exitCode === undefined && r.failed) throw r;
+      // No exit code means the process never ran (e.g. ENOENT): handled below like a throw.
+      if (r.exitCode === undefined) throw r;
       const stderr = String(r.stderr ?? '');
       if (/Operation not permitted/.test(stderr)) {
         throw new NftError(`nft: operation not permitted: cgw-sync needs root (CAP_NET_ADMIN) to read and write nftables`, stderr);
