@@ -17,6 +17,7 @@ import { StateError } from '../state/diagnostics.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { runOnce } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
+import { releaseGuest } from '../agent/migration.js';
 
 /** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
 export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
@@ -31,6 +32,9 @@ Commands:
   apply               apply the nftables plan as one atomic transaction and confirm convergence
   once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
   run                 the long-running agent: a cycle at start and on the configured schedule
+  guest release <guest> --from <node>
+                      let this node's agent start <guest> without <node>'s confirmation
+                      that it stopped it (for a node that is dead; see the README)
   plan --all-nodes --rev <rev> [--base <rev>]
                       review a Git revision offline: every node's change as Markdown
 
@@ -60,6 +64,7 @@ const OPTIONS = {
   rev: { type: 'string' },
   base: { type: 'string', default: 'main' },
   path: { type: 'string', default: '.' },
+  from: { type: 'string' },
 } as const;
 
 export interface Io {
@@ -105,6 +110,8 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       case 'once':
       case 'run':
         return await agent(command, values.config, values.json, io);
+      case 'guest':
+        return await guest(positionals.slice(1), values.config, values.from, io);
       case 'render':
       case 'plan':
       case 'apply': {
@@ -191,4 +198,13 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
   const status = await runOnce({ ...deps, log: json ? undefined : logLine });
   if (json) io.out(`${JSON.stringify(status, null, 2)}\n`);
   return status.outcome === 'converged' || status.outcome === 'applied' ? EXIT.ok : EXIT.error;
+}
+
+async function guest(args: string[], configFile: string, from: string | undefined, io: Io): Promise<number> {
+  const [verb, name] = args;
+  if (verb !== 'release' || !name || !from) throw new UsageError('usage: cgw-sync guest release <guest> --from <node> [--config FILE]');
+  const config = await loadAgentConfig(configFile);
+  await releaseGuest(config.stateDir, name, from);
+  io.out(`released ${name} from ${from}: node ${config.node} will start it without ${from}'s confirmation (make sure ${from} is really down)\n`);
+  return EXIT.ok;
 }
