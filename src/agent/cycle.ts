@@ -23,7 +23,7 @@ import { planJson } from '../plan/plan.js';
 import { nftPlanJson } from '../plan/format.js';
 import { statusBranch, type AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
-import { agentPaths, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
+import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { classifyDrift, shadowingChains, type DriftItem } from './drift.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type GuestReport, type NodeStatus, type Outcome, type Outage } from './report.js';
@@ -123,7 +123,7 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
   let state: ClusterState | undefined;
   let revision: string | undefined;
   if (candidate) {
-    const r = await loadState(candidate.dir);
+    const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(source, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(source, { state: 'not-owned', message: notOwned });

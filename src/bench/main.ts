@@ -13,6 +13,12 @@ import { planNft, planToTransaction } from '../plan/nft-plan.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { Transaction } from '../nft/transaction.js';
 import { syntheticState } from './synthetic.js';
+import { cp, mkdir } from 'node:fs/promises';
+import { createBareRepo } from '../git/bare-repo.js';
+import { startGitHttpServer } from '../git/http-server.js';
+import { runOnce } from '../agent/cycle.js';
+import type { AgentConfig } from '../agent/config.js';
+import type { ClusterState } from '../state/types.js';
 
 const FORWARDS = Number(process.env.CGW_BENCH_FORWARDS ?? 10_000);
 const ROUNDS = Number(process.env.CGW_BENCH_ROUNDS ?? 7);
@@ -84,10 +90,57 @@ async function main(): Promise<void> {
     const ourOneFull = await median(async () => applyNodeNft(await planNodeNft(changed, 'node1', nft), nft), removeOne);
     lines.push(row('one-forward change: apply transaction', ourOneTx, 'raw nft -f (one element)', rawOne, '< 50 ms and <= 1.5x'));
     lines.push(row('one-forward change: whole apply command', ourOneFull, 'raw list + raw -f + raw list', 2 * rawList + rawOne));
+
+    // The agent: one full no-op cycle (fetch with nothing new, read live, plan, no report commit).
+    await flush();
+    const cycleMs = await agentNoopCycle(state, dir, ns);
+    lines.push(row('agent no-op cycle (fetch+read+plan, no commit)', cycleMs, 'raw nft -j list table', rawList, '< 300 ms'));
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     await deleteNamespace(ns);
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The state as a state repository: state-example's cluster, nodes and guests, and `state`'s forwards. */
+async function writeStateRepo(state: ClusterState, dir: string): Promise<void> {
+  const example = new URL('../../state-example/', import.meta.url);
+  for (const part of ['cluster.yaml', 'nodes', 'guests']) await cp(new URL(part, example), join(dir, part), { recursive: true });
+  await mkdir(join(dir, 'forwards'), { recursive: true });
+  const items = state.forwards.map((f) => `  - { name: ${f.name}, protocol: ${f.protocol}, port: ${f.port}, target: { guest: ${f.target.guest}, port: ${f.target.port} } }`);
+  await writeFile(join(dir, 'forwards', 'bench.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${items.join('\n')}\n`);
+}
+
+async function agentNoopCycle(state: ClusterState, dir: string, ns: string): Promise<number> {
+  const seed = join(dir, 'seed');
+  await writeStateRepo(state, seed);
+  await mkdir(join(dir, 'srv'));
+  await createBareRepo(join(dir, 'srv'), 'state.git', { seedDir: seed, message: 'bench' });
+  const server = await startGitHttpServer({ projectRoot: join(dir, 'srv') });
+  try {
+    const config: AgentConfig = {
+      file: join(dir, 'agent.yaml'),
+      node: 'node1',
+      source: { url: server.repoUrl('state.git'), branch: 'main', path: '.', trustedKeys: [], allowNonDescendant: false, timeoutSeconds: 30 },
+      schedule: { cron: '* * * * *', jitterSeconds: 0 },
+      ownedTables: [],
+      drift: 'correct',
+      status: { branch: 'status/{node}' },
+      hookTimeoutSeconds: 60,
+      stateDir: join(dir, 'agent'),
+      nft: 'nft',
+      netns: ns,
+      guests: { enabled: false, runDir: join(dir, 'run'), stopTimeoutSeconds: 60 },
+    };
+    const deps = { config, nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }) };
+    const first = await runOnce(deps);
+    if (first.outcome !== 'applied') throw new Error(`bench agent did not apply: ${first.errors.join('; ')}`);
+    return await median(async () => {
+      const s = await runOnce(deps);
+      if (s.outcome !== 'converged') throw new Error(`no-op cycle was ${s.outcome}`);
+    });
+  } finally {
+    await server.stop();
   }
 }
 
