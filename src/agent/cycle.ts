@@ -86,23 +86,80 @@ function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
   return memory.outage;
 }
 
-async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<NodeStatus> {
-  const { config, nft } = deps;
-  const now = () => (deps.now ?? (() => new Date()))().toISOString();
-  const paths = agentPaths(config.stateDir);
-  const sw = stopwatch();
-  const memory = await readMemory(config.stateDir);
-  const errors: string[] = [];
-  const notes: string[] = lockNote ? [lockNote] : [];
-  const source: NodeStatus['source'] = { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' };
+/** What one cycle carries from phase to phase. */
+interface Cycle {
+  config: AgentConfig;
+  nft: NftBackend;
+  memory: AgentMemory;
+  now: () => string;
+  sw: ReturnType<typeof stopwatch>;
+  errors: string[];
+  source: NodeStatus['source'];
+}
 
-  // --- source ---------------------------------------------------------------------------
-  let candidate: { revision: string; dir: string } | undefined;
+async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<NodeStatus> {
+  const { config } = deps;
+  const c: Cycle = {
+    config,
+    nft: deps.nft,
+    memory: await readMemory(config.stateDir),
+    now: () => (deps.now ?? (() => new Date()))().toISOString(),
+    sw: stopwatch(),
+    errors: [],
+    source: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
+  };
+  const candidate = await fetchPhase(c);
+  c.sw.lap('fetch');
+  const loaded = await statePhase(c, candidate);
+  c.sw.lap('load');
+  let result: ReconcileResult = { outcome: 'error', drift: [], plan: null, hooks: [], guests: [], corrected: false };
+  if (!loaded) c.errors.push(c.source.message ?? 'no state to apply yet');
+  else {
+    try {
+      result = await reconcilePhase(c, loaded, candidate);
+    } catch (e) {
+      // An unexpected failure (nft not readable, a driver crash...): reported like any other.
+      c.errors.push(`cycle failed: ${(e as Error).message}`);
+    }
+  }
+
+  // --- report -----------------------------------------------------------------------------
+  const { memory, source, now } = c;
+  const gitOk = source.state !== 'unavailable';
+  const status: NodeStatus = {
+    format: STATUS_FORMAT,
+    node: config.node,
+    time: now(),
+    outcome: result.outcome,
+    source,
+    ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
+    plan: result.plan,
+    drift: { items: result.drift, corrected: result.corrected },
+    guests: result.guests,
+    hooks: result.hooks,
+    errors: lockNote ? [...c.errors, lockNote] : c.errors,
+    ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
+    timings: c.sw.timings,
+  };
+  const published = await publish(config, status, memory);
+  if (published.startsWith('failed') && gitOk) noteOutage(memory, now(), published.slice('failed: '.length));
+  c.sw.lap('publish');
+  c.sw.total();
+  await writeMemory(config.stateDir, memory);
+  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: source.state, drift: result.drift.map((d) => d.kind), errors: status.errors.length, published, ms: c.sw.timings });
+  return status;
+}
+
+type Candidate = { revision: string; dir: string } | undefined;
+
+/** Fetch and verify the tracked branch. A refusal or an outage leaves no candidate. */
+async function fetchPhase(c: Cycle): Promise<Candidate> {
+  const { config, memory, source } = c;
   try {
     const r = await fetchSource({
       url: config.source.url,
       branch: config.source.branch,
-      cacheDir: paths.sourceCache,
+      cacheDir: agentPaths(config.stateDir).sourceCache,
       credentials: credentials(config),
       trustedKeys: await readKeys(config.source.trustedKeys),
       lastAppliedOid: memory.applied?.revision,
@@ -110,135 +167,115 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
       timeoutMs: config.source.timeoutSeconds * 1000,
     });
     source.fetched = r.revision;
-    if (r.accepted) candidate = { revision: r.revision, dir: path.join(r.dir, config.source.path) };
-    else Object.assign(source, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
+    if (r.accepted) return { revision: r.revision, dir: path.join(r.dir, config.source.path) };
+    Object.assign(source, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
   } catch (e) {
     if (!(e instanceof RemoteUnavailable)) throw e;
     Object.assign(source, { state: 'unavailable', message: e.message });
-    noteOutage(memory, now(), e.message);
+    noteOutage(memory, c.now(), e.message);
   }
-  sw.lap('fetch');
+  return undefined;
+}
 
-  // --- state: the candidate, else the last good revision ----------------------------------
-  let state: ClusterState | undefined;
-  let revision: string | undefined;
+/** The candidate's state if it is valid and ours to apply; else the last good revision's. */
+async function statePhase(c: Cycle, candidate: Candidate): Promise<{ state: ClusterState; revision: string } | undefined> {
+  const { config, memory, source } = c;
   if (candidate) {
     const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(source, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(source, { state: 'not-owned', message: notOwned });
-    else [state, revision] = [r.state, candidate.revision];
+    else return { state: r.state, revision: candidate.revision };
   }
-  if (!state && memory.applied) {
-    const r = await loadState(paths.lastGood);
-    if (r.state) [state, revision] = [r.state, memory.applied.revision];
-    else errors.push(`the last good state copy in ${paths.lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
-  }
-  sw.lap('load');
+  if (!memory.applied) return undefined;
+  const lastGood = agentPaths(config.stateDir).lastGood;
+  const r = await loadState(lastGood);
+  if (r.state) return { state: r.state, revision: memory.applied.revision };
+  c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
+  return undefined;
+}
 
-  let outcome: Outcome = 'error';
-  let drift: DriftItem[] = [];
-  let planDoc: NodeStatus['plan'] = null;
+interface ReconcileResult {
+  outcome: Outcome;
+  drift: DriftItem[];
+  plan: NodeStatus['plan'];
+  hooks: HookResult[];
+  guests: GuestReport[];
+  corrected: boolean;
+}
+
+/** Plan (nft, drift, guests), then apply: pre-apply hooks, guest stops, nft, guest starts, post-apply hooks. */
+async function reconcilePhase(c: Cycle, loaded: { state: ClusterState; revision: string }, candidate: Candidate): Promise<ReconcileResult> {
+  const { config, nft, memory, sw, errors } = c;
+  const { state, revision } = loaded;
+  const planned = await planNodeNft(state, config.node, nft);
+  const drift = memory.applied ? classifyDrift(memory.applied.desired, planned.live, planned.owned) : [];
+  drift.push(...shadowingChains(planned.desired, await nft.listBaseChains(), planned.owned));
+  const handDrift = drift.some((d) => d.kind !== 'foreign-chain-shadows');
+  const { changed, summary, tables } = nftPlanJson(planned.plan);
+  sw.lap('plan');
+
+  let guests: GuestPhase | undefined;
+  if (config.guests.enabled) {
+    try {
+      guests = await planGuestPhase(config, state, revision, memory, statusUrl(config));
+    } catch (e) {
+      errors.push(`guests not reconciled: ${(e as Error).message}`);
+    }
+  }
+  const guestWork = guests ? guestChanges(guests.plan).length > 0 : false;
+  sw.lap('guests');
+
+  const newRevision = revision !== memory.applied?.revision;
+  // Report-only drift holds back the nft correction only; guests still follow the state
+  // (a migration must be able to finish).
+  const nftHeld = changed && !newRevision && config.drift === 'report' && handDrift;
+  const nftWork = changed && !nftHeld;
   const hooks: HookResult[] = [];
   const guestOutcomes: GuestOutcome[] = [];
-  let guestLines: GuestReport[] = [];
+  let outcome: Outcome = nftHeld ? 'drift-reported' : 'converged';
   let corrected = false;
-  if (!state || !revision) {
-    errors.push(source.message ?? 'no state to apply yet');
-  } else {
-    // --- plan ---------------------------------------------------------------------------
-    const planned = await planNodeNft(state, config.node, nft);
-    drift = memory.applied ? classifyDrift(memory.applied.desired, planned.live, planned.owned) : [];
-    drift.push(...shadowingChains(planned.desired, await nft.listBaseChains(), planned.owned));
-    const handDrift = drift.some((d) => d.kind !== 'foreign-chain-shadows');
-    const { changed, summary, tables } = nftPlanJson(planned.plan);
-    planDoc = { changed, summary, tables };
-    sw.lap('plan');
-
-    // --- guests ---------------------------------------------------------------------------
-    let guests: GuestPhase | undefined;
-    if (config.guests.enabled) {
-      try {
-        guests = await planGuestPhase(config, state, revision, memory, statusUrl(config));
-      } catch (e) {
-        errors.push(`guests not reconciled: ${(e as Error).message}`);
+  if (nftWork || guestWork) {
+    const plan = { node: config.node, revision, nft: planned, ...(guests ? { guests: guests.plan } : {}) };
+    const ctx = { node: config.node, revision, planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
+    hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
+    sw.lap('hooks');
+    if (hooks.some((h) => !h.ok)) {
+      outcome = 'vetoed';
+      errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
+    } else {
+      const gctx = guests && { state, node: config.node, driver: guests.driver, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 };
+      if (guests && gctx) guestOutcomes.push(...(await applyGuestStops(guests.plan, gctx)));
+      if (nftWork) {
+        try {
+          await applyNodeNft(planned, nft);
+          corrected = handDrift;
+        } catch (e) {
+          errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
+          outcome = 'error';
+        }
       }
-    }
-    const guestWork = guests ? guestChanges(guests.plan).length > 0 : false;
-    sw.lap('guests');
-
-    // --- apply: guest stops, then the network, then guest starts --------------------------
-    const newRevision = revision !== memory.applied?.revision;
-    // Report-only drift holds back the nft correction only; guests still follow the state
-    // (a migration must be able to finish).
-    const nftHeld = changed && !newRevision && config.drift === 'report' && handDrift;
-    const nftWork = changed && !nftHeld;
-    outcome = nftHeld ? 'drift-reported' : 'converged';
-    if (nftWork || guestWork) {
-      const plan = { node: config.node, revision, nft: planned, ...(guests ? { guests: guests.plan } : {}) };
-      const ctx = { node: config.node, revision, planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
-      hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
+      sw.lap('apply');
+      if (guests && gctx && outcome !== 'error') guestOutcomes.push(...(await applyGuestStarts(guests.plan, gctx)));
+      sw.lap('guests');
+      for (const o of guestOutcomes.filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
+      if (outcome !== 'error') {
+        if (!nftHeld) outcome = 'applied';
+        hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
+      }
       sw.lap('hooks');
-      if (hooks.some((h) => !h.ok)) {
-        outcome = 'vetoed';
-        errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
-      } else {
-        const gctx = guests && { state, node: config.node, driver: guests.driver, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 };
-        if (guests && gctx) guestOutcomes.push(...(await applyGuestStops(guests.plan, gctx)));
-        if (nftWork) {
-          try {
-            await applyNodeNft(planned, nft);
-            corrected = handDrift;
-          } catch (e) {
-            errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
-            outcome = 'error';
-          }
-        }
-        sw.lap('apply');
-        if (guests && gctx && outcome !== 'error') guestOutcomes.push(...(await applyGuestStarts(guests.plan, gctx)));
-        sw.lap('guests');
-        for (const o of guestOutcomes.filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
-        if (outcome !== 'error') {
-          if (!nftHeld) outcome = 'applied';
-          hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
-        }
-        sw.lap('hooks');
-      }
-    }
-    if (guests) {
-      await settleArrivals(config, memory, guestOutcomes);
-      guestLines = await guestReport(guests, guestOutcomes);
-    }
-    if (outcome === 'applied' || outcome === 'converged') {
-      if (candidate && revision === candidate.revision && (newRevision || !memory.applied)) await saveLastGood(config.stateDir, candidate.dir);
-      memory.applied = { revision, at: memory.applied?.revision === revision ? memory.applied.at : now(), desired: planned.desired };
     }
   }
-
-  // --- report -----------------------------------------------------------------------------
-  const gitOk = source.state !== 'unavailable';
-  const status: NodeStatus = {
-    format: STATUS_FORMAT,
-    node: config.node,
-    time: now(),
-    outcome,
-    source,
-    ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
-    plan: planDoc,
-    drift: { items: drift, corrected },
-    guests: guestLines,
-    hooks,
-    errors: [...errors, ...notes],
-    ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
-    timings: sw.timings,
-  };
-  const published = await publish(config, status, memory);
-  if (published.startsWith('failed') && gitOk) noteOutage(memory, now(), published.slice('failed: '.length));
-  sw.lap('publish');
-  sw.total();
-  await writeMemory(config.stateDir, memory);
-  deps.log?.({ time: status.time, node: config.node, outcome, revision: status.appliedRevision ?? null, source: source.state, drift: drift.map((d) => d.kind), errors: status.errors.length, published, ms: sw.timings });
-  return status;
+  let guestLines: GuestReport[] = [];
+  if (guests) {
+    await settleArrivals(config, memory, guestOutcomes);
+    guestLines = await guestReport(guests, guestOutcomes);
+  }
+  if (outcome === 'applied' || outcome === 'converged') {
+    if (candidate && revision === candidate.revision && (newRevision || !memory.applied)) await saveLastGood(config.stateDir, candidate.dir);
+    memory.applied = { revision, at: memory.applied?.revision === revision ? memory.applied.at : c.now(), desired: planned.desired };
+  }
+  return { outcome, drift, plan: { changed, summary, tables }, hooks, guests: guestLines, corrected };
 }
 
 async function readKeys(files: string[]): Promise<string[]> {
