@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the bundled state-example/: install, validate the state, and show the plan
-# node1 would apply. The plan runs in a throwaway network namespace (unshare -n), so it shows
-# node1's rules against an empty node and never reads or writes this host's ruleset.
+# The main job, on the bundled state-example/: install, validate the state, then bring up the lab
+# (two nodes, a client and two guests in network namespaces, a Git server on 127.0.0.1 holding
+# the state, one agent per node applying it) and probe it. Everything lives in network namespaces
+# named cgwlab-*; this host's own ruleset, links and routes are never touched. The lab keeps
+# running afterwards; `lab down` removes it. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -9,8 +11,13 @@ CGW="node dist/cli/bin.js"
 echo "== cgw-sync validate --state state-example"
 $CGW validate --state state-example
 echo
-echo "== cgw-sync plan --state state-example --node node1   (in a fresh network namespace)"
+echo "== cgw-sync lab up"
+$CGW lab up
+echo
+echo "== cgw-sync lab check"
 rc=0
-unshare -n $CGW plan --state state-example --node node1 || rc=$?
-# Exit code 2 means "changes pending", which is what an empty node has.
-[ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]
+$CGW lab check || rc=$?
+echo
+echo "The lab keeps running (in this checkout, cgw-sync is \`$CGW\`)."
+echo "Play with it as the summary above shows; remove it with:  $CGW lab down"
+exit $rc

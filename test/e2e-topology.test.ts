@@ -166,8 +166,9 @@ describe.each([
 
   it('lab check (the product check derived from the state) passes', async () => {
     const results = await runChecks(planChecks(state, plan));
-    // 2 web forwards (one per node) + 4 ssh/ntp forwards on each of 2 nodes + ARP from 2 guests.
-    expect(results).toHaveLength(2 + 8 + 2);
+    // 2 web forwards (one per node) + 4 ssh/ntp forwards on each of 2 nodes + outbound and ARP
+    // from 2 guests.
+    expect(results).toHaveLength(2 + 8 + 2 + 2);
     for (const r of results) expect(r.ok, `${r.name}: ${r.detail}`).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 // The pure parts of the lab: the plan computed from a cluster state, the checks derived from it,
-// and the parsers of responder and arping output. No namespaces here (see e2e-topology.test.ts).
+// the parsers of responder and arping output, the lab repository's adjustments and agent configs.
+// No namespaces here (see e2e-topology.test.ts and e2e-lab-*.test.ts).
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { loadStateOrThrow } from '../src/state/index.js';
@@ -8,6 +9,12 @@ import { assertLabPrefix, describeStep, planLab, type LabStep } from '../src/lab
 import { planChecks } from '../src/lab/check.js';
 import { parseArpingMacs } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
+import { labAdjustments, labCommitMessage } from '../src/lab/repo.js';
+import { agentConfigYaml, distEntry } from '../src/lab/lab.js';
+import { loadAgentConfig } from '../src/agent/config.js';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { parse } from 'yaml';
 
 let state: ClusterState;
 beforeAll(async () => {
@@ -95,7 +102,7 @@ describe('planChecks', () => {
   it('probes every forward on every node it enters, expecting the entering node as source (full-nat)', () => {
     const plan = planLab(state, { prefix: 'cgwlab-' });
     const checks = planChecks(state, plan);
-    const net = checks.filter((c) => c.kind !== 'arp');
+    const net = checks.filter((c) => c.kind !== 'arp' && c.ns === plan.client.ns);
     expect(net.map((c) => `${c.kind} ${c.ip}:${c.port} ${'expect' in c ? String(c.expect) : ''}`).sort()).toEqual(
       [
         'http 192.168.122.11:80 this is guest2 OK from 10.5.5.251 via http/80',
@@ -110,12 +117,28 @@ describe('planChecks', () => {
         'udp 192.168.122.12:1232 this is guest2 OK from 10.5.5.252 via udp/123',
       ].sort(),
     );
-    for (const c of net) expect(c.ns).toBe('cgwlab-client');
+    expect(checks.filter((c) => c.kind !== 'arp' && c.ns !== plan.client.ns)).toHaveLength(2); // outbound, below
     const arp = checks.filter((c) => c.kind === 'arp');
     expect(arp.map((c) => [c.ns, c.ip, c.answeredBy])).toEqual([
       ['cgwlab-node1.guest1', '10.5.5.254', { ns: 'cgwlab-node1', dev: 'guestbr0' }],
       ['cgwlab-node2.guest2', '10.5.5.254', { ns: 'cgwlab-node2', dev: 'guestbr0' }],
     ]);
+  });
+
+  it("checks each guest's casual outbound: the client sees the public IP of the guest's node", () => {
+    const plan = planLab(state, { prefix: 'cgwlab-' });
+    const out = planChecks(state, plan).filter((c) => c.kind === 'tcp' && c.ns !== plan.client.ns);
+    expect(out.map((c) => [c.ns, 'ip' in c && `${c.ip}:${c.port}`, 'expect' in c && c.expect])).toEqual([
+      ['cgwlab-node1.guest1', '192.168.122.100:22', 'this is client OK from 192.168.122.11 via tcp/22'],
+      ['cgwlab-node2.guest2', '192.168.122.100:22', 'this is client OK from 192.168.122.12 via tcp/22'],
+    ]);
+  });
+
+  it('expects the client as source without the forward SNAT (the negative control)', () => {
+    const off = { ...state, cluster: { ...state.cluster, nat: { ...state.cluster.nat, forwardSnat: false } } };
+    const checks = planChecks(off, planLab(off, { prefix: 'cgwlab-' }));
+    const web = checks.find((c) => c.kind === 'http' && c.ip === '192.168.122.12')!;
+    expect('expect' in web && web.expect).toBe('this is guest1 OK from 192.168.122.100 via http/80');
   });
 
   it('expects the client as source with ct-sync', () => {
@@ -149,5 +172,60 @@ describe('output parsers', () => {
     ].join('\n');
     expect(parseArpingMacs(out)).toEqual(['02:00:00:00:00:01', '0a:1b:2c:3d:4e:5f']);
     expect(parseArpingMacs('3 packets transmitted, 0 packets received, 100% unanswered')).toEqual([]);
+  });
+});
+
+describe('the lab repository and agents (pure parts)', () => {
+  const read = async (dir: string) => {
+    const out: Record<string, string> = {};
+    for (const f of ['cluster.yaml', 'nodes/node1.yaml', 'nodes/node2.yaml', 'guests/guest1.yaml', 'guests/guest2.yaml', 'forwards/web.yaml']) {
+      out[f] = await readFile(join(dir, f), 'utf8');
+    }
+    return out;
+  };
+
+  it('labAdjustments: nodes become netns nodes, guests run the responder, the mode only when asked', async () => {
+    const files = await read(join(import.meta.dirname, '..', 'state-example'));
+    const changed = labAdjustments(files, { responderScript: '/run/lab/responder.cjs' });
+    expect(Object.keys(changed).sort()).toEqual(['guests/guest1.yaml', 'guests/guest2.yaml', 'nodes/node1.yaml', 'nodes/node2.yaml']);
+    expect(changed['nodes/node1.yaml']).toContain('hypervisor: netns # lab: set by `cgw-sync lab up`');
+    // Everything else is kept as written, comments and flow style included.
+    expect(changed['nodes/node1.yaml'].replace('hypervisor: netns # lab: set by `cgw-sync lab up`', 'hypervisor: xen')).toBe(files['nodes/node1.yaml']);
+    expect(parse(changed['guests/guest2.yaml']).netns).toEqual({ command: [process.execPath, '/run/lab/responder.cjs', 'serve', 'guest2'] });
+    expect(changed['guests/guest2.yaml'].startsWith(files['guests/guest2.yaml'])).toBe(true);
+
+    const ct = labAdjustments(files, { responderScript: '/x.cjs', mode: 'ct-sync' });
+    expect(parse(ct['cluster.yaml']).nat.mode).toBe('ct-sync');
+    expect(labAdjustments(files, { responderScript: '/x.cjs', mode: 'full-nat' })['cluster.yaml']).toBeUndefined();
+    expect(labCommitMessage('cgwlab-', ct, { responderScript: '/x.cjs', mode: 'ct-sync' })).toContain('- cluster.yaml: nat.mode ct-sync');
+  });
+
+  it('the adjusted state is still a valid state (what `cgw-sync validate` checks)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-adjust-'));
+    try {
+      await cp(join(import.meta.dirname, '..', 'state-example'), dir, { recursive: true });
+      for (const [f, text] of Object.entries(labAdjustments(await read(dir), { responderScript: '/x.cjs', mode: 'ct-sync' }))) await writeFile(join(dir, f), text);
+      const state = await loadStateOrThrow(dir);
+      expect(state.nodes.map((n) => n.hypervisor)).toEqual(['netns', 'netns']);
+      expect(state.cluster.nat.mode).toBe('ct-sync');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('agent configs are valid AgentConfig files: lab repository, node namespace, every 2 s', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-agent-'));
+    try {
+      await writeFile(join(dir, 'agent.yaml'), agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git'));
+      const c = await loadAgentConfig(join(dir, 'agent.yaml'));
+      expect(c).toMatchObject({ node: 'node1', netns: 'cgwlab-node1', schedule: { cron: '*/2 * * * * *', jitterSeconds: 0 }, stateDir: join(dir, 'state') });
+      expect(c.guests).toMatchObject({ enabled: true, runDir: join(dir, 'run') });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the missing build when dist/ lacks a program', () => {
+    expect(() => distEntry('lab/no-such-program.js')).toThrow(/no-such-program\.js is missing.*npm run build/);
   });
 });

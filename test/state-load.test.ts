@@ -23,7 +23,7 @@ describe('loadState(state-example)', async () => {
       guestSubnet: '10.5.5.0/24',
       gatewayIP: '10.5.5.254',
       nat: { mode: 'full-nat', forwardSnat: true },
-      tables: { nat: 'cgw_nat', arp: 'cgw_arp' },
+      tables: { nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw' },
       source: { file: 'cluster.yaml', line: 7, column: 1 },
     });
   });
@@ -125,7 +125,7 @@ netns: { command: [socat, "TCP-LISTEN:80", "EXEC:cat"] }
 
   it('fills cluster defaults', () => {
     expect(state!.cluster.nat).toEqual({ mode: 'full-nat', forwardSnat: true });
-    expect(state!.cluster.tables).toEqual({ nat: 'cgw_nat', arp: 'cgw_arp' });
+    expect(state!.cluster.tables).toEqual({ nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw' });
   });
 
   it('fills node defaults and sorts nodes by name (.yml files too)', () => {

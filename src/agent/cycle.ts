@@ -29,6 +29,7 @@ import { runHooks, type HookResult } from './hooks.js';
 import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type GuestReport, type NodeStatus, type Outcome, type Outage } from './report.js';
 import { applyGuestStarts, applyGuestStops, guestChanges, type GuestOutcome } from '../reconcile/guests.js';
 import { guestReport, planGuestPhase, settleArrivals, type GuestPhase } from './guest-phase.js';
+import { afterReconcile, type SettingsReport } from './settings-phase.js';
 
 export interface CycleDeps {
   config: AgentConfig;
@@ -113,6 +114,7 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
   const loaded = await statePhase(c, candidate);
   c.sw.lap('load');
   let result: ReconcileResult = { outcome: 'error', drift: [], plan: null, hooks: [], guests: [], corrected: false };
+  let settings: SettingsReport | undefined;
   if (!loaded) c.errors.push(c.source.message ?? 'no state to apply yet');
   else {
     try {
@@ -121,6 +123,11 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
       // An unexpected failure (nft not readable, a driver crash...): reported like any other.
       c.errors.push(`cycle failed: ${(e as Error).message}`);
     }
+    // Node settings (sysctls, conntrackd) after the ruleset: src/agent/settings-phase.ts.
+    const s = await afterReconcile(config, loaded.state, result.outcome, c.errors);
+    result.outcome = s.outcome;
+    settings = s.report;
+    c.sw.lap('settings');
   }
 
   // --- report -----------------------------------------------------------------------------
@@ -137,6 +144,7 @@ async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<Nod
     drift: { items: result.drift, corrected: result.corrected },
     guests: result.guests,
     hooks: result.hooks,
+    ...(settings && { settings }),
     errors: lockNote ? [...c.errors, lockNote] : c.errors,
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
     timings: c.sw.timings,
@@ -209,7 +217,12 @@ async function reconcilePhase(c: Cycle, loaded: { state: ClusterState; revision:
   const { config, nft, memory, sw, errors } = c;
   const { state, revision } = loaded;
   const planned = await planNodeNft(state, config.node, nft);
-  const drift = memory.applied ? classifyDrift(memory.applied.desired, planned.live, planned.owned) : [];
+  // Drift is measured against what this node put in place last. A cycle killed after its nft
+  // transaction but before saving memory left `applying`: live tables equal to it are ours.
+  const interrupted = memory.applying && classifyDrift(memory.applying.desired, planned.live, planned.owned).length === 0;
+  const baseline = interrupted ? memory.applying?.desired : memory.applied?.desired;
+  delete memory.applying;
+  const drift = baseline ? classifyDrift(baseline, planned.live, planned.owned) : [];
   drift.push(...shadowingChains(planned.desired, await nft.listBaseChains(), planned.owned));
   const handDrift = drift.some((d) => d.kind !== 'foreign-chain-shadows');
   const { changed, summary, tables } = nftPlanJson(planned.plan);
@@ -248,12 +261,15 @@ async function reconcilePhase(c: Cycle, loaded: { state: ClusterState; revision:
       if (guests && gctx) guestOutcomes.push(...(await applyGuestStops(guests.plan, gctx)));
       if (nftWork) {
         try {
+          memory.applying = { revision, desired: planned.desired };
+          await writeMemory(config.stateDir, memory);
           await applyNodeNft(planned, nft);
           corrected = handDrift;
         } catch (e) {
           errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
           outcome = 'error';
         }
+        delete memory.applying;
       }
       sw.lap('apply');
       if (guests && gctx && outcome !== 'error') guestOutcomes.push(...(await applyGuestStarts(guests.plan, gctx)));

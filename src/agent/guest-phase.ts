@@ -19,8 +19,9 @@ export interface GuestPhase {
 
 export function guestDriver(config: AgentConfig, state: ClusterState): GuestDriver {
   const node = findNode(state, config.node);
-  // In the lab a node is a namespace: guests attach to its bridge and are named per node.
-  return driverFor(node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}-` : undefined });
+  // In the lab a node is a namespace: guests attach to its bridge and are named per node,
+  // `<node ns>.<guest>` ('.' cannot occur in a node name, so no node's prefix matches another's).
+  return driverFor(node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined });
 }
 
 export async function planGuestPhase(

@@ -18,6 +18,11 @@ import type { Arrival } from './migration.js';
 
 export interface AgentMemory {
   applied?: { revision: string; at: string; desired: Ruleset };
+  /**
+   * Written just before an nft transaction, cleared when the cycle ends: after a kill -9 in
+   * between, the next cycle knows the live tables may be this ruleset, put there by cgw-sync.
+   */
+  applying?: { revision: string; desired: Ruleset };
   lastReportKey?: string;
   outage?: Outage;
   /** Guest -> node, as of the last state this node planned guests for. */

@@ -1,5 +1,6 @@
 // The status report a node commits to its status branch: status.json for machines, REPORT.md
 // for people, and a one-line commit message. Pure: built from the outcome of one cycle.
+import type { SettingsReport } from './settings-phase.js';
 import type { DriftItem } from './drift.js';
 import type { HookResult } from './hooks.js';
 import type { TableChangeJson, PlanCounts } from '../plan/format.js';
@@ -35,6 +36,8 @@ export interface NodeStatus {
   drift: { items: DriftItem[]; corrected: boolean };
   guests: GuestReport[];
   hooks: HookResult[];
+  /** Node settings (sysctls, conntrackd health in ct-sync): src/agent/settings-phase.ts. */
+  settings?: SettingsReport;
   errors: string[];
   /** A Git outage (fetch or push) that ended with this report. */
   outage?: Outage;
@@ -45,10 +48,22 @@ export interface NodeStatus {
  * What makes a report worth a commit: everything but the clock and the outage bookkeeping (an
  * outage's end is committed on its own terms). A new revision, drift, an error or a guest change
  * alters it; a quiet converged cycle does not.
+ * The key describes the node's resulting state, not the work done to reach it: "applied X" (with
+ * its plan and hooks) and the next quiet "converged at X" leave the node in the same state, so
+ * the cycle after an apply commits nothing and the branch keeps the report of the apply. Failed
+ * hooks stay in the key (a post-apply failure is not in `errors`).
  */
 export function significantKey(s: NodeStatus): string {
-  const { time: _time, timings: _timings, outage: _outage, hooks, ...rest } = s;
-  return JSON.stringify({ ...rest, hooks: hooks.map(({ durationMs: _d, ...h }) => h) });
+  const { time: _time, timings: _timings, outage: _outage, plan, hooks, outcome, settings, ...rest } = s;
+  const settled = outcome === 'applied' || outcome === 'converged';
+  return JSON.stringify({
+    ...rest,
+    outcome: settled ? 'converged' : outcome,
+    plan: settled ? null : plan,
+    // Like the plan: the settings changes of an apply are work done, not the resulting state.
+    settings: settings && (settled ? { conntrackd: settings.conntrackd } : settings),
+    hooks: hooks.filter((h) => !settled || !h.ok).map(({ durationMs: _d, ...h }) => h),
+  });
 }
 
 const short = (rev?: string) => (rev ? rev.slice(0, 12) : 'none');
@@ -100,6 +115,11 @@ export function renderMarkdown(s: NodeStatus): string {
   L.push('## Drift', '');
   if (!s.drift.items.length) L.push('None.', '');
   else L.push(`${s.drift.corrected ? 'Corrected' : 'Not corrected (drift policy: report)'}:`, '', ...s.drift.items.map((d) => `- ${d.kind} (${d.table}): ${d.detail}`), '');
+  if (s.settings) {
+    const ct = s.settings.conntrackd;
+    L.push('## Node settings', '', ...(s.settings.changes.length ? s.settings.changes.map((c) => `- ${c}${s.settings!.applied ? '' : ' (not applied)'}`) : ['No changes.']), '');
+    if (ct) L.push(`conntrackd: ${ct.running ? `running (pid ${ct.pid})` : '**not running**'}, ${ct.answering ? 'answering on its socket' : `**not answering**${ct.error ? `: ${ct.error}` : ''}`}`, '');
+  }
   if (s.guests.length) L.push('## Guests', '', '| guest | state | detail |', '|---|---|---|', ...s.guests.map((g) => `| ${g.name} | ${g.state} | ${g.detail ?? ''} |`), '');
   if (s.hooks.length) L.push('## Hooks', '', ...s.hooks.map((h) => `- ${h.phase} \`${h.hook}\`: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
   L.push('## Timings (ms)', '', ...Object.entries(s.timings).map(([k, v]) => `- ${k}: ${v}`), '');

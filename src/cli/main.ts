@@ -9,6 +9,10 @@ import { NftCli } from '../nft/backend.js';
 import { printTable } from '../nft/text.js';
 import { findNode, renderNode } from '../render/render.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
+import { guestSnippet } from '../render/stateless.js';
+import { SettingsHost } from '../settings/host.js';
+import { conntrackdPaths, DEFAULT_STATE_DIR, settingsDir } from '../settings/model.js';
+import { applyNodeSettings, planNodeSettings } from '../settings/reconcile.js';
 import { formatPlanText, hasChanges, planJson, type NodePlan } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
 import { planGuests } from '../reconcile/guests.js';
@@ -18,6 +22,9 @@ import { loadAgentConfig } from '../agent/config.js';
 import { runOnce } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
+import { DEFAULT_LAB_PREFIX, labCheck, labStart, labSummary } from '../lab/lab.js';
+import { labDown, LabExists } from '../lab/topology.js';
+import { formatResults } from '../lab/check.js';
 
 /** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
 export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
@@ -26,10 +33,12 @@ const USAGE = `Usage: cgw-sync <command> [options]
 
 Commands:
   validate            check the state directory; every problem with file:line:column and field
-  render              print the node's desired nftables tables
+  render              print the node's desired nftables tables; with --guest <name>, what that
+                      guest needs inside (stateless-nat: the tagged-port redirect)
   plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error);
                       guest starts/stops are shown, and carried out by the agent (once, run)
-  apply               apply the nftables plan as one atomic transaction and confirm convergence
+  apply               apply the nftables plan as one atomic transaction, then the node settings
+                      (sysctls, conntrackd), and confirm convergence
   once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
   run                 the long-running agent: a cycle at start and on the configured schedule
   guest release <guest> --from <node>
@@ -37,6 +46,14 @@ Commands:
                       that it stopped it (for a node that is dead; see the README)
   plan --all-nodes --rev <rev> [--base <rev>]
                       review a Git revision offline: every node's change as Markdown
+  lab up [--prefix P] [--mode M] [--br-netfilter on|off] [--state DIR]
+                      (root) a two-node cluster in network namespaces: topology, a Git server
+                      on 127.0.0.1 with a state repository seeded from DIR (default: the
+                      bundled state-example/), one agent per node; waits until both apply it
+  lab check [--prefix P]
+                      (root) probe the lab from its client and guests; ends "N passed, M failed"
+  lab down [--prefix P]
+                      (root) remove everything lab up made (also after a crash)
 
 Options:
   --state <dir>       state directory (default: current directory); with --all-nodes the
@@ -49,11 +66,16 @@ Options:
   --rev <rev>         revision to review (branch, tag, oid)
   --base <rev>        revision to compare with (default: main)
   --path <dir>        folder of the state inside the repository (default: .)
+  --prefix <p>        lab: prefix of every namespace the lab owns (default: ${DEFAULT_LAB_PREFIX})
+  --mode <m>          lab up: cluster nat.mode in the lab repository (full-nat, ct-sync, stateless-nat)
+  --br-netfilter on|off
+                      lab up: bridged traffic passes the nodes' ip hooks (default: off)
   -h, --help          this help
 `;
 
 const OPTIONS = {
-  state: { type: 'string', default: '.' },
+  // No default here: `lab up` defaults to the bundled state-example/, every other command to '.'.
+  state: { type: 'string' },
   node: { type: 'string' },
   nft: { type: 'string' },
   json: { type: 'boolean', default: false },
@@ -64,7 +86,11 @@ const OPTIONS = {
   rev: { type: 'string' },
   base: { type: 'string', default: 'main' },
   path: { type: 'string', default: '.' },
+  prefix: { type: 'string', default: DEFAULT_LAB_PREFIX },
+  mode: { type: 'string' },
+  'br-netfilter': { type: 'string', default: 'off' },
   from: { type: 'string' },
+  guest: { type: 'string' },
 } as const;
 
 export interface Io {
@@ -106,7 +132,9 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
   try {
     switch (command) {
       case 'validate':
-        return await validate(values.state, io);
+        return await validate(values.state ?? '.', io);
+      case 'lab':
+        return await lab(positionals[1], values, io);
       case 'once':
       case 'run':
         return await agent(command, values.config, values.json, io);
@@ -115,9 +143,11 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       case 'render':
       case 'plan':
       case 'apply': {
-        if (command === 'plan' && values['all-nodes']) return await review(values.state, values.base, values.rev, values.path, io);
-        const state = await load(values.state, io);
+        if (command === 'plan' && values['all-nodes']) return await review(values.state ?? '.', values.base, values.rev, values.path, io);
+        const state = await load(values.state ?? '.', io);
         if (!state) return EXIT.error;
+        // A guest's snippet is the same whichever node asks: no --node needed.
+        if (command === 'render' && values.guest) return renderGuest(state, values.guest, io);
         const node = values.node ?? defaultNode();
         findNode(state, node);
         if (command === 'render') return render(state, node, values.json, io);
@@ -146,9 +176,26 @@ function render(state: ClusterState, node: string, json: boolean, io: Io): numbe
   return EXIT.ok;
 }
 
+/** `render --guest <name>`: what the guest itself needs in this mode (stateless-nat: tagged ports). */
+function renderGuest(state: ClusterState, name: string, io: Io): number {
+  const guest = state.guests.find((g) => g.name === name);
+  if (!guest) throw new UsageError(`unknown guest "${name}" (known: ${state.guests.map((g) => g.name).join(', ')})`);
+  if (state.cluster.nat.mode !== 'stateless-nat') {
+    io.out(`# ${state.cluster.nat.mode}: guest ${name} needs no configuration from cgw-sync\n`);
+    return EXIT.ok;
+  }
+  io.out(guestSnippet(state, guest));
+  return EXIT.ok;
+}
+
 async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node: string, opts: { nft?: string; json: boolean }, io: Io): Promise<number> {
   const backend = new NftCli({ nft: opts.nft });
-  const plan: NodePlan = { node, nft: await planNodeNft(state, node, backend) };
+  const settingsHost = new SettingsHost();
+  const plan: NodePlan = {
+    node,
+    nft: await planNodeNft(state, node, backend),
+    settings: await planNodeSettings(state, node, settingsHost, conntrackdPaths(settingsDir(DEFAULT_STATE_DIR))),
+  };
   if (command === 'plan') {
     // Shown for information: starting and stopping guests is the agent's job, because only the
     // agent can check the other nodes' reports before starting a guest that moved.
@@ -161,6 +208,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node:
     return hasChanges(plan) ? EXIT.changes : EXIT.ok;
   }
   await applyNodeNft(plan.nft, backend);
+  await applyNodeSettings(plan.settings!, settingsHost);
   if (opts.json) io.out(`${JSON.stringify({ ...planJson(plan), applied: hasChanges(plan), converged: true }, null, 2)}\n`);
   else io.out(hasChanges(plan) ? `${formatPlanText(plan)}\nApplied in one nft transaction; the node has converged.\n` : `No changes: node ${node} has converged.\n`);
   return EXIT.ok;
@@ -207,4 +255,49 @@ async function guest(args: string[], configFile: string, from: string | undefine
   await releaseGuest(config.stateDir, name, from);
   io.out(`released ${name} from ${from}: node ${config.node} will start it without ${from}'s confirmation (make sure ${from} is really down)\n`);
   return EXIT.ok;
+}
+
+const NAT_MODES = ['full-nat', 'ct-sync', 'stateless-nat'] as const;
+
+/** `lab up | check | down`: a thin layer over src/lab/lab.ts. */
+async function lab(
+  sub: string | undefined,
+  values: { prefix: string; mode?: string; 'br-netfilter': string; state?: string },
+  io: Io,
+): Promise<number> {
+  if (sub !== 'up' && sub !== 'check' && sub !== 'down') throw new UsageError('lab needs one of: up, check, down');
+  if (process.getuid?.() !== 0) throw new Error('lab needs root: it creates network namespaces');
+  const prefix = values.prefix;
+  const prefixOpt = prefix === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${prefix}`;
+  if (sub === 'down') {
+    const removed = await labDown(prefix);
+    io.out(removed.length ? `lab ${prefix} removed: ${removed.join(' ')}\n` : `no namespaces with prefix ${prefix} were left; its recorded processes and directory are gone too\n`);
+    return EXIT.ok;
+  }
+  if (sub === 'check') {
+    const report = await labCheck(prefix);
+    const failed = report.results.filter((r) => !r.ok).length;
+    io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
+    io.out(`${report.results.length - failed} passed, ${failed} failed\n`);
+    return failed === 0 ? EXIT.ok : EXIT.error;
+  }
+  const mode = values.mode;
+  if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
+  const brnf = values['br-netfilter'];
+  if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
+  try {
+    const up = await labStart({
+      prefix,
+      stateDir: values.state,
+      mode: mode as (typeof NAT_MODES)[number] | undefined,
+      brNetfilter: brnf === 'on',
+      progress: (line) => io.out(`lab: ${line}\n`),
+    });
+    io.out(`\n${labSummary(up)}`);
+    return EXIT.ok;
+  } catch (e) {
+    if (!(e instanceof LabExists)) throw e;
+    io.err(`cgw-sync: ${e.message}\n  \`cgw-sync lab check${prefixOpt}\` tests the running lab.\n`);
+    return EXIT.error;
+  }
 }

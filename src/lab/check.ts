@@ -1,10 +1,11 @@
 // `lab check`: the probes that tell whether the lab behaves as the state intends.
 //   - every forward, from the client, on every node it enters: the answer must come from the target
-//     guest's service, and (full-nat with forwardSnat) name the entering node's guest-bridge IP as
-//     the source the guest saw, or (ct-sync) the client's IP;
+//     guest's service and name the source address the guest saw (per NAT mode: forwardSourceSeen);
+//   - from every guest, a connection to the client (casual outbound): the client must see the
+//     guest's node's public IP as the source (outboundSourceSeen);
 //   - from every guest, ARP for the gateway IP: only its own node's guest bridge may answer.
 // planChecks is pure; runChecks runs them.
-import type { ClusterState, ForwardSpec } from '../state/types.js';
+import type { ClusterSettings, ClusterState, ForwardSpec } from '../state/types.js';
 import { runIn } from '../netns/netns.js';
 import type { LabNode, LabPlan, NsDev } from './plan.js';
 import { arpProbe, httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
@@ -13,7 +14,7 @@ export type LabCheck =
   | {
       kind: 'http' | 'tcp' | 'udp';
       name: string;
-      /** Namespace the probe runs in (the client). */
+      /** Namespace the probe runs in (the client, or a guest for outbound checks). */
       ns: string;
       ip: string;
       port: number;
@@ -39,6 +40,15 @@ export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
   }
   for (const g of plan.guests) {
     const node = plan.nodes.find((n) => n.name === g.node)!;
+    const from = outboundSourceSeen(state.cluster.nat, node);
+    checks.push({
+      kind: 'tcp',
+      name: `outbound: ${g.name} (on ${node.name}) -> client ${plan.client.ip}:22`,
+      ns: g.ns,
+      ip: plan.client.ip,
+      port: 22,
+      expect: from !== undefined ? `this is client OK from ${from} via tcp/22` : /^this is client OK from \S+ via tcp\/22$/,
+    });
     checks.push({
       kind: 'arp',
       name: `arp ${state.cluster.gatewayIP} from ${g.name}: only ${node.name} answers`,
@@ -56,8 +66,7 @@ function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: Forw
   // The responder serves HTTP on 80 and answers any other TCP port it listens on with a banner.
   const kind = f.protocol === 'udp' ? 'udp' : f.target.port === 80 ? 'http' : 'tcp';
   const via = `${kind}/${f.target.port}`;
-  const { mode, forwardSnat } = state.cluster.nat;
-  const from = mode === 'full-nat' && forwardSnat ? node.nodeIP : mode === 'ct-sync' ? plan.client.ip : undefined;
+  const from = forwardSourceSeen(state.cluster.nat, node, plan.client);
   const expect = from !== undefined ? `this is ${guest} OK from ${from} via ${via}` : new RegExp(`^this is ${guest} OK from \\S+ via ${via}$`);
   return {
     kind,
@@ -67,6 +76,46 @@ function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: Forw
     port: f.port,
     expect,
   };
+}
+
+// --- Expectations per NAT mode ----------------------------------------------------------------
+// The only place that knows which source address each side sees in each mode. undefined means
+// "not predictable here": any source is accepted, the guest (or client) must still answer.
+
+/** The source address a guest sees for a forwarded flow that entered node `entering`. */
+export function forwardSourceSeen(nat: ClusterSettings['nat'], entering: LabNode, client: LabPlan['client']): string | undefined {
+  switch (nat.mode) {
+    case 'full-nat':
+      // SNAT to the entering node's guest-bridge IP; without it (the negative control) DNAT only.
+      return nat.forwardSnat ? entering.nodeIP : client.ip;
+    case 'ct-sync':
+      return client.ip; // DNAT only; the connection state is shared between the nodes
+    case 'stateless-nat':
+      return client.ip; // rewritten without state, the client address untouched (docs/nat-modes.md)
+  }
+}
+
+/**
+ * The node whose uplink sends a guest's (translated) reply to a forward that entered `entering`
+ * (src/lab/reply-path.ts); undefined when no translated reply is promised.
+ */
+export function replyLeavesThrough(nat: ClusterSettings['nat'], entering: LabNode, guestNode: LabNode): LabNode | undefined {
+  switch (nat.mode) {
+    case 'full-nat':
+      // With the forward SNAT the guest answers the entering node; without it (the negative
+      // control) cross-node forwards get no translated reply at all.
+      return nat.forwardSnat ? entering : undefined;
+    case 'ct-sync':
+    case 'stateless-nat':
+      return guestNode; // the guest's own gateway; translated there (docs/nat-modes.md)
+  }
+}
+
+/** The source address the client sees for a guest's own connection out (casual outbound). */
+export function outboundSourceSeen(_nat: ClusterSettings['nat'], guestNode: LabNode): string | undefined {
+  // Every mode SNATs traffic from the guest subnet leaving through the uplink to the public IP
+  // of the node the guest runs on.
+  return guestNode.publicIP;
 }
 
 export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeResult> {

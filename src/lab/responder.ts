@@ -3,19 +3,24 @@
 //                                      a UDP echo on :123; every answer names the guest and the
 //                                      source address the guest saw, e.g.
 //                                      "this is guest1 OK from 10.5.5.251 via http/80"
+//                                      (the client namespace runs `serve client`, so the checks can
+//                                      see the source of the guests' outbound traffic)
 //   ask <tcp|udp> <ip> <port> <ms>     a client for the probes: prints the first answer and exits
-//                                      (exit 2 on timeout, 3 on a socket error)
+//                                      (exit 2 on timeout, 3 on a socket error); UDP repeats its
+//                                      request every second until then
 //
 // WHY a source string run with `node -e`: the program runs inside network namespaces as a separate
 // process, and must work both from the TypeScript sources (under vitest) and from the compiled CLI
 // in dist/, without a build step that copies extra files. Plain CommonJS JavaScript, no dependencies.
+import { writeFile } from 'node:fs/promises';
 
 const PROGRAM = String.raw`
 'use strict';
 const net = require('node:net');
 const dgram = require('node:dgram');
 const http = require('node:http');
-const [mode, ...args] = process.argv.slice(1);
+// Run as 'node -e PROGRAM ...' the arguments start at argv[1]; run as 'node responder.cjs ...' at argv[2].
+const [mode, ...args] = process.argv.slice(require.main === module ? 2 : 1);
 
 // IPv4 peers of a dual-stack socket look like ::ffff:10.5.5.251.
 const plain = (addr) => String(addr).replace(/^::ffff:/, '');
@@ -46,10 +51,17 @@ if (mode === 'serve') {
     s.on('end', () => finish(0, text));
     s.on('error', (e) => finish(3, e.message + '\n'));
   } else {
+    // Connected, so only a reply from host:port counts: an answer that leaks out of another node
+    // (a different source address) is what a broken forward looks like to a real client.
     const s = dgram.createSocket('udp4');
     s.on('message', (m) => finish(0, m.toString()));
     s.on('error', (e) => finish(3, e.message + '\n'));
-    s.send('probe\n', Number(port), host);
+    // Asked again every second until an answer comes, as real UDP clients (DNS, NTP) do: in ct-sync a
+    // reply that beats the state synchronisation is dropped (docs/nat-modes.md).
+    s.connect(Number(port), host, () => {
+      s.send('probe\n');
+      setInterval(() => s.send('probe\n'), 1000).unref();
+    });
   }
 } else {
   process.stderr.write('usage: serve <guest> | ask <tcp|udp> <ip> <port> <timeout-ms>\n');
@@ -60,6 +72,20 @@ if (mode === 'serve') {
 /** The command that runs a guest's services (used as the netns guest's command). */
 export function responderCommand(guest: string): string[] {
   return [process.execPath, '-e', PROGRAM, 'serve', guest];
+}
+
+/**
+ * The same program as a file, for commands that outlive this process and are written down
+ * elsewhere: the lab's state repository names it as each guest's netns command. `.cjs`, so it
+ * is CommonJS whatever package.json surrounds it.
+ */
+export async function writeResponderScript(file: string): Promise<void> {
+  await writeFile(file, `${PROGRAM.trimStart()}`, { mode: 0o644 });
+}
+
+/** The command that runs `name`'s services from a file written by writeResponderScript. */
+export function responderScriptCommand(file: string, name: string): string[] {
+  return [process.execPath, file, 'serve', name];
 }
 
 /** The command that asks ip:port once over TCP (read to the end) or UDP (first datagram). */

@@ -1,10 +1,13 @@
 // Builds and tears down the lab described by a LabPlan (src/lab/plan.ts): namespaces, bridges,
-// veths, addresses, then one netns guest per state guest running the lab responder.
+// veths, addresses, the client's responder, then (unless agents will do it) one netns guest per
+// state guest running the lab responder.
 //
-// `labDown` needs no plan: it removes every namespace whose name starts with the prefix (and the
-// processes inside them) plus the lab's runtime directory, so it also cleans up after a crash.
+// `labDown` needs no plan: it stops the root-namespace processes recorded in the lab's runtime
+// directory (agents, Git server: src/lab/processes.ts), removes every namespace whose name starts
+// with the prefix (and the processes inside them) and the runtime directory, so it also cleans
+// up after a crash.
 import { join } from 'node:path';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import type { ClusterState, GuestSpec } from '../state/types.js';
 import {
   addAddress,
@@ -25,16 +28,27 @@ import { DEFAULT_RUN_ROOT } from '../guests/runtime.js';
 import { processStartTime, terminate, waitUntil } from '../proc/process.js';
 import { assertLabPrefix, describeStep, planLab, type LabNode, type LabOptions, type LabPlan, type LabStep } from './plan.js';
 import { RESPONDER_PORTS, responderCommand } from './responder.js';
+import { readLabRecord, spawnDetached, stopProcesses } from './processes.js';
 
 export interface LabRunOptions {
   /** Parent of the lab's runtime directory (guest metadata and logs). Default /run/cgw-sync/lab. */
   runRoot?: string;
 }
 
+export interface LabUpOptions extends LabOptions, LabRunOptions {
+  /**
+   * Start the state's guests right away (default). false when agents will start them, through
+   * the same netns guest driver and with the same namespace names (`<prefix><node>.<guest>`).
+   */
+  startGuests?: boolean;
+}
+
 /** How long `up` waits for a guest's responder to listen. */
 const RESPONDER_READY_MS = 5_000;
 /** How long a process in a lab namespace gets to leave on SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 2_000;
+/** An agent finishes its running cycle on SIGTERM (never stopped mid-apply): more time. */
+const AGENT_STOP_GRACE_MS = 10_000;
 
 export function labRunDir(prefix: string, opts: LabRunOptions = {}): string {
   return join(opts.runRoot ?? join(DEFAULT_RUN_ROOT, 'lab'), prefix);
@@ -46,19 +60,36 @@ export async function labNamespaces(prefix: string): Promise<string[]> {
   return (await listNamespaces()).filter((ns) => ns.startsWith(prefix)).sort();
 }
 
+/** Thrown when a lab with the prefix is already (or still) there. */
+export class LabExists extends Error {
+  override name = 'LabExists';
+}
+
 /**
- * Plan and build the lab for a state, and start its guests. Refuses when namespaces with the prefix
- * already exist. On any failure, removes what it made and rethrows.
+ * Refuse to build over an existing lab: its namespaces, or (withRecord) the record of a lab whose
+ * namespaces are gone but whose processes may still run.
  */
-export async function labUp(state: ClusterState, opts: LabOptions & LabRunOptions): Promise<LabPlan> {
-  const plan = planLab(state, opts);
-  const existing = await labNamespaces(plan.prefix);
-  if (existing.length > 0) {
-    throw new Error(`lab ${plan.prefix} already exists (${existing.join(', ')}); run lab down first`);
+export async function assertNoLab(prefix: string, opts: LabRunOptions & { withRecord?: boolean } = {}): Promise<void> {
+  const existing = await labNamespaces(prefix);
+  const record = opts.withRecord ? await readLabRecord(labRunDir(prefix, opts)).catch(() => undefined) : undefined;
+  if (existing.length > 0 || record) {
+    const what = existing.length > 0 ? `namespaces ${existing.join(', ')}` : `runtime directory ${labRunDir(prefix, opts)}`;
+    throw new LabExists(`lab ${prefix} already exists (${what}); remove it with \`cgw-sync lab down --prefix ${prefix}\``);
   }
+}
+
+/**
+ * Plan and build the lab for a state: the topology, the client's responder, and (unless
+ * startGuests is false) the guests. Refuses when a lab with the prefix already exists. On any
+ * failure, removes what it made and rethrows.
+ */
+export async function labUp(state: ClusterState, opts: LabUpOptions): Promise<LabPlan> {
+  const plan = planLab(state, opts);
+  await assertNoLab(plan.prefix, opts);
   try {
     await buildTopology(plan);
-    await startGuests(state, plan, opts);
+    await startClientResponder(plan, opts);
+    if (opts.startGuests ?? true) await startGuests(state, plan, opts);
   } catch (e) {
     await labDown(plan.prefix, opts).catch(() => undefined);
     throw e;
@@ -117,9 +148,25 @@ export async function startGuests(state: ClusterState, plan: LabPlan, opts: LabR
     await labDriver(plan, node, opts).start(guest, { node: { ...nodeSpec, hypervisor: 'netns' }, cluster });
     // The driver's namespace got the default (IPv6 on); turning `all` off covers its eth0 too.
     await runIn(lg.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
-    if (runsResponder && !(await waitUntil(() => responderListening(lg.ns), RESPONDER_READY_MS))) {
-      throw new Error(`lab guest ${lg.name}: responder not listening after ${RESPONDER_READY_MS} ms`);
-    }
+    if (runsResponder) await waitForResponder(lg.ns, `lab guest ${lg.name}`);
+  }
+}
+
+/**
+ * The client answers like a guest ("this is client OK from <source> ..."), so a check can see
+ * which source address a guest's outbound traffic has when it reaches the public segment.
+ */
+async function startClientResponder(plan: LabPlan, opts: LabRunOptions): Promise<void> {
+  const dir = labRunDir(plan.prefix, opts);
+  await mkdir(dir, { recursive: true });
+  await spawnDetached('client responder', ['ip', 'netns', 'exec', plan.client.ns, ...responderCommand('client')], join(dir, 'client.log'));
+  await waitForResponder(plan.client.ns, 'lab client');
+}
+
+/** Wait until the responder in namespace ns listens on all its ports. */
+export async function waitForResponder(ns: string, what: string): Promise<void> {
+  if (!(await waitUntil(() => responderListening(ns), RESPONDER_READY_MS))) {
+    throw new Error(`${what}: responder not listening after ${RESPONDER_READY_MS} ms`);
   }
 }
 
@@ -137,11 +184,19 @@ async function responderListening(ns: string): Promise<boolean> {
 }
 
 /**
- * Remove the lab with this prefix: stop every process inside its namespaces (SIGTERM, then
- * SIGKILL), delete the guest namespaces, then the others, then the runtime directory.
+ * Remove the lab with this prefix: stop the recorded agents and Git server (agents first, so none
+ * starts a guest again), stop every process inside its namespaces (SIGTERM, then SIGKILL), delete
+ * the guest namespaces, then the others, then the runtime directory.
  * Returns the namespaces removed.
  */
 export async function labDown(prefix: string, opts: LabRunOptions = {}): Promise<string[]> {
+  assertLabPrefix(prefix);
+  const record = await readLabRecord(labRunDir(prefix, opts)).catch(() => undefined);
+  if (record) {
+    const agents = record.processes.filter((p) => p.name.startsWith('agent'));
+    await stopProcesses(agents, AGENT_STOP_GRACE_MS);
+    await stopProcesses(record.processes.filter((p) => !agents.includes(p)), STOP_GRACE_MS);
+  }
   const namespaces = await labNamespaces(prefix);
   for (const ns of namespaces) {
     const pids = (await namespacePids(ns)).filter((pid) => pid !== process.pid);

@@ -38,6 +38,26 @@ export function sortElements(elements: MapElement[]): MapElement[] {
 }
 
 /**
+ * Anonymous sets in rules (`ip daddr . tcp dport { ... }`) are listed in the kernel's hash order,
+ * which changes from one load to the next: both the renderer and the reader sort their items by
+ * canonical JSON, so equal sets compare equal.
+ */
+export function sortSetItems(items: Json[]): Json[] {
+  return items
+    .map((x) => [canonicalJson(x), x] as const)
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .map(([, x]) => x);
+}
+
+function sortSetsIn(v: Json): Json {
+  if (Array.isArray(v)) return v.map(sortSetsIn);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v)) out[k] = k === 'set' && Array.isArray(x) ? sortSetItems(x.map(sortSetsIn)) : sortSetsIn(x as Json);
+  return out;
+}
+
+/**
  * Parse the JSON printed by `nft -j list table <family> <name>`.
  * nft 1.0.6 omits `dev` on netdev chains, so live chains carry no device; the planner never
  * compares devices (the chain name, egress_<device>, carries it instead).
@@ -82,7 +102,7 @@ export function parseTableListing(json: string): NftTable {
       const chain = chains.get(String(r.chain));
       if (!chain) throw new Error(`nft listing has a rule for unknown chain ${String(r.chain)}`);
       chain.rules.push({
-        expr: (r.expr as Json[]) ?? [],
+        expr: ((r.expr as Json[]) ?? []).map(sortSetsIn),
         ...(r.comment !== undefined ? { comment: String(r.comment) } : {}),
         handle: Number(r.handle),
       });

@@ -6,6 +6,9 @@
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import { byName, type Json, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
+import { match, meta, payload, prefix, rule } from './expr.js';
+import { statelessMaps, statelessPrerouting } from './stateless.js';
+import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 
 export const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
 
@@ -17,21 +20,6 @@ export function forwardMapName(protocol: Protocol): string {
 /** Netdev chain name for a trunk device: the device name is part of it because nft 1.0.6 does not list `dev`. */
 export function egressChainName(device: string): string {
   return `egress_${device}`;
-}
-
-// --- expression builders, in the JSON form nft lists ---------------------------------------
-
-const payload = (protocol: string, field: string): Json => ({ payload: { protocol, field } });
-const meta = (key: string): Json => ({ meta: { key } });
-const match = (left: Json, right: Json, op = '=='): Json => ({ match: { op, left, right } });
-
-function prefix(cidr: string): Json {
-  const [addr, len] = cidr.split('/');
-  return { prefix: { addr: addr as string, len: Number(len) } };
-}
-
-function rule(comment: string, ...expr: Json[]): NftRule {
-  return { expr, comment };
 }
 
 export function findNode(state: ClusterState, nodeName: string): NodeSpec {
@@ -101,13 +89,15 @@ function natTable(state: ClusterState, node: NodeSpec): NftTable {
       base: { type: 'nat', hook: 'postrouting', priority: 100, policy: 'accept' },
       rules: postrouting,
     },
-    {
-      name: 'prerouting',
-      base: { type: 'nat', hook: 'prerouting', priority: -100, policy: 'accept' },
-      // One lookup per protocol, whatever the number of forwards.
-      rules: PROTOCOLS.map((p) => dnatRule(node, p)),
-    },
   ];
+  // stateless-nat rewrites forwards in the raw table, untracked: the nat hooks never see them.
+  if (nat.mode === 'stateless-nat') return { family: 'ip', name: state.cluster.tables.nat, maps: [], chains };
+  chains.push({
+    name: 'prerouting',
+    base: { type: 'nat', hook: 'prerouting', priority: -100, policy: 'accept' },
+    // One lookup per protocol, whatever the number of forwards.
+    rules: PROTOCOLS.map((p) => dnatRule(node, p)),
+  });
   return {
     family: 'ip',
     name: state.cluster.tables.nat,
@@ -137,11 +127,35 @@ function arpTable(state: ClusterState, node: NodeSpec): NftTable {
   return { family: 'netdev', name: state.cluster.tables.arp, maps: [], chains: chains.sort(byName) };
 }
 
+// --- table ip <raw>: what ct-sync and stateless-nat add (src/render/ctsync.ts, stateless.ts) --
+
+export const DEFAULT_RAW_TABLE = 'cgw_raw';
+
+export function rawTableName(state: ClusterState): string {
+  return state.cluster.tables.raw ?? DEFAULT_RAW_TABLE;
+}
+
+/** Chains before conntrack (and ct-sync's forward filter); undefined in full-nat. */
+function rawTable(state: ClusterState, node: NodeSpec): NftTable | undefined {
+  const name = rawTableName(state);
+  switch (state.cluster.nat.mode) {
+    case 'full-nat':
+      return undefined;
+    case 'stateless-nat':
+      return { family: 'ip', name, maps: statelessMaps(state, node).sort(byName), chains: [statelessPrerouting(state, node)] };
+    case 'ct-sync': {
+      const chains = [ctSyncPrerouting(state, node), ctSyncForward(state), ctSyncInvalid(node)].filter((c): c is NftChain => !!c);
+      return { family: 'ip', name, maps: ctSyncMaps(state, node).sort(byName), chains: chains.sort(byName) };
+    }
+  }
+}
+
 /** The tables cgw-sync owns on every node, whether or not this node needs them. */
 export function ownedTables(state: ClusterState): { family: NftTable['family']; name: string }[] {
   return [
     { family: 'ip', name: state.cluster.tables.nat },
     { family: 'netdev', name: state.cluster.tables.arp },
+    { family: 'ip', name: rawTableName(state) },
   ];
 }
 
@@ -150,5 +164,7 @@ export function renderNode(state: ClusterState, nodeName: string): Ruleset {
   const node = findNode(state, nodeName);
   const tables = [natTable(state, node)];
   if (node.trunks.length > 0) tables.push(arpTable(state, node));
+  const raw = rawTable(state, node);
+  if (raw) tables.push(raw);
   return { tables };
 }

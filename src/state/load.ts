@@ -141,7 +141,9 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
 
   /** Builds the object at `base` with `make`, unless a schema problem lies inside it. */
   const objectAt = <T extends Located>(doc: LoadedDocument, base: FieldPath, make: Converter<T>) => {
-    if (doc.problemPaths.some((p) => startsWith(p, base))) return undefined;
+    // A problem inside the object, or at a parent of it (a YAML syntax error makes the whole
+    // document unusable: problem path []), leaves the object out.
+    if (doc.problemPaths.some((p) => startsWith(p, base) || startsWith(base, p))) return undefined;
     const data = base.reduce((value: any, segment) => value[segment], doc.data);
     const object = make(data, sourceRef(doc.source, base));
     origins.set(object, { source: doc.source, base });
@@ -182,8 +184,13 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
     name: d.name,
     guestSubnet: d.guestSubnet,
     gatewayIP: d.gatewayIP,
-    nat: { mode: d.nat.mode, forwardSnat: d.nat.forwardSnat },
-    tables: { nat: d.tables.nat, arp: d.tables.arp },
+    nat: {
+      mode: d.nat.mode,
+      forwardSnat: d.nat.forwardSnat,
+      ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
+      ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
+    },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
     source,
   };
 }
@@ -195,6 +202,7 @@ function toNode(d: any, source: SourceRef): NodeSpec {
     guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP },
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
+    ...(d.natTag !== undefined && { natTag: d.natTag }),
     source,
   };
 }

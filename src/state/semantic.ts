@@ -6,6 +6,7 @@
 import { formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
 import { hasHostBits, ipv4ToNumber, numberToIPv4, parseCidr, subnetContains } from './ipv4.js';
 import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, SourceRef } from './types.js';
+import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -31,14 +32,14 @@ export type Locator = (object: Located, path: FieldPath) => DiagnosticLocation;
 /** Fallback locator: the position of the object itself, with the field path attached. */
 export const locateBySource: Locator = (object, path) => ({ ...object.source, field: formatFieldPath(path) });
 
-interface CheckContext {
+export interface CheckContext {
   input: SemanticInput;
   report(object: Located, path: FieldPath, message: string): void;
   /** "file:line:col" of a field, for messages that point at a second place. */
   where(object: Located, path: FieldPath): string;
 }
 
-type Check = (ctx: CheckContext) => void;
+export type Check = (ctx: CheckContext) => void;
 
 export function validateSemantics(input: SemanticInput, locate: Locator = locateBySource): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
@@ -204,4 +205,6 @@ const checks: Check[] = [
   distinctNodeInterfaces,
   references,
   forwardPortClashes,
+  statelessNatSettings,
+  ctSyncSettings,
 ];

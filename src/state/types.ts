@@ -25,6 +25,13 @@ export interface ClusterSettings {
      * Default true; false exists as a negative control (cross-node flows must then fail).
      */
     forwardSnat: boolean;
+    /** stateless-nat only: tagged port = target port + natTag * portStride (docs/nat-modes.md). Default 10000. */
+    portStride?: number;
+    /**
+     * ct-sync only: conntrackd's sync channel between the nodes' guest-bridge IPs. With two nodes
+     * it is unicast UDP; more than two need a multicast group (a conntrackd UDP block has one peer).
+     */
+    ctSync?: { port?: number; multicastGroup?: string };
   };
   /** Names of the nftables tables cgw-sync owns on every node. Nothing else is ever written. */
   tables: {
@@ -32,6 +39,11 @@ export interface ClusterSettings {
     nat: string;
     /** `table netdev <arp>`: egress filters on trunk ports that hide the shared gateway IP. */
     arp: string;
+    /**
+     * `table ip <raw>`: the ct-sync and stateless-nat chains that run before connection tracking
+     * (priority raw) and ct-sync's forward filter. Absent on nodes in full-nat. Default cgw_raw.
+     */
+    raw?: string;
   };
   source: SourceRef;
 }
@@ -52,6 +64,8 @@ export interface NodeSpec {
   /** Interfaces that carry the guest VLAN to the other nodes (e.g. "eth1.100"). */
   trunks: string[];
   hypervisor: HypervisorDriver;
+  /** stateless-nat: this node's tag, unique in the cluster (1..), see docs/nat-modes.md. */
+  natTag?: number;
   source: SourceRef;
 }
 

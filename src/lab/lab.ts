@@ -1,0 +1,317 @@
+// `cgw-sync lab up | check | down`: the whole lab, as the CLI and the end-to-end tests run it.
+//
+//   up     1. the topology (src/lab/topology.ts) without guests;
+//          2. a bare state repository in the lab directory, seeded from a state directory with the
+//             lab's adjustments committed on top (src/lab/repo.ts);
+//          3. a Git smart-HTTP server on 127.0.0.1 and one `cgw-sync run` agent per node, as
+//             background processes recorded in lab.json (src/lab/processes.ts). Each agent runs in
+//             the root namespace (it must reach the Git server on 127.0.0.1) and does everything
+//             node-local inside its node's namespace through the config's `netns`: nft, and the
+//             netns guests, which the agents start themselves;
+//          4. waits until both status branches report the seeded revision applied and each node
+//             runs its guests.
+//   check  the probes of src/lab/check.ts, expectations from the state at main's tip, plus
+//          one line per node saying whether it enforces that revision.
+//   down   topology.ts labDown: recorded processes, namespaces by prefix, the lab directory.
+//
+// Lab directory (default /run/cgw-sync/lab/<prefix>):
+//   lab.json            the record (processes with PID + start time, repository, URL)
+//   git/state.git       the state repository;  git-server.log, git-server.json (URL)
+//   responder.cjs       the program the guests run (named in the repository's guests/*.yaml)
+//   <node>/agent.yaml   the node's agent config;  <node>/agent.log;  <node>/state, <node>/run
+//   client.log          the client's responder
+import { configureLabGuests } from './mode-guests.js';
+import { runReplyPathChecks } from './reply-path.js';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { loadState } from '../state/load.js';
+import { formatDiagnostics } from '../state/diagnostics.js';
+import type { ClusterState, NatMode } from '../state/types.js';
+import { statusBranchName } from '../git/status-branch.js';
+import { delay, waitUntil } from '../proc/process.js';
+import { planLab, type LabPlan } from './plan.js';
+import { assertNoLab, labDown, labRunDir, labUp, waitForResponder, type LabRunOptions } from './topology.js';
+import { checkoutRepo, seedLabRepo } from './repo.js';
+import { writeResponderScript } from './responder.js';
+import { isRunning, logTail, readLabRecord, spawnDetached, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
+import { branchTip, nodeSettled, readNodeStatus } from './status.js';
+import { planChecks, runChecks } from './check.js';
+import type { ProbeResult } from './probes.js';
+
+export const DEFAULT_LAB_PREFIX = 'cgwlab-';
+/** Every 2 seconds (the cron package's six-field syntax, seconds first). */
+export const LAB_SCHEDULE = '*/2 * * * * *';
+const REPO_NAME = 'state.git';
+const GIT_READY_MS = 10_000;
+const DEFAULT_READY_TIMEOUT_MS = 60_000;
+
+export interface LabStartOptions extends LabRunOptions {
+  prefix?: string;
+  /** State directory the repository is seeded from (default: the bundled state-example/). */
+  stateDir?: string;
+  /** cluster.yaml nat.mode in the lab repository (default: as the state says). */
+  mode?: NatMode;
+  /** net.bridge.bridge-nf-call-iptables in the node namespaces (default false). */
+  brNetfilter?: boolean;
+  /** Bound on waiting for the agents to converge (default 60 s). */
+  readyTimeoutMs?: number;
+  /** Progress lines while it comes up. */
+  progress?: (line: string) => void;
+}
+
+export interface Lab {
+  prefix: string;
+  dir: string;
+  plan: LabPlan;
+  /** The lab state as seeded (main's tip after up). */
+  state: ClusterState;
+  record: LabRecord;
+  /** Bare repository path and its clone URL. */
+  repo: string;
+  url: string;
+  /** The revision both nodes applied. */
+  revision: string;
+  /** Agent config file per node. */
+  agents: Record<string, string>;
+}
+
+/** The package's root: the folder with package.json above this module (src/lab or dist/lab). */
+export function packageRoot(): string {
+  let dir = import.meta.dirname;
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${import.meta.dirname}`);
+    dir = up;
+  }
+  return dir;
+}
+
+/** The compiled program the lab runs as background processes; a clear error when not built. */
+export function distEntry(rel: string): string {
+  const file = path.join(packageRoot(), 'dist', rel);
+  if (!existsSync(file)) {
+    throw new Error(`${file} is missing: the lab runs the compiled cgw-sync as background processes; build it first (npm run build)`);
+  }
+  return file;
+}
+
+export function bundledStateDir(): string {
+  return path.join(packageRoot(), 'state-example');
+}
+
+/** `lab up`. On any failure everything made so far is removed again (with log tails in the error). */
+export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
+  const prefix = opts.prefix ?? DEFAULT_LAB_PREFIX;
+  const say = opts.progress ?? (() => {});
+  const cli = distEntry('cli/bin.js');
+  const gitServe = distEntry('lab/git-serve.js');
+  const stateDir = path.resolve(opts.stateDir ?? bundledStateDir());
+  const brNetfilter = opts.brNetfilter ?? false;
+  await loadOrThrow(stateDir); // the seed itself must be valid
+  await assertNoLab(prefix, { ...opts, withRecord: true });
+
+  const dir = labRunDir(prefix, opts);
+  await mkdir(dir, { recursive: true });
+  const record: LabRecord = { prefix, createdAt: new Date().toISOString(), mode: opts.mode, brNetfilter, seededFrom: stateDir, processes: [] };
+  await writeLabRecord(dir, record);
+  const started = async (p: LabProcess) => {
+    record.processes.push(p);
+    await writeLabRecord(dir, record);
+  };
+
+  try {
+    // The repository first: the topology is planned from the lab state (node names, addresses).
+    const responder = path.join(dir, 'responder.cjs');
+    await writeResponderScript(responder);
+    const projectRoot = path.join(dir, 'git');
+    await mkdir(projectRoot, { recursive: true });
+    const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, { mode: opts.mode, responderScript: responder });
+    Object.assign(record, { repo: seeded.repo, revision: seeded.revision });
+    const state = await stateAt(seeded.repo, 'main', dir);
+    say(`state repository ${seeded.repo}: seeded from ${stateDir}, lab changes in ${seeded.revision.slice(0, 12)}`);
+
+    say(`topology: namespaces ${prefix}* (br_netfilter ${brNetfilter ? 'on' : 'off'})`);
+    // startGuests false: the agents start the guests, through the netns guest driver.
+    const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false });
+
+    const ready = path.join(dir, 'git-server.json');
+    const server = await spawnDetached('git-server', [process.execPath, gitServe, projectRoot, ready], path.join(dir, 'git-server.log'));
+    await started(server);
+    const url = `${await waitForGitServer(server, ready)}/${REPO_NAME}`;
+    record.url = url;
+    say(`git server: ${url}`);
+
+    record.agents = {};
+    for (const node of plan.nodes) {
+      const nodeDir = path.join(dir, node.name);
+      await mkdir(nodeDir, { recursive: true });
+      const config = path.join(nodeDir, 'agent.yaml');
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url));
+      record.agents[node.name] = config;
+      await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config], path.join(nodeDir, 'agent.log')));
+    }
+    say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
+
+    await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents };
+  } catch (e) {
+    const tails = await Promise.all(record.processes.map(async (p) => `--- ${p.name} (${p.log}):\n${await logTail(p.log)}`));
+    await labDown(prefix, opts).catch(() => undefined);
+    const detail = tails.length ? `\n${tails.join('\n')}` : '';
+    throw new Error(`lab up failed, everything it made is removed again: ${(e as Error).message}${detail}`);
+  }
+}
+
+/**
+ * The agent config of one lab node: the lab repository as source and status target, the
+ * node's namespace for nft and guests, and state under the lab directory (relative paths are
+ * relative to the file).
+ */
+export function agentConfigYaml(node: string, ns: string, url: string): string {
+  const doc = {
+    apiVersion: 'cgw-sync/v1',
+    kind: 'AgentConfig',
+    node,
+    source: { url, branch: 'main', timeoutSeconds: 10 },
+    schedule: { cron: LAB_SCHEDULE, jitterSeconds: 0 },
+    status: { branch: 'status/{node}' },
+    stateDir: './state',
+    netns: ns,
+    guests: { enabled: true, runDir: './run', stopTimeoutSeconds: 5 },
+  };
+  return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
+}
+
+async function loadOrThrow(dir: string): Promise<ClusterState> {
+  const { state, diagnostics } = await loadState(dir);
+  if (!state) throw new Error(`${dir} is not a valid state:\n${formatDiagnostics(diagnostics)}`);
+  return state;
+}
+
+/** The state at `ref` of the lab repository, loaded from a temporary checkout under `scratch`. */
+export async function stateAt(repo: string, ref: string, scratch: string): Promise<ClusterState> {
+  const { dir } = await checkoutRepo(repo, ref, scratch);
+  try {
+    return await loadOrThrow(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitForGitServer(server: LabProcess, readyFile: string): Promise<string> {
+  const up = await waitUntil(() => existsSync(readyFile) || !isRunning(server), GIT_READY_MS);
+  if (!up || !existsSync(readyFile)) throw new Error(`the Git server did not come up within ${GIT_READY_MS} ms`);
+  return (JSON.parse(await readFile(readyFile, 'utf8')) as { url: string }).url;
+}
+
+/** Placement of the guests: node -> guest names. */
+function guestsByNode(state: ClusterState): Record<string, string[]> {
+  const out: Record<string, string[]> = Object.fromEntries(state.nodes.map((n) => [n.name, []]));
+  for (const g of state.guests) out[g.node]?.push(g.name);
+  return out;
+}
+
+/**
+ * Wait until every node reports `revision` applied and runs exactly its guests, and the guests'
+ * responders listen. Fails early when an agent process dies.
+ */
+async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<void> {
+  const placement = guestsByNode(state);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const dead = record.processes.filter((p) => !isRunning(p));
+    if (dead.length) throw new Error(`${dead.map((p) => p.name).join(', ')} exited`);
+    const statuses = await Promise.all(plan.nodes.map((n) => readNodeStatus(record.repo!, n.name)));
+    if (plan.nodes.every((n, i) => nodeSettled(statuses[i], revision, placement[n.name]))) break;
+    if (Date.now() >= deadline) {
+      const why = plan.nodes.map((n, i) => `${n.name}: ${describeStatus(statuses[i])}`).join('; ');
+      throw new Error(`the agents did not converge on ${revision.slice(0, 12)} within ${timeoutMs} ms (${why})`);
+    }
+    await delay(250);
+  }
+  for (const g of plan.guests) await waitForResponder(g.ns, `lab guest ${g.name}`);
+}
+
+function describeStatus(s: Awaited<ReturnType<typeof readNodeStatus>>): string {
+  if (!s) return 'no report yet';
+  const guests = s.guests.map((g) => `${g.name} ${g.state}`).join(', ') || 'no guests';
+  return `${s.outcome} at ${s.appliedRevision?.slice(0, 12) ?? 'none'}, ${guests}${s.errors.length ? `, errors: ${s.errors.join(' | ')}` : ''}`;
+}
+
+export interface LabCheckReport {
+  /** main's tip: the state the expectations come from. */
+  revision: string;
+  results: ProbeResult[];
+}
+
+/** The lab with this prefix, as recorded by `lab up`; a clear error when there is none. */
+export async function readLab(prefix: string, opts: LabRunOptions = {}): Promise<LabRecord & { repo: string }> {
+  const record = await readLabRecord(labRunDir(prefix, opts));
+  if (!record?.repo) throw new Error(`no lab with prefix ${prefix} (nothing recorded in ${labRunDir(prefix, opts)}); start one with \`cgw-sync lab up\``);
+  return record as LabRecord & { repo: string };
+}
+
+/**
+ * `lab check`: one result per node (does it enforce main's tip?) and per probe, with the
+ * expectations derived from the state at main's tip.
+ */
+export async function labCheck(prefix: string, opts: LabRunOptions & { timeoutS?: number } = {}): Promise<LabCheckReport> {
+  const record = await readLab(prefix, opts);
+  const dir = labRunDir(prefix, opts);
+  const revision = await branchTip(record.repo);
+  const state = await stateAt(record.repo, revision, dir);
+  const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter });
+  // The guests' own part of the NAT mode (stateless-nat: the tagged-port redirect), as a guest admin would.
+  await configureLabGuests(state, plan);
+  const placement = guestsByNode(state);
+  const nodes = await Promise.all(
+    plan.nodes.map(async (n): Promise<ProbeResult> => {
+      const s = await readNodeStatus(record.repo, n.name);
+      return { name: `${n.name} enforces main (${revision.slice(0, 12)}) and runs ${placement[n.name].join(', ') || 'no guests'}`, ok: nodeSettled(s, revision, placement[n.name]), detail: `${statusBranchName(n.name)}: ${describeStatus(s)}` };
+    }),
+  );
+  const probes = await runChecks(planChecks(state, plan), opts.timeoutS);
+  // Which node's uplink answers a cross-node forward, per NAT mode (src/lab/reply-path.ts).
+  const replyPaths = await runReplyPathChecks(state, plan, opts.timeoutS);
+  return { revision, results: [...nodes, ...probes, ...replyPaths] };
+}
+
+/** The text `lab up` prints once the lab works. */
+export function labSummary(lab: Lab): string {
+  const p = lab.prefix;
+  const client = lab.plan.client.ns;
+  const [n1, n2] = lab.plan.nodes;
+  const prefixOpt = p === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${p}`;
+  const lines = [
+    `lab ${p} is up: ${lab.plan.nodes.map((n) => n.name).join(' + ')}, ${lab.state.cluster.nat.mode}, br_netfilter ${lab.plan.brNetfilter ? 'on' : 'off'}; both nodes applied ${lab.revision.slice(0, 12)}`,
+    '',
+    `  state repository  ${lab.url}`,
+    `  status branches   ${lab.plan.nodes.map((n) => statusBranchName(n.name)).join(', ')} (same repository)`,
+    `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.map((g) => g.ns)].join(' ')}`,
+    `  public IPs        ${lab.plan.nodes.map((n) => `${n.name} ${n.publicIP}`).join(', ')}; client ${lab.plan.client.ip} in ${client}`,
+    `  logs              ${lab.dir}/{git-server.log,${lab.plan.nodes.map((n) => `${n.name}/agent.log`).join(',')}}`,
+    '',
+    'Try it:',
+    ...tryLines([
+      ...[n1, n2].filter((n) => n).map((n) => [`ip netns exec ${client} curl -s http://${n.publicIP}/`, `enters ${n.name}`]),
+      [`cgw-sync lab check${prefixOpt}`, 'every probe, then "N passed, M failed"'],
+    ]),
+    '',
+    'Change the cluster through Git (the agents apply main within 2 s and report back):',
+    `  git clone ${lab.url} lab-state && cd lab-state`,
+    '  # edit forwards/*.yaml or move a guest (guests/<guest>.yaml node:), then',
+    '  git commit -am "my change" && git push origin main',
+    `  git fetch origin && git show origin/${statusBranchName(n1?.name ?? 'node1')}:REPORT.md`,
+    '',
+    `Remove everything: cgw-sync lab down${prefixOpt}`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** Commands with aligned comments. */
+function tryLines(rows: string[][]): string[] {
+  const width = Math.max(...rows.map(([cmd]) => cmd.length));
+  return rows.map(([cmd, why]) => `  ${cmd.padEnd(width)}   # ${why}`);
+}

@@ -1,0 +1,74 @@
+// `lab check`, reply paths: which node's uplink sends a guest's reply to a forward that entered
+// another node. For one TCP forward per (entering node, guest node) pair, the client captures the
+// forward's SYN-ACK while it connects and checks the frame's Ethernet source: it must be the uplink
+// of the node replyLeavesThrough (src/lab/check.ts) names for the cluster's NAT mode.
+import { execa } from 'execa';
+import type { ClusterState } from '../state/types.js';
+import { inNs } from '../netns/netns.js';
+import type { LabNode, LabPlan } from './plan.js';
+import { linkMac, replyLeavesThrough } from './check.js';
+import { tcpProbe, type ProbeResult } from './probes.js';
+
+export interface ReplyPathCheck {
+  name: string;
+  entering: LabNode;
+  port: number;
+  /** The node whose uplink must send the reply. */
+  expected: LabNode;
+}
+
+/** Pure: one check per (entering node, other node running a TCP forward's guest). */
+export function planReplyPathChecks(state: ClusterState, plan: LabPlan): ReplyPathCheck[] {
+  const checks: ReplyPathCheck[] = [];
+  const seen = new Set<string>();
+  for (const entering of plan.nodes) {
+    for (const f of state.forwards.filter((f) => f.protocol === 'tcp' && (!f.nodes || f.nodes.includes(entering.name)))) {
+      const guestNode = plan.nodes.find((n) => n.name === plan.guests.find((g) => g.name === f.target.guest)?.node);
+      const pair = `${entering.name} ${guestNode?.name}`;
+      if (!guestNode || guestNode === entering || seen.has(pair)) continue;
+      seen.add(pair);
+      const expected = replyLeavesThrough(state.cluster.nat, entering, guestNode);
+      if (!expected) continue;
+      checks.push({ name: `reply path: ${f.name} entering ${entering.name} (guest on ${guestNode.name}) is answered through ${expected.name}`, entering, port: f.port, expected });
+    }
+  }
+  return checks;
+}
+
+const LISTENING_MS = 5_000;
+
+/** Capture the SYN-ACK at the client while connecting; compare its source MAC with the expected uplink. */
+export async function runReplyPathCheck(c: ReplyPathCheck, plan: LabPlan, timeoutS = 5): Promise<ProbeResult> {
+  const want = await linkMac({ ns: c.expected.ns, dev: c.expected.uplink });
+  const filter = `tcp and src host ${c.entering.publicIP} and src port ${c.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)`;
+  const [cmd, args] = inNs(plan.client.ns, 'tcpdump', ['-i', plan.client.dev, '-e', '-n', '-l', '-c', '1', filter]);
+  const dump = execa(cmd, args, { reject: false, timeout: (timeoutS + 2) * 1000, encoding: 'utf8' });
+  // tcpdump says "listening on ..." once its filter is attached: only then connect.
+  const listening = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), LISTENING_MS);
+    dump.stderr?.on('data', (d: Buffer) => {
+      if (String(d).includes('listening on')) {
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+    void dump.then(() => resolve(false));
+  });
+  if (!listening) {
+    dump.kill();
+    return { name: c.name, ok: false, detail: `tcpdump did not start: ${String((await dump).stderr).trim()}` };
+  }
+  const probe = await tcpProbe(plan.client.ns, c.entering.publicIP, c.port, { timeoutS });
+  const out = await dump;
+  const mac = /^\S+ ((?:[0-9a-f]{2}:){5}[0-9a-f]{2}) >/m.exec(String(out.stdout))?.[1];
+  if (!mac) return { name: c.name, ok: false, detail: `no SYN-ACK captured (probe: ${probe.detail})` };
+  const owner = await Promise.all(plan.nodes.map(async (n) => ((await linkMac({ ns: n.ns, dev: n.uplink })) === mac ? n.name : undefined)));
+  const from = owner.find((x) => x) ?? 'an unknown host';
+  return mac === want
+    ? { name: c.name, ok: true, detail: `SYN-ACK from ${mac} (${from}'s uplink)` }
+    : { name: c.name, ok: false, detail: `SYN-ACK from ${mac} (${from}), wanted ${want} (${c.expected.name}'s uplink)` };
+}
+
+export async function runReplyPathChecks(state: ClusterState, plan: LabPlan, timeoutS?: number): Promise<ProbeResult[]> {
+  return Promise.all(planReplyPathChecks(state, plan).map((c) => runReplyPathCheck(c, plan, timeoutS)));
+}

@@ -1,0 +1,153 @@
+// The lab's state repository: a bare Git repository seeded from a state directory (normally
+// state-example/) in two commits, so `git log` shows exactly what the lab changed:
+//   1. "seed": the state directory as it is;
+//   2. "lab: ...": the lab's adjustments, explained in the commit message (labCommitMessage):
+//      - nodes/*.yaml   hypervisor: netns (in the lab a node is a network namespace, and its guests
+//                       are network namespaces on its guest bridge: the netns guest driver);
+//      - guests/*.yaml  netns.command: the lab responder (HTTP :80, TCP :22, UDP :123);
+//      - cluster.yaml   nat.mode, when `lab up --mode` asks for another one (stateless-nat
+//                       also numbers the nodes' natTag where missing).
+// The result stays an ordinary state repository that `cgw-sync validate` accepts.
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { isMap, parseDocument, type Document, type Scalar, type YAMLMap } from 'yaml';
+import type { NatMode } from '../state/types.js';
+import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
+import { run } from '../netns/netns.js';
+import { responderScriptCommand } from './responder.js';
+
+export interface LabStateOptions {
+  /** cluster.yaml nat.mode; unchanged when undefined. */
+  mode?: NatMode;
+  /** The responder script (writeResponderScript) every guest runs as its netns command. */
+  responderScript: string;
+}
+
+/** Relative path (forward slashes) -> file text. */
+export type TextFiles = Record<string, string>;
+
+const NOTE = ' lab: set by `cgw-sync lab up`';
+
+/**
+ * The lab's edits to a state's YAML files: returns only the files that change, comments and
+ * layout of everything else kept. Pure.
+ */
+export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFiles {
+  const changed: TextFiles = {};
+  const edit = (file: string, change: (doc: Document) => boolean) => {
+    const doc = parseDocument(files[file]);
+    if (!isMap(doc.contents)) return;
+    if (change(doc)) changed[file] = doc.toString({ flowCollectionPadding: false });
+  };
+  let tag = 0;
+  for (const file of Object.keys(files).sort()) {
+    if (/^nodes\/[^/]+\.ya?ml$/.test(file)) {
+      tag++;
+      edit(file, (doc) => {
+        const netns = setNoted(doc, ['hypervisor'], 'netns');
+        // stateless-nat needs a tag per node (docs/nat-modes.md); number them in file order.
+        const tagged = opts.mode === 'stateless-nat' && !doc.has('natTag') && setNoted(doc, ['natTag'], tag);
+        return netns || tagged;
+      });
+    } else if (/^guests\/[^/]+\.ya?ml$/.test(file)) {
+      edit(file, (doc) => {
+        const name = doc.get('name');
+        if (typeof name !== 'string') return false;
+        doc.delete('netns');
+        const pair = doc.createPair('netns', { command: responderScriptCommand(opts.responderScript, name) });
+        (pair.key as Scalar).commentBefore = NOTE;
+        (doc.contents as YAMLMap).items.push(pair);
+        return true;
+      });
+    } else if (file === 'cluster.yaml' && opts.mode) {
+      const mode = opts.mode;
+      edit(file, (doc) => doc.getIn(['nat', 'mode']) !== mode && setNoted(doc, ['nat', 'mode'], mode));
+    }
+  }
+  return changed;
+}
+
+/** Set a scalar and mark it as the lab's; false when it already had that value. */
+function setNoted(doc: Document, at: string[], value: string | number): boolean {
+  if (doc.getIn(at) === value) return false;
+  const node = doc.createNode(value);
+  node.comment = NOTE;
+  doc.setIn(at, node);
+  return true;
+}
+
+/** The lab commit's message: what was changed and why, for `git log` readers. */
+export function labCommitMessage(prefix: string, changed: TextFiles, opts: LabStateOptions): string {
+  const files = Object.keys(changed);
+  const lines = [`lab: run this state in the cgw-sync lab (prefix ${prefix})`, ''];
+  if (files.some((f) => f.startsWith('nodes/'))) {
+    lines.push('- nodes/*.yaml: hypervisor netns. In the lab a node is a network namespace, and its guests');
+    lines.push('  are network namespaces attached to its guest bridge (the netns guest driver).');
+  }
+  if (files.some((f) => f.startsWith('guests/'))) {
+    lines.push('- guests/*.yaml: netns.command runs the lab responder: HTTP on :80, a banner on TCP :22 and');
+    lines.push('  a UDP echo on :123, each answering "this is <guest> OK from <source> via <service>".');
+  }
+  if (files.includes('cluster.yaml')) lines.push(`- cluster.yaml: nat.mode ${opts.mode} (lab up --mode).`);
+  if (Object.entries(changed).some(([f, text]) => f.startsWith('nodes/') && /^natTag: .*# lab:/m.test(text))) {
+    lines.push('- nodes/*.yaml: natTag 1, 2, ... in file order, where missing (stateless-nat needs one per node).');
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** Every regular file under dir, relative paths with forward slashes (.git excluded). */
+async function readTextFiles(dir: string): Promise<TextFiles> {
+  const out: TextFiles = {};
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!e.isFile()) continue;
+    const rel = path.relative(dir, path.join(e.parentPath ?? e.path, e.name)).split(path.sep).join('/');
+    if (rel.startsWith('.git/')) continue;
+    out[rel] = await readFile(path.join(dir, rel), 'utf8');
+  }
+  return out;
+}
+
+export interface SeededRepo {
+  /** Path of the bare repository. */
+  repo: string;
+  /** The seed commit (the state as it is) and the lab commit on top (main's tip). */
+  seed: string;
+  revision: string;
+}
+
+/**
+ * Create `<projectRoot>/<name>` seeded from `stateDir` plus the lab's adjustments (two commits on
+ * main). The adjustments are made in a scratch copy under projectRoot, removed before returning.
+ */
+export async function seedLabRepo(
+  projectRoot: string,
+  name: string,
+  stateDir: string,
+  prefix: string,
+  opts: LabStateOptions,
+): Promise<SeededRepo> {
+  const repo = await createBareRepo(projectRoot, name, { seedDir: stateDir, message: `seed: ${path.basename(path.resolve(stateDir))} as it is` });
+  const seed = (await run('git', ['--git-dir', repo, 'rev-parse', 'refs/heads/main'])).stdout.trim();
+  const work = await mkdtemp(path.join(projectRoot, '.seed-'));
+  try {
+    await cp(stateDir, work, { recursive: true });
+    const changed = labAdjustments(await readTextFiles(work), opts);
+    for (const [file, text] of Object.entries(changed)) await writeFile(path.join(work, file), text);
+    const revision = await commitDirectory(repo, work, { message: labCommitMessage(prefix, changed, opts) });
+    return { repo, seed, revision };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Check out `ref` of the bare repository into a new directory under `parent` (caller removes it). */
+export async function checkoutRepo(repo: string, ref: string, parent: string): Promise<{ dir: string; revision: string }> {
+  const dir = await mkdtemp(path.join(parent, 'cgw-lab-state-'));
+  const revision = (await run('git', ['--git-dir', repo, 'rev-parse', '--verify', `${ref}^{commit}`])).stdout.trim();
+  // A throw-away index keeps the bare repository untouched.
+  const env = { GIT_INDEX_FILE: path.join(dir, '.index'), GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' };
+  await run('git', ['--git-dir', repo, '--work-tree', dir, 'read-tree', revision], { env });
+  await run('git', ['--git-dir', repo, '--work-tree', dir, 'checkout-index', '--all'], { env });
+  await rm(env.GIT_INDEX_FILE, { force: true });
+  return { dir, revision };
+}

@@ -1,0 +1,6 @@
+// The lab end to end (issue 5) with br_netfilter on in the node namespaces; the suite is in
+// test/helpers/lab-suite.ts. Needs root and a built dist/ (the agents run dist/cli/bin.js;
+// scripts/test.sh builds it first).
+import { labSuite } from './helpers/lab-suite.js';
+
+labSuite({ brNetfilter: true, tag: 'lb' });
