@@ -7,6 +7,7 @@ import { StateError } from '../state/diagnostics.js';
 import { validateDocument } from '../state/schema.js';
 import type { Diagnostic } from '../state/types.js';
 import { locate, parseYamlSource } from '../state/yaml-source.js';
+import type { GuestPolicy } from '../guests/policy.js';
 
 export interface AgentConfig {
   /** Absolute path of the file it came from. */
@@ -32,7 +33,8 @@ export interface AgentConfig {
   stateDir: string;
   nft: string;
   netns?: string;
-  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number };
+  /** imageDirs, allowBlockDevices, allowCommands: the node's GuestPolicy (guests/policy.ts). */
+  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number } & GuestPolicy;
 }
 
 /** Relative paths in the file are relative to the file's folder, as an operator would expect. */

@@ -17,7 +17,7 @@ import type { ClusterState } from '../state/types.js';
 import { fetchSource } from '../git/source.js';
 import { RemoteUnavailable, scrub, splitUserinfo } from '../git/remote.js';
 import { publishStatus } from '../git/status-branch.js';
-import { ownedTables } from '../render/render.js';
+import { ownershipProblem } from '../render/ownership.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { planJson } from '../plan/plan.js';
 import { nftPlanJson } from '../plan/format.js';
@@ -64,14 +64,6 @@ function stopwatch() {
       timings.total = Date.now() - t0;
     },
   };
-}
-
-function ownershipProblem(state: ClusterState, config: AgentConfig): string | undefined {
-  if (config.ownedTables.length === 0) return undefined;
-  const missing = ownedTables(state)
-    .map((t) => `${t.family} ${t.name}`)
-    .filter((t) => !config.ownedTables.includes(t));
-  return missing.length ? `the state names tables this node does not let cgw-sync own: ${missing.join(', ')} (agent ownedTables: ${config.ownedTables.join(', ')})` : undefined;
 }
 
 function statusUrl(config: AgentConfig): string | undefined {

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import git from 'isomorphic-git';
 import type { ClusterState } from '../state/types.js';
-import { driverFor, type GuestDriver } from '../guests/index.js';
+import { driverFor, guestRefusals, type GuestDriver } from '../guests/index.js';
 import { readStatusBranch } from '../git/status-branch.js';
 import { findNode } from '../render/render.js';
 import { planGuests, NO_GATE, type GuestOutcome, type GuestPlan } from '../reconcile/guests.js';
@@ -21,7 +21,7 @@ export function guestDriver(config: AgentConfig, state: ClusterState): GuestDriv
   const node = findNode(state, config.node);
   // In the lab a node is a namespace: guests attach to its bridge and are named per node,
   // `<node ns>.<guest>` ('.' cannot occur in a node name, so no node's prefix matches another's).
-  return driverFor(node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined });
+  return driverFor(node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests });
 }
 
 export async function planGuestPhase(
@@ -55,7 +55,7 @@ export async function planGuestPhase(
     });
   }
   memory.placement = placementOf(state);
-  return { driver, plan: planGuests(state, config.node, present, gate) };
+  return { driver, plan: planGuests(state, config.node, present, gate, await guestRefusals(state, config.node, config.guests)) };
 }
 
 /** After the cycle: forget arrivals that started, and releases that were used. */

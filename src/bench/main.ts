@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { createNamespace, deleteNamespace, runIn } from '../netns/netns.js';
 import { NftCli } from '../nft/backend.js';
 import { renderNode, ownedTables } from '../render/render.js';
+import { DEFAULT_GUEST_POLICY } from '../guests/policy.js';
 import { planNft, planToTransaction } from '../plan/nft-plan.js';
 import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { Transaction } from '../nft/transaction.js';
@@ -130,7 +131,7 @@ async function agentNoopCycle(state: ClusterState, dir: string, ns: string): Pro
       stateDir: join(dir, 'agent'),
       nft: 'nft',
       netns: ns,
-      guests: { enabled: false, runDir: join(dir, 'run'), stopTimeoutSeconds: 60 },
+      guests: { ...DEFAULT_GUEST_POLICY, enabled: false, runDir: join(dir, 'run'), stopTimeoutSeconds: 60 },
     };
     const deps = { config, nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }) };
     const first = await runOnce(deps);

@@ -6,6 +6,7 @@ import { NetnsDriver } from './netns.js';
 import { QemuDriver } from './qemu.js';
 import { DEFAULT_RUN_ROOT } from './runtime.js';
 import { XenDriver, type XlRunner } from './xen.js';
+import type { GuestPolicy } from './policy.js';
 
 export interface DriverOptions {
   /** Parent of the per-driver runtime directories. Default /run/cgw-sync. */
@@ -18,6 +19,8 @@ export interface DriverOptions {
   /** netns guests: namespace name prefix, unique per node. */
   netnsPrefix?: string;
   xl?: XlRunner;
+  /** Host paths and commands guests may use (agent config guests.*); default DEFAULT_GUEST_POLICY. */
+  policy?: GuestPolicy;
 }
 
 export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver {
@@ -25,16 +28,17 @@ export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver
   switch (node.hypervisor) {
     case 'qemu':
       // One directory per node namespace, so lab nodes on one host do not see each other's guests.
-      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs });
+      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs, policy: opts.policy });
     case 'xen':
-      return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl });
+      return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl, policy: opts.policy });
     case 'netns':
       if (!opts.nodeNs) throw new Error(`node ${node.name}: the netns driver needs the node's namespace (nodeNs)`);
-      return new NetnsDriver({ nodeNs: opts.nodeNs, prefix: opts.netnsPrefix, runDir: join(root, 'netns', opts.nodeNs) });
+      return new NetnsDriver({ nodeNs: opts.nodeNs, prefix: opts.netnsPrefix, runDir: join(root, 'netns', opts.nodeNs), policy: opts.policy });
   }
 }
 
 export * from './driver.js';
+export * from './policy.js';
 export { QemuDriver } from './qemu.js';
 export { XenDriver } from './xen.js';
 export { NetnsDriver } from './netns.js';

@@ -26,6 +26,7 @@ import {
   type StopResult,
 } from './driver.js';
 import { DEFAULT_RUN_ROOT, RuntimeDir } from './runtime.js';
+import { assertGuestAllowed, DEFAULT_GUEST_POLICY, type GuestPolicy } from './policy.js';
 
 export interface XlResult {
   stdout: string;
@@ -46,6 +47,8 @@ export interface XenDriverOptions {
   /** Default /run/cgw-sync/xen. Holds <name>.cfg and <name>.meta.json. */
   runDir?: string;
   xl?: XlRunner;
+  /** Which host paths guests may use (default: DEFAULT_GUEST_POLICY). */
+  policy?: GuestPolicy;
 }
 
 /** Guest names xl would take for a domain id, or that name dom0. */
@@ -54,10 +57,14 @@ function assertXenName(name: string): void {
   if (/^\d+$/.test(name) || name === 'Domain-0') throw new Error(`guest name ${name} cannot be used with xl (domain id or dom0)`);
 }
 
-/** A string value for the xl config file: double-quoted, with \ and " escaped. */
+/**
+ * A string value for the xl config file, double-quoted. Refused rather than escaped: a quote,
+ * backslash or control character is never needed in these values, and refusing does not depend on
+ * how xl's parser treats escapes (a newline would start a new config line: config injection).
+ */
 function q(v: string): string {
-  if (/[\n\r]/.test(v)) throw new Error(`xl config value must be one line: ${JSON.stringify(v)}`);
-  return `"${v.replace(/[\\"]/g, (c) => '\\' + c)}"`;
+  if (/["\\]|[^\x20-\x7e]/.test(v)) throw new Error(`xl config value must be printable ASCII without quotes or backslashes: ${JSON.stringify(v)}`);
+  return `"${v}"`;
 }
 
 /** Pure: the xl domain config for a PV guest. `uuid` marks the domain as started by cgw-sync. */
@@ -177,8 +184,10 @@ export class XenDriver implements GuestDriver {
   readonly kind = 'xen' as const;
   readonly dir: RuntimeDir;
   private readonly xl: XlRunner;
+  private readonly policy: GuestPolicy;
 
   constructor(opts: XenDriverOptions = {}) {
+    this.policy = opts.policy ?? DEFAULT_GUEST_POLICY;
     this.dir = new RuntimeDir(opts.runDir ?? join(DEFAULT_RUN_ROOT, 'xen'));
     this.xl = opts.xl ?? execXl;
   }
@@ -191,6 +200,7 @@ export class XenDriver implements GuestDriver {
 
   async start(guest: GuestSpec, ctx: StartContext): Promise<void> {
     assertXenName(guest.name);
+    await assertGuestAllowed(guest, ctx.node, this.policy);
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     const uuid = randomUUID();

@@ -179,7 +179,8 @@ export function agentConfigYaml(node: string, ns: string, url: string): string {
     status: { branch: 'status/{node}' },
     stateDir: './state',
     netns: ns,
-    guests: { enabled: true, runDir: './run', stopTimeoutSeconds: 5 },
+    // Lab guests run the lab responder as their netns.command: state commands are allowed here only.
+    guests: { enabled: true, runDir: './run', stopTimeoutSeconds: 5, allowCommands: true },
   };
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
 }

@@ -4,9 +4,24 @@
 // cgw-sync renders plus the common ones an operator might add by hand; anything else is printed
 // as a `# unprintable:` comment, which is fine for display but can never be part of a batch,
 // because only rendered (desired) rules are ever loaded and those are all printable.
+//
+// Every name and string goes through syntax.ts, which refuses (NftSyntaxError) whatever nft
+// would read as syntax: the printer does not rely on the state schema to keep values harmless.
 import type { Json, MapElement, NftChain, NftMap, NftRule, NftTable } from './model.js';
+import { comment, displayName, identifier, interfaceName, logPrefix, word, words } from './syntax.js';
 
 export class UnprintableExpression extends Error {}
+
+const MATCH_OPS = new Set(['==', '!=', '<', '>', '<=', '>=', 'in']);
+
+/** Display form that never throws: live objects someone else wrote may hold anything. */
+function describe(print: () => string, raw: unknown): string {
+  try {
+    return print();
+  } catch {
+    return `# unprintable: ${JSON.stringify(raw)}`;
+  }
+}
 
 type Obj = { [k: string]: Json };
 
@@ -14,12 +29,17 @@ function isObj(v: Json): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Interface names and other free strings are quoted; addresses, numbers and keywords are not. */
+/** Interface names are quoted; addresses, numbers and keywords are not. */
 const QUOTED_KEYS = new Set(['iifname', 'oifname', 'ibrname', 'obrname']);
 
+function printNumber(v: Json): string {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new UnprintableExpression(`not a number: ${JSON.stringify(v)}`);
+  return String(v);
+}
+
 function printValue(v: Json, quote = false): string {
-  if (typeof v === 'number') return String(v);
-  if (typeof v === 'string') return quote ? JSON.stringify(v) : v;
+  if (typeof v === 'number') return printNumber(v);
+  if (typeof v === 'string') return quote ? interfaceName(v) : word('value', v);
   if (Array.isArray(v)) return v.map((x) => printValue(x, quote)).join(', ');
   if (isObj(v)) {
     if ('prefix' in v && isObj(v.prefix)) return `${printValue(v.prefix.addr as Json)}/${printValue(v.prefix.len as Json)}`;
@@ -33,7 +53,7 @@ function printValue(v: Json, quote = false): string {
     return printOperand(v);
   }
   if (v === null) return '';
-  return String(v);
+  return word('value', String(v));
 }
 
 /** The left-hand side of a match, or a key in a map lookup. */
@@ -41,21 +61,21 @@ function printOperand(v: Json): string {
   if (!isObj(v)) return printValue(v);
   if (isObj(v.payload)) {
     const p = v.payload;
-    if (typeof p.protocol === 'string') return `${p.protocol} ${String(p.field)}`;
-    return `@${String(p.base)},${String(p.offset)},${String(p.len)}`;
+    if (typeof p.protocol === 'string') return `${word('protocol', p.protocol)} ${words('payload field', String(p.field))}`;
+    return `@${word('payload base', String(p.base))},${printNumber(p.offset as Json)},${printNumber(p.len as Json)}`;
   }
   if (isObj(v.meta)) {
-    const key = String(v.meta.key);
+    const key = word('meta key', String(v.meta.key));
     // Interface keys print without the `meta` prefix, as nft itself does.
     return ['iifname', 'oifname', 'iif', 'oif'].includes(key) ? key : `meta ${key}`;
   }
   if (isObj(v.ct)) {
-    const dir = v.ct.dir ? ` ${String(v.ct.dir)}` : '';
-    return `ct${dir} ${String(v.ct.key)}`;
+    const dir = v.ct.dir ? ` ${word('ct direction', String(v.ct.dir))}` : '';
+    return `ct${dir} ${word('ct key', String(v.ct.key))}`;
   }
   if (isObj(v.fib)) {
-    const flags = Array.isArray(v.fib.flags) ? v.fib.flags.join(' . ') : String(v.fib.flags);
-    return `fib ${flags} ${String(v.fib.result)}`;
+    const flags = (Array.isArray(v.fib.flags) ? v.fib.flags : [v.fib.flags]).map((f) => word('fib flag', String(f))).join(' . ');
+    return `fib ${flags} ${word('fib result', String(v.fib.result))}`;
   }
   if (isObj(v.map)) return `${printOperand(v.map.key as Json)} map ${printValue(v.map.data as Json)}`;
   if ('concat' in v && Array.isArray(v.concat)) return v.concat.map(printOperand).join(' . ');
@@ -72,11 +92,12 @@ function operandKey(v: Json): string | undefined {
 }
 
 function printNat(kind: string, n: Obj): string {
-  const family = typeof n.family === 'string' ? ` ${n.family}` : '';
+  const family = typeof n.family === 'string' ? ` ${word('nat family', n.family)}` : '';
   let target = '';
   if (n.addr !== undefined) target = printValue(n.addr as Json);
   if (n.port !== undefined) target += `:${printValue(n.port as Json)}`;
-  const flags = Array.isArray(n.flags) ? ` ${n.flags.join(',')}` : typeof n.flags === 'string' ? ` ${n.flags}` : '';
+  const flagList = Array.isArray(n.flags) ? n.flags : typeof n.flags === 'string' ? [n.flags] : [];
+  const flags = flagList.length ? ` ${flagList.map((f) => word('nat flag', String(f))).join(',')}` : '';
   return target ? `${kind}${family} to ${target}${flags}` : `${kind}${flags}`;
 }
 
@@ -91,6 +112,7 @@ function printStatement(s: Json): string {
       const quote = QUOTED_KEYS.has(operandKey(m.left as Json) ?? '');
       const right = printValue(m.right as Json, quote);
       const op = String(m.op);
+      if (!MATCH_OPS.has(op)) throw new UnprintableExpression(`unknown match operator ${JSON.stringify(op)}`);
       // "in" is the implicit flag test (`ct status dnat`) and set membership; "==" is implicit too.
       if (op === '==' || op === 'in') return `${left} ${right}`;
       return `${left} ${op} ${right}`;
@@ -102,9 +124,9 @@ function printStatement(s: Json): string {
       return kind;
     case 'jump':
     case 'goto':
-      return `${kind} ${String((body as Obj).target)}`;
+      return `${kind} ${identifier('jump target', String((body as Obj).target))}`;
     case 'counter':
-      return isObj(body) ? `counter packets ${String(body.packets)} bytes ${String(body.bytes)}` : 'counter';
+      return isObj(body) ? `counter packets ${printNumber(body.packets as Json)} bytes ${printNumber(body.bytes as Json)}` : 'counter';
     case 'notrack':
       return 'notrack';
     case 'snat':
@@ -118,7 +140,7 @@ function printStatement(s: Json): string {
       return `${printOperand(m.key as Json)} set ${printValue(m.value as Json)}`;
     }
     case 'log':
-      return isObj(body) && body.prefix ? `log prefix ${JSON.stringify(body.prefix)}` : 'log';
+      return isObj(body) && body.prefix ? `log prefix ${logPrefix(String(body.prefix))}` : 'log';
     default:
       throw new UnprintableExpression(JSON.stringify(s));
   }
@@ -127,16 +149,12 @@ function printStatement(s: Json): string {
 /** One rule as nft text (without the `add rule` prefix). */
 export function printRule(rule: NftRule): string {
   const text = rule.expr.map(printStatement).join(' ');
-  return rule.comment !== undefined ? `${text} comment ${JSON.stringify(rule.comment)}` : text;
+  return rule.comment !== undefined ? `${text} comment ${comment(rule.comment)}` : text;
 }
 
 /** Like printRule, but never throws: for showing live rules that someone else wrote. */
 export function describeRule(rule: NftRule): string {
-  try {
-    return printRule(rule);
-  } catch {
-    return `# unprintable: ${JSON.stringify(rule.expr)}`;
-  }
+  return describe(() => printRule(rule), rule.expr);
 }
 
 /** Keys alone address an element for deletion. */
@@ -151,30 +169,38 @@ export function printElement(e: MapElement): string {
 export function printChainSpec(chain: NftChain): string {
   const b = chain.base;
   if (!b) return '';
-  const dev = b.device !== undefined ? ` device ${JSON.stringify(b.device)}` : '';
-  return `type ${b.type} hook ${b.hook}${dev} priority ${b.priority}; policy ${b.policy};`;
+  const dev = b.device !== undefined ? ` device ${interfaceName(b.device)}` : '';
+  return `type ${word('chain type', b.type)} hook ${word('hook', b.hook)}${dev} priority ${printNumber(b.priority)}; policy ${word('policy', b.policy)};`;
+}
+
+/** A map or set type: `ipv4_addr` or a concatenation `ipv4_addr . inet_service`. */
+function printType(t: string): string {
+  return t
+    .split(' . ')
+    .map((x) => word('type', x))
+    .join(' . ');
 }
 
 export function printMapSpec(map: NftMap): string {
-  return `type ${map.keyType} : ${map.dataType};`;
+  return `type ${printType(map.keyType)} : ${printType(map.dataType)};`;
 }
 
 /** A table as `nft list table` shows it: used for plans and reports. */
 export function printTable(t: NftTable): string {
-  const lines = [`table ${t.family} ${t.name} {`];
+  const lines = [`table ${t.family} ${displayName(t.name)} {`];
   for (const m of t.maps) {
-    lines.push(`\tmap ${m.name} {`, `\t\ttype ${m.keyType} : ${m.dataType}`);
+    lines.push(`\tmap ${displayName(m.name)} {`, `\t\t${describe(() => printMapSpec(m).slice(0, -1), [m.keyType, m.dataType])}`);
     // One element per line so that a plan diff shows exactly which forwards change.
     if (m.elements.length > 0) {
       lines.push('\t\telements = {');
-      for (const e of m.elements) lines.push(`\t\t\t${printElement(e)},`);
+      for (const e of m.elements) lines.push(`\t\t\t${describe(() => printElement(e), e)},`);
       lines.push('\t\t}');
     }
     lines.push('\t}');
   }
   for (const c of t.chains) {
-    lines.push(`\tchain ${c.name} {`);
-    if (c.base) lines.push(`\t\t${printChainSpec(c)}`);
+    lines.push(`\tchain ${displayName(c.name)} {`);
+    if (c.base) lines.push(`\t\t${describe(() => printChainSpec(c), c.base)}`);
     for (const r of c.rules) lines.push(`\t\t${describeRule(r)}`);
     lines.push('\t}');
   }

@@ -2,6 +2,8 @@
 // the kernel applies all of it or none of it. Modelled on knftables' Transaction.
 import type { Family, MapElement, NftChain, NftMap, NftRule, NftTable } from './model.js';
 import { printChainSpec, printElement, printElementKey, printMapSpec, printRule } from './text.js';
+import { assertOwnedTables } from './ownership.js';
+import { identifier, word } from './syntax.js';
 
 export interface TableRef {
   family: Family;
@@ -54,9 +56,14 @@ export class Transaction {
   }
 }
 
+/** Every operation names its table here: only marked tables (ownership.ts) with safe names get through. */
 function ref(t: TableRef): string {
-  return `${t.family} ${t.name}`;
+  assertOwnedTables([t]);
+  return `${word('family', t.family)} ${identifier('table name', t.name)}`;
 }
+
+const chainName = (name: string) => identifier('chain name', name);
+const mapName = (name: string) => identifier('map name', name);
 
 function elements(es: MapElement[], print: (e: MapElement) => string): string {
   return `{ ${es.map(print).join(', ')} }`;
@@ -69,16 +76,18 @@ export function operationText(o: Operation): string {
     case 'delete-table':
       return `delete table ${ref(o.table)}`;
     case 'add-chain':
-      return o.chain.base ? `add chain ${ref(o.table)} ${o.chain.name} { ${printChainSpec(o.chain)} }` : `add chain ${ref(o.table)} ${o.chain.name}`;
+      return o.chain.base
+        ? `add chain ${ref(o.table)} ${chainName(o.chain.name)} { ${printChainSpec(o.chain)} }`
+        : `add chain ${ref(o.table)} ${chainName(o.chain.name)}`;
     case 'flush-chain':
-      return `flush chain ${ref(o.table)} ${o.chain}`;
+      return `flush chain ${ref(o.table)} ${chainName(o.chain)}`;
     case 'add-rule':
-      return `add rule ${ref(o.table)} ${o.chain} ${printRule(o.rule)}`;
+      return `add rule ${ref(o.table)} ${chainName(o.chain)} ${printRule(o.rule)}`;
     case 'add-map':
-      return `add map ${ref(o.table)} ${o.map.name} { ${printMapSpec(o.map)} }`;
+      return `add map ${ref(o.table)} ${mapName(o.map.name)} { ${printMapSpec(o.map)} }`;
     case 'add-elements':
-      return `add element ${ref(o.table)} ${o.map} ${elements(o.elements, printElement)}`;
+      return `add element ${ref(o.table)} ${mapName(o.map)} ${elements(o.elements, printElement)}`;
     case 'delete-elements':
-      return `delete element ${ref(o.table)} ${o.map} ${elements(o.elements, printElementKey)}`;
+      return `delete element ${ref(o.table)} ${mapName(o.map)} ${elements(o.elements, printElementKey)}`;
   }
 }

@@ -12,7 +12,7 @@ import type { GuestDriver, RunningGuest } from '../guests/driver.js';
 import { desiredFingerprint } from '../guests/driver.js';
 import { findNode } from '../render/render.js';
 
-export type GuestActionKind = 'start' | 'stop' | 'restart' | 'wait' | 'config-differs' | 'unmanaged';
+export type GuestActionKind = 'start' | 'stop' | 'restart' | 'wait' | 'config-differs' | 'unmanaged' | 'refused';
 
 export interface GuestAction {
   guest: string;
@@ -31,9 +31,12 @@ export type MigrationGate = (guest: string) => string | undefined;
 
 export const NO_GATE: MigrationGate = () => undefined;
 
+/** Guests this node must not start (guests/policy.ts guestRefusal, read at the edge): name -> message. */
+export type GuestRefusals = ReadonlyMap<string, string>;
+
 const ALIVE = new Set(['running', 'paused', 'unknown']);
 
-export function planGuests(state: ClusterState, nodeName: string, present: RunningGuest[], gate: MigrationGate = NO_GATE): GuestPlan {
+export function planGuests(state: ClusterState, nodeName: string, present: RunningGuest[], gate: MigrationGate = NO_GATE, refusals: GuestRefusals = new Map()): GuestPlan {
   const node = findNode(state, nodeName);
   const desired = state.guests.filter((g) => g.node === nodeName);
   const byName = new Map(present.map((r) => [r.name, r]));
@@ -42,7 +45,11 @@ export function planGuests(state: ClusterState, nodeName: string, present: Runni
   for (const g of desired) {
     const r = byName.get(g.name);
     const alive = r && ALIVE.has(r.state);
-    if (r && alive && !r.managed) {
+    const refused = refusals.get(g.name);
+    if (refused && !(r && alive && (!r.managed || r.fingerprint === desiredFingerprint(g, node)))) {
+      // Whatever would start it (start, restart) is replaced by the refusal; a running guest is left alone.
+      actions.push({ guest: g.name, action: 'refused', reason: refused });
+    } else if (r && alive && !r.managed) {
       actions.push({ guest: g.name, action: 'unmanaged', reason: `runs here but was not started by cgw-sync (${r.state}); left alone` });
     } else if (r && alive) {
       if (r.fingerprint !== desiredFingerprint(g, node)) {
@@ -129,6 +136,6 @@ export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext):
 
 export function formatGuestPlanText(plan: GuestPlan): string {
   if (plan.actions.length === 0) return 'guests: no changes.\n';
-  const sign: Record<GuestActionKind, string> = { start: '+', stop: '-', restart: '-/+', wait: '…', 'config-differs': '!', unmanaged: '?' };
+  const sign: Record<GuestActionKind, string> = { start: '+', stop: '-', restart: '-/+', wait: '…', 'config-differs': '!', unmanaged: '?', refused: 'x' };
   return ['guests:', ...plan.actions.map((a) => `  ${sign[a.action]} ${a.guest}: ${a.action} (${a.reason})`)].join('\n') + '\n';
 }

@@ -6,6 +6,7 @@
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import { byName, type Json, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
+import { assertOwnedTables } from '../nft/ownership.js';
 import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
@@ -150,8 +151,19 @@ function rawTable(state: ClusterState, node: NodeSpec): NftTable | undefined {
   }
 }
 
-/** The tables cgw-sync owns on every node, whether or not this node needs them. */
+/**
+ * The tables cgw-sync owns on every node, whether or not this node needs them. Throws
+ * NotOwnedTable for a name without the cgw_ mark, so a state that bypassed validation can never
+ * make the planner list, replace or delete a foreign table.
+ */
 export function ownedTables(state: ClusterState): { family: NftTable['family']; name: string }[] {
+  const tables = stateTables(state);
+  assertOwnedTables(tables);
+  return tables;
+}
+
+/** The tables a state names, unchecked (ownedTables is the checked form). */
+export function stateTables(state: ClusterState): { family: NftTable['family']; name: string }[] {
   return [
     { family: 'ip', name: state.cluster.tables.nat },
     { family: 'netdev', name: state.cluster.tables.arp },
@@ -161,6 +173,7 @@ export function ownedTables(state: ClusterState): { family: NftTable['family']; 
 
 /** The desired ruleset of one node. A table the node does not need is absent (and so deleted). */
 export function renderNode(state: ClusterState, nodeName: string): Ruleset {
+  ownedTables(state);
   const node = findNode(state, nodeName);
   const tables = [natTable(state, node)];
   if (node.trunks.length > 0) tables.push(arpTable(state, node));

@@ -7,6 +7,7 @@ import { formatFieldPath, type DiagnosticLocation, type FieldPath } from './diag
 import { hasHostBits, ipv4ToNumber, numberToIPv4, parseCidr, subnetContains } from './ipv4.js';
 import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, SourceRef } from './types.js';
 import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
+import { tableNames } from './table-checks.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -207,4 +208,5 @@ const checks: Check[] = [
   forwardPortClashes,
   statelessNatSettings,
   ctSyncSettings,
+  tableNames,
 ];
