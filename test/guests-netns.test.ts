@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { addAddress, addBridge, createNamespace, deleteNamespace, listNamespaces, runIn } from '../src/netns/netns.js';
 import { desiredFingerprint } from '../src/guests/driver.js';
 import { NetnsDriver } from '../src/guests/netns.js';
+import { DEFAULT_GUEST_POLICY, policyGuard } from '../src/guests/policy.js';
 import { processAlive, processCmdline, waitUntil } from '../src/proc/process.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
@@ -61,7 +62,8 @@ beforeAll(async () => {
   await addAddress(nodeNs, 'guestbr0', `${net}.251/24`);
   await addAddress(nodeNs, 'guestbr0', `${net}.254/24`);
   runDir = await mkdtemp(join(tmpdir(), 'cgw-netns-'));
-  driver = new NetnsDriver({ nodeNs, prefix, runDir });
+  // These guests run commands, as lab guests do: the node allows state commands.
+  driver = new NetnsDriver({ nodeNs, prefix, runDir, guard: policyGuard({ ...DEFAULT_GUEST_POLICY, allowCommands: true }) });
 });
 
 afterAll(async () => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { addBridge, createNamespace, deleteNamespace, runIn } from '../src/netns/netns.js';
 import { desiredFingerprint } from '../src/guests/driver.js';
 import { Qmp } from '../src/guests/qmp.js';
+import { DEFAULT_GUEST_POLICY, policyGuard } from '../src/guests/policy.js';
 import { QemuDriver, identityFromCmdline, kvmUsable, qemuArgs, stateFromQmpStatus } from '../src/guests/qemu.js';
 import { processAlive, processCmdline, waitForExit, waitUntil } from '../src/proc/process.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
@@ -28,6 +29,9 @@ const node: NodeSpec = {
   source: src,
 };
 const ctx = { node, cluster: { guestSubnet: '10.5.5.0/24', gatewayIP: '10.5.5.254' } };
+/** The test's kernels are written to its runtime folder: that is the node's image folder here. */
+const imagesInRunDir = () => policyGuard({ ...DEFAULT_GUEST_POLICY, imageDirs: [runDir] });
+
 function guest(name: string, memoryMiB = 64): GuestSpec {
   return {
     name,
@@ -111,7 +115,7 @@ beforeAll(async () => {
   await createNamespace(ns);
   await addBridge(ns, 'guestbr0');
   runDir = await mkdtemp(join(tmpdir(), 'cgw-qemu-'));
-  driver = new QemuDriver({ runDir, netns: ns });
+  driver = new QemuDriver({ runDir, netns: ns, guard: imagesInRunDir() });
 });
 
 afterAll(async () => {
@@ -228,7 +232,7 @@ describe(`qemu driver with a real qemu (${kvmUsable() ? 'KVM' : 'TCG'})`, () => 
   });
 
   it('the TCG fallback starts and stops the same way', async () => {
-    const tcg = new QemuDriver({ runDir, netns: ns, accel: 'tcg' });
+    const tcg = new QemuDriver({ runDir, netns: ns, accel: 'tcg', guard: imagesInRunDir() });
     await tcg.start(guest(`tcg${id}`), ctx);
     const [g] = await tcg.list();
     expect(g).toMatchObject({ name: `tcg${id}`, state: 'running', managed: true });

@@ -52,8 +52,8 @@ describe('loadState(state-example)', async () => {
       resources: { memoryMiB: 1024, vcpus: 1 },
       boot: {
         disk: `/dev/vg0/guest${n}`,
-        kernel: '/boot/vmlinuz',
-        initrd: '/boot/initrd.img',
+        kernel: '/var/lib/cgw-sync/images/vmlinuz',
+        initrd: '/var/lib/cgw-sync/images/initrd.img',
         append: 'root=/dev/vda ro console=hvc0',
       },
       restartOnChange: false,

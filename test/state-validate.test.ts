@@ -142,7 +142,7 @@ const badCases: BadCase[] = [
   {
     name: 'nft injection through a table name',
     edits: [replace('cluster.yaml', 'nat: cgw_nat', 'nat: "cgw_nat { }"')],
-    expected: [at('cluster.yaml:20:8', 'tables.nat', 'must be an nftables table name')],
+    expected: [at('cluster.yaml:20:8', 'tables.nat', "must be a table name starting with 'cgw_'")],
   },
   {
     name: 'interface name too long for the kernel (16 characters)',

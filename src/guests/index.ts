@@ -6,7 +6,7 @@ import { NetnsDriver } from './netns.js';
 import { QemuDriver } from './qemu.js';
 import { DEFAULT_RUN_ROOT } from './runtime.js';
 import { XenDriver, type XlRunner } from './xen.js';
-import type { GuestPolicy } from './policy.js';
+import { policyGuard, type GuestPolicy } from './policy.js';
 
 export interface DriverOptions {
   /** Parent of the per-driver runtime directories. Default /run/cgw-sync. */
@@ -25,15 +25,16 @@ export interface DriverOptions {
 
 export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver {
   const root = opts.runRoot ?? DEFAULT_RUN_ROOT;
+  const guard = policyGuard(opts.policy);
   switch (node.hypervisor) {
     case 'qemu':
       // One directory per node namespace, so lab nodes on one host do not see each other's guests.
-      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs, policy: opts.policy });
+      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs, guard });
     case 'xen':
-      return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl, policy: opts.policy });
+      return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl, guard });
     case 'netns':
       if (!opts.nodeNs) throw new Error(`node ${node.name}: the netns driver needs the node's namespace (nodeNs)`);
-      return new NetnsDriver({ nodeNs: opts.nodeNs, prefix: opts.netnsPrefix, runDir: join(root, 'netns', opts.nodeNs), policy: opts.policy });
+      return new NetnsDriver({ nodeNs: opts.nodeNs, prefix: opts.netnsPrefix, runDir: join(root, 'netns', opts.nodeNs), guard });
   }
 }
 

@@ -32,7 +32,7 @@ import {
   type StopResult,
 } from './driver.js';
 import { DEFAULT_RUN_ROOT, RuntimeDir } from './runtime.js';
-import { assertGuestAllowed, DEFAULT_GUEST_POLICY, type GuestPolicy } from './policy.js';
+import { assertGuestAllowed, policyGuard, type GuestGuard } from './policy.js';
 import { processAlive, processStartTime, signalIfSame, waitForExit, waitUntil } from '../proc/process.js';
 
 export interface NetnsDriverOptions {
@@ -41,8 +41,8 @@ export interface NetnsDriverOptions {
   /** Guest namespaces are `<prefix><guest name>`; the prefix must be unique per node. Default `cgw-g-`. */
   prefix?: string;
   runDir?: string;
-  /** Whether netns.command may run (default: DEFAULT_GUEST_POLICY, which does not allow it). */
-  policy?: GuestPolicy;
+  /** Asked right before a guest starts (default: policyGuard(DEFAULT_GUEST_POLICY), see policy.ts). */
+  guard?: GuestGuard;
 }
 
 /** Name of the guest's interface inside its namespace. */
@@ -53,10 +53,10 @@ export class NetnsDriver implements GuestDriver {
   readonly nodeNs: string;
   readonly prefix: string;
   readonly dir: RuntimeDir;
-  private readonly policy: GuestPolicy;
+  private readonly guard: GuestGuard;
 
   constructor(opts: NetnsDriverOptions) {
-    this.policy = opts.policy ?? DEFAULT_GUEST_POLICY;
+    this.guard = opts.guard ?? policyGuard();
     this.nodeNs = opts.nodeNs;
     this.prefix = opts.prefix ?? 'cgw-g-';
     this.dir = new RuntimeDir(opts.runDir ?? join(DEFAULT_RUN_ROOT, 'netns', opts.nodeNs));
@@ -73,7 +73,7 @@ export class NetnsDriver implements GuestDriver {
 
   async start(guest: GuestSpec, ctx: StartContext): Promise<void> {
     assertSafeGuestName(guest.name);
-    await assertGuestAllowed(guest, ctx.node, this.policy);
+    await assertGuestAllowed(guest, ctx.node, this.guard);
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     const ns = this.nsName(guest.name);

@@ -124,8 +124,15 @@ export class GuestRefused extends Error {
   }
 }
 
+/** What a driver asks right before it starts a guest: undefined, or why not. */
+export type GuestGuard = (guest: GuestSpec, node: NodeSpec) => Promise<string | undefined>;
+
+export function policyGuard(policy: GuestPolicy = DEFAULT_GUEST_POLICY): GuestGuard {
+  return (guest, node) => guestRefusal(guest, node, policy);
+}
+
 /** The drivers' last check before a guest starts. */
-export async function assertGuestAllowed(guest: GuestSpec, node: NodeSpec, policy: GuestPolicy): Promise<void> {
-  const refusal = await guestRefusal(guest, node, policy);
+export async function assertGuestAllowed(guest: GuestSpec, node: NodeSpec, guard: GuestGuard): Promise<void> {
+  const refusal = await guard(guest, node);
   if (refusal) throw new GuestRefused(refusal);
 }

@@ -22,7 +22,7 @@ import {
 } from './driver.js';
 import { Qmp } from './qmp.js';
 import { DEFAULT_RUN_ROOT, RuntimeDir, type GuestMeta } from './runtime.js';
-import { assertGuestAllowed, DEFAULT_GUEST_POLICY, type GuestPolicy } from './policy.js';
+import { assertGuestAllowed, policyGuard, type GuestGuard } from './policy.js';
 import { processAlive, processCmdline, processStartTime, terminate, waitForExit } from '../proc/process.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -35,8 +35,8 @@ export interface QemuDriverOptions {
   /** 'auto' (default): KVM when /dev/kvm can be opened, TCG otherwise. */
   accel?: 'auto' | Accel;
   binary?: string;
-  /** Which host paths guests may use (default: DEFAULT_GUEST_POLICY). */
-  policy?: GuestPolicy;
+  /** Asked right before a guest starts (default: policyGuard(DEFAULT_GUEST_POLICY), see policy.ts). */
+  guard?: GuestGuard;
 }
 
 const FILES = ['.pid', '.qmp'];
@@ -117,10 +117,10 @@ export class QemuDriver implements GuestDriver {
   private readonly netns?: string;
   private readonly accelOpt: 'auto' | Accel;
   private readonly binary: string;
-  private readonly policy: GuestPolicy;
+  private readonly guard: GuestGuard;
 
   constructor(opts: QemuDriverOptions = {}) {
-    this.policy = opts.policy ?? DEFAULT_GUEST_POLICY;
+    this.guard = opts.guard ?? policyGuard();
     this.dir = new RuntimeDir(opts.runDir ?? join(DEFAULT_RUN_ROOT, 'qemu'));
     this.netns = opts.netns;
     this.accelOpt = opts.accel ?? 'auto';
@@ -134,7 +134,7 @@ export class QemuDriver implements GuestDriver {
 
   async start(guest: GuestSpec, ctx: StartContext): Promise<void> {
     assertSafeGuestName(guest.name);
-    await assertGuestAllowed(guest, ctx.node, this.policy);
+    await assertGuestAllowed(guest, ctx.node, this.guard);
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     await this.dir.ensure();

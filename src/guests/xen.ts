@@ -26,7 +26,7 @@ import {
   type StopResult,
 } from './driver.js';
 import { DEFAULT_RUN_ROOT, RuntimeDir } from './runtime.js';
-import { assertGuestAllowed, DEFAULT_GUEST_POLICY, type GuestPolicy } from './policy.js';
+import { assertGuestAllowed, policyGuard, type GuestGuard } from './policy.js';
 
 export interface XlResult {
   stdout: string;
@@ -47,8 +47,8 @@ export interface XenDriverOptions {
   /** Default /run/cgw-sync/xen. Holds <name>.cfg and <name>.meta.json. */
   runDir?: string;
   xl?: XlRunner;
-  /** Which host paths guests may use (default: DEFAULT_GUEST_POLICY). */
-  policy?: GuestPolicy;
+  /** Asked right before a guest starts (default: policyGuard(DEFAULT_GUEST_POLICY), see policy.ts). */
+  guard?: GuestGuard;
 }
 
 /** Guest names xl would take for a domain id, or that name dom0. */
@@ -184,10 +184,10 @@ export class XenDriver implements GuestDriver {
   readonly kind = 'xen' as const;
   readonly dir: RuntimeDir;
   private readonly xl: XlRunner;
-  private readonly policy: GuestPolicy;
+  private readonly guard: GuestGuard;
 
   constructor(opts: XenDriverOptions = {}) {
-    this.policy = opts.policy ?? DEFAULT_GUEST_POLICY;
+    this.guard = opts.guard ?? policyGuard();
     this.dir = new RuntimeDir(opts.runDir ?? join(DEFAULT_RUN_ROOT, 'xen'));
     this.xl = opts.xl ?? execXl;
   }
@@ -200,7 +200,7 @@ export class XenDriver implements GuestDriver {
 
   async start(guest: GuestSpec, ctx: StartContext): Promise<void> {
     assertXenName(guest.name);
-    await assertGuestAllowed(guest, ctx.node, this.policy);
+    await assertGuestAllowed(guest, ctx.node, this.guard);
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     const uuid = randomUUID();

@@ -25,7 +25,7 @@ import {
 } from '../netns/netns.js';
 import { NetnsDriver } from '../guests/netns.js';
 import { DEFAULT_RUN_ROOT } from '../guests/runtime.js';
-import { DEFAULT_GUEST_POLICY } from '../guests/policy.js';
+import { DEFAULT_GUEST_POLICY, policyGuard } from '../guests/policy.js';
 import { processStartTime, terminate, waitUntil } from '../proc/process.js';
 import { assertLabPrefix, describeStep, planLab, type LabNode, type LabOptions, type LabPlan, type LabStep } from './plan.js';
 import { RESPONDER_PORTS, responderCommand } from './responder.js';
@@ -131,8 +131,8 @@ async function applyStep(s: LabStep): Promise<void> {
 /** The netns guest driver for one lab node. */
 export function labDriver(plan: LabPlan, node: LabNode, opts: LabRunOptions = {}): NetnsDriver {
   // The lab runs its own responder (and the lab state's commands) in its guests: state commands allowed.
-  const policy = { ...DEFAULT_GUEST_POLICY, allowCommands: true };
-  return new NetnsDriver({ nodeNs: node.ns, prefix: node.guestPrefix, runDir: join(labRunDir(plan.prefix, opts), node.name), policy });
+  const guard = policyGuard({ ...DEFAULT_GUEST_POLICY, allowCommands: true });
+  return new NetnsDriver({ nodeNs: node.ns, prefix: node.guestPrefix, runDir: join(labRunDir(plan.prefix, opts), node.name), guard });
 }
 
 /**
