@@ -8,8 +8,8 @@
 //   identifier  (table, chain, map names, jump targets): the lexer's word `[A-Za-z_.][A-Za-z0-9/_.-]*`,
 //               here without a leading '.' or any '/', 1-255 characters, and never a keyword.
 //   quoted      (comments, log prefixes): printable ASCII without `"`; nft limits the length.
-//   interface   (iifname/oifname/device): quoted, 1-15 characters, and without `*` and `\`, which
-//               nft reads as a wildcard and its escape.
+//   interface   (iifname/oifname/device): quoted, 1-15 characters, and without `*` and `\`: a
+//               trailing `*` is nft's interface wildcard, `\*` its escape.
 //   word        (unquoted values: addresses, types, hooks, flags, `@map`): letters, digits and
 //               _ . : / @ - only, so a value can never end the statement, open a block or a comment,
 //               or name a variable.
@@ -96,7 +96,8 @@ export function interfaceProblem(s: string): { kind: RefusalKind; reason: string
   if (s.length === 0) return { kind: 'syntax', reason: 'empty' };
   const q = quotedProblem(s, 16);
   if (q) return q;
-  if (/[*\\]/.test(s)) return { kind: 'syntax', reason: "'*' and '\\' are nft's interface wildcard and its escape" };
+  if (s.endsWith('*')) return { kind: 'syntax', reason: "a trailing '*' makes it an nft interface wildcard" };
+  if (/[*\\]/.test(s)) return { kind: 'policy', reason: "'*' and '\\' (nft's interface wildcard and its escape) are not allowed" };
   if (s.length > MAX_INTERFACE) return { kind: 'policy', reason: `longer than an interface name (${MAX_INTERFACE} characters)` };
   return undefined;
 }

@@ -8,6 +8,7 @@
 //   every node, raw prerouting:     saddr <guest>, sport tagged ->  saddr <N public IP>, sport P
 // Both rewrites are payload sets (nft updates the IP and L4 checksums) followed by `notrack`, so
 // neither direction creates a conntrack entry and the nat hooks never see these packets.
+import { comment, word } from '../nft/syntax.js';
 import type { ClusterState, GuestSpec, NodeSpec, Protocol } from '../state/types.js';
 import type { MapElement, NftChain, NftMap, NftRule } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
@@ -161,7 +162,7 @@ export const GUEST_TABLE = 'cgw_guest';
  */
 export function guestSnippet(state: ClusterState, guest: GuestSpec): string {
   const mine = taggedForwards(state).filter((t) => t.guestIP === guest.ip);
-  const lines = [`# stateless-nat: guest ${guest.name} (${guest.ip}) accepts forwards on tagged ports`];
+  const lines = [`# stateless-nat: guest ${word('guest name', guest.name)} (${word('guest ip', guest.ip)}) accepts forwards on tagged ports`];
   if (mine.length === 0) return `${lines[0]}\n# no forwards target this guest\n`;
   const byKey = new Map<string, TaggedForward>();
   for (const t of mine) byKey.set(`${t.protocol} ${t.taggedPort}`, t);
@@ -170,7 +171,8 @@ export function guestSnippet(state: ClusterState, guest: GuestSpec): string {
   lines.push(`table ip ${GUEST_TABLE}`, `delete table ip ${GUEST_TABLE}`);
   lines.push(`table ip ${GUEST_TABLE} {`, '\tchain prerouting {', '\t\ttype nat hook prerouting priority -100; policy accept;');
   for (const t of tagged) {
-    lines.push(`\t\t${t.protocol} dport ${t.taggedPort} redirect to :${t.targetPort} comment "entered ${t.node.name} on ${t.publicPort}"`);
+    // Through the checked printer like every batch: a node name is state input.
+    lines.push(`\t\t${word('protocol', t.protocol)} dport ${t.taggedPort} redirect to :${t.targetPort} comment ${comment(`entered ${t.node.name} on ${t.publicPort}`)}`);
   }
   lines.push('\t}', '}');
   const ports = [...new Set(tagged.map((t) => t.taggedPort))].sort((a, b) => a - b);

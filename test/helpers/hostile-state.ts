@@ -70,9 +70,14 @@ table inet filter {
 }
 `;
 
+/** The tables of FOREIGN_RULESET, as "family name". */
+export const FOREIGN_TABLES = ['ip nat', 'ip raw', 'ip filter', 'inet filter'];
+
 export interface ForeignNamespace extends NftNamespace {
   /** `nft list ruleset` now. */
   ruleset(): Promise<string>;
+  /** `nft list table` of each of FOREIGN_TABLES now. */
+  foreign(): Promise<string[]>;
 }
 
 /** A namespace already holding FOREIGN_RULESET. */
@@ -88,7 +93,11 @@ export async function foreignNamespace(tag: string): Promise<ForeignNamespace> {
   } finally {
     await rm(join(file, '..'), { recursive: true, force: true });
   }
-  return { ...env, ruleset: () => env.raw(['list', 'ruleset']) };
+  return {
+    ...env,
+    ruleset: () => env.raw(['list', 'ruleset']),
+    foreign: () => Promise.all(FOREIGN_TABLES.map((t) => env.raw(['list', 'table', ...t.split(' ')]))),
+  };
 }
 
 /** Run `fn` a few at a time (the machine has two cores and is shared). */
