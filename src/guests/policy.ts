@@ -75,9 +75,13 @@ export async function hostPathProblem(p: string, policy: GuestPolicy): Promise<s
   return realDirs.some((d) => inside(d, real)) ? undefined : `resolves to ${real} (through a symlink), outside the allowed image directories; ${allowed}`;
 }
 
-/** Pure: values that end up inside qemu option strings or xl config values must not carry syntax. */
+/**
+ * Pure: values that end up inside qemu option strings, xl config values or `ip` arguments must not
+ * carry syntax (a ',' adds a qemu option, a line break an xl setting, a leading '-' an ip option).
+ */
 function driverValueProblem(guest: GuestSpec, node: NodeSpec): string | undefined {
   if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(guest.mac)) return `mac ${JSON.stringify(guest.mac)} is not a MAC address`;
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(guest.ip)) return `ip ${JSON.stringify(guest.ip)} is not an IPv4 address`;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(node.guestBridge.interface)) return `guest bridge ${JSON.stringify(node.guestBridge.interface)} is not an interface name`;
   const append = guest.boot?.append;
   if (append !== undefined && /["\\]|[^\x20-\x7e]/.test(append)) return 'boot.append holds a quote, backslash or control character';

@@ -113,6 +113,7 @@ describe('guests, commands and values that reach a command line', () => {
     { name: 'everything inside the image folder', hypervisor: 'qemu', guest: () => guest({ boot: { disk: join(images, 'guest.raw'), kernel: join(images, 'vmlinuz'), initrd: join(images, 'initrd.img'), append: 'console=ttyS0' } }) },
     { name: 'qemu option injection through the MAC', hypervisor: 'qemu', guest: () => guest({ mac: '52:54:00:05:05:c9,script=/tmp/x' }), refused: /mac .* is not a MAC address/ },
     { name: 'xl config injection through append', hypervisor: 'xen', guest: () => guest({ boot: { kernel: join(images, 'vmlinuz'), append: 'quiet"\nkernel = "/etc/shadow' } }), refused: /boot\.append holds a quote/ },
+    { name: 'ip argument injection through the address (netns)', hypervisor: 'netns', guest: () => guest({ ip: '-force' }), refused: /ip "-force" is not an IPv4 address/ },
     { name: 'option injection through the bridge name', hypervisor: 'qemu', guest: () => guest({}), refused: /guest bridge .* is not an interface name/ },
   ];
 
