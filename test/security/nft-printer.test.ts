@@ -120,12 +120,16 @@ function oifnameCompared(netlinkDebug: string): Array<string | null> {
   });
 }
 
+/** Every table in the namespace, from one `nft -j list ruleset` split per table. */
 async function listAll(ns: string): Promise<NftTable[]> {
-  const r = await runInUnchecked(ns, 'nft', ['-j', 'list', 'tables']);
-  const names = ((JSON.parse(r.stdout) as { nftables: Array<{ table?: { family: string; name: string } }> }).nftables ?? []).flatMap((x) => (x.table ? [x.table] : []));
-  const out: NftTable[] = [];
-  for (const t of names) out.push(parseTableListing((await runInUnchecked(ns, 'nft', ['-j', 'list', 'table', t.family, t.name])).stdout));
-  return out;
+  const items = (JSON.parse((await runInUnchecked(ns, 'nft', ['-j', 'list', 'ruleset'])).stdout) as { nftables: Array<Record<string, { family?: string; name?: string; table?: string }>> }).nftables;
+  const tableOf = (item: (typeof items)[number]) => {
+    const [kind] = Object.keys(item);
+    const o = item[kind as string]!;
+    return kind === 'table' ? `${o.family} ${o.name}` : `${o.family} ${o.table}`;
+  };
+  const tables = [...new Set(items.filter((i) => !i.metainfo).map(tableOf))];
+  return tables.map((t) => parseTableListing(JSON.stringify({ nftables: items.filter((i) => !i.metainfo && tableOf(i) === t) })));
 }
 
 beforeAll(async () => {
@@ -194,9 +198,12 @@ describe('printer property: random strings in every string position', () => {
           expect(stated, `${p} ${JSON.stringify(s)}: ${why?.reason}`).toBe(true);
           continue;
         }
-        if (v === 'keyword') continue; // keywords depend on the scanner state; refused in any
-        await runInUnchecked(probe.ns, 'nft', ['flush', 'ruleset']);
-        const r = await load(probe.ns, naiveBatch(p, s), p === 'interface' ? ['--debug=netlink'] : []);
+        // Keywords: whether nft reads one as a keyword depends on the scanner state at that place
+        // (measured with nft 1.0.6: 153 of the 342 are misread as a chain or table name, the
+        // others only after certain tokens), so every one is refused; the global ones below.
+        if (v === 'keyword') continue;
+        // The flush is part of the batch: if nft refuses the batch, that is already the answer.
+        const r = await load(probe.ns, `flush ruleset\n${naiveBatch(p, s)}`, p === 'interface' ? ['--debug=netlink'] : []);
         const exact = p !== 'interface' || oifnameCompared(r.stdout + r.stderr).every((c) => c === s);
         const meant = r.ok && exact && readAsMeant(p, s, await listAll(probe.ns));
         expect(meant, `${p} ${JSON.stringify(s)} was refused but nft reads it as meant`).toBe(false);
@@ -204,6 +211,13 @@ describe('printer property: random strings in every string position', () => {
       }
     }
     expect(probed).toBeGreaterThan(30);
+  });
+
+  it.each(['map', 'ip', 'flush', 'table', 'chain', 'add', 'delete', 'counter', 'accept', 'comment'])('keyword %s is refused as a name, and misread by nft as a chain name', async (kw) => {
+    expect(verdict('chain', kw)).toBe('keyword');
+    await runInUnchecked(probe.ns, 'nft', ['flush', 'ruleset']);
+    const r = await load(probe.ns, naiveBatch('chain', kw));
+    expect(r.ok && readAsMeant('chain', kw, await listAll(probe.ns))).toBe(false);
   });
 });
 
