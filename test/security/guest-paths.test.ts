@@ -18,6 +18,8 @@ import { formatGuestPlanText, guestChanges, planGuests } from '../../src/reconci
 import { loadState, loadStateOrThrow } from '../../src/state/load.js';
 import type { ClusterState, GuestSpec, NodeSpec } from '../../src/state/types.js';
 import { editedState, EXAMPLE_DIR, scratchDir, type StateEdit } from '../helpers/hostile-state.js';
+import { startTestAgent, stateExampleFiles } from '../helpers/agent-fixture.js';
+import { startGitFixture } from '../helpers/git-server.js';
 
 let scratch: Awaited<ReturnType<typeof scratchDir>>;
 let images: string;
@@ -144,6 +146,29 @@ describe('plan time: a refused guest is data in the plan', () => {
     expect(plan.actions).toEqual([{ guest: 'guest1', action: 'refused', reason: expect.stringMatching(/^guest guest1 refused: disk "\/dev\/sda" is not under an allowed image directory/) }]);
     expect(guestChanges(plan)).toEqual([]);
     expect(formatGuestPlanText(plan)).toMatch(/x guest1: refused \(guest guest1 refused: disk "\/dev\/sda" is not under/);
+  });
+});
+
+describe('the agent: a refused guest is reported, not started', () => {
+  it('a qemu node with guest1 on /dev/sda: the report says why, no qemu runs, the network is still applied', async () => {
+    const files = await stateExampleFiles();
+    files['nodes/node1.yaml'] = files['nodes/node1.yaml']!.replace('hypervisor: xen', 'hypervisor: qemu');
+    files['guests/guest1.yaml'] = files['guests/guest1.yaml']!.replace('disk: /dev/vg0/guest1', 'disk: /dev/sda');
+    const fx = await startGitFixture({ files });
+    const runDir = join(scratch.dir, 'agent-run');
+    const agent = await startTestAgent(fx, 'node1', { guests: { enabled: true, runDir } });
+    try {
+      const status = await agent.cycle();
+      expect(status.guests).toEqual([
+        { name: 'guest1', state: 'absent', detail: expect.stringMatching(/^refused: guest guest1 refused: disk "\/dev\/sda" is not under an allowed image directory/) },
+      ]);
+      expect(status.outcome).not.toBe('failed');
+      expect(await agent.tables()).toContain('ip cgw_nat');
+      expect(existsSync(join(runDir, 'qemu')) ? await readdir(join(runDir, 'qemu'), { recursive: true }) : []).toEqual([]);
+    } finally {
+      await agent.destroy();
+      await fx.cleanup();
+    }
   });
 });
 

@@ -14,7 +14,8 @@ import { ownershipProblem } from '../../src/render/ownership.js';
 import { renderNode } from '../../src/render/render.js';
 import { loadState, loadStateOrThrow } from '../../src/state/load.js';
 import type { ClusterState, NatMode } from '../../src/state/types.js';
-import { PROJECT_ROOT } from '../helpers/agent-fixture.js';
+import { PROJECT_ROOT, readPublished, startTestAgent, stateExampleFiles } from '../helpers/agent-fixture.js';
+import { startGitFixture } from '../helpers/git-server.js';
 import { cli, editedState, EXAMPLE_DIR, foreignNamespace, scratchDir, type ForeignNamespace, type StateEdit } from '../helpers/hostile-state.js';
 import { stateInMode } from '../helpers/modes-lab.js';
 
@@ -147,6 +148,27 @@ describe('the ownedTables default', () => {
     const minimal = join(scratch.dir, 'agent.yaml');
     await writeFile(minimal, 'apiVersion: cgw-sync/v1\nkind: AgentConfig\nsource: { url: https://git.example.org/s.git }\n');
     expect((await loadAgentConfig(minimal)).ownedTables).toEqual(DEFAULT_OWNED_TABLES);
+  });
+});
+
+describe('the agent with the default ownedTables', () => {
+  it('refuses a valid state naming a table outside the allow-list, names the table and the key, writes nothing', async () => {
+    const files = await stateExampleFiles();
+    files['cluster.yaml'] = files['cluster.yaml']!.replace('nat: cgw_nat', 'nat: cgw_other');
+    const fx = await startGitFixture({ files });
+    const agent = await startTestAgent(fx, 'node1');
+    try {
+      expect(agent.config.ownedTables).toEqual(DEFAULT_OWNED_TABLES);
+      const status = await agent.cycle();
+      expect(status.source.state).toBe('not-owned');
+      expect(status.source.message).toMatch(/ip cgw_other.*agent config ownedTables/);
+      expect(status.appliedRevision).toBeUndefined();
+      expect(await agent.tables()).toEqual([]);
+      expect((await readPublished(fx, 'node1'))?.json.source.state).toBe('not-owned');
+    } finally {
+      await agent.destroy();
+      await fx.cleanup();
+    }
   });
 });
 
