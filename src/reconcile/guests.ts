@@ -46,8 +46,9 @@ export function planGuests(state: ClusterState, nodeName: string, present: Runni
     const r = byName.get(g.name);
     const alive = r && ALIVE.has(r.state);
     const refused = refusals.get(g.name);
-    if (refused && !(r && alive && (!r.managed || r.fingerprint === desiredFingerprint(g, node)))) {
-      // Whatever would start it (start, restart) is replaced by the refusal; a running guest is left alone.
+    const leftAsItIs = r && alive && (!r.managed || r.fingerprint === desiredFingerprint(g, node));
+    if (refused && !leftAsItIs) {
+      // A refused guest is never started or restarted (it keeps running if it runs).
       actions.push({ guest: g.name, action: 'refused', reason: refused });
     } else if (r && alive && !r.managed) {
       actions.push({ guest: g.name, action: 'unmanaged', reason: `runs here but was not started by cgw-sync (${r.state}); left alone` });
