@@ -76,7 +76,7 @@ describe('agent: lock across processes', () => {
     await once(holder, 'exit');
     const status = await agent.cycle();
     expect(status.outcome).toBe('applied');
-    expect(status.errors).toContain(`took over a stale lock of pid ${pid}`);
+    expect(status.notes).toContain(`took over a stale lock of pid ${pid}`);
     expect(existsSync(lockFile)).toBe(false);
   });
 
@@ -86,7 +86,7 @@ describe('agent: lock across processes', () => {
     await writeFile(lockFile, JSON.stringify({ pid: process.pid, startTime: '1', since: '2020-01-01T00:00:00Z' }));
     const status = await agent.cycle();
     expect(status.outcome).toBe('converged');
-    expect(status.errors).toContain(`took over a stale lock of pid ${process.pid}`);
+    expect(status.notes).toContain(`took over a stale lock of pid ${process.pid}`);
   });
 });
 
@@ -187,7 +187,7 @@ describe('agent: kill -9 during an apply', () => {
     expect(await agent.ns.raw(['list', 'map', 'ip', 'cgw_nat', 'fwd_tcp'])).toContain('2201 : 10.5.5.201 . 22');
     expect(existsSync(lockFile)).toBe(false);
     const published = await readPublished(fx, 'node1');
-    expect(published?.json.errors).toContain(`took over a stale lock of pid ${victim}`);
+    expect(published?.json.notes).toContain(`took over a stale lock of pid ${victim}`);
 
     // And the next cycle finds nothing to do.
     expect((await agent.cycle()).outcome).toBe('converged');
@@ -202,7 +202,7 @@ describe('agent: kill -9 during an apply', () => {
     expect(await onceCli()).toMatchObject({ outcome: 'converged', revision: next, drift: [], published: 'committed' });
     const published = await readPublished(fx, 'node1');
     expect(published?.json).toMatchObject({ outcome: 'converged', appliedRevision: next, drift: { items: [] } });
-    expect(published?.json.errors).toContain(`took over a stale lock of pid ${victim}`);
+    expect(published?.json.notes).toContain(`took over a stale lock of pid ${victim}`);
     // Hand-made drift is still found afterwards: the interrupted apply left no trace.
     await agent.ns.raw(['delete', 'element', 'ip', 'cgw_nat', 'fwd_tcp', '{ 2299 }']);
     const status = await agent.cycle();

@@ -13,9 +13,11 @@ import { main } from '../src/cli/main.js';
 import type { FileMap } from '../src/git/tree.js';
 import type { Ruleset } from '../src/nft/model.js';
 import { run, runUnchecked } from '../src/netns/netns.js';
-import { planNft } from '../src/plan/nft-plan.js';
-import { planJson } from '../src/plan/plan.js';
-import { ownedTables, renderNode } from '../src/render/render.js';
+import { planJson, planNode } from '../src/plan/plan.js';
+import { liveAsApplied } from '../src/plan/review.js';
+import { resolveNode } from '../src/render/node-view.js';
+import { renderNode } from '../src/render/render.js';
+import type { ClusterState } from '../src/state/types.js';
 import { loadStateOrThrow } from '../src/state/load.js';
 import { commitFiles, gitCli, startGitFixture, writeTree, type GitFixture } from './helpers/git-server.js';
 import { CLI_BIN, PROJECT_ROOT, stateExampleFiles, withExtraForward } from './helpers/agent-fixture.js';
@@ -131,24 +133,24 @@ describe('hooks/pre-apply.example and hooks/post-apply.example', () => {
     withExtras = await loadStateOrThrow(dir2);
   });
 
-  /** The plan JSON the agent hands its hooks, for going from `live` to `desired` on node1. */
-  const planDoc = (desired: Ruleset, live: Ruleset) => {
-    const owned = ownedTables(state);
-    return JSON.stringify(planJson({ node: 'node1', revision: 'a'.repeat(40), nft: { desired, live, owned, plan: planNft(desired, live, owned) } }));
+  /** The plan JSON the agent hands its hooks, for node1 going from `live` tables to the state `to` (settings in place). */
+  const planDoc = (to: ClusterState, live: Ruleset) => {
+    const view = resolveNode(to, 'node1');
+    return JSON.stringify(planJson(planNode(view, { ...liveAsApplied(view, view), nft: live }, undefined, { revision: 'a'.repeat(40) })));
   };
   const runHook = (hook: string, input: string, env: Record<string, string> = {}) =>
     execa(hook, [], { input, reject: false, env: { CGW_NODE: 'node1', CGW_REVISION: 'a'.repeat(40), CGW_ALLOW_FILE: path.join(scratch, 'no-such-file'), ...env } });
 
   it('lets a plan that only adds through', async () => {
-    const r = await runHook(preApply, planDoc(renderNode(state, 'node1'), { tables: [] }));
+    const r = await runHook(preApply, planDoc(state, { tables: [] }));
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toContain('pre-apply: ok (8+/0- rules, 5+/0- elements)');
   });
 
   it('vetoes a plan that deletes a table (plan on stdin, or in CGW_PLAN_FILE)', async () => {
-    const full = renderNode(state, 'node1');
-    const withoutArp = { tables: full.tables.filter((t) => t.family !== 'netdev') };
-    const doc = planDoc(withoutArp, full);
+    // The state stops listing trunks on node1: its ARP table goes.
+    const noTrunks = { ...state, nodes: state.nodes.map((n) => (n.name === 'node1' ? { ...n, trunks: [] } : n)) };
+    const doc = planDoc(noTrunks, renderNode(state, 'node1'));
     const r = await runHook(preApply, doc);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`pre-apply: refusing revision ${'a'.repeat(40)} on node1: deletes table netdev cgw_arp`);
@@ -166,7 +168,7 @@ describe('hooks/pre-apply.example and hooks/post-apply.example', () => {
   });
 
   it('vetoes a plan removing more elements than CGW_MAX_REMOVED', async () => {
-    const doc = planDoc(renderNode(state, 'node1'), renderNode(withExtras, 'node1'));
+    const doc = planDoc(state, renderNode(withExtras, 'node1'));
     expect((await runHook(preApply, doc)).exitCode).toBe(0); // 2 removed, default limit 10
     const r = await runHook(preApply, doc, { CGW_MAX_REMOVED: '1' });
     expect(r.exitCode).toBe(1);
@@ -174,7 +176,7 @@ describe('hooks/pre-apply.example and hooks/post-apply.example', () => {
   });
 
   it('post-apply.example logs one summary line', async () => {
-    const r = await runHook(postApply, planDoc(renderNode(state, 'node1'), { tables: [] }));
+    const r = await runHook(postApply, planDoc(state, { tables: [] }));
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toBe(`node node1 applied revision ${'a'.repeat(40)}: rules +8/-0, elements +5/-0, guest actions 0`);
   });

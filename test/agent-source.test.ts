@@ -164,10 +164,15 @@ describe('agent: Git server down, then back', () => {
     expect(published?.json.outage?.lastError).toBeTruthy();
     expect(published?.markdown).toContain(`Git was unreachable from ${since} until ${back.time}: 2 failed attempt(s)`);
     expect(published?.subject).toContain('recovered from Git outage (2 failures)');
+    // The drift corrected while Git was down reaches Git with the recovery report.
+    expect(published?.json.earlier).toEqual([expect.objectContaining({ time: down1.time, outcome: 'applied', drift: { corrected: true, items: [expect.objectContaining({ kind: 'table-deleted', table: 'netdev cgw_arp' })] } })]);
+    expect(published?.markdown).toContain('drift corrected: table-deleted (netdev cgw_arp)');
+    expect(published?.subject).toContain('earlier drift corrected in 1 unpublished cycle(s)');
 
     // The outage is on record: the next quiet cycle neither repeats it nor commits.
     const after = await agent.cycle();
     expect(after.outage).toBeUndefined();
+    expect(after.earlier).toBeUndefined();
     expect((await readPublished(fx, 'node1'))?.oid).toBe(published?.oid);
   });
 });

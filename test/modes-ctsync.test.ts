@@ -18,8 +18,7 @@ import { httpProbe, tcpProbe, udpProbe } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
 import { runReplyPathChecks } from '../src/lab/reply-path.js';
 import { processAlive } from '../src/proc/process.js';
-import { conntrackdPaths } from '../src/settings/model.js';
-import { applyRulesets, applySettings, conntrackEntries, counterPackets, nodeNft, nodeSettingsHost, stateInMode } from './helpers/modes-lab.js';
+import { applyRulesets, applySettings, conntrackEntries, counterPackets, nodeConntrackdPaths, nodeNft, nodeSettingsHost, stateInMode } from './helpers/modes-lab.js';
 import { applyNodeNft, planNodeNft } from '../src/reconcile/nft.js';
 import { planToTransaction } from '../src/plan/nft-plan.js';
 import { configureLabGuests } from '../src/lab/mode-guests.js';
@@ -42,7 +41,7 @@ describe.each([
     await applyRulesets(state, plan);
     await applySettings(state, plan, tmp);
     for (const n of plan.nodes) {
-      const rec = await nodeSettingsHost(n.ns).runningConntrackd(conntrackdPaths(join(tmp, n.name)));
+      const rec = await nodeSettingsHost(n.ns).runningConntrackd(nodeConntrackdPaths(tmp, n.name));
       if (rec) started.push(rec);
     }
     // Test-only counters in each node's forward hook (priority 10, after cgw-sync's filter):
@@ -78,7 +77,7 @@ describe.each([
   it('runs one conntrackd per node namespace, each answering on its own socket', async () => {
     expect(started).toHaveLength(2);
     for (const n of plan.nodes) {
-      const h = await nodeSettingsHost(n.ns).health(conntrackdPaths(join(tmp, n.name)));
+      const h = await nodeSettingsHost(n.ns).health(nodeConntrackdPaths(tmp, n.name));
       expect(h.running, h.error).toBe(true);
       expect(h.stats).toMatch(/cache/i);
     }

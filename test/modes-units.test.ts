@@ -169,8 +169,14 @@ describe('node settings', () => {
     expect(m).not.toContain('UDP {');
   });
 
+  /** node1's settings in a mode. */
+  const settingsIn = async (m: 'full-nat' | 'ct-sync' | 'stateless-nat') => {
+    const st = await stateInMode(m);
+    return renderSettings({ state: st, node: st.nodes[0]! }, paths);
+  };
+
   it('sysctls per mode; conntrackd only in ct-sync', async () => {
-    const s = async (m: 'full-nat' | 'ct-sync' | 'stateless-nat') => renderSettings(await stateInMode(m), 'node1', paths);
+    const s = settingsIn;
     expect((await s('full-nat')).sysctls).toEqual({ 'net.ipv4.ip_forward': '1' });
     expect((await s('full-nat')).resets).toEqual({ 'net.ipv4.conf.guestbr0.accept_local': '0', 'net.netfilter.nf_conntrack_tcp_be_liberal': '0' });
     expect((await s('ct-sync')).sysctls['net.netfilter.nf_conntrack_tcp_be_liberal']).toBe('1');
@@ -180,7 +186,7 @@ describe('node settings', () => {
   });
 
   it('settings plan: sysctls that differ, a new config file with start, restart on change, stop when left', async () => {
-    const desired = renderSettings(await stateInMode('ct-sync'), 'node1', paths);
+    const desired = await settingsIn('ct-sync');
     const config = desired.conntrackd!.config;
     const fresh = planSettings(desired, { sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.guestbr0.accept_local': '0', 'net.netfilter.nf_conntrack_tcp_be_liberal': '0' }, conntrackd: {} });
     expect(fresh.changes.map((c) => c.kind)).toEqual(['sysctl', 'conntrackd-config', 'conntrackd-start']);
@@ -192,12 +198,12 @@ describe('node settings', () => {
     expect(text).toContain('+ conntrackd: start (not running)');
     expect(settingsPlanJson(fresh).changed).toBe(true);
 
-    const running = { pid: 4242, startTime: '1', configHash: configHash(config) };
+    const running = { pid: 4242, startTime: '1', configHash: configHash(config), netns: 1 };
     const sysctls = { ...desired.sysctls, ...desired.resets };
     expect(planSettings(desired, { sysctls, conntrackd: { config, running } }).changes).toEqual([]);
     const stale = planSettings(desired, { sysctls, conntrackd: { config: 'old', running: { ...running, configHash: configHash('old') } } });
     expect(stale.changes.map((c) => c.kind)).toEqual(['conntrackd-config', 'conntrackd-restart']);
-    const left = planSettings(renderSettings(await stateInMode('full-nat'), 'node1', paths), { sysctls: { 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_tcp_be_liberal': '1' }, conntrackd: { config, running } });
+    const left = planSettings(await settingsIn('full-nat'), { sysctls: { 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_tcp_be_liberal': '1' }, conntrackd: { config, running } });
     // A reset of a key that exists is planned; of one that does not (no bridge here), not.
     expect(left.changes.filter((c) => c.kind === 'sysctl')).toEqual([{ kind: 'sysctl', key: 'net.netfilter.nf_conntrack_tcp_be_liberal', from: '1', to: '0' }]);
     expect(left.changes.filter((c) => c.kind.startsWith('conntrackd'))).toEqual([{ kind: 'conntrackd-stop', reason: 'pid 4242: the NAT mode no longer uses conntrackd' }]);

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { StateError } from '../state/diagnostics.js';
+import { statusBranchName } from '../git/status-branch.js';
 import { validateDocument } from '../state/schema.js';
 import type { Diagnostic } from '../state/types.js';
 import { locate, parseYamlSource } from '../state/yaml-source.js';
@@ -71,5 +72,5 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
 
 /** The status branch name for this node. */
 export function statusBranch(c: AgentConfig): string {
-  return c.status.branch.replaceAll('{node}', c.node);
+  return statusBranchName(c.node, c.status.branch);
 }

@@ -1,39 +1,45 @@
 // One reconcile cycle of a node's agent (`cgw-sync once`; `cgw-sync run` repeats it):
-//   source  -> fetch the tracked branch, verify it (signature, no rollback)
-//   state   -> load and validate it; refused/invalid/unreachable -> keep the last good revision
-//   plan    -> desired vs live, drift vs what this node applied last; guests vs the driver,
-//              arrivals gated on the other nodes' reports (safe migration)
-//   apply   -> pre-apply hooks (veto), guest stops, one nft transaction, guest starts,
-//              post-apply hooks
-//   report  -> status.json + REPORT.md on status/<node>, committed only when something changed
-// Nothing here is ever half-done: the nft transaction is atomic, memory.json is replaced
-// atomically, and a cycle killed at any point is simply run again.
+//   source   -> fetch the tracked revision, verify it (signature, no rollback)
+//   load     -> load and validate it; refused/invalid/unreachable -> keep the last good revision
+//   readLive -> nft tables, sysctls, conntrackd, guests, other nodes' reports (src/agent/node.ts)
+//   planNode -> one NodePlan (pure); drift vs what this node applied last; report-only drift
+//               holds back the nft correction
+//   hooks    -> pre-apply (veto) with the whole plan
+//   apply    -> applyNodePlan: guest stops, one nft transaction, settings, guest starts
+//   outcome  -> derived once from what happened (src/agent/outcome.ts)
+//   report   -> status.json + REPORT.md, published when something changed; cycles whose report
+//               could not be published are carried by the next one
+// Nothing here is ever half-done: the nft transaction is atomic (and rolled back if the settings
+// fail after it), memory.json is replaced atomically, and a cycle killed at any point is run again.
 import path from 'node:path';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { NftBackend } from '../nft/backend.js';
 import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
-import { fetchSource } from '../git/source.js';
-import { RemoteUnavailable, scrub, splitUserinfo } from '../git/remote.js';
-import { publishStatus } from '../git/status-branch.js';
+import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
 import { ownershipProblem } from '../render/ownership.js';
-import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
-import { planJson } from '../plan/plan.js';
 import { nftPlanJson } from '../plan/format.js';
-import { statusBranch, type AgentConfig } from './config.js';
+import { holdNft } from '../plan/plan.js';
+import { applyErrors } from '../reconcile/apply.js';
+import type { SettingsHost } from '../settings/host.js';
+import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
 import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
-import { classifyDrift, shadowingChains, type DriftItem } from './drift.js';
-import { runHooks, type HookResult } from './hooks.js';
-import { commitMessage, significantKey, statusFiles, STATUS_FORMAT, type GuestReport, type NodeStatus, type Outcome, type Outage } from './report.js';
-import { applyGuestStarts, applyGuestStops, guestChanges, type GuestOutcome } from '../reconcile/guests.js';
-import { guestReport, planGuestPhase, settleArrivals, type GuestPhase } from './guest-phase.js';
-import { afterReconcile, type SettingsReport } from './settings-phase.js';
+import { decideDrift, type DriftDecision } from './drift.js';
+import { significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
+import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type Executed, type NodeRuntime, type Prepared } from './node.js';
+import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
+import { cycleOutcome, settled } from './outcome.js';
+import { gitSource, type Source } from './source.js';
+import { publishReport, type PublishResult } from './status-source.js';
 
 export interface CycleDeps {
   config: AgentConfig;
   nft: NftBackend;
+  /** Default: the Git source of the configuration (src/agent/source.ts). */
+  source?: Source;
+  /** Default: sysctl and conntrackd through the node's namespace. */
+  settings?: SettingsHost;
   now?: () => Date;
   /** One structured line per cycle (the agent's log). */
   log?: (line: Record<string, unknown>) => void;
@@ -43,7 +49,8 @@ export interface CycleDeps {
 export async function runOnce(deps: CycleDeps): Promise<NodeStatus> {
   const lock = await acquireLock(agentPaths(deps.config.stateDir).lock);
   try {
-    return await cycle(deps, lock.tookOver ? `took over a stale lock of pid ${lock.tookOver.pid}` : undefined);
+    // A stale lock (its owner crashed) is normal recovery, not an error.
+    return await cycle(deps, lock.tookOver ? [`took over a stale lock of pid ${lock.tookOver.pid}`] : []);
   } finally {
     await lock.release();
   }
@@ -66,13 +73,6 @@ function stopwatch() {
   };
 }
 
-function statusUrl(config: AgentConfig): string | undefined {
-  if (config.status.url) return config.status.url;
-  return /^https?:\/\//i.test(config.source.url) ? config.source.url : undefined;
-}
-
-const credentials = (c: AgentConfig) => ({ tokenFile: c.source.tokenFile, tokenEnv: c.source.tokenEnv, username: c.source.username });
-
 function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
   const o = memory.outage ?? { since: at, failures: 0, lastError: error };
   memory.outage = { ...o, failures: o.failures + 1, lastError: error };
@@ -82,109 +82,121 @@ function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
 /** What one cycle carries from phase to phase. */
 interface Cycle {
   config: AgentConfig;
-  nft: NftBackend;
+  source: Source;
   memory: AgentMemory;
   now: () => string;
   sw: ReturnType<typeof stopwatch>;
   errors: string[];
-  source: NodeStatus['source'];
+  notes: string[];
+  sourceStatus: NodeStatus['source'];
 }
 
-async function cycle(deps: CycleDeps, lockNote: string | undefined): Promise<NodeStatus> {
+type Candidate = { revision: string; dir: string } | undefined;
+type Loaded = { state: ClusterState; revision: string };
+
+/** What the reconcile part of a cycle found and did; the outcome is derived from it. */
+interface Reconciled {
+  prepared: Prepared;
+  drift: DriftDecision;
+  executed: Executed;
+  guests: GuestReport[];
+  settings: SettingsReport;
+}
+
+async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
+  const source = deps.source ?? gitSource(config);
   const c: Cycle = {
     config,
-    nft: deps.nft,
+    source,
     memory: await readMemory(config.stateDir),
     now: () => (deps.now ?? (() => new Date()))().toISOString(),
     sw: stopwatch(),
     errors: [],
-    source: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
+    notes,
+    sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
   };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true };
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);
   c.sw.lap('load');
-  let result: ReconcileResult = { outcome: 'error', drift: [], plan: null, hooks: [], guests: [], corrected: false };
-  let settings: SettingsReport | undefined;
-  if (!loaded) c.errors.push(c.source.message ?? 'no state to apply yet');
+  let rec: Reconciled | undefined;
+  let failure: string | undefined;
+  if (!loaded) failure = c.sourceStatus.message ?? 'no state to apply yet';
   else {
     try {
-      result = await reconcilePhase(c, loaded, candidate);
+      rec = await reconcilePhase(c, rt, loaded);
     } catch (e) {
       // An unexpected failure (nft not readable, a driver crash...): reported like any other.
-      c.errors.push(`cycle failed: ${(e as Error).message}`);
+      failure = `cycle failed: ${(e as Error).message}`;
     }
-    // Node settings (sysctls, conntrackd) after the ruleset: src/agent/settings-phase.ts.
-    const s = await afterReconcile(config, loaded.state, result.outcome, c.errors);
-    result.outcome = s.outcome;
-    settings = s.report;
-    c.sw.lap('settings');
   }
+  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed }), ...(failure && { failure }) });
+  if (failure) c.errors.push(failure);
+  if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
 
   // --- report -----------------------------------------------------------------------------
-  const { memory, source, now } = c;
-  const gitOk = source.state !== 'unavailable';
+  const { memory, sourceStatus, now } = c;
+  const gitOk = sourceStatus.state !== 'unavailable';
+  const nft = rec && nftPlanJson(rec.prepared.plan.nft.plan);
   const status: NodeStatus = {
     format: STATUS_FORMAT,
     node: config.node,
     time: now(),
-    outcome: result.outcome,
-    source,
+    outcome,
+    source: sourceStatus,
     ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
-    plan: result.plan,
-    drift: { items: result.drift, corrected: result.corrected },
-    guests: result.guests,
-    hooks: result.hooks,
-    ...(settings && { settings }),
-    errors: lockNote ? [...c.errors, lockNote] : c.errors,
+    plan: nft ? { changed: nft.changed, summary: nft.summary, tables: nft.tables } : null,
+    drift: { items: rec?.drift.items ?? [], corrected: !!rec && rec.drift.byHand && rec.executed.result?.nft.status === 'done' },
+    guests: rec?.guests ?? [],
+    hooks: rec?.executed.hooks ?? [],
+    ...(rec && { settings: rec.settings }),
+    errors: c.errors,
+    ...(c.notes.length && { notes: c.notes }),
+    ...(memory.unpublished?.length && { earlier: memory.unpublished }),
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
     timings: c.sw.timings,
   };
-  const published = await publish(config, status, memory);
-  if (published.startsWith('failed') && gitOk) noteOutage(memory, now(), published.slice('failed: '.length));
+  const published = await publishIfNew(config, status, memory);
+  if (published.kind === 'failed' && gitOk) noteOutage(memory, now(), published.error);
+  if (published.kind === 'failed') rememberUnpublished(memory, status);
   c.sw.lap('publish');
   c.sw.total();
-  await writeMemory(config.stateDir, memory);
-  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: source.state, drift: result.drift.map((d) => d.kind), errors: status.errors.length, published, ms: c.sw.timings });
+  try {
+    await writeMemory(config.stateDir, memory);
+  } catch (e) {
+    // The node is enforced already; say so loudly, the report will carry it when it can.
+    status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
+  }
+  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ms: c.sw.timings });
   return status;
 }
 
-type Candidate = { revision: string; dir: string } | undefined;
-
 /** Fetch and verify the tracked branch. A refusal or an outage leaves no candidate. */
 async function fetchPhase(c: Cycle): Promise<Candidate> {
-  const { config, memory, source } = c;
+  const { config, memory, sourceStatus } = c;
   try {
-    const r = await fetchSource({
-      url: config.source.url,
-      branch: config.source.branch,
-      cacheDir: agentPaths(config.stateDir).sourceCache,
-      credentials: credentials(config),
-      trustedKeys: await readKeys(config.source.trustedKeys),
-      lastAppliedOid: memory.applied?.revision,
-      allowNonDescendant: config.source.allowNonDescendant,
-      timeoutMs: config.source.timeoutSeconds * 1000,
-    });
-    source.fetched = r.revision;
+    const r = await c.source.fetch(memory.applied?.revision);
+    sourceStatus.fetched = r.revision;
     if (r.accepted) return { revision: r.revision, dir: path.join(r.dir, config.source.path) };
-    Object.assign(source, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
+    Object.assign(sourceStatus, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
   } catch (e) {
     if (!(e instanceof RemoteUnavailable)) throw e;
-    Object.assign(source, { state: 'unavailable', message: e.message });
+    Object.assign(sourceStatus, { state: 'unavailable', message: e.message });
     noteOutage(memory, c.now(), e.message);
   }
   return undefined;
 }
 
 /** The candidate's state if it is valid and ours to apply; else the last good revision's. */
-async function statePhase(c: Cycle, candidate: Candidate): Promise<{ state: ClusterState; revision: string } | undefined> {
-  const { config, memory, source } = c;
+async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | undefined> {
+  const { config, memory, sourceStatus } = c;
   if (candidate) {
     const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
     const notOwned = r.state && ownershipProblem(r.state, config);
-    if (!r.state) Object.assign(source, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
-    else if (notOwned) Object.assign(source, { state: 'not-owned', message: notOwned });
+    if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
+    else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
     else return { state: r.state, revision: candidate.revision };
   }
   if (!memory.applied) return undefined;
@@ -195,126 +207,77 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<{ state: Clus
   return undefined;
 }
 
-interface ReconcileResult {
-  outcome: Outcome;
-  drift: DriftItem[];
-  plan: NodeStatus['plan'];
-  hooks: HookResult[];
-  guests: GuestReport[];
-  corrected: boolean;
-}
-
-/** Plan (nft, drift, guests), then apply: pre-apply hooks, guest stops, nft, guest starts, post-apply hooks. */
-async function reconcilePhase(c: Cycle, loaded: { state: ClusterState; revision: string }, candidate: Candidate): Promise<ReconcileResult> {
-  const { config, nft, memory, sw, errors } = c;
-  const { state, revision } = loaded;
-  const planned = await planNodeNft(state, config.node, nft);
-  // Drift is measured against what this node put in place last. A cycle killed after its nft
-  // transaction but before saving memory left `applying`: live tables equal to it are ours.
-  const interrupted = memory.applying && classifyDrift(memory.applying.desired, planned.live, planned.owned).length === 0;
-  const baseline = interrupted ? memory.applying?.desired : memory.applied?.desired;
+/** readLive -> planNode -> drift decision -> hooks -> applyNodePlan, and what to report of it. */
+async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promise<Reconciled> {
+  const { config, memory, sw } = c;
+  const prepared = await prepareNode(rt, loaded.state, loaded.revision, memory);
+  const { nft } = prepared.plan;
+  // A cycle killed after its nft transaction but before saving memory left `applying`: live
+  // tables equal to it are ours, not drift.
+  const interrupted = memory.applying && decideDrift({ baseline: memory.applying.desired, live: nft.live, desired: nft.desired, owned: nft.owned, baseChains: [], policy: 'correct', newRevision: false, nftChanges: false }).items.length === 0;
+  const drift = decideDrift({
+    baseline: interrupted ? memory.applying?.desired : memory.applied?.desired,
+    live: nft.live,
+    desired: nft.desired,
+    owned: nft.owned,
+    baseChains: prepared.live.baseChains,
+    policy: config.drift,
+    newRevision: loaded.revision !== memory.applied?.revision,
+    nftChanges: nft.plan.changes.length > 0,
+  });
   delete memory.applying;
-  const drift = baseline ? classifyDrift(baseline, planned.live, planned.owned) : [];
-  drift.push(...shadowingChains(planned.desired, await nft.listBaseChains(), planned.owned));
-  const handDrift = drift.some((d) => d.kind !== 'foreign-chain-shadows');
-  const { changed, summary, tables } = nftPlanJson(planned.plan);
+  if (drift.hold) prepared.plan = holdNft(prepared.plan);
   sw.lap('plan');
-
-  let guests: GuestPhase | undefined;
-  if (config.guests.enabled) {
-    try {
-      guests = await planGuestPhase(config, state, revision, memory, statusUrl(config));
-    } catch (e) {
-      errors.push(`guests not reconciled: ${(e as Error).message}`);
-    }
-  }
-  const guestWork = guests ? guestChanges(guests.plan).length > 0 : false;
-  sw.lap('guests');
-
-  const newRevision = revision !== memory.applied?.revision;
-  // Report-only drift holds back the nft correction only; guests still follow the state
-  // (a migration must be able to finish).
-  const nftHeld = changed && !newRevision && config.drift === 'report' && handDrift;
-  const nftWork = changed && !nftHeld;
-  const hooks: HookResult[] = [];
-  const guestOutcomes: GuestOutcome[] = [];
-  let outcome: Outcome = nftHeld ? 'drift-reported' : 'converged';
-  let corrected = false;
-  if (nftWork || guestWork) {
-    const plan = { node: config.node, revision, nft: planned, ...(guests ? { guests: guests.plan } : {}) };
-    const ctx = { node: config.node, revision, planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
-    hooks.push(...(await runHooks(config.hooksDir, 'pre-apply', ctx)));
-    sw.lap('hooks');
-    if (hooks.some((h) => !h.ok)) {
-      outcome = 'vetoed';
-      errors.push(`pre-apply hook ${hooks.find((h) => !h.ok)?.hook} vetoed the apply; nothing was changed`);
-    } else {
-      const gctx = guests && { state, node: config.node, driver: guests.driver, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 };
-      if (guests && gctx) guestOutcomes.push(...(await applyGuestStops(guests.plan, gctx)));
-      if (nftWork) {
-        try {
-          memory.applying = { revision, desired: planned.desired };
-          await writeMemory(config.stateDir, memory);
-          await applyNodeNft(planned, nft);
-          corrected = handDrift;
-        } catch (e) {
-          errors.push(`apply failed, the previous ruleset is intact: ${(e as Error).message}`);
-          outcome = 'error';
-        }
-        delete memory.applying;
-      }
-      sw.lap('apply');
-      if (guests && gctx && outcome !== 'error') guestOutcomes.push(...(await applyGuestStarts(guests.plan, gctx)));
-      sw.lap('guests');
-      for (const o of guestOutcomes.filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
-      if (outcome !== 'error') {
-        if (!nftHeld) outcome = 'applied';
-        hooks.push(...(await runHooks(config.hooksDir, 'post-apply', ctx)));
-      }
-      sw.lap('hooks');
-    }
-  }
-  let guestLines: GuestReport[] = [];
-  if (guests) {
-    await settleArrivals(config, memory, guestOutcomes);
-    guestLines = await guestReport(guests, guestOutcomes);
-  }
-  if (outcome === 'applied' || outcome === 'converged') {
-    if (candidate && revision === candidate.revision && (newRevision || !memory.applied)) await saveLastGood(config.stateDir, candidate.dir);
-    memory.applied = { revision, at: memory.applied?.revision === revision ? memory.applied.at : c.now(), desired: planned.desired };
-  }
-  return { outcome, drift, plan: { changed, summary, tables }, hooks, guests: guestLines, corrected };
+  const executed = await executePlan(rt, prepared, {
+    beforeNft: async () => {
+      // Enforcing must not depend on the disk: a failed write is reported, the apply goes on.
+      await writeMemory(config.stateDir, { ...memory, applying: { revision: loaded.revision, desired: nft.desired } }).catch((e: Error) => c.errors.push(`could not record the transaction in ${agentPaths(config.stateDir).memory}: ${e.message}`));
+    },
+  });
+  sw.lap('apply');
+  if (executed.vetoedBy) c.errors.push(`pre-apply hook ${executed.vetoedBy} vetoed the apply; nothing was changed`);
+  if (executed.result) c.errors.push(...applyErrors(executed.result));
+  const settings = await settingsReport(prepared.plan, executed.result, rt.settings);
+  const unhealthy = conntrackdProblem(settings);
+  if (unhealthy) c.errors.push(unhealthy);
+  const guests = await guestReport(prepared, executed);
+  sw.lap('report');
+  return { prepared, drift, executed, guests, settings };
 }
 
-async function readKeys(files: string[]): Promise<string[]> {
-  return Promise.all(files.map((f) => readFile(f, 'utf8')));
+/** What the node keeps for the next cycle, once the outcome is known. */
+async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Candidate, outcome: NodeStatus['outcome']): Promise<void> {
+  const { config, memory } = c;
+  const { plan } = rec.prepared;
+  Object.assign(memory, await settleGuests(config.stateDir, plan, rec.executed));
+  if (!settled(outcome)) return;
+  const newRevision = loaded.revision !== memory.applied?.revision;
+  if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {
+    await saveLastGood(config.stateDir, candidate.dir).catch((e: Error) => c.errors.push(`could not save the last good state: ${e.message}`));
+  }
+  memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }
 
-/**
- * Commit the report if it says something new, or records the end of a Git outage.
- * Returns what happened; "failed: <message>" when the server could not be reached.
- */
-async function publish(config: AgentConfig, status: NodeStatus, memory: AgentMemory): Promise<string> {
+type PublishOutcome = PublishResult | { kind: 'unchanged' };
+
+/** Commit the report if it says something new, or records the end of a Git outage. */
+async function publishIfNew(config: AgentConfig, status: NodeStatus, memory: AgentMemory): Promise<PublishOutcome> {
   const key = significantKey(status);
-  if (key === memory.lastReportKey && !status.outage?.until) return 'unchanged';
-  const files = statusFiles(status);
-  if (config.status.dir) {
-    await mkdir(config.status.dir, { recursive: true });
-    for (const [name, text] of Object.entries(files)) await writeFile(path.join(config.status.dir, name), text);
-  }
-  const url = statusUrl(config);
-  if (!url) {
-    memory.lastReportKey = key;
-    return config.status.dir ? 'committed' : 'nowhere';
-  }
-  try {
-    await publishStatus({ url, node: config.node, branch: statusBranch(config), workDir: agentPaths(config.stateDir).statusRepo, credentials: credentials(config), timeoutMs: config.source.timeoutSeconds * 1000 }, files, commitMessage(status));
-  } catch (e) {
-    if (!(e instanceof RemoteUnavailable) && !(e instanceof Error && e.name === 'StatusPushRejected')) throw e;
-    return `failed: ${scrub((e as Error).message)}`;
-  }
+  if (key === memory.lastReportKey && !status.outage?.until) return { kind: 'unchanged' };
+  const r = await publishReport(config, status);
+  if (r.kind === 'failed') return r;
   memory.lastReportKey = key;
-  // The outage (if any) is now on record with its end: forget it.
+  // The outage (if any) and the cycles carried by this report are now on record: forget them.
   if (status.outage?.until) delete memory.outage;
-  return 'committed';
+  delete memory.unpublished;
+  return r;
+}
+
+const MAX_UNPUBLISHED = 50;
+
+/** Keep what a cycle whose report failed to publish did, for the next report that goes out. */
+function rememberUnpublished(memory: AgentMemory, s: NodeStatus): void {
+  if (s.drift.items.length === 0 && s.errors.length === 0 && s.outcome !== 'applied') return;
+  const e: EarlierCycle = { time: s.time, outcome: s.outcome, ...(s.appliedRevision && { appliedRevision: s.appliedRevision }), drift: s.drift, errors: s.errors };
+  memory.unpublished = [...(memory.unpublished ?? []), e].slice(-MAX_UNPUBLISHED);
 }

@@ -70,3 +70,31 @@ export function shadowingChains(desired: Ruleset, chains: BaseChainInfo[], owned
   }
   return items;
 }
+
+export interface DriftDecision {
+  items: DriftItem[];
+  /** Something in our own tables was changed by hand (not just a foreign chain). */
+  byHand: boolean;
+  /** Report-only drift: the nft correction is held back (guests still follow the state). */
+  hold: boolean;
+}
+
+/**
+ * Drift is measured against what this node put in place last (`baseline`); a new revision is
+ * always applied, report-only drift holds back only a correction of the same revision.
+ */
+export function decideDrift(inp: {
+  baseline: Ruleset | undefined;
+  live: Ruleset;
+  desired: Ruleset;
+  owned: TableRef[];
+  baseChains: BaseChainInfo[];
+  policy: 'correct' | 'report';
+  newRevision: boolean;
+  nftChanges: boolean;
+}): DriftDecision {
+  const items = inp.baseline ? classifyDrift(inp.baseline, inp.live, inp.owned) : [];
+  items.push(...shadowingChains(inp.desired, inp.baseChains, inp.owned));
+  const byHand = items.some((d) => d.kind !== 'foreign-chain-shadows');
+  return { items, byHand, hold: inp.nftChanges && !inp.newRevision && inp.policy === 'report' && byHand };
+}

@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
 import { loadState, type LoadResult } from '../state/load.js';
 import type { ClusterState } from '../state/types.js';
-import type { Outage } from './report.js';
+import type { EarlierCycle, Outage } from './report.js';
 import type { Arrival } from './migration.js';
 
 export interface AgentMemory {
@@ -29,6 +29,8 @@ export interface AgentMemory {
   placement?: Record<string, string>;
   /** Guests placed here that have not started yet (migration gate). */
   arrivals?: Record<string, Arrival>;
+  /** Cycles whose reports were not published yet (Git unreachable): the next report carries them. */
+  unpublished?: EarlierCycle[];
 }
 
 export function agentPaths(stateDir: string) {

@@ -6,7 +6,7 @@
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterState } from '../state/types.js';
-import type { MigrationGate } from '../reconcile/guests.js';
+import type { Gates } from '../plan/plan.js';
 import type { NodeStatus } from './report.js';
 
 /** A guest placed on this node that has not started here yet. */
@@ -48,16 +48,18 @@ export interface GateInputs {
   state: ClusterState;
   arrivals: Record<string, Arrival>;
   releases: Record<string, Release>;
-  /** Another node's latest status, or null when it never reported. */
-  readStatus(node: string): Promise<NodeStatus | null>;
+  /** Another node's latest status, or null when it never reported; undefined: no status source is configured. */
+  readStatus: ((node: string) => Promise<NodeStatus | null>) | undefined;
   /** Whether revision `rev` is `since` or a descendant of it. */
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
 }
 
-export async function buildMigrationGate(inp: GateInputs): Promise<MigrationGate> {
+/** Guest -> why it must wait, for every arrival that may not start yet. */
+export async function buildMigrationGate(inp: GateInputs): Promise<Record<string, string>> {
   const cache = new Map<string, Promise<NodeStatus | null>>();
+  const read = inp.readStatus;
   const status = (n: string) => {
-    if (!cache.has(n)) cache.set(n, inp.readStatus(n).catch(() => null));
+    if (!cache.has(n)) cache.set(n, read ? read(n).catch(() => null) : Promise.resolve(null));
     return cache.get(n) as Promise<NodeStatus | null>;
   };
   const blockers = new Map<string, string>();
@@ -68,7 +70,8 @@ export async function buildMigrationGate(inp: GateInputs): Promise<MigrationGate
       const s = await status(other);
       const release = `\`cgw-sync guest release ${guest} --from ${other}\` overrides if that node is dead`;
       let why: string | undefined;
-      if (!s) why = `waiting for node ${other}: it has not reported (down or silent?); ${release}`;
+      if (!read) why = `waits for node ${other}'s report that it stopped ${guest}, and no status source is configured to read it from (status.url, an http(s) source, or status.dir with {node}); ${release}`;
+      else if (!s) why = `waiting for node ${other}: it has not reported (down or silent?); ${release}`;
       else if (!s.appliedRevision || !(await inp.isAtOrAfter(s.appliedRevision, arrival.since)))
         why = `waiting for node ${other} to apply revision ${arrival.since.slice(0, 12)} (it reports ${s.appliedRevision?.slice(0, 12) ?? 'none'} at ${s.time}); ${release}`;
       else if (s.guests.some((g) => g.name === guest && HOLDS_DISK.has(g.state)))
@@ -79,7 +82,19 @@ export async function buildMigrationGate(inp: GateInputs): Promise<MigrationGate
       }
     }
   }
-  return (guest) => blockers.get(guest);
+  return Object.fromEntries(blockers);
+}
+
+/**
+ * The migration gates of one planning round, read before planning: this node's arrivals (from
+ * what it remembers of the previous placement) and, for each, the other nodes' reports and the
+ * operator's releases. Guests already running here are not arrivals.
+ */
+export async function readGates(inp: Omit<GateInputs, 'arrivals'> & { revision: string; memory: { placement?: Record<string, string>; arrivals?: Record<string, Arrival> }; running: string[] }): Promise<Gates> {
+  const arrivals = updateArrivals(inp.memory.placement, inp.state, inp.node, inp.revision, inp.memory.arrivals ?? {});
+  for (const g of inp.running) delete arrivals[g];
+  if (Object.keys(arrivals).length === 0) return { arrivals, waits: {} };
+  return { arrivals, waits: await buildMigrationGate({ ...inp, arrivals }) };
 }
 
 // --- operator releases -------------------------------------------------------------------

@@ -24,6 +24,15 @@ export interface Outage {
   lastError: string;
 }
 
+/** A cycle whose report could not be published; carried by the next report that is. */
+export interface EarlierCycle {
+  time: string;
+  outcome: Outcome;
+  appliedRevision?: string;
+  drift: { items: DriftItem[]; corrected: boolean };
+  errors: string[];
+}
+
 export interface NodeStatus {
   format: typeof STATUS_FORMAT;
   node: string;
@@ -39,6 +48,10 @@ export interface NodeStatus {
   /** Node settings (sysctls, conntrackd health in ct-sync): src/agent/settings-phase.ts. */
   settings?: SettingsReport;
   errors: string[];
+  /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
+  notes?: string[];
+  /** Cycles since the last published report whose own reports were not published (oldest first). */
+  earlier?: EarlierCycle[];
   /** A Git outage (fetch or push) that ended with this report. */
   outage?: Outage;
   timings: Record<string, number>;
@@ -54,7 +67,9 @@ export interface NodeStatus {
  * hooks stay in the key (a post-apply failure is not in `errors`).
  */
 export function significantKey(s: NodeStatus): string {
-  const { time: _time, timings: _timings, outage: _outage, plan, hooks, outcome, settings, ...rest } = s;
+  // Earlier cycles and notes ride along with a report that is due anyway (an earlier cycle
+  // exists only when a publish failed, so an outage's end follows); they do not make one due.
+  const { time: _time, timings: _timings, outage: _outage, earlier: _earlier, notes: _notes, plan, hooks, outcome, settings, ...rest } = s;
   const settled = outcome === 'applied' || outcome === 'converged';
   return JSON.stringify({
     ...rest,
@@ -81,6 +96,8 @@ export function commitMessage(s: NodeStatus): string {
   if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
   if (s.outage?.until) parts.push(`recovered from Git outage (${s.outage.failures} failures)`);
   if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
+  const earlierDrift = (s.earlier ?? []).filter((e) => e.drift.items.length);
+  if (earlierDrift.length) parts.push(`earlier drift ${earlierDrift.some((e) => e.drift.corrected) ? 'corrected' : 'found'} in ${earlierDrift.length} unpublished cycle(s)`);
   return `${s.node}: ${parts.join('; ')}`;
 }
 
@@ -94,6 +111,16 @@ export function renderMarkdown(s: NodeStatus): string {
   L.push(`| report time | ${s.time} |`, '');
   if (s.source.message) L.push(`**Source:** ${s.source.message}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.map((e) => `- ${e.replace(/\n/g, '\n  ')}`), '');
+  if (s.notes?.length) L.push('## Notes', '', ...s.notes.map((n) => `- ${n}`), '');
+  if (s.earlier?.length) {
+    L.push('## Since the last published report', '');
+    for (const e of s.earlier) {
+      L.push(`- ${e.time}: **${e.outcome}** at \`${short(e.appliedRevision)}\``);
+      for (const d of e.drift.items) L.push(`  - drift ${e.drift.corrected ? 'corrected' : 'found'}: ${d.kind} (${d.table}): ${d.detail}`);
+      for (const x of e.errors) L.push(`  - error: ${x.replace(/\n/g, ' ')}`);
+    }
+    L.push('');
+  }
   if (s.outage) L.push('## Git outage', '', `Git was unreachable from ${s.outage.since}${s.outage.until ? ` until ${s.outage.until}` : ' (ongoing)'}: ${s.outage.failures} failed attempt(s); last error: ${s.outage.lastError}`, '');
   L.push('## Plan', '');
   if (!s.plan || !s.plan.changed) L.push('No changes.', '');

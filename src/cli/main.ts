@@ -1,6 +1,7 @@
 // The cgw-sync command line. Parsing and exit codes live here; every command is a thin layer
 // over the state, render, plan and reconcile modules.
 import { hostname } from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
@@ -8,17 +9,15 @@ import type { ClusterState } from '../state/types.js';
 import { NftCli } from '../nft/backend.js';
 import { printTable } from '../nft/text.js';
 import { findNode, renderNode } from '../render/render.js';
-import { applyNodeNft, planNodeNft } from '../reconcile/nft.js';
 import { guestSnippet } from '../render/stateless.js';
-import { SettingsHost } from '../settings/host.js';
-import { conntrackdPaths, DEFAULT_STATE_DIR, settingsDir } from '../settings/model.js';
-import { applyNodeSettings, planNodeSettings } from '../settings/reconcile.js';
-import { formatPlanText, hasChanges, planJson, type NodePlan } from '../plan/plan.js';
+import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
-import { planGuests } from '../reconcile/guests.js';
-import { driverFor } from '../guests/index.js';
+import { applyErrors, applyFailed } from '../reconcile/apply.js';
 import { StateError } from '../state/diagnostics.js';
-import { loadAgentConfig } from '../agent/config.js';
+import { loadAgentConfig, type AgentConfig } from '../agent/config.js';
+import { defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
+import { readMemory, writeMemory } from '../agent/memory.js';
+import { gitSource } from '../agent/source.js';
 import { runOnce } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
@@ -29,16 +28,21 @@ import { formatResults } from '../lab/check.js';
 /** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
 export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
 
+const DEFAULT_CONFIG = '/etc/cgw-sync/agent.yaml';
+
 const USAGE = `Usage: cgw-sync <command> [options]
 
 Commands:
   validate            check the state directory; every problem with file:line:column and field
   render              print the node's desired nftables tables; with --guest <name>, what that
                       guest needs inside (stateless-nat: the tagged-port redirect)
-  plan | --plan       show what apply would change (exit 0: none, 2: changes, 1: error);
-                      guest starts/stops are shown, and carried out by the agent (once, run)
-  apply               apply the nftables plan as one atomic transaction, then the node settings
-                      (sysctls, conntrackd), and confirm convergence
+  plan | --plan       show what apply would change: nftables, node settings, guests
+                      (exit 0: none, 2: changes, 1: error)
+  apply               what the agent's cycle does with a state folder, under the agent's node
+                      lock: pre-apply hooks, guest stops, one atomic nft transaction, node
+                      settings (rolled back with the tables if they fail), guest starts,
+                      post-apply hooks; a guest moving here starts only once the old node's
+                      report says it stopped (needs a status source: --config)
   once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
   run                 the long-running agent: a cycle at start and on the configured schedule
   guest release <guest> --from <node>
@@ -61,7 +65,12 @@ Options:
   --node <name>       node to act for (default: this host's name)
   --nft <path>        nft binary (default: nft from PATH)
   --json              machine-readable output (render, plan, apply, once)
-  --config <file>     agent configuration (once, run; default /etc/cgw-sync/agent.yaml)
+  --config <file>     agent configuration (once, run, guest: default /etc/cgw-sync/agent.yaml);
+                      plan/apply read stateDir, hooks, guests, netns and the status source from it
+  --state-dir <dir>   plan/apply: the node's state dir (lock, memory, conntrackd files);
+                      default the config's stateDir, else /var/lib/cgw-sync
+  --no-hooks          apply: do not run the pre-/post-apply hooks
+  --lock-wait <s>     apply: how long to wait for a running agent cycle (default 60)
   --all-nodes         plan every node offline (with --rev)
   --rev <rev>         revision to review (branch, tag, oid)
   --base <rev>        revision to compare with (default: main)
@@ -81,7 +90,11 @@ const OPTIONS = {
   json: { type: 'boolean', default: false },
   plan: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
-  config: { type: 'string', default: '/etc/cgw-sync/agent.yaml' },
+  // No default here: once/run/guest default to DEFAULT_CONFIG; plan/apply use it only when given.
+  config: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'no-hooks': { type: 'boolean', default: false },
+  'lock-wait': { type: 'string', default: '60' },
   'all-nodes': { type: 'boolean', default: false },
   rev: { type: 'string' },
   base: { type: 'string', default: 'main' },
@@ -137,9 +150,9 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         return await lab(positionals[1], values, io);
       case 'once':
       case 'run':
-        return await agent(command, values.config, values.json, io);
+        return await agent(command, values.config ?? DEFAULT_CONFIG, values.json, io);
       case 'guest':
-        return await guest(positionals.slice(1), values.config, values.from, io);
+        return await guest(positionals.slice(1), values.config ?? DEFAULT_CONFIG, values.from, io);
       case 'render':
       case 'plan':
       case 'apply': {
@@ -148,10 +161,16 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         if (!state) return EXIT.error;
         // A guest's snippet is the same whichever node asks: no --node needed.
         if (command === 'render' && values.guest) return renderGuest(state, values.guest, io);
-        const node = values.node ?? defaultNode();
-        findNode(state, node);
-        if (command === 'render') return render(state, node, values.json, io);
-        return await planOrApply(command, state, node, { nft: values.nft, json: values.json }, io);
+        if (command === 'render') {
+          const node = values.node ?? defaultNode();
+          findNode(state, node);
+          return render(state, node, values.json, io);
+        }
+        const opts: CliNodeOptions = { nft: values.nft, json: values.json, config: values.config, stateDir: values['state-dir'], hooks: !values['no-hooks'], lockWaitMs: Number(values['lock-wait']) * 1000 };
+        if (!(opts.lockWaitMs >= 0)) throw new UsageError('--lock-wait must be a number of seconds');
+        const config = await nodeConfig(values.node, opts);
+        findNode(state, config.node);
+        return await planOrApply(command, state, values.state ?? '.', opts, config, io);
       }
       default:
         throw new UsageError(`unknown command "${command}"`);
@@ -188,30 +207,62 @@ function renderGuest(state: ClusterState, name: string, io: Io): number {
   return EXIT.ok;
 }
 
-async function planOrApply(command: 'plan' | 'apply', state: ClusterState, node: string, opts: { nft?: string; json: boolean }, io: Io): Promise<number> {
-  const backend = new NftCli({ nft: opts.nft });
-  const settingsHost = new SettingsHost();
-  const plan: NodePlan = {
-    node,
-    nft: await planNodeNft(state, node, backend),
-    settings: await planNodeSettings(state, node, settingsHost, conntrackdPaths(settingsDir(DEFAULT_STATE_DIR))),
+/** The agent configuration `plan`/`apply` act with: --config's, or the defaults; flags win. */
+async function nodeConfig(node: string | undefined, opts: CliNodeOptions): Promise<AgentConfig> {
+  const base = opts.config ? await loadAgentConfig(opts.config) : defaultAgentConfig(defaultNode());
+  return { ...base, node: node ?? base.node, ...(opts.stateDir && { stateDir: path.resolve(opts.stateDir) }), ...(opts.nft && { nft: opts.nft }) };
+}
+
+interface CliNodeOptions {
+  nft?: string;
+  json: boolean;
+  config?: string;
+  stateDir?: string;
+  hooks: boolean;
+  lockWaitMs: number;
+}
+
+/**
+ * `plan` and `apply`: the agent's path (src/agent/node.ts) on a state folder. `apply` takes the
+ * agent's node lock, runs its hooks and reconciles guests; the guest memory (migration gate) is
+ * the agent's, in the same state dir.
+ */
+async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: string, opts: CliNodeOptions, config: AgentConfig, io: Io): Promise<number> {
+  const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), trustedKeys: [] } });
+  const { revision } = await source.fetch(undefined);
+  const rt: NodeRuntime = {
+    config,
+    nft: new NftCli({ nft: config.nft, prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] }),
+    settings: settingsHost(config),
+    isAtOrAfter: source.isAtOrAfter,
+    hooks: opts.hooks,
   };
   if (command === 'plan') {
-    // Shown for information: starting and stopping guests is the agent's job, because only the
-    // agent can check the other nodes' reports before starting a guest that moved.
-    try {
-      plan.guests = planGuests(state, node, await driverFor(findNode(state, node)).list());
-    } catch (e) {
-      plan.guestsNote = (e as Error).message;
-    }
+    const { plan } = await prepareNode(rt, state, revision, await readMemory(config.stateDir));
     io.out(opts.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : formatPlanText(plan));
     return hasChanges(plan) ? EXIT.changes : EXIT.ok;
   }
-  await applyNodeNft(plan.nft, backend);
-  await applyNodeSettings(plan.settings!, settingsHost);
-  if (opts.json) io.out(`${JSON.stringify({ ...planJson(plan), applied: hasChanges(plan), converged: true }, null, 2)}\n`);
-  else io.out(hasChanges(plan) ? `${formatPlanText(plan)}\nApplied in one nft transaction; the node has converged.\n` : `No changes: node ${node} has converged.\n`);
-  return EXIT.ok;
+  const lock = await lockNode(config.stateDir, opts.lockWaitMs);
+  try {
+    const memory = await readMemory(config.stateDir);
+    const prepared = await prepareNode(rt, state, revision, memory);
+    const executed = await executePlan(rt, prepared);
+    await writeMemory(config.stateDir, { ...memory, ...(await settleGuests(config.stateDir, prepared.plan, executed)) });
+    const { plan } = prepared;
+    const errors = [...(executed.vetoedBy ? [`pre-apply hook ${executed.vetoedBy} vetoed the apply; nothing was changed`] : []), ...(executed.result ? applyErrors(executed.result) : [])];
+    const ok = !executed.vetoedBy && !(executed.result && applyFailed(executed.result));
+    if (opts.json) io.out(`${JSON.stringify({ ...planJson(plan), applied: !!executed.result && ok, converged: ok, result: executed.result ?? null, hooks: executed.hooks, errors }, null, 2)}\n`);
+    else {
+      const text = hasChanges(plan) ? formatPlanText(plan) : `No changes: node ${plan.node} has converged.\n`;
+      const waits = plan.guests?.actions.filter((a) => a.action === 'wait') ?? [];
+      const tail = ok && executed.result ? '\nApplied: guest stops, one nft transaction, node settings, guest starts; the node has converged.\n' : '';
+      io.out(`${text}${tail}${waits.map((w) => `not started: ${w.guest}: ${w.reason}\n`).join('')}`);
+      if (errors.length) io.err(errors.map((e) => `cgw-sync: ${e}\n`).join(''));
+    }
+    return ok ? EXIT.ok : EXIT.error;
+  } finally {
+    await lock.release();
+  }
 }
 
 async function review(repoDir: string, base: string, rev: string | undefined, subPath: string, io: Io): Promise<number> {

@@ -41,8 +41,11 @@ export class StatusPushRejected extends Error {
   override name = 'StatusPushRejected';
 }
 
-export function statusBranchName(node: string): string {
-  return `status/${node}`;
+export const DEFAULT_STATUS_BRANCH = 'status/{node}';
+
+/** The one place a node's status branch name is built: `pattern`'s {node} replaced by the node. */
+export function statusBranchName(node: string, pattern = DEFAULT_STATUS_BRANCH): string {
+  return pattern.replaceAll('{node}', node);
 }
 
 /**

@@ -22,8 +22,16 @@ function after(c: TableChange): NftTable | undefined {
 
 const SYMBOL: Record<TableChange['action'], string> = { create: '+', delete: '-', update: '~', replace: '-/+' };
 
+/** What the two sides of a diff are called: the node's live tables and the desired ones, or base and head in a review. */
+export interface DiffLabels {
+  from: string;
+  to: string;
+}
+
+export const LIVE_DESIRED: DiffLabels = { from: 'live', to: 'desired' };
+
 /** Human plan: one section per changed table, with a unified diff of `nft list table` text. */
-export function formatNftPlanText(plan: NftPlan): string {
+export function formatNftPlanText(plan: NftPlan, labels: DiffLabels = LIVE_DESIRED): string {
   if (plan.changes.length === 0) return 'nftables: no changes; the owned tables match the desired state.\n';
   const out: string[] = [];
   for (const c of plan.changes) {
@@ -31,7 +39,7 @@ export function formatNftPlanText(plan: NftPlan): string {
     if (c.action === 'replace') out.push(...c.reasons.map((r) => `    because: ${r}`));
     const b = before(c);
     const a = after(c);
-    const patch = createTwoFilesPatch(`live/${tableName(c)}`, `desired/${tableName(c)}`, b ? printTable(b) : EMPTY, a ? printTable(a) : EMPTY, '', '', { context: 2 });
+    const patch = createTwoFilesPatch(`${labels.from}/${tableName(c)}`, `${labels.to}/${tableName(c)}`, b ? printTable(b) : EMPTY, a ? printTable(a) : EMPTY, '', '', { context: 2 });
     // Drop the "Index:/=====" preamble; keep ---/+++ and hunks.
     out.push(patch.split('\n').filter((l) => !l.startsWith('Index:') && !l.startsWith('====')).join('\n').trimEnd());
     out.push('');

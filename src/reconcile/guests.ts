@@ -7,10 +7,10 @@
 // Safety rule for moves: a guest placed here is started only when the migration gate says no
 // other node may still run it (see agent/migration.ts). A guest running here that cgw-sync did
 // not start is never stopped by it, only reported.
-import type { ClusterState, GuestSpec } from '../state/types.js';
+import type { GuestSpec } from '../state/types.js';
 import type { GuestDriver, RunningGuest } from '../guests/driver.js';
 import { desiredFingerprint } from '../guests/driver.js';
-import { findNode } from '../render/render.js';
+import type { NodeView } from '../render/node-view.js';
 
 export type GuestActionKind = 'start' | 'stop' | 'restart' | 'wait' | 'config-differs' | 'unmanaged' | 'refused';
 
@@ -36,9 +36,8 @@ export type GuestRefusals = ReadonlyMap<string, string>;
 
 const ALIVE = new Set(['running', 'paused', 'unknown']);
 
-export function planGuests(state: ClusterState, nodeName: string, present: RunningGuest[], gate: MigrationGate = NO_GATE, refusals: GuestRefusals = new Map()): GuestPlan {
-  const node = findNode(state, nodeName);
-  const desired = state.guests.filter((g) => g.node === nodeName);
+export function planGuests(view: NodeView, present: RunningGuest[], gate: MigrationGate = NO_GATE, refusals: GuestRefusals = new Map()): GuestPlan {
+  const { state, node, guests: desired } = view;
   const byName = new Map(present.map((r) => [r.name, r]));
   const actions: GuestAction[] = [];
 
@@ -90,8 +89,7 @@ export interface GuestOutcome {
 }
 
 export interface GuestApplyContext {
-  state: ClusterState;
-  node: string;
+  view: NodeView;
   driver: GuestDriver;
   stopTimeoutMs: number;
 }
@@ -115,9 +113,9 @@ export async function applyGuestStops(plan: GuestPlan, ctx: GuestApplyContext): 
 
 /** Starts and restarts, after the network is in place so a new guest's forwards exist first. */
 export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext): Promise<GuestOutcome[]> {
-  const node = findNode(ctx.state, ctx.node);
-  const spec = (name: string) => ctx.state.guests.find((g) => g.name === name) as GuestSpec;
-  const startCtx = { node, cluster: ctx.state.cluster };
+  const { node, state, guests } = ctx.view;
+  const spec = (name: string) => guests.find((g) => g.name === name) as GuestSpec;
+  const startCtx = { node, cluster: state.cluster };
   const out: GuestOutcome[] = [];
   for (const a of plan.actions) {
     if (a.action === 'start') {
@@ -138,5 +136,7 @@ export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext):
 export function formatGuestPlanText(plan: GuestPlan): string {
   if (plan.actions.length === 0) return 'guests: no changes.\n';
   const sign: Record<GuestActionKind, string> = { start: '+', stop: '-', restart: '-/+', wait: '…', 'config-differs': '!', unmanaged: '?', refused: 'x' };
-  return ['guests:', ...plan.actions.map((a) => `  ${sign[a.action]} ${a.guest}: ${a.action} (${a.reason})`)].join('\n') + '\n';
+  // A waiting guest is a start that waits: say so in those words.
+  const line = (a: GuestAction) => (a.action === 'wait' ? `  ${sign.wait} start ${a.guest}, not yet: ${a.reason}` : `  ${sign[a.action]} ${a.guest}: ${a.action} (${a.reason})`);
+  return ['guests:', ...plan.actions.map(line)].join('\n') + '\n';
 }

@@ -5,6 +5,7 @@
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import type { Json, NftChain, NftMap } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
+import { guestIPs, type NodeView } from './node-view.js';
 import { concat, mangle, mapLookup, match, meta, notrack, payload, rule, setOf } from './expr.js';
 
 const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
@@ -35,7 +36,7 @@ export function ctSyncPrerouting(state: ClusterState, node: NodeSpec): NftChain 
 
 /** (guest IP . target port) of every forward of a protocol, without duplicates. */
 function targets(state: ClusterState, protocol: Protocol): Json[] {
-  const guestIP = new Map(state.guests.map((g) => [g.name, g.ip]));
+  const guestIP = guestIPs(state);
   const pairs = new Map<string, [string, number]>();
   for (const f of state.forwards.filter((f) => f.protocol === protocol)) {
     const ip = guestIP.get(f.target.guest) as string;
@@ -74,9 +75,8 @@ export function ctSyncForward(state: ClusterState): NftChain | undefined {
 export const ctDstMap = 'ct_dst_tcp';
 export const ctDportMap = 'ct_dport_tcp';
 
-export function ctSyncMaps(state: ClusterState, node: NodeSpec): NftMap[] {
-  const guestIP = new Map(state.guests.map((g) => [g.name, g.ip]));
-  const here = state.forwards.filter((f) => f.protocol === 'tcp' && (f.nodes === undefined || f.nodes.includes(node.name)));
+export function ctSyncMaps({ forwards, guestIP }: NodeView): NftMap[] {
+  const here = forwards.filter((f) => f.protocol === 'tcp');
   return [
     { name: ctDstMap, keyType: 'inet_service', dataType: 'ipv4_addr', elements: sortElements(here.map((f) => ({ key: f.port, value: guestIP.get(f.target.guest) as string }))) },
     { name: ctDportMap, keyType: 'inet_service', dataType: 'inet_service', elements: sortElements(here.map((f) => ({ key: f.port, value: f.target.port }))) },

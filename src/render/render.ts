@@ -9,7 +9,11 @@ import { sortElements } from '../nft/normalize.js';
 import { assertOwnedTables } from '../nft/ownership.js';
 import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
+import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
+
+// Kept here for callers that import it from the renderer.
+export { findNode };
 
 export const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
 
@@ -23,20 +27,10 @@ export function egressChainName(device: string): string {
   return `egress_${device}`;
 }
 
-export function findNode(state: ClusterState, nodeName: string): NodeSpec {
-  const node = state.nodes.find((n) => n.name === nodeName);
-  if (!node) {
-    const known = state.nodes.map((n) => n.name).join(', ');
-    throw new Error(`node "${nodeName}" is not in the state (known nodes: ${known}); use --node`);
-  }
-  return node;
-}
-
 /** The forwards that enter on this node, as map elements per protocol. */
-export function forwardElements(state: ClusterState, node: NodeSpec, protocol: Protocol): MapElement[] {
-  const guestIP = new Map(state.guests.map((g) => [g.name, g.ip]));
-  const elements = state.forwards
-    .filter((f) => f.protocol === protocol && (f.nodes === undefined || f.nodes.includes(node.name)))
+export function forwardElements({ forwards, guestIP }: NodeView, protocol: Protocol): MapElement[] {
+  const elements = forwards
+    .filter((f) => f.protocol === protocol)
     .map((f): MapElement => ({ key: f.port, value: { concat: [guestIP.get(f.target.guest) as string, f.target.port] } }));
   return sortElements(elements);
 }
@@ -78,7 +72,8 @@ function outboundSnatRule(state: ClusterState, node: NodeSpec): NftRule {
   );
 }
 
-function natTable(state: ClusterState, node: NodeSpec): NftTable {
+function natTable(view: NodeView): NftTable {
+  const { state, node } = view;
   const { nat } = state.cluster;
   const postrouting: NftRule[] = [];
   if (nat.mode === 'full-nat' && nat.forwardSnat) postrouting.push(forwardSnatRule(node));
@@ -106,7 +101,7 @@ function natTable(state: ClusterState, node: NodeSpec): NftTable {
       name: forwardMapName(p),
       keyType: 'inet_service',
       dataType: 'ipv4_addr . inet_service',
-      elements: forwardElements(state, node, p),
+      elements: forwardElements(view, p),
     })),
     chains: chains.sort(byName),
   };
@@ -137,16 +132,17 @@ export function rawTableName(state: ClusterState): string {
 }
 
 /** Chains before conntrack (and ct-sync's forward filter); undefined in full-nat. */
-function rawTable(state: ClusterState, node: NodeSpec): NftTable | undefined {
+function rawTable(view: NodeView): NftTable | undefined {
+  const { state, node } = view;
   const name = rawTableName(state);
   switch (state.cluster.nat.mode) {
     case 'full-nat':
       return undefined;
     case 'stateless-nat':
-      return { family: 'ip', name, maps: statelessMaps(state, node).sort(byName), chains: [statelessPrerouting(state, node)] };
+      return { family: 'ip', name, maps: statelessMaps(view).sort(byName), chains: [statelessPrerouting(view)] };
     case 'ct-sync': {
       const chains = [ctSyncPrerouting(state, node), ctSyncForward(state), ctSyncInvalid(node)].filter((c): c is NftChain => !!c);
-      return { family: 'ip', name, maps: ctSyncMaps(state, node).sort(byName), chains: chains.sort(byName) };
+      return { family: 'ip', name, maps: ctSyncMaps(view).sort(byName), chains: chains.sort(byName) };
     }
   }
 }
@@ -173,11 +169,16 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
 
 /** The desired ruleset of one node. A table the node does not need is absent (and so deleted). */
 export function renderNode(state: ClusterState, nodeName: string): Ruleset {
-  ownedTables(state);
-  const node = findNode(state, nodeName);
-  const tables = [natTable(state, node)];
-  if (node.trunks.length > 0) tables.push(arpTable(state, node));
-  const raw = rawTable(state, node);
+  return renderView(resolveNode(state, nodeName));
+}
+
+/** The desired ruleset of a resolved node. */
+export function renderView(view: NodeView): Ruleset {
+  // Checked whatever the caller: a state that bypassed validation never names a foreign table.
+  ownedTables(view.state);
+  const tables = [natTable(view)];
+  if (view.node.trunks.length > 0) tables.push(arpTable(view.state, view.node));
+  const raw = rawTable(view);
   if (raw) tables.push(raw);
   return { tables };
 }

@@ -13,6 +13,7 @@ import type { ClusterState, GuestSpec, NodeSpec, Protocol } from '../state/types
 import type { MapElement, NftChain, NftMap, NftRule } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
 import { DEFAULT_PORT_STRIDE } from '../state/mode-checks.js';
+import { entersNode, guestIPs, type NodeView } from './node-view.js';
 import { concat, mangle, mapLookup, match, meta, notrack, payload, prefix, range, rule, setOf } from './expr.js';
 
 export { DEFAULT_PORT_STRIDE };
@@ -48,11 +49,10 @@ export interface TaggedForward {
 }
 
 /** Every (entering node, forward) pair of the cluster, with its tagged port. */
-export function taggedForwards(state: ClusterState): TaggedForward[] {
-  const guestIP = new Map(state.guests.map((g) => [g.name, g.ip]));
+export function taggedForwards(state: ClusterState, guestIP: ReadonlyMap<string, string> = guestIPs(state)): TaggedForward[] {
   return state.nodes.flatMap((node) =>
     state.forwards
-      .filter((f) => f.nodes === undefined || f.nodes.includes(node.name))
+      .filter((f) => entersNode(f, node.name))
       .map((f) => ({
         node,
         protocol: f.protocol,
@@ -69,8 +69,8 @@ function uniquePairs(pairs: Array<[string, number]>): Array<[string, number]> {
   return [...new Map(pairs.map((p) => [`${p[0]} ${p[1]}`, p])).values()];
 }
 
-export function statelessMaps(state: ClusterState, node: NodeSpec): NftMap[] {
-  const all = taggedForwards(state);
+export function statelessMaps({ state, node, guestIP }: NodeView): NftMap[] {
+  const all = taggedForwards(state, guestIP);
   const here = all.filter((t) => t.node.name === node.name);
   return PROTOCOLS.flatMap((p): NftMap[] => {
     const entering = here.filter((t) => t.protocol === p);
@@ -101,10 +101,10 @@ export function statelessMaps(state: ClusterState, node: NodeSpec): NftMap[] {
 }
 
 /** The raw prerouting chain (priority -300, before conntrack) of one node in stateless-nat. */
-export function statelessPrerouting(state: ClusterState, node: NodeSpec): NftChain {
+export function statelessPrerouting({ state, node, guestIP }: NodeView): NftChain {
   const bridge = node.guestBridge.interface;
   const subnet = prefix(state.cluster.guestSubnet);
-  const all = taggedForwards(state);
+  const all = taggedForwards(state, guestIP);
   const rules: NftRule[] = [];
   for (const p of PROTOCOLS) {
     // A port that is not in the map ends the rule before anything is rewritten or untracked.

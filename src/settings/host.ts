@@ -2,7 +2,7 @@
 // conntrackd's health. Commands run through the same prefix as nft (e.g. `ip netns exec <node>`),
 // so per-namespace sysctls and conntrackd land in the node's namespace; files are host paths.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { runUnchecked } from '../netns/netns.js';
 import { processAlive, processStartTime, terminate, waitUntil } from '../proc/process.js';
@@ -17,6 +17,8 @@ export interface SettingsHostOptions {
   conntrackd?: string;
   /** How long a started conntrackd gets to answer on its socket (default 5 s). */
   startTimeoutMs?: number;
+  /** The node's named network namespace (`ip netns`); default: the one this process runs in. */
+  netns?: string;
 }
 
 export interface ConntrackdHealth {
@@ -33,11 +35,18 @@ export class SettingsHost {
   private readonly prefix: string[];
   private readonly bin: string;
   private readonly startTimeoutMs: number;
+  private readonly netnsFile: string;
 
   constructor(opts: SettingsHostOptions = {}) {
     this.prefix = opts.prefix ?? [];
     this.bin = opts.conntrackd ?? 'conntrackd';
     this.startTimeoutMs = opts.startTimeoutMs ?? 5_000;
+    this.netnsFile = opts.netns ? `/run/netns/${opts.netns}` : '/proc/self/ns/net';
+  }
+
+  /** The node's network namespace, by inode (what /proc/<pid>/ns/net of a process in it shows). */
+  private nodeNetns(): Promise<number | undefined> {
+    return netnsInode(this.netnsFile);
   }
 
   private exec(cmd: string, args: string[]) {
@@ -50,12 +59,17 @@ export class SettingsHost {
     return r.exitCode === 0 ? r.stdout.trim() : undefined;
   }
 
-  /** The conntrackd recorded in `paths.record`, if that very process is still alive. */
+  /**
+   * The conntrackd recorded in `paths.record`, if that very process (PID and start time) is still
+   * alive and runs in this node's network namespace. Anything else is not ours: never stopped.
+   */
   async runningConntrackd(paths: ConntrackdPaths): Promise<ConntrackdProcess | undefined> {
     const text = await readFile(paths.record, 'utf8').catch(() => undefined);
     if (!text) return undefined;
     const rec = JSON.parse(text) as ConntrackdProcess;
-    return processAlive(rec.pid, rec.startTime) ? rec : undefined;
+    if (!processAlive(rec.pid, rec.startTime)) return undefined;
+    const [theirs, ours] = await Promise.all([netnsInode(`/proc/${rec.pid}/ns/net`), this.nodeNetns()]);
+    return theirs !== undefined && theirs === ours && rec.netns === ours ? rec : undefined;
   }
 
   /** Read what the desired settings talk about. `paths` locates conntrackd even when it is not desired (to stop it). */
@@ -117,7 +131,8 @@ export class SettingsHost {
     if (pid === undefined) throw new Error(`could not start ${argv.join(' ')}`);
     child.unref();
     const startTime = processStartTime(pid) ?? '';
-    await writeAtomically(paths.record, JSON.stringify({ pid, startTime, configHash: configHash(desired.conntrackd.config) }) + '\n');
+    const record: ConntrackdProcess = { pid, startTime, configHash: configHash(desired.conntrackd.config), netns: (await this.nodeNetns()) ?? 0 };
+    await writeAtomically(paths.record, JSON.stringify(record) + '\n');
     const ready = await waitUntil(async () => !processAlive(pid, startTime) || (await this.stats(paths)).ok, this.startTimeoutMs, 20);
     if (!ready || !processAlive(pid, startTime)) {
       const log = await readFile(paths.logFile, 'utf8').catch(() => '');
@@ -137,6 +152,13 @@ export class SettingsHost {
     const s = await this.stats(paths);
     return s.ok ? { running: true, pid: rec.pid, stats: s.text.trim() } : { running: true, pid: rec.pid, error: s.text.trim() || 'no answer on its socket' };
   }
+}
+
+async function netnsInode(file: string): Promise<number | undefined> {
+  return stat(file).then(
+    (s) => s.ino,
+    () => undefined,
+  );
 }
 
 async function writeAtomically(path: string, text: string): Promise<void> {

@@ -2,7 +2,7 @@
 // (ct-sync) conntrackd. Rendered from the state like the ruleset (pure), read live at the edge
 // (src/settings/host.ts), planned as a pure function of both (src/settings/plan.ts).
 import type { ClusterState, NodeSpec } from '../state/types.js';
-import { findNode } from '../render/render.js';
+import type { NodeView } from '../render/node-view.js';
 import { renderConntrackdConf, type ConntrackdPaths } from './conntrackd.js';
 
 export interface NodeSettings {
@@ -62,8 +62,7 @@ export function conntrackdPaths(dir: string): ConntrackdPaths {
   };
 }
 
-export function renderSettings(state: ClusterState, nodeName: string, paths: ConntrackdPaths): NodeSettings {
-  const node = findNode(state, nodeName);
+export function renderSettings({ state, node }: Pick<NodeView, 'state' | 'node'>, paths: ConntrackdPaths): NodeSettings {
   const settings: NodeSettings = renderSysctls(state, node);
   // A single node has no one to synchronise with: every reply already leaves where its state is.
   if (state.cluster.nat.mode === 'ct-sync' && state.nodes.length > 1) settings.conntrackd = { paths, config: renderConntrackdConf(state, node, paths) };

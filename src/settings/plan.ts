@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { createTwoFilesPatch } from 'diff';
 import type { NodeSettings } from './model.js';
+import { LIVE_DESIRED, type DiffLabels } from '../plan/format.js';
 
 /** What was read on the node (src/settings/host.ts). */
 export interface LiveSettings {
@@ -20,6 +21,8 @@ export interface ConntrackdProcess {
   startTime: string;
   /** configHash() of the configuration it was started with. */
   configHash: string;
+  /** Inode of the network namespace it was started in (/proc/<pid>/ns/net). */
+  netns: number;
 }
 
 export type SettingsChange =
@@ -74,13 +77,13 @@ function describe(c: SettingsChange): string {
 }
 
 /** Human plan: one line per change; a configuration file change comes with its unified diff. */
-export function formatSettingsPlanText(plan: SettingsPlan): string {
+export function formatSettingsPlanText(plan: SettingsPlan, labels: DiffLabels = LIVE_DESIRED): string {
   if (plan.changes.length === 0) return 'settings: no changes; sysctls and conntrackd match the desired state.\n';
   const out = ['settings:'];
   for (const c of plan.changes) {
     out.push(`  ${describe(c)}`);
     if (c.kind === 'conntrackd-config') {
-      const patch = createTwoFilesPatch(`live${c.path}`, `desired${c.path}`, c.from ?? '', c.to, '', '', { context: 2 });
+      const patch = createTwoFilesPatch(`${labels.from}${c.path}`, `${labels.to}${c.path}`, c.from ?? '', c.to, '', '', { context: 2 });
       out.push(...patch.split('\n').filter((l) => l && !l.startsWith('Index:') && !l.startsWith('====')).map((l) => `    ${l}`));
     }
   }

@@ -1,7 +1,7 @@
 // Reconciling a node's settings, the same three steps as the ruleset (src/reconcile/nft.ts):
-// render + read + plan (pure), apply exactly that plan, read back and confirm convergence.
-import type { ClusterState } from '../state/types.js';
-import { renderSettings, type NodeSettings } from './model.js';
+// render + read + plan (pure, src/plan/plan.ts planNode), apply exactly that plan, read back and
+// confirm convergence.
+import type { NodeSettings } from './model.js';
 import type { ConntrackdPaths } from './conntrackd.js';
 import { planSettings, type LiveSettings, type SettingsPlan } from './plan.js';
 import type { SettingsHost } from './host.js';
@@ -13,10 +13,19 @@ export interface SettingsPlanned {
   plan: SettingsPlan;
 }
 
-export async function planNodeSettings(state: ClusterState, node: string, host: SettingsHost, paths: ConntrackdPaths): Promise<SettingsPlanned> {
-  const desired = renderSettings(state, node, paths);
-  const live = await host.readLive(desired, paths);
+export function planNodeSettings(desired: NodeSettings, live: LiveSettings, paths: ConntrackdPaths): SettingsPlanned {
   return { desired, live, paths, plan: planSettings(desired, live) };
+}
+
+/**
+ * What can be known to fail before anything changes: a sysctl the plan must write whose key does
+ * not exist and will not appear by itself (a per-interface key of a missing interface). Checked
+ * before the nft transaction, so such a plan changes nothing at all. `net.netfilter.*` keys are
+ * exempt: loading a ruleset that uses conntrack creates them.
+ */
+export function settingsPrecheck(planned: SettingsPlanned): string | undefined {
+  const missing = planned.plan.changes.flatMap((c) => (c.kind === 'sysctl' && c.from === undefined && !c.key.startsWith('net.netfilter.') ? [c.key] : []));
+  return missing.length ? `sysctl ${missing.join(', ')}: no such key on this node (is the interface missing?); nothing was changed` : undefined;
 }
 
 export async function applyNodeSettings(planned: SettingsPlanned, host: SettingsHost): Promise<void> {

@@ -9,7 +9,9 @@ import { planToTransaction } from '../../src/plan/nft-plan.js';
 import type { LabPlan } from '../../src/lab/plan.js';
 import { runIn } from '../../src/netns/netns.js';
 import { SettingsHost } from '../../src/settings/host.js';
-import { conntrackdPaths } from '../../src/settings/model.js';
+import { conntrackdPaths, settingsDir } from '../../src/settings/model.js';
+import type { ConntrackdPaths } from '../../src/settings/conntrackd.js';
+import { resolveNode } from '../../src/render/node-view.js';
 import { applyNodeSettings, planNodeSettings, type SettingsPlanned } from '../../src/settings/reconcile.js';
 
 export const STATE_DIR = join(import.meta.dirname, '..', '..', 'state-example');
@@ -51,18 +53,24 @@ export async function counterPackets(ns: string, table: string, chain: string): 
   return [...r.stdout.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
 }
 
-/** Plan and apply every node's settings (sysctls, conntrackd) with files under dir/<node>; returns the plans. */
+/** Plan and apply every node's settings (sysctls, conntrackd), each node's state dir dir/<node>; returns the plans. */
 export async function applySettings(state: ClusterState, plan: LabPlan, dir: string): Promise<SettingsPlanned[]> {
   const plans: SettingsPlanned[] = [];
   for (const node of plan.nodes) {
     const host = nodeSettingsHost(node.ns);
-    const planned = await planNodeSettings(state, node.name, host, conntrackdPaths(join(dir, node.name)));
+    const view = resolveNode(state, node.name, join(dir, node.name));
+    const planned = planNodeSettings(view.settings, await host.readLive(view.settings, view.conntrackdPaths), view.conntrackdPaths);
     await applyNodeSettings(planned, host);
     plans.push(planned);
   }
   return plans;
 }
 
+/** Where applySettings keeps a node's conntrackd files. */
+export function nodeConntrackdPaths(dir: string, node: string): ConntrackdPaths {
+  return conntrackdPaths(settingsDir(join(dir, node)));
+}
+
 export function nodeSettingsHost(ns: string): SettingsHost {
-  return new SettingsHost({ prefix: ['ip', 'netns', 'exec', ns] });
+  return new SettingsHost({ prefix: ['ip', 'netns', 'exec', ns], netns: ns });
 }

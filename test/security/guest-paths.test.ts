@@ -2,6 +2,7 @@
 // node did not allow, nor run a command on a node that does not allow state commands. Real files,
 // symlinks, a FIFO and device nodes (mknod, never opened) in a scratch image folder; the checks
 // at plan time (data in the plan) and again in each driver right before a start.
+import { resolveNode } from '../../src/render/node-view.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
@@ -142,7 +143,7 @@ describe('plan time: a refused guest is data in the plan', () => {
   it('guest1 with disk /dev/sda is planned as refused, not started, with the reason', async () => {
     const hostile: ClusterState = { ...state, guests: state.guests.map((g) => (g.name === 'guest1' ? { ...g, boot: { ...g.boot, disk: '/dev/sda' } } : g)) };
     const refusals = await guestRefusals(hostile, 'node1', policy());
-    const plan = planGuests(hostile, 'node1', [], undefined, refusals);
+    const plan = planGuests(resolveNode(hostile, 'node1'), [], undefined, refusals);
     expect(plan.actions).toEqual([{ guest: 'guest1', action: 'refused', reason: expect.stringMatching(/^guest guest1 refused: disk "\/dev\/sda" is not under an allowed image directory/) }]);
     expect(guestChanges(plan)).toEqual([]);
     expect(formatGuestPlanText(plan)).toMatch(/x guest1: refused \(guest guest1 refused: disk "\/dev\/sda" is not under/);

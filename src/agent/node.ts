@@ -1,0 +1,177 @@
+// The one path from a loaded state to an applied node, shared by the agent's cycle and the CLI's
+// `plan` and `apply`:
+//   resolveNode -> readLive (nft, settings, guests, migration gates) -> planNode
+//     -> pre-apply hooks (veto) -> applyNodePlan -> post-apply hooks -> guest report
+// Planning is pure and returns the memory updates as data; the caller decides what to keep.
+import type { NftBackend } from '../nft/backend.js';
+import type { ClusterState } from '../state/types.js';
+import { driverFor, type GuestDriver } from '../guests/index.js';
+import { resolveNode, type NodeView } from '../render/node-view.js';
+import { readLiveNode } from '../reconcile/live.js';
+import { applyFailed, applyNodePlan, type ApplyResult } from '../reconcile/apply.js';
+import type { GuestOutcome } from '../reconcile/guests.js';
+import { hasChanges, planJson, planNode, type GuestMemory, type NodeLive, type NodePlan } from '../plan/plan.js';
+import { SettingsHost } from '../settings/host.js';
+import type { AgentConfig } from './config.js';
+import { runHooks, type HookResult } from './hooks.js';
+import { readGates, readReleases, writeReleases } from './migration.js';
+import type { GuestReport } from './report.js';
+import type { Source } from './source.js';
+import { statusReader } from './status-source.js';
+import { acquireLock, LockBusy, type Lock } from './lock.js';
+import { agentPaths } from './memory.js';
+import { validateDocument } from '../state/schema.js';
+
+/** Everything a node's reconcile talks to. */
+export interface NodeRuntime {
+  config: AgentConfig;
+  nft: NftBackend;
+  settings: SettingsHost;
+  /** The source's answer to "is this revision at or after that one" (migration gate). */
+  isAtOrAfter: Source['isAtOrAfter'];
+  /** False: hooks are skipped (`apply --no-hooks`). */
+  hooks: boolean;
+}
+
+export function settingsHost(config: AgentConfig): SettingsHost {
+  return new SettingsHost(config.netns ? { prefix: ['ip', 'netns', 'exec', config.netns], netns: config.netns } : {});
+}
+
+export function guestDriver(config: AgentConfig, view: NodeView): GuestDriver {
+  // In the lab a node is a namespace: guests attach to its bridge and are named per node,
+  // `<node ns>.<guest>` ('.' cannot occur in a node name, so no node's prefix matches another's).
+  return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests });
+}
+
+export interface Prepared {
+  view: NodeView;
+  live: NodeLive;
+  plan: NodePlan;
+  driver?: GuestDriver;
+}
+
+/** The edge before planning, then the pure plan. `memory` is only read. */
+export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision: string | undefined, memory: Partial<GuestMemory>): Promise<Prepared> {
+  const { config } = rt;
+  const view = resolveNode(state, config.node, config.stateDir);
+  let driver: GuestDriver | string = 'guests are disabled in the agent configuration';
+  if (config.guests.enabled) {
+    try {
+      driver = guestDriver(config, view);
+    } catch (e) {
+      driver = (e as Error).message;
+    }
+  }
+  const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
+  const gates = Array.isArray(live.guests)
+    ? await readGates({
+        node: view.node.name,
+        state,
+        revision: revision ?? 'unknown',
+        memory,
+        running: live.guests.filter((g) => g.state === 'running').map((g) => g.name),
+        releases: await readReleases(config.stateDir),
+        readStatus: statusReader(config),
+        isAtOrAfter: rt.isAtOrAfter,
+      })
+    : { arrivals: memory.arrivals ?? {}, waits: {} };
+  const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }) });
+  return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
+}
+
+export interface Executed {
+  hooks: HookResult[];
+  /** The pre-apply hook that vetoed; nothing was changed. */
+  vetoedBy?: string;
+  /** What the applier did; absent when there was nothing to do or the plan was vetoed. */
+  result?: ApplyResult;
+}
+
+/** Hooks and the applier. A plan with nothing to do runs neither. */
+export async function executePlan(rt: NodeRuntime, p: Prepared, opts: { beforeNft?: () => Promise<void> } = {}): Promise<Executed> {
+  const { config } = rt;
+  const { plan } = p;
+  if (!hasChanges(plan)) return { hooks: [] };
+  const hooksDir = rt.hooks ? config.hooksDir : undefined;
+  const ctx = { node: config.node, revision: plan.revision ?? '', planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
+  const pre = await runHooks(hooksDir, 'pre-apply', ctx);
+  const veto = pre.find((h) => !h.ok);
+  if (veto) return { hooks: pre, vetoedBy: veto.hook };
+  const result = await applyNodePlan(plan, {
+    nft: rt.nft,
+    settings: rt.settings,
+    ...(p.driver && { guests: { driver: p.driver, view: p.view, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 } }),
+    ...(opts.beforeNft && { beforeNft: opts.beforeNft }),
+  });
+  const post = applyFailed(result) ? [] : await runHooks(hooksDir, 'post-apply', ctx);
+  return { hooks: [...pre, ...post], result };
+}
+
+function outcomesOf(e: Executed): GuestOutcome[] {
+  return e.result ? [...e.result.guestStops, ...e.result.guestStarts] : [];
+}
+
+/** After the apply: the guest memory to keep (arrivals that started are done), and spent releases. */
+export async function settleGuests(stateDir: string, plan: NodePlan, executed: Executed): Promise<GuestMemory> {
+  const started = outcomesOf(executed).filter((o) => o.ok && (o.action === 'start' || o.action === 'restart')).map((o) => o.guest);
+  const arrivals = Object.fromEntries(Object.entries(plan.memory.arrivals).filter(([g]) => !started.includes(g)));
+  if (started.length > 0) {
+    const releases = await readReleases(stateDir);
+    if (started.some((g) => releases[g])) {
+      for (const g of started) delete releases[g];
+      await writeReleases(stateDir, releases);
+    }
+  }
+  return { placement: plan.memory.placement, arrivals };
+}
+
+/**
+ * What the report says about guests: every guest present on the node after the cycle (other
+ * nodes read this to decide whether they may start a guest), plus the planned actions' results.
+ */
+export async function guestReport(p: Prepared, executed: Executed): Promise<GuestReport[]> {
+  if (!p.plan.guests || !p.driver) return [];
+  const outcomes = outcomesOf(executed);
+  const present = await p.driver.list().catch(() => p.plan.guests?.present ?? []);
+  const report = new Map<string, GuestReport>();
+  for (const r of present) report.set(r.name, { name: r.name, state: r.state, ...(r.managed ? {} : { detail: 'not started by cgw-sync' }) });
+  for (const a of p.plan.guests.actions) {
+    const outcome = outcomes.find((o) => o.guest === a.guest && o.action === a.action);
+    // A present guest's state is the driver's (the truth other nodes gate on); an absent one's
+    // comes from what happened to it.
+    const absentState = outcome && !outcome.ok ? 'failed' : a.action === 'stop' ? 'stopped' : a.action === 'wait' ? 'waiting' : 'absent';
+    const detail = outcome ? (outcome.ok ? outcome.detail : `${a.action} failed: ${outcome.detail}`) : `${a.action}: ${a.reason}`;
+    report.set(a.guest, { name: a.guest, state: report.get(a.guest)?.state ?? absentState, detail });
+  }
+  return [...report.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/**
+ * The configuration `plan` and `apply` use without --config: the schema's defaults (state dir,
+ * guests, no hooks, no status source), for the node this host is.
+ */
+export function defaultAgentConfig(node: string): AgentConfig {
+  const data = { apiVersion: 'cgw-sync/v1', kind: 'AgentConfig', source: { url: '.' } };
+  const problems = validateDocument('AgentConfig', data);
+  if (problems.length) throw new Error(`the built-in agent defaults are invalid: ${problems.map((p) => p.message).join('; ')}`);
+  return { ...(data as unknown as AgentConfig), file: '', node };
+}
+
+/**
+ * Take the node's lock (the one the agent's cycle takes), waiting up to `waitMs` for a running
+ * cycle to finish; then fail with the holder named.
+ */
+export async function lockNode(stateDir: string, waitMs: number, pollMs = 100): Promise<Lock> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await acquireLock(agentPaths(stateDir).lock);
+    } catch (e) {
+      if (!(e instanceof LockBusy) || Date.now() >= deadline) {
+        if (e instanceof LockBusy) throw new Error(`${e.message}; waited ${Math.round(waitMs / 1000)} s, giving up (nothing was changed)`);
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+}

@@ -1,0 +1,27 @@
+// The cycle's outcome, decided in one place from what happened. Pure.
+import type { NodePlan } from '../plan/plan.js';
+import { applyFailed } from '../reconcile/apply.js';
+import type { Executed } from './node.js';
+import type { Outcome } from './report.js';
+
+export interface CycleFacts {
+  /** The plan of the state the node enforces; absent when no state could be loaded. */
+  plan?: NodePlan;
+  executed?: Executed;
+  /** An unexpected failure while reconciling (nft not readable, a driver crash...). */
+  failure?: string;
+}
+
+export function cycleOutcome(f: CycleFacts): Outcome {
+  if (!f.plan || f.failure) return 'error';
+  if (f.executed?.vetoedBy) return 'vetoed';
+  const r = f.executed?.result;
+  if (r && applyFailed(r)) return 'error';
+  if (f.plan.nftHeld && f.plan.nft.plan.changes.length > 0) return 'drift-reported';
+  return r ? 'applied' : 'converged';
+}
+
+/** The outcomes after which the node enforces the plan's revision. */
+export function settled(o: Outcome): boolean {
+  return o === 'applied' || o === 'converged';
+}

@@ -1,0 +1,46 @@
+// Where the agent's revisions come from (as in Flux's source controller), behind one small
+// interface: fetch the tracked revision, and tell whether one revision is at or after another
+// (the migration gate asks this about other nodes' applied revisions). The Git source (remote or
+// local repository) and a plain folder source (a directory is the revision; tests, offline use).
+import fs from 'node:fs';
+import path from 'node:path';
+import git from 'isomorphic-git';
+import { contentHash, fetchSource, type SourceResult } from '../git/source.js';
+import type { AgentConfig } from './config.js';
+import { agentPaths } from './memory.js';
+import { readFile } from 'node:fs/promises';
+
+export interface Source {
+  /** The current revision, accepted or refused; throws RemoteUnavailable when unreachable. */
+  fetch(lastApplied: string | undefined): Promise<SourceResult>;
+  /** Whether `rev` is `since` or a descendant of it, as far as this source can tell. */
+  isAtOrAfter(rev: string, since: string): Promise<boolean>;
+}
+
+/** The Git source of an agent configuration (http(s) remote, or a local folder or repository). */
+export function gitSource(config: AgentConfig): Source {
+  const cacheDir = agentPaths(config.stateDir).sourceCache;
+  const remote = /^https?:\/\//i.test(config.source.url);
+  return {
+    fetch: async (lastApplied) =>
+      fetchSource({
+        url: config.source.url,
+        branch: config.source.branch,
+        cacheDir,
+        credentials: { tokenFile: config.source.tokenFile, tokenEnv: config.source.tokenEnv, username: config.source.username },
+        trustedKeys: await Promise.all(config.source.trustedKeys.map((f) => readFile(f, 'utf8'))),
+        lastAppliedOid: lastApplied,
+        allowNonDescendant: config.source.allowNonDescendant,
+        timeoutMs: config.source.timeoutSeconds * 1000,
+      }),
+    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: remote ? cacheDir : config.source.url, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
+  };
+}
+
+/** A directory read as one revision (its content hash); it has no history, so only equal revisions compare. */
+export function folderSource(dir: string): Source {
+  return {
+    fetch: async () => ({ accepted: true, revision: `sha256-${await contentHash(dir)}`, dir: path.resolve(dir), kind: 'folder' }),
+    isAtOrAfter: async (rev, since) => rev === since,
+  };
+}

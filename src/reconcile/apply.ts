@@ -1,0 +1,107 @@
+// The one applier: carries out a NodePlan (src/plan/plan.ts) in a fixed order and returns what
+// happened, step by step; it decides nothing itself.
+//   0. precheck   what can be known to fail before anything changes (settings keys)
+//   1. guest stops (a removed guest goes before the network changes)
+//   2. nft        one transaction, read back
+//   3. settings   sysctls, conntrackd.conf, conntrackd; read back. If this fails after the nft
+//                 transaction committed, the tables are put back to what they were before, in
+//                 one transaction, and verified: a failed apply leaves the node as it was.
+//   4. guest starts (after the network, so a new guest's forwards exist before it boots)
+import type { NftBackend } from '../nft/backend.js';
+import type { Ruleset } from '../nft/model.js';
+import type { TableRef } from '../nft/transaction.js';
+import { planNft, planToTransaction } from '../plan/nft-plan.js';
+import { summaryLine } from '../plan/format.js';
+import { pendingWork, type NodePlan } from '../plan/plan.js';
+import type { GuestDriver } from '../guests/driver.js';
+import type { NodeView } from '../render/node-view.js';
+import type { SettingsHost } from '../settings/host.js';
+import { applyNodeSettings, settingsPrecheck } from '../settings/reconcile.js';
+import { applyNodeNft } from './nft.js';
+import { applyGuestStarts, applyGuestStops, type GuestOutcome } from './guests.js';
+
+export interface Effectors {
+  nft: NftBackend;
+  settings: SettingsHost;
+  /** Absent: guests are not touched (the plan's guest part is then only shown). */
+  guests?: { driver: GuestDriver; view: NodeView; stopTimeoutMs: number };
+  /** Runs just before the nft transaction (the agent records what it is about to put in place). */
+  beforeNft?: () => Promise<void>;
+}
+
+export type StepResult = { status: 'skipped' } | { status: 'done' } | { status: 'failed'; error: string };
+
+export interface ApplyResult {
+  precheck: StepResult;
+  guestStops: GuestOutcome[];
+  nft: StepResult;
+  settings: StepResult;
+  /** The nft tables put back after a settings failure. */
+  rollback: StepResult;
+  guestStarts: GuestOutcome[];
+}
+
+const SKIPPED: StepResult = { status: 'skipped' };
+const DONE: StepResult = { status: 'done' };
+const failed = (e: unknown): StepResult => ({ status: 'failed', error: (e as Error).message });
+
+async function step(run: boolean, fn: () => Promise<unknown>): Promise<StepResult> {
+  if (!run) return SKIPPED;
+  try {
+    await fn();
+    return DONE;
+  } catch (e) {
+    return failed(e);
+  }
+}
+
+/** Put the owned tables back to `previous` in one transaction, then check that they are. */
+export async function restoreTables(previous: Ruleset, owned: TableRef[], backend: NftBackend): Promise<void> {
+  const back = planNft(previous, await backend.list(owned), owned);
+  if (back.changes.length > 0) await backend.run(planToTransaction(back));
+  const left = planNft(previous, await backend.list(owned), owned);
+  if (left.changes.length > 0) throw new Error(`the tables differ from the previous ones after the rollback: ${summaryLine(left)}`);
+}
+
+export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<ApplyResult> {
+  const work = pendingWork(plan);
+  const problem = work.settings ? settingsPrecheck(plan.settings) : undefined;
+  const result: ApplyResult = { precheck: problem ? { status: 'failed', error: problem } : work.settings ? DONE : SKIPPED, guestStops: [], nft: SKIPPED, settings: SKIPPED, rollback: SKIPPED, guestStarts: [] };
+  if (problem) return result;
+  const guests = fx.guests && plan.guests && { ...fx.guests, plan: plan.guests };
+  if (guests) result.guestStops = await applyGuestStops(guests.plan, guests);
+  result.nft = await step(work.nft, async () => {
+    await fx.beforeNft?.();
+    await applyNodeNft(plan.nft, fx.nft);
+  });
+  if (result.nft.status === 'failed') return result;
+  result.settings = await step(work.settings, () => applyNodeSettings(plan.settings, fx.settings));
+  if (result.settings.status === 'failed') {
+    result.rollback = await step(result.nft.status === 'done', () => restoreTables(plan.nft.live, plan.nft.owned, fx.nft));
+    return result;
+  }
+  if (guests) result.guestStarts = await applyGuestStarts(guests.plan, guests);
+  return result;
+}
+
+/** Every failure in a result, as report lines. */
+export function applyErrors(r: ApplyResult): string[] {
+  const errors: string[] = [];
+  if (r.precheck.status === 'failed') errors.push(`node settings: ${r.precheck.error}`);
+  if (r.nft.status === 'failed') errors.push(`apply failed, the previous ruleset is intact: ${r.nft.error}`);
+  if (r.settings.status === 'failed') errors.push(`node settings: ${r.settings.error}`);
+  if (r.rollback.status === 'done') errors.push('the nft tables were put back to the previous ruleset (rolled back after the settings failure)');
+  if (r.rollback.status === 'failed') errors.push(`rollback of the nft tables failed: ${r.rollback.error}`);
+  for (const o of [...r.guestStops, ...r.guestStarts].filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
+  return errors;
+}
+
+/** The apply failed as a whole (what was planned did not take effect). Guest failures are per guest. */
+export function applyFailed(r: ApplyResult): boolean {
+  return [r.precheck, r.nft, r.settings].some((s) => s.status === 'failed');
+}
+
+/** Something on the node was changed. */
+export function applyChanged(r: ApplyResult): boolean {
+  return (r.nft.status === 'done' && r.rollback.status === 'skipped') || r.settings.status === 'done' || [...r.guestStops, ...r.guestStarts].some((o) => o.ok);
+}
