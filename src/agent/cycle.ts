@@ -21,7 +21,9 @@ import { ownershipProblem } from '../render/ownership.js';
 import { nftPlanJson } from '../plan/format.js';
 import { holdNft } from '../plan/plan.js';
 import { applyErrors } from '../reconcile/apply.js';
-import type { SettingsHost } from '../settings/host.js';
+import type { SettingsPort } from '../settings/reconcile.js';
+import type { GuestDriver } from '../guests/driver.js';
+import type { NodeView } from '../render/node-view.js';
 import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
 import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
@@ -39,7 +41,9 @@ export interface CycleDeps {
   /** Default: the Git source of the configuration (src/agent/source.ts). */
   source?: Source;
   /** Default: sysctl and conntrackd through the node's namespace. */
-  settings?: SettingsHost;
+  settings?: SettingsPort;
+  /** Default: the driver the node's hypervisor names. */
+  guestDriver?: (view: NodeView) => GuestDriver;
   now?: () => Date;
   /** One structured line per cycle (the agent's log). */
   log?: (line: Record<string, unknown>) => void;
@@ -116,7 +120,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     notes,
     sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);

@@ -12,6 +12,7 @@ import { applyFailed, applyNodePlan, type ApplyResult } from '../reconcile/apply
 import type { GuestOutcome } from '../reconcile/guests.js';
 import { hasChanges, planJson, planNode, type GuestMemory, type NodeLive, type NodePlan } from '../plan/plan.js';
 import { SettingsHost } from '../settings/host.js';
+import type { SettingsPort } from '../settings/reconcile.js';
 import type { AgentConfig } from './config.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
@@ -26,7 +27,9 @@ import { validateDocument } from '../state/schema.js';
 export interface NodeRuntime {
   config: AgentConfig;
   nft: NftBackend;
-  settings: SettingsHost;
+  settings: SettingsPort;
+  /** The node's guest driver (default: the one its hypervisor names). */
+  guestDriver?: (view: NodeView) => GuestDriver;
   /** The source's answer to "is this revision at or after that one" (migration gate). */
   isAtOrAfter: Source['isAtOrAfter'];
   /** False: hooks are skipped (`apply --no-hooks`). */
@@ -57,7 +60,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
   let driver: GuestDriver | string = 'guests are disabled in the agent configuration';
   if (config.guests.enabled) {
     try {
-      driver = guestDriver(config, view);
+      driver = (rt.guestDriver ?? ((v: NodeView) => guestDriver(config, v)))(view);
     } catch (e) {
       driver = (e as Error).message;
     }

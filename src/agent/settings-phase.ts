@@ -3,7 +3,8 @@
 // Planning and applying settings is part of the one NodePlan (src/plan/plan.ts, src/reconcile/apply.ts).
 import type { NodePlan } from '../plan/plan.js';
 import type { ApplyResult } from '../reconcile/apply.js';
-import type { SettingsHost, ConntrackdHealth } from '../settings/host.js';
+import type { ConntrackdHealth } from '../settings/host.js';
+import type { SettingsPort } from '../settings/reconcile.js';
 import { settingsPlanJson } from '../settings/plan.js';
 
 /** The settings part of the status report. Only stable facts: a quiet cycle must not change it. */
@@ -15,7 +16,7 @@ export interface SettingsReport {
   conntrackd?: { running: boolean; pid?: number; answering: boolean; error?: string };
 }
 
-export async function settingsReport(plan: NodePlan, result: ApplyResult | undefined, host: SettingsHost): Promise<SettingsReport> {
+export async function settingsReport(plan: NodePlan, result: ApplyResult | undefined, host: SettingsPort): Promise<SettingsReport> {
   const report: SettingsReport = { changes: settingsPlanJson(plan.settings.plan).changes.map((c) => c.summary), applied: result?.settings.status === 'done' };
   if (plan.settings.desired.conntrackd) report.conntrackd = summarise(await host.health(plan.settings.paths));
   return report;

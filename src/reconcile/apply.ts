@@ -15,14 +15,13 @@ import { summaryLine } from '../plan/format.js';
 import { pendingWork, type NodePlan } from '../plan/plan.js';
 import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
-import type { SettingsHost } from '../settings/host.js';
-import { applyNodeSettings, settingsPrecheck } from '../settings/reconcile.js';
+import { applyNodeSettings, settingsPrecheck, type SettingsPort } from '../settings/reconcile.js';
 import { applyNodeNft } from './nft.js';
 import { applyGuestStarts, applyGuestStops, type GuestOutcome } from './guests.js';
 
 export interface Effectors {
   nft: NftBackend;
-  settings: SettingsHost;
+  settings: SettingsPort;
   /** Absent: guests are not touched (the plan's guest part is then only shown). */
   guests?: { driver: GuestDriver; view: NodeView; stopTimeoutMs: number };
   /** Runs just before the nft transaction (the agent records what it is about to put in place). */

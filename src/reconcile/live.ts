@@ -5,12 +5,12 @@ import type { GuestDriver } from '../guests/driver.js';
 import { DEFAULT_GUEST_POLICY, guestRefusals, type GuestPolicy } from '../guests/policy.js';
 import type { NodeView } from '../render/node-view.js';
 import { ownedTables } from '../render/render.js';
-import type { SettingsHost } from '../settings/host.js';
+import type { SettingsPort } from '../settings/reconcile.js';
 import type { NodeLive } from '../plan/plan.js';
 
 export interface LiveReaders {
   nft: NftBackend;
-  settings: SettingsHost;
+  settings: SettingsPort;
   /** The node's guest driver; a string says why guests are not planned. */
   guests: GuestDriver | string;
   /** Host paths and commands this node lets guests use (agent config guests.*). */

@@ -4,7 +4,14 @@
 import type { NodeSettings } from './model.js';
 import type { ConntrackdPaths } from './conntrackd.js';
 import { planSettings, type LiveSettings, type SettingsPlan } from './plan.js';
-import type { SettingsHost } from './host.js';
+import type { ConntrackdHealth } from './host.js';
+
+/** What reconciling settings needs from a node: SettingsHost on a real one, FakeSettings in tests. */
+export interface SettingsPort {
+  readLive(desired: NodeSettings, paths: ConntrackdPaths): Promise<LiveSettings>;
+  apply(plan: SettingsPlan, desired: NodeSettings, paths: ConntrackdPaths): Promise<void>;
+  health(paths: ConntrackdPaths): Promise<ConntrackdHealth>;
+}
 
 export interface SettingsPlanned {
   desired: NodeSettings;
@@ -28,7 +35,7 @@ export function settingsPrecheck(planned: SettingsPlanned): string | undefined {
   return missing.length ? `sysctl ${missing.join(', ')}: no such key on this node (is the interface missing?); nothing was changed` : undefined;
 }
 
-export async function applyNodeSettings(planned: SettingsPlanned, host: SettingsHost): Promise<void> {
+export async function applyNodeSettings(planned: SettingsPlanned, host: SettingsPort): Promise<void> {
   if (planned.plan.changes.length === 0) return;
   await host.apply(planned.plan, planned.desired, planned.paths);
   const after = planSettings(planned.desired, await host.readLive(planned.desired, planned.paths));
