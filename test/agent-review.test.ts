@@ -52,6 +52,9 @@ describe('plan --all-nodes on a clone', () => {
     node2Only['forwards/extra.yaml'] = (node2Only['forwards/extra.yaml'] as string).replace('    protocol: tcp\n', '    protocol: tcp\n    nodes: [node2]\n');
     await commitFiles(path.join(clone, '.git'), node2Only, { branch: 'feature', parent: main, message: 'forward 2299 on node2' });
     await commitFiles(path.join(clone, '.git'), { ...files, 'forwards/broken.yaml': BROKEN_YAML }, { branch: 'broken', parent: main, message: 'broken' });
+    // guest2 moves from node2 to node1.
+    const moved = { ...files, 'guests/guest2.yaml': (files['guests/guest2.yaml'] as string).replace('node: node2', 'node: node1') };
+    await commitFiles(path.join(clone, '.git'), moved, { branch: 'move', parent: main, message: 'guest2 to node1' });
   });
   afterAll(async () => fx?.cleanup());
 
@@ -67,6 +70,29 @@ describe('plan --all-nodes on a clone', () => {
     expect(node2).toMatch(/\n\+.*2299 : 10\.5\.5\.201 \. 22/);
     expect(md.slice(0, md.indexOf('### node2'))).not.toContain('2299');
     expect(io.errText).toBe('');
+  });
+
+  it('a moved guest: stopped on the old node, started on the new one once the old one reports; base/head labels', async () => {
+    const io = capture();
+    expect(await main(['plan', '--all-nodes', '--rev', 'move', '--base', 'main', '--state', clone], io)).toBe(2);
+    const md = io.outText;
+    const node1 = md.slice(md.indexOf('### node1'), md.indexOf('### node2'));
+    const node2 = md.slice(md.indexOf('### node2'));
+    expect(node1).toContain("… start guest2, not yet: is not running; waits for node2's report that it stopped guest2");
+    expect(node2).toContain('- guest2: stop (placed on node1; running here)');
+    expect(node2).not.toContain('start guest2');
+    expect(node1).not.toContain('guest1: stop');
+    expect(md).not.toMatch(/\blive\//);
+    // The conntrackd filter and forwards do not change with a move in full-nat, the guests section does.
+    expect(node1).toContain('guests:');
+  });
+
+  it('labels the diff base and head, never live', async () => {
+    const io = capture();
+    await main(['plan', '--all-nodes', '--rev', 'feature', '--base', 'main', '--state', clone], io);
+    expect(io.outText).toMatch(/^--- base\/ip cgw_nat$/m);
+    expect(io.outText).toMatch(/^\+\+\+ head\/ip cgw_nat$/m);
+    expect(io.outText).not.toContain('live/');
   });
 
   it('fails on an invalid revision with file:line in the Markdown; exit 1', async () => {
