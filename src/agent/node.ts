@@ -164,12 +164,17 @@ export function defaultAgentConfig(node: string): AgentConfig {
  * Take the node's lock (the one the agent's cycle takes), waiting up to `waitMs` for a running
  * cycle to finish; then fail with the holder named.
  */
-export async function lockNode(stateDir: string, waitMs: number, pollMs = 100): Promise<Lock> {
+export async function lockNode(stateDir: string, waitMs: number, onWait: (message: string) => void = () => {}, pollMs = 100): Promise<Lock> {
   const deadline = Date.now() + waitMs;
+  let told = false;
   for (;;) {
     try {
       return await acquireLock(agentPaths(stateDir).lock);
     } catch (e) {
+      if (e instanceof LockBusy && !told) {
+        onWait(`waiting up to ${Math.round(waitMs / 1000)} s for the node lock: ${e.message}`);
+        told = true;
+      }
       if (!(e instanceof LockBusy) || Date.now() >= deadline) {
         if (e instanceof LockBusy) throw new Error(`${e.message}; waited ${Math.round(waitMs / 1000)} s, giving up (nothing was changed)`);
         throw e;

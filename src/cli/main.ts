@@ -242,7 +242,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     io.out(opts.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : formatPlanText(plan));
     return hasChanges(plan) ? EXIT.changes : EXIT.ok;
   }
-  const lock = await lockNode(config.stateDir, opts.lockWaitMs);
+  const lock = await lockNode(config.stateDir, opts.lockWaitMs, (m) => io.err(`cgw-sync: ${m}\n`));
   try {
     const memory = await readMemory(config.stateDir);
     const prepared = await prepareNode(rt, state, revision, memory);
