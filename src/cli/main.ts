@@ -8,7 +8,8 @@ import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
 import { NftCli } from '../nft/backend.js';
 import { printTable } from '../nft/text.js';
-import { findNode, renderNode } from '../render/render.js';
+import { renderView } from '../render/render.js';
+import { resolveNode, type NodeView } from '../render/node-view.js';
 import { guestSnippet } from '../render/stateless.js';
 import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
@@ -161,15 +162,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         if (!state) return EXIT.error;
         // A guest's snippet is the same whichever node asks: no --node needed.
         if (command === 'render' && values.guest) return renderGuest(state, values.guest, io);
-        if (command === 'render') {
-          const node = values.node ?? defaultNode();
-          findNode(state, node);
-          return render(state, node, values.json, io);
-        }
+        if (command === 'render') return render(resolveNode(state, values.node ?? defaultNode()), values.json, io);
         const opts: CliNodeOptions = { nft: values.nft, json: values.json, config: values.config, stateDir: values['state-dir'], hooks: !values['no-hooks'], lockWaitMs: Number(values['lock-wait']) * 1000 };
         if (!(opts.lockWaitMs >= 0)) throw new UsageError('--lock-wait must be a number of seconds');
         const config = await nodeConfig(values.node, opts);
-        findNode(state, config.node);
         return await planOrApply(command, state, values.state ?? '.', opts, config, io);
       }
       default:
@@ -189,8 +185,8 @@ async function validate(dir: string, io: Io): Promise<number> {
   return EXIT.ok;
 }
 
-function render(state: ClusterState, node: string, json: boolean, io: Io): number {
-  const rs = renderNode(state, node);
+function render(view: NodeView, json: boolean, io: Io): number {
+  const rs = renderView(view);
   io.out(json ? `${JSON.stringify(rs, null, 2)}\n` : rs.tables.map(printTable).join('\n'));
   return EXIT.ok;
 }

@@ -5,6 +5,7 @@
 //     guest's node's public IP as the source (outboundSourceSeen);
 //   - from every guest, ARP for the gateway IP: only its own node's guest bridge may answer.
 // planChecks is pure; runChecks runs them.
+import { entersNode } from '../render/node-view.js';
 import type { ClusterSettings, ClusterState, ForwardSpec } from '../state/types.js';
 import { runIn } from '../netns/netns.js';
 import type { LabNode, LabPlan, NsDev } from './plan.js';
@@ -34,7 +35,7 @@ export type LabCheck =
 export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
   const checks: LabCheck[] = [];
   for (const node of plan.nodes) {
-    for (const f of state.forwards.filter((f) => !f.nodes || f.nodes.includes(node.name))) {
+    for (const f of state.forwards.filter((f) => entersNode(f, node.name))) {
       checks.push(forwardCheck(state, plan, node, f));
     }
   }

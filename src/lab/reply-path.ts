@@ -2,6 +2,7 @@
 // another node. For one TCP forward per (entering node, guest node) pair, the client captures the
 // forward's SYN-ACK while it connects and checks the frame's Ethernet source: it must be the uplink
 // of the node replyLeavesThrough (src/lab/check.ts) names for the cluster's NAT mode.
+import { entersNode } from '../render/node-view.js';
 import { execa } from 'execa';
 import type { ClusterState } from '../state/types.js';
 import { inNs } from '../netns/netns.js';
@@ -22,7 +23,7 @@ export function planReplyPathChecks(state: ClusterState, plan: LabPlan): ReplyPa
   const checks: ReplyPathCheck[] = [];
   const seen = new Set<string>();
   for (const entering of plan.nodes) {
-    for (const f of state.forwards.filter((f) => f.protocol === 'tcp' && (!f.nodes || f.nodes.includes(entering.name)))) {
+    for (const f of state.forwards.filter((f) => f.protocol === 'tcp' && entersNode(f, entering.name))) {
       const guestNode = plan.nodes.find((n) => n.name === plan.guests.find((g) => g.name === f.target.guest)?.node);
       const pair = `${entering.name} ${guestNode?.name}`;
       if (!guestNode || guestNode === entering || seen.has(pair)) continue;
