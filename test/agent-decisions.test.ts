@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentConfig } from '../src/agent/config.js';
-import { runOnce } from '../src/agent/cycle.js';
+import { runOnce, type MemoryCarry } from '../src/agent/cycle.js';
 import { defaultAgentConfig } from '../src/agent/node.js';
 import { cycleOutcome } from '../src/agent/outcome.js';
 import type { NodeStatus } from '../src/agent/report.js';
@@ -154,6 +154,27 @@ describe('agent decisions on fakes', () => {
     const started = await n1.cycle();
     expect(started.guests.find((g) => g.name === 'guest2')).toMatchObject({ state: 'running', detail: 'started' });
     expect(n1.guests.history).toEqual(['start guest1', 'start guest2']);
+  });
+
+  it('memory.json cannot be saved: the node is still enforced, says so, and carries its memory to the next cycle', async () => {
+    const c = await cluster('nosave');
+    const n = fakeNode(c, 'node1');
+    const carry: MemoryCarry = { unsaved: false };
+    const cycle = () => runOnce({ config: n.config, nft: n.nft, settings: n.settings, source: folderSource(c.state), guestDriver: () => n.guests, carry });
+    expect((await cycle()).outcome).toBe('applied');
+    // memory.json replaced by a directory: it can be neither read nor replaced.
+    const file = path.join(n.config.stateDir, 'memory.json');
+    await rm(file);
+    await mkdir(file);
+    n.nft.edit((t) => t.delete('netdev cgw_arp'));
+    const unsaved = await cycle();
+    expect(unsaved).toMatchObject({ outcome: 'applied', drift: { corrected: true, items: [{ kind: 'table-deleted' }] } });
+    expect(unsaved.errors.join('\n')).toMatch(/could not save .*memory\.json/);
+    expect(carry.unsaved).toBe(true);
+    // Drift is still measured against what was applied: the carried memory knows it.
+    n.nft.edit((t) => t.delete('netdev cgw_arp'));
+    const next = await cycle();
+    expect(next.drift.items).toEqual([expect.objectContaining({ kind: 'table-deleted', table: 'netdev cgw_arp' })]);
   });
 
   it('without a status source, an arriving guest waits and the report says why', async () => {

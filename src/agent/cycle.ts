@@ -47,6 +47,17 @@ export interface CycleDeps {
   now?: () => Date;
   /** One structured line per cycle (the agent's log). */
   log?: (line: Record<string, unknown>) => void;
+  /**
+   * The memory a long-running agent carries between its cycles: used instead of memory.json when
+   * the last save failed (full disk), so unpublished events and the outage are not lost.
+   */
+  carry?: MemoryCarry;
+}
+
+export interface MemoryCarry {
+  memory?: AgentMemory;
+  /** The last cycle could not save memory.json: the carried copy is newer than the file. */
+  unsaved: boolean;
 }
 
 /** Run one cycle under the node's lock. Throws LockBusy when another cycle is running. */
@@ -75,6 +86,15 @@ function stopwatch() {
       timings.total = Date.now() - t0;
     },
   };
+}
+
+/** memory.json, unless the carried copy is newer (the last save failed) or the file cannot be read. */
+async function currentMemory(stateDir: string, carry: MemoryCarry | undefined): Promise<AgentMemory> {
+  if (carry?.unsaved && carry.memory) return carry.memory;
+  return readMemory(stateDir).catch((e: Error) => {
+    if (carry?.memory) return carry.memory;
+    throw e;
+  });
 }
 
 function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
@@ -113,7 +133,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const c: Cycle = {
     config,
     source,
-    memory: await readMemory(config.stateDir),
+    memory: await currentMemory(config.stateDir, deps.carry),
     now: () => (deps.now ?? (() => new Date()))().toISOString(),
     sw: stopwatch(),
     errors: [],
@@ -167,13 +187,17 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   if (published.kind === 'failed') rememberUnpublished(memory, status);
   c.sw.lap('publish');
   c.sw.total();
+  let saved = true;
   try {
     await writeMemory(config.stateDir, memory);
   } catch (e) {
-    // The node is enforced already; say so loudly, the report will carry it when it can.
+    // The node is enforced already; say so loudly (log, exit code), and keep the memory in the
+    // process so the next report carries what happened.
+    saved = false;
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
-  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ms: c.sw.timings });
+  if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
+  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings });
   return status;
 }
 

@@ -28,6 +28,8 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   // While Git is unreachable, retry sooner than the schedule, backing off (the last good
   // revision stays enforced meanwhile).
   let gitFailures = 0;
+  // Memory carried from cycle to cycle, for when memory.json cannot be written (full disk).
+  const carry = { unsaved: false };
   let retryTimer: NodeJS.Timeout | undefined;
 
   const cycle = async (jitterSeconds: number) => {
@@ -41,7 +43,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (stopping || running) return;
     count++;
     if (retryTimer) clearTimeout(retryTimer);
-    running = runOnce(deps).then((status) => {
+    running = runOnce({ ...deps, carry }).then((status) => {
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
       if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {

@@ -51,8 +51,12 @@ export async function publishReport(config: AgentConfig, status: NodeStatus): Pr
   const files = statusFiles(status);
   const dir = statusDir(config, config.node);
   if (dir) {
-    await mkdir(dir, { recursive: true });
-    for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+    try {
+      await mkdir(dir, { recursive: true });
+      for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+    } catch (e) {
+      return { kind: 'failed', error: `writing the report to ${dir}: ${(e as Error).message}` };
+    }
   }
   const url = statusUrl(config);
   if (!url) return dir ? { kind: 'committed' } : { kind: 'nowhere' };

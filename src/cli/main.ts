@@ -19,7 +19,7 @@ import { loadAgentConfig, type AgentConfig } from '../agent/config.js';
 import { defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
 import { readMemory, writeMemory } from '../agent/memory.js';
 import { gitSource } from '../agent/source.js';
-import { runOnce } from '../agent/cycle.js';
+import { runOnce, type MemoryCarry } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
 import { DEFAULT_LAB_PREFIX, labCheck, labStart, labSummary } from '../lab/lab.js';
@@ -290,9 +290,11 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
     await startAgent(deps, { handleSignals: true }).done;
     return EXIT.ok;
   }
-  const status = await runOnce({ ...deps, log: json ? undefined : logLine });
+  const carry: MemoryCarry = { unsaved: false };
+  const status = await runOnce({ ...deps, carry, log: json ? undefined : logLine });
   if (json) io.out(`${JSON.stringify(status, null, 2)}\n`);
-  return status.outcome === 'converged' || status.outcome === 'applied' ? EXIT.ok : EXIT.error;
+  // A node that could not save what it did says so in its exit code too.
+  return (status.outcome === 'converged' || status.outcome === 'applied') && !carry.unsaved ? EXIT.ok : EXIT.error;
 }
 
 async function guest(args: string[], configFile: string, from: string | undefined, io: Io): Promise<number> {
