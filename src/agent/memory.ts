@@ -8,7 +8,8 @@
 //   state-cache.json  the validated state of the last revision read, so a cycle with nothing new
 //                 does not parse YAML again (10,000 forwards take ~0.5 s to parse)
 // memory.json is replaced atomically (write + rename), so a kill -9 leaves the old or the new.
-import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, readFile, rename, rm } from 'node:fs/promises';
+import { writeFileAtomic } from '../fs/atomic.js';
 import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
 import { loadState, type LoadResult } from '../state/load.js';
@@ -54,11 +55,7 @@ export async function readMemory(stateDir: string): Promise<AgentMemory> {
 }
 
 export async function writeMemory(stateDir: string, memory: AgentMemory): Promise<void> {
-  const file = agentPaths(stateDir).memory;
-  await mkdir(stateDir, { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(memory));
-  await rename(tmp, file);
+  await writeFileAtomic(agentPaths(stateDir).memory, JSON.stringify(memory));
 }
 
 /** Keep a copy of the state files just applied; swapped in whole, never half-written. */
@@ -85,11 +82,6 @@ export async function loadStateCached(stateDir: string, revision: string, dir: s
     // missing or unreadable: read the YAML
   }
   const r = await loadState(dir);
-  if (r.state) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    await mkdir(stateDir, { recursive: true });
-    await writeFile(tmp, JSON.stringify({ revision, dir, state: r.state }));
-    await rename(tmp, file);
-  }
+  if (r.state) await writeFileAtomic(file, JSON.stringify({ revision, dir, state: r.state }));
   return r;
 }

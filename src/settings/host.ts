@@ -2,7 +2,8 @@
 // conntrackd's health. Commands run through the same prefix as nft (e.g. `ip netns exec <node>`),
 // so per-namespace sysctls and conntrackd land in the node's namespace; files are host paths.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { dirname } from 'node:path';
 import { runUnchecked } from '../netns/netns.js';
 import { processAlive, processStartTime, terminate, waitUntil } from '../proc/process.js';
@@ -94,7 +95,7 @@ export class SettingsHost {
           break;
         }
         case 'conntrackd-config':
-          await writeAtomically(c.path, c.to);
+          await writeFileAtomic(c.path, c.to);
           break;
         case 'conntrackd-stop':
           await this.stop(paths);
@@ -132,7 +133,7 @@ export class SettingsHost {
     child.unref();
     const startTime = processStartTime(pid) ?? '';
     const record: ConntrackdProcess = { pid, startTime, configHash: configHash(desired.conntrackd.config), netns: (await this.nodeNetns()) ?? 0 };
-    await writeAtomically(paths.record, JSON.stringify(record) + '\n');
+    await writeFileAtomic(paths.record, JSON.stringify(record) + '\n');
     const ready = await waitUntil(async () => !processAlive(pid, startTime) || (await this.stats(paths)).ok, this.startTimeoutMs, 20);
     if (!ready || !processAlive(pid, startTime)) {
       const log = await readFile(paths.logFile, 'utf8').catch(() => '');
@@ -159,11 +160,4 @@ async function netnsInode(file: string): Promise<number | undefined> {
     (s) => s.ino,
     () => undefined,
   );
-}
-
-async function writeAtomically(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
 }
