@@ -13,6 +13,7 @@ import { loadAgentConfig, type AgentConfig } from '../src/agent/config.js';
 import { runOnce } from '../src/agent/cycle.js';
 import { acquireLock } from '../src/agent/lock.js';
 import { agentPaths } from '../src/agent/memory.js';
+import { formatPlanText, planJson, type NodePlan } from '../src/plan/plan.js';
 import { nftNamespace, type NftNamespace } from './helpers/nft-netns.js';
 import { CLI_BIN, PROJECT_ROOT } from './helpers/agent-fixture.js';
 
@@ -46,15 +47,20 @@ describe('CLI and agent: one plan, one lock', () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  it('the same state gives the same plan JSON from `plan --json` and in the agent hook', async () => {
-    const status = await runOnce({ config, nft: env.nft });
+  it('the same state gives the same plan, text and JSON, from `plan` and in the agent (its hook, its NodePlan)', async () => {
+    const plans: NodePlan[] = [];
+    const status = await runOnce({ config, nft: env.nft, onPlan: (p) => plans.push(p) });
     expect(status.outcome).toBe('vetoed');
+    expect(plans).toHaveLength(1);
     const agentPlan = JSON.parse(await readFile(seen(), 'utf8'));
+    expect(agentPlan).toEqual(planJson(plans[0]!));
     const r = await cli(['plan', '--json']);
     expect(r.exitCode, r.stderr).toBe(2);
     expect(JSON.parse(r.stdout)).toEqual(agentPlan);
     expect(agentPlan).toMatchObject({ node: 'node1', revision: status.source.fetched, changed: true, settings: { changed: true } });
     const text = await cli(['plan']);
+    // execa strips the final newline of stdout.
+    expect(text.stdout).toBe(formatPlanText(plans[0]!).trimEnd());
     expect(text.stdout).toContain(`cgw-sync plan for node node1 at revision ${status.source.fetched}`);
   });
 

@@ -19,7 +19,7 @@ import type { ClusterState } from '../state/types.js';
 import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
 import { ownershipProblem } from '../render/ownership.js';
 import { nftPlanJson } from '../plan/format.js';
-import { holdNft } from '../plan/plan.js';
+import { holdNft, type NodePlan } from '../plan/plan.js';
 import { applyErrors } from '../reconcile/apply.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import type { GuestDriver } from '../guests/driver.js';
@@ -47,6 +47,8 @@ export interface CycleDeps {
   now?: () => Date;
   /** One structured line per cycle (the agent's log). */
   log?: (line: Record<string, unknown>) => void;
+  /** Sees each cycle's NodePlan as it goes to the hooks and the applier (tests, debugging). */
+  onPlan?: (plan: NodePlan) => void;
   /**
    * The memory a long-running agent carries between its cycles: used instead of memory.json when
    * the last save failed (full disk), so unpublished events and the outage are not lost.
@@ -113,6 +115,7 @@ interface Cycle {
   errors: string[];
   notes: string[];
   sourceStatus: NodeStatus['source'];
+  onPlan?: CycleDeps['onPlan'];
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -139,6 +142,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     errors: [],
     notes,
     sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
+    onPlan: deps.onPlan,
   };
   const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
@@ -255,6 +259,7 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   });
   delete memory.applying;
   if (drift.hold) prepared.plan = holdNft(prepared.plan);
+  c.onPlan?.(prepared.plan);
   sw.lap('plan');
   const executed = await executePlan(rt, prepared, {
     beforeNft: async () => {
