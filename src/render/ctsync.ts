@@ -5,7 +5,7 @@
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import type { Json, NftChain, NftMap } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
-import { guestIPs, type NodeView } from './node-view.js';
+import type { NodeView } from './node-view.js';
 import { concat, mangle, mapLookup, match, meta, notrack, payload, rule, setOf } from './expr.js';
 
 const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
@@ -35,8 +35,7 @@ export function ctSyncPrerouting(state: ClusterState, node: NodeSpec): NftChain 
 }
 
 /** (guest IP . target port) of every forward of a protocol, without duplicates. */
-function targets(state: ClusterState, protocol: Protocol): Json[] {
-  const guestIP = guestIPs(state);
+function targets({ state, guestIP }: NodeView, protocol: Protocol): Json[] {
   const pairs = new Map<string, [string, number]>();
   for (const f of state.forwards.filter((f) => f.protocol === protocol)) {
     const ip = guestIP.get(f.target.guest) as string;
@@ -52,9 +51,9 @@ function targets(state: ClusterState, protocol: Protocol): Json[] {
  * would create an entry that blocks the synchronised one. Dropped, the guest retransmits (TCP
  * SYN-ACK after ~1 s) or the client asks again (UDP), and by then the state is here.
  */
-export function ctSyncForward(state: ClusterState): NftChain | undefined {
+export function ctSyncForward(view: NodeView): NftChain | undefined {
   const rules = PROTOCOLS.flatMap((p) => {
-    const t = targets(state, p);
+    const t = targets(view, p);
     if (t.length === 0) return [];
     // A TCP SYN-ACK without an entry is "invalid"; a UDP reply without one would be "new".
     const states = p === 'tcp' ? match({ ct: { key: 'state' } }, setOf(['invalid', 'new'])) : match({ ct: { key: 'state' } }, 'new', 'in');

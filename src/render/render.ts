@@ -141,7 +141,7 @@ function rawTable(view: NodeView): NftTable | undefined {
     case 'stateless-nat':
       return { family: 'ip', name, maps: statelessMaps(view).sort(byName), chains: [statelessPrerouting(view)] };
     case 'ct-sync': {
-      const chains = [ctSyncPrerouting(state, node), ctSyncForward(state), ctSyncInvalid(node)].filter((c): c is NftChain => !!c);
+      const chains = [ctSyncPrerouting(state, node), ctSyncForward(view), ctSyncInvalid(node)].filter((c): c is NftChain => !!c);
       return { family: 'ip', name, maps: ctSyncMaps(view).sort(byName), chains: chains.sort(byName) };
     }
   }
