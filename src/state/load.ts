@@ -1,8 +1,8 @@
 // Reads a state directory (layout: docs/state-format.md) into a ClusterState. Every problem is
 // collected and reported at once, each with file, line, column and field.
-import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { compareStrings, sortDiagnostics, StateError, type FieldPath } from './diagnostics.js';
+import { compareStrings, quoteValue, sortDiagnostics, StateError, type FieldPath } from './diagnostics.js';
+import { readStateTree, STATE_LIMITS, wholeFile, type StateFile } from './files.js';
 import { validateDocument, type Kind } from './schema.js';
 import { locateBySource, validateSemantics, type Located, type Locator, type SemanticInput } from './semantic.js';
 import type {
@@ -23,7 +23,6 @@ export interface LoadResult {
   diagnostics: Diagnostic[];
 }
 
-const CLUSTER_FILE = 'cluster.yaml';
 /** Folders holding one kind of document each, any number of files. */
 const FOLDERS: ReadonlyArray<{ folder: string; kind: Kind }> = [
   { folder: 'nodes', kind: 'Node' },
@@ -44,32 +43,29 @@ interface LoadedDocument {
 
 export async function loadState(dir: string): Promise<LoadResult> {
   const root = path.resolve(dir);
-  const diagnostics: Diagnostic[] = [];
-  if (!(await isDirectory(root))) {
-    return { diagnostics: [wholeFile('.', `state directory ${root} does not exist or is not a directory`)] };
-  }
-
+  const tree = await readStateTree(root, FOLDERS.map((f) => f.folder));
+  if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
+  const diagnostics: Diagnostic[] = [...tree.diagnostics];
   const documents: LoadedDocument[] = [];
-  const read = async (file: string, kind: Kind) => {
-    const result = await readDocument(root, file, kind);
+  const read = (file: StateFile, kind: Kind) => {
+    const result = readDocument(file, kind);
     diagnostics.push(...result.diagnostics);
     documents.push(result.document);
   };
 
-  if (await isFile(path.join(root, CLUSTER_FILE))) await read(CLUSTER_FILE, 'Cluster');
-  else diagnostics.push(wholeFile(CLUSTER_FILE, `missing: a state directory needs ${CLUSTER_FILE} (kind: Cluster)`));
-
+  if (tree.cluster) read(tree.cluster, 'Cluster');
   for (const { folder, kind } of FOLDERS) {
-    const files = await listYamlFiles(root, folder);
-    if (kind === 'Node' && files.length === 0) {
+    const files = tree.folders.get(folder) ?? [];
+    const refused = diagnostics.some((d) => d.file === folder || d.file.startsWith(`${folder}/`));
+    if (kind === 'Node' && files.length === 0 && !refused) {
       diagnostics.push(wholeFile(`${folder}/`, `no nodes: add one ${folder}/<name>.yaml (kind: Node) per node`));
     }
-    for (const file of files) await read(file, kind);
+    for (const file of files) read(file, kind);
   }
 
   const { input, locator } = buildSpecs(documents);
   diagnostics.push(...validateSemantics(input, locator));
-  if (diagnostics.length > 0) return { diagnostics: sortDiagnostics(diagnostics) };
+  if (diagnostics.length > 0) return { diagnostics: capDiagnostics(sortDiagnostics(diagnostics)) };
 
   // Sorted by name, so everything downstream (rulesets, plans, reports) is deterministic.
   const byName = <T extends { name: string }>(items: T[]) => [...items].sort((a, b) => compareStrings(a.name, b.name));
@@ -95,14 +91,8 @@ export async function loadStateOrThrow(dir: string): Promise<ClusterState> {
  * wrong kind) comes back with a problem at the root path; its partial data still tells which name it
  * meant to declare.
  */
-async function readDocument(
-  root: string,
-  file: string,
-  expected: Kind,
-): Promise<{ document: LoadedDocument; diagnostics: Diagnostic[] }> {
-  const text = await readFile(path.join(root, file), 'utf8');
-  const { source, diagnostics: syntaxErrors } = parseYamlSource(file, text);
-  const data = partialData(source);
+function readDocument({ file, text }: StateFile, expected: Kind): { document: LoadedDocument; diagnostics: Diagnostic[] } {
+  const { source, data, diagnostics: syntaxErrors } = parseYamlSource(file, text);
   const unusable = (diagnostics: Diagnostic[]) => ({
     document: { kind: expected, source, data, problemPaths: [[]] },
     diagnostics,
@@ -114,7 +104,7 @@ async function readDocument(
   if (typeof kind === 'string' && kind !== expected) {
     const message = STATE_KINDS.includes(kind as Kind)
       ? `a ${kind} document does not belong in ${folderOf(file)} (expected kind ${expected})`
-      : `unknown kind "${kind}" (expected ${expected}; kinds are ${STATE_KINDS.join(', ')})`;
+      : `unknown kind ${quoteValue(kind)} (expected ${expected}; kinds are ${STATE_KINDS.join(', ')})`;
     return unusable([{ ...locate(source, ['kind']), message }]);
   }
 
@@ -232,15 +222,6 @@ function toForward(d: any, source: SourceRef): ForwardSpec {
   };
 }
 
-/** The document as plain JS; for a broken document, whatever part of it could be read. */
-function partialData(source: YamlSource): any {
-  try {
-    return source.doc.toJS() ?? {};
-  } catch {
-    return {}; // e.g. an unresolvable alias in a document that has syntax errors anyway
-  }
-}
-
 function startsWith(full: FieldPath, prefix: FieldPath): boolean {
   return prefix.every((segment, i) => full[i] === segment);
 }
@@ -249,30 +230,10 @@ function folderOf(file: string): string {
   return file.includes('/') ? `${path.posix.dirname(file)}/` : file;
 }
 
-/** A problem with a file as a whole (or a missing one): reported at its first line. */
-function wholeFile(file: string, message: string): Diagnostic {
-  return { file, line: 1, column: 1, field: '', message };
-}
-
-/** "<folder>/<name>.yaml" paths (posix, relative to root), sorted; none when the folder is missing. */
-async function listYamlFiles(root: string, folder: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(path.join(root, folder), { withFileTypes: true });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-  return entries
-    .filter((e) => e.isFile() && !e.name.startsWith('.') && /\.ya?ml$/.test(e.name))
-    .map((e) => `${folder}/${e.name}`)
-    .sort();
-}
-
-async function isDirectory(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
-}
-
-async function isFile(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
+/** At most STATE_LIMITS.diagnostics problems, the rest counted: a hostile file may have millions. */
+function capDiagnostics(diagnostics: Diagnostic[]): Diagnostic[] {
+  const limit = STATE_LIMITS.diagnostics;
+  if (diagnostics.length <= limit) return diagnostics;
+  const more = diagnostics.length - limit;
+  return [...diagnostics.slice(0, limit), wholeFile('.', `${more} more problem(s) not shown (only the first ${limit} are listed)`)];
 }

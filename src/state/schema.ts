@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
-import type { FieldPath } from './diagnostics.js';
+import { quoteValue, type FieldPath } from './diagnostics.js';
 
 export type Kind = 'Cluster' | 'Node' | 'Guest' | 'Forwards' | 'AgentConfig';
 
@@ -78,7 +78,7 @@ function toProblem(error: ErrorObject): SchemaProblem {
       const allowed = Object.keys(error.parentSchema?.properties ?? {});
       const hint = closest(extra, allowed);
       const message =
-        `unknown property "${extra}"` + (hint ? ` (did you mean "${hint}"?)` : `; allowed: ${allowed.join(', ')}`);
+        `unknown property ${quoteValue(extra)}` + (hint ? ` (did you mean "${hint}"?)` : `; allowed: ${allowed.join(', ')}`);
       return { path: [...path, extra], unknownProperty: true, message };
     }
     case 'pattern':
@@ -112,11 +112,9 @@ function pointerToPath(pointer: string): FieldPath {
     .map((segment) => (/^(0|[1-9][0-9]*)$/.test(segment) ? Number(segment) : segment));
 }
 
+/** The offending value, escaped and capped: it comes from an untrusted file. */
 function describeValue(value: unknown): string {
-  if (value === null || value === undefined) return 'nothing';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'a mapping';
-  return JSON.stringify(value);
+  return value === null || value === undefined ? 'nothing' : quoteValue(value);
 }
 
 function article(type: string): string {

@@ -1,7 +1,8 @@
 // One YAML file of the state directory: parsed with positions kept, so that any field path can be
 // turned back into a line and column for diagnostics.
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
-import { formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
+import { Composer, Document, isMap, isScalar, isSeq, LineCounter, Parser, type CST, type Node, type YAMLError } from 'yaml';
+import { escapeText, formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
+import { STATE_LIMITS } from './files.js';
 import type { Diagnostic, SourceRef } from './types.js';
 
 export interface YamlSource {
@@ -11,21 +12,76 @@ export interface YamlSource {
   lineCounter: LineCounter;
 }
 
-export function parseYamlSource(file: string, text: string): { source: YamlSource; diagnostics: Diagnostic[] } {
+/**
+ * Parses one file. `data` is the document as plain JS; for a broken document whatever part of it
+ * could be read (so a caller still learns which name it meant to declare), else {}.
+ *
+ * Hostile input is stopped before it can hurt: nesting deeper than STATE_LIMITS.yamlDepth is refused
+ * on the concrete syntax tree (built without recursion) before the recursive composer sees it, and
+ * aliases may not expand beyond STATE_LIMITS.aliasExpansion (a "billion laughs" file). Warnings such
+ * as an unknown tag (`!!js/function`, `!custom`) are errors: a state file holds plain data only.
+ */
+export function parseYamlSource(file: string, text: string): { source: YamlSource; data: any; diagnostics: Diagnostic[] } {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
-  const diagnostics = doc.errors.map((error): Diagnostic => {
-    const pos = error.linePos?.[0] ?? { line: 1, col: 1 };
-    return { file, line: pos.line, column: pos.col, field: '', message: yamlErrorMessage(error.code, error.message) };
-  });
-  return { source: { file, doc, lineCounter }, diagnostics };
+  const at = (offset: number, message: string): Diagnostic => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { file, line, column: col, field: '', message };
+  };
+  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  const shape = cstShape(tokens, STATE_LIMITS.yamlDepth);
+  if (shape.tooDeepAt !== undefined) {
+    const message = `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit); file not read further`;
+    return { source: { file, doc: new Document(null), lineCounter }, data: {}, diagnostics: [at(shape.tooDeepAt, message)] };
+  }
+
+  const docs = Array.from(new Composer({ uniqueKeys: true }).compose(tokens, true, text.length));
+  const doc = docs[0] ?? new Document(null);
+  const source = { file, doc, lineCounter };
+  const diagnostics = [...doc.errors, ...doc.warnings].map((error) => at(error.pos[0], yamlErrorMessage(error)));
+  if (docs.length > 1) diagnostics.push(at(docs[1].range[0], yamlErrorMessage({ code: 'MULTIPLE_DOCS', message: '' })));
+
+  let data: any = {};
+  try {
+    data = doc.toJS({ maxAliasCount: STATE_LIMITS.aliasExpansion }) ?? {};
+  } catch (e) {
+    if (/alias count/i.test((e as Error).message)) {
+      const message = `too many aliases: expanding them would exceed the limit of ${STATE_LIMITS.aliasExpansion} (an alias bomb?)`;
+      diagnostics.push(at(shape.firstAliasAt ?? 0, message));
+    } else if (diagnostics.length === 0) {
+      diagnostics.push(at(shape.firstAliasAt ?? 0, `YAML: ${escapeText((e as Error).message, 200)}`));
+    }
+  }
+  return { source, data, diagnostics };
 }
 
-/** yaml's messages carry a code excerpt and " at line X, column Y"; we print positions ourselves. */
-function yamlErrorMessage(code: string, message: string): string {
+/**
+ * Walks the concrete syntax tree with an explicit stack: where a collection first nests deeper than
+ * `maxDepth`, and where the first alias is.
+ */
+function cstShape(tokens: CST.Token[], maxDepth: number): { tooDeepAt?: number; firstAliasAt?: number } {
+  let firstAliasAt: number | undefined;
+  const stack: Array<[CST.Token | null | undefined, number]> = tokens.map((t) => [t, 0]);
+  while (stack.length > 0) {
+    const [token, depth] = stack.pop()!;
+    if (!token) continue;
+    if (token.type === 'document') stack.push([token.value, 0]);
+    if (token.type === 'alias' && (firstAliasAt === undefined || token.offset < firstAliasAt)) firstAliasAt = token.offset;
+    if (token.type === 'block-map' || token.type === 'block-seq' || token.type === 'flow-collection') {
+      if (depth >= maxDepth) return { tooDeepAt: token.offset, firstAliasAt };
+      for (const item of token.items) {
+        if ('key' in item) stack.push([item.key, depth + 1]);
+        stack.push([item.value, depth + 1]);
+      }
+    }
+  }
+  return { firstAliasAt };
+}
+
+/** The parser's message in our words; it may quote pieces of the file, so it is escaped and capped. */
+function yamlErrorMessage({ code, message }: Pick<YAMLError, 'code' | 'message'>): string {
   if (code === 'MULTIPLE_DOCS') return 'YAML syntax: a state file holds exactly one document (found "---")';
-  const firstLine = message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
-  return `YAML syntax: ${firstLine}`;
+  if (code === 'TAG_RESOLVE_FAILED') return `YAML: ${escapeText(message, 120)}; state files hold plain data, without tags`;
+  return `YAML syntax: ${escapeText(message.split('\n')[0], 120)}`;
 }
 
 /**
