@@ -3,6 +3,8 @@
 // work tree, which is what the reconciler reads.
 //
 // A revision is refused (typed, with a reason; the work tree keeps the last accepted revision) when
+//  - its tree holds a symbolic link or a submodule anywhere (checked in the Git objects, before
+//    anything is checked out, so no link from the state repository is ever made on disk), or
 //  - trusted keys are configured and the tip commit is unsigned, badly signed or signed by an
 //    unknown key (only the tip is checked, like Flux: it names the tree that gets applied), or
 //  - it does not descend from the last applied revision (a force-push rollback), unless allowed.
@@ -12,13 +14,17 @@
 // place; its revision is the folder's git HEAD when it is a repository, else a content hash.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import { mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import git from 'isomorphic-git';
 import type { PublicKey } from 'openpgp';
 import { classifyRemoteError, openRemote, RemoteUnavailable, type GitCredentials } from './remote.js';
 import { readTrustedKeys, verifyCommitSignature, type SignatureRefusal } from './signature.js';
+import { findUnsafeTreeEntries, unsafeEntryName } from './tree.js';
+import { escapeText, formatDiagnostics, StateError } from '../state/diagnostics.js';
+import { STATE_LIMITS, wholeFile } from '../state/files.js';
+import type { Diagnostic } from '../state/types.js';
 
 export interface SourceOptions {
   /** http(s) URL of the state repository, or a local folder path / file:// URL. */
@@ -38,7 +44,7 @@ export interface SourceOptions {
   timeoutMs?: number;
 }
 
-export type SourceRefusal = SignatureRefusal | 'not-descendant';
+export type SourceRefusal = SignatureRefusal | 'not-descendant' | 'unsafe-tree';
 
 export type SourceKind = 'git-remote' | 'git-folder' | 'folder';
 
@@ -108,6 +114,12 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
 
   const verdict = await checkRevision(dir, oid, opts, trusted);
   if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
+  // isomorphic-git's checkout would write a symlink from the tree as a symlink: refuse first.
+  const unsafe = await unsafeTreeDiagnostics(dir, oid);
+  if (unsafe.length > 0) {
+    const reason = `revision ${oid} holds entries the state may not hold; nothing of it was checked out:\n${formatDiagnostics(unsafe)}`;
+    return { accepted: false, revision: oid, refusal: 'unsafe-tree', reason };
+  }
   await checkoutWorkTree(dir, branch, oid);
   return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy };
 }
@@ -248,30 +260,52 @@ export async function readFileAtRevision(repoDir: string, rev: string, filepath:
 
 /**
  * Write the tree of a revision into `destDir` (which must be missing or empty), without touching
- * the repository's own work tree or index. Returns the commit oid.
+ * the repository's own work tree or index. Returns the commit oid. Only regular files and folders
+ * are written: a revision holding a symlink or a submodule anywhere throws a StateError naming
+ * them, before anything is written.
  */
 export async function checkoutRevision(repoDir: string, rev: string, destDir: string): Promise<string> {
   const oid = await resolveRevision(repoDir, rev);
   const existing = await readdir(destDir).catch(() => []);
   if (existing.length) throw new Error(`destination ${destDir} is not empty`);
+  const unsafe = await unsafeTreeDiagnostics(repoDir, oid);
+  if (unsafe.length > 0) throw new StateError(unsafe);
   await mkdir(destDir, { recursive: true });
   const { commit } = await git.readCommit({ fs, dir: repoDir, oid });
   await writeTreeTo(repoDir, commit.tree, destDir);
   return oid;
 }
 
+/**
+ * Problems with the shape of a revision's tree, as diagnostics on repository paths: symlinks and
+ * submodules anywhere (refused like a symlink on disk, wherever it points), or too many entries.
+ */
+export async function unsafeTreeDiagnostics(repoDir: string, commitOid: string): Promise<Diagnostic[]> {
+  const { commit } = await git.readCommit({ fs, dir: repoDir, oid: commitOid });
+  const { unsafe, tooLarge } = await findUnsafeTreeEntries({ dir: repoDir }, commit.tree, STATE_LIMITS.entries);
+  const why = {
+    symlink: 'is a symbolic link in Git (mode 120000); the state is read only as regular files (symlinks are refused wherever they point)',
+    submodule: 'is a submodule in Git (mode 160000); the state is read only as regular files',
+    name: 'has a name no checkout may write (empty, ".", "..", ".git" or with "/")',
+  };
+  const diagnostics = unsafe.map(({ path: p, problem }) => wholeFile(escapeText(p, 200), why[problem]));
+  if (tooLarge) diagnostics.push(wholeFile('.', `the revision's tree has more than ${STATE_LIMITS.entries} files and folders (limit)`));
+  return diagnostics;
+}
+
 async function writeTreeTo(repoDir: string, treeOid: string, dest: string): Promise<void> {
   const { tree } = await git.readTree({ fs, dir: repoDir, oid: treeOid });
   for (const entry of tree) {
     const target = path.join(dest, entry.path);
+    if (entry.mode === '120000' || entry.mode === '160000' || unsafeEntryName(entry.path)) {
+      throw new Error(`refusing to write ${escapeText(entry.path)} (mode ${entry.mode}): only regular files and folders are checked out`);
+    }
     if (entry.type === 'tree') {
       await mkdir(target);
       await writeTreeTo(repoDir, entry.oid, target);
     } else if (entry.type === 'blob') {
       const { blob } = await git.readBlob({ fs, dir: repoDir, oid: entry.oid });
-      if (entry.mode === '120000') await symlink(new TextDecoder().decode(blob), target);
-      else await writeFile(target, blob, { mode: entry.mode === '100755' ? 0o755 : 0o644 });
+      await writeFile(target, blob, { mode: entry.mode === '100755' ? 0o755 : 0o644, flag: 'wx' });
     }
-    // type "commit" is a submodule: not part of the state, skipped.
   }
 }

@@ -64,3 +64,43 @@ export async function readFilesTree(repo: RepoLocation, treeOid: string): Promis
   await walk(treeOid, '');
   return out;
 }
+
+/** A tree entry a state revision must not hold: a symbolic link, a submodule (gitlink), or a name no checkout may write. */
+export interface UnsafeTreeEntry {
+  path: string;
+  problem: 'symlink' | 'submodule' | 'name';
+}
+
+/** A name a crafted tree may carry but a checkout must never write ("..", "a/b", ".git"). */
+export function unsafeEntryName(name: string): boolean {
+  return name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0') || name.toLowerCase() === '.git';
+}
+
+/**
+ * Every symlink (mode 120000) and submodule (mode 160000) in a tree, without checking anything out.
+ * Walked with an explicit stack, bounded by `maxEntries` entries in all (beyond that, the walk
+ * stops and reports the tree as too large through `tooLarge`).
+ */
+export async function findUnsafeTreeEntries(
+  repo: RepoLocation,
+  treeOid: string,
+  maxEntries: number,
+): Promise<{ unsafe: UnsafeTreeEntry[]; tooLarge: boolean }> {
+  const unsafe: UnsafeTreeEntry[] = [];
+  const pending = [{ oid: treeOid, prefix: '' }];
+  let seen = 0;
+  while (pending.length > 0) {
+    const { oid, prefix } = pending.pop()!;
+    const { tree } = await git.readTree({ fs, ...repo, oid });
+    for (const e of tree) {
+      if (++seen > maxEntries) return { unsafe, tooLarge: true };
+      const entryPath = `${prefix}${e.path}`;
+      if (e.mode === '120000') unsafe.push({ path: entryPath, problem: 'symlink' });
+      else if (e.mode === '160000') unsafe.push({ path: entryPath, problem: 'submodule' });
+      else if (unsafeEntryName(e.path)) unsafe.push({ path: entryPath, problem: 'name' });
+      else if (e.type === 'tree') pending.push({ oid: e.oid, prefix: `${entryPath}/` });
+    }
+  }
+  unsafe.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { unsafe, tooLarge: false };
+}

@@ -6,9 +6,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { checkoutRevision } from '../git/source.js';
+import { checkoutRevision, resolveRevision } from '../git/source.js';
 import { loadState } from '../state/load.js';
-import { formatDiagnostics } from '../state/diagnostics.js';
+import { formatDiagnostics, StateError } from '../state/diagnostics.js';
 import type { ClusterState, Diagnostic } from '../state/types.js';
 import { desiredFingerprint, type RunningGuest } from '../guests/driver.js';
 import { resolveNode, type NodeView } from '../render/node-view.js';
@@ -32,7 +32,10 @@ const BASE_HEAD: DiffLabels = { from: 'base', to: 'head' };
 async function stateAt(repoDir: string, rev: string, subPath: string): Promise<{ oid: string; state?: ClusterState; diagnostics: Diagnostic[] }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'cgw-review-'));
   try {
-    const oid = await checkoutRevision(repoDir, rev, path.join(dir, 'tree'));
+    const oid = await resolveRevision(repoDir, rev);
+    // A revision holding a symlink or submodule is refused before anything is written: invalid.
+    const checkedOut = await checkoutRevision(repoDir, oid, path.join(dir, 'tree')).catch((e) => (e instanceof StateError ? e : Promise.reject(e)));
+    if (checkedOut instanceof StateError) return { oid, diagnostics: checkedOut.diagnostics };
     return { oid, ...(await loadState(path.join(dir, 'tree', subPath))) };
   } finally {
     await rm(dir, { recursive: true, force: true });

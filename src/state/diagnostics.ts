@@ -63,11 +63,14 @@ function excerpt(text: string, maxChars: number): { shown: string; cut: boolean;
 
 const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '"': '\\"', '\\': '\\\\' };
 
-/** Printable ASCII stays; everything else (controls, zero-width, bidi, any non-ASCII) is escaped. */
+/**
+ * Printable ASCII stays; everything else (controls, zero-width, bidi, any non-ASCII) is escaped, and
+ * so is "`", so a value cannot close the Markdown code block a review or report shows it in.
+ */
 function escapeChar(char: string): string {
   if (NAMED_ESCAPES[char]) return NAMED_ESCAPES[char];
   const code = char.codePointAt(0)!;
-  if (code >= 0x20 && code < 0x7f) return char;
+  if (code >= 0x20 && code < 0x7f && char !== '`') return char;
   if (code < 0x100) return `\\x${code.toString(16).padStart(2, '0')}`;
   if (code < 0x10000) return `\\u${code.toString(16).padStart(4, '0')}`;
   return `\\u{${code.toString(16)}}`;

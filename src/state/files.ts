@@ -29,6 +29,8 @@ export const STATE_LIMITS = {
   folderDepth: 16,
   /** Nesting of mappings and lists inside one YAML document. */
   yamlDepth: 64,
+  /** Scalars and collections in all files of the state; 50,000 forwards are about 650,000. */
+  yamlNodes: 700_000,
   /** yaml's maxAliasCount: how far aliases may expand (the default of the yaml package). */
   aliasExpansion: 100,
   /** Diagnostics reported for one state; the rest are counted. */
@@ -87,7 +89,7 @@ export async function readStateTree(
   out.rootReadable = true;
 
   const tree = await walkTree(realRoot, limits);
-  diagnostics.push(...tree.diagnostics);
+  for (const d of tree.diagnostics) diagnostics.push(d);
   const budget = { totalBytes: 0 };
   const readOne = async (file: string) => {
     const r = await readStateFile(realRoot, file, limits, budget);
@@ -146,9 +148,9 @@ async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map
         diagnostics.push(wholeFile('.', `the state tree has more than ${limits.entries} files and folders (limit); not read further`));
         return { kinds, diagnostics };
       }
-      if (!/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(entry.name)) {
+      if (!/^[\x21-\x5f\x61-\x7e]([\x20-\x5f\x61-\x7e]*[\x21-\x5f\x61-\x7e])?$/.test(entry.name)) {
         const shown = `${rel ? `${rel}/` : ''}${escapeText(entry.name)}`;
-        diagnostics.push(wholeFile(shown, 'file name has control, non-ASCII or leading/trailing space characters (shown escaped); use printable ASCII names'));
+        diagnostics.push(wholeFile(shown, 'file name has control, non-ASCII, "`" or leading/trailing space characters (shown escaped); use printable ASCII names'));
         kinds.set(file, 'special');
         continue;
       }

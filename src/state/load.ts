@@ -14,7 +14,7 @@ import type {
   NodeSpec,
   SourceRef,
 } from './types.js';
-import { locate, parseYamlSource, sourceRef, type YamlSource } from './yaml-source.js';
+import { locate, parseYamlSource, sourceRef, type NodeBudget, type YamlSource } from './yaml-source.js';
 
 export interface LoadResult {
   /** Present exactly when `diagnostics` is empty. */
@@ -37,8 +37,8 @@ interface LoadedDocument {
   kind: Kind;
   source: YamlSource;
   data: any; // shape guaranteed by the schema for every object without problems
-  /** Paths of problems that make the object holding them unusable for the semantic checks. */
-  problemPaths: FieldPath[];
+  /** Where the problems are that make the object holding them unusable for the semantic checks. */
+  problems: ProblemIndex;
 }
 
 export async function loadState(dir: string): Promise<LoadResult> {
@@ -47,9 +47,10 @@ export async function loadState(dir: string): Promise<LoadResult> {
   if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
   const diagnostics: Diagnostic[] = [...tree.diagnostics];
   const documents: LoadedDocument[] = [];
+  const budget = { nodes: STATE_LIMITS.yamlNodes };
   const read = (file: StateFile, kind: Kind) => {
-    const result = readDocument(file, kind);
-    diagnostics.push(...result.diagnostics);
+    const result = readDocument(file, kind, budget);
+    for (const d of result.diagnostics) diagnostics.push(d);
     documents.push(result.document);
   };
 
@@ -64,7 +65,7 @@ export async function loadState(dir: string): Promise<LoadResult> {
   }
 
   const { input, locator } = buildSpecs(documents);
-  diagnostics.push(...validateSemantics(input, locator));
+  for (const d of validateSemantics(input, locator)) diagnostics.push(d);
   if (diagnostics.length > 0) return { diagnostics: capDiagnostics(sortDiagnostics(diagnostics)) };
 
   // Sorted by name, so everything downstream (rulesets, plans, reports) is deterministic.
@@ -91,10 +92,10 @@ export async function loadStateOrThrow(dir: string): Promise<ClusterState> {
  * wrong kind) comes back with a problem at the root path; its partial data still tells which name it
  * meant to declare.
  */
-function readDocument({ file, text }: StateFile, expected: Kind): { document: LoadedDocument; diagnostics: Diagnostic[] } {
-  const { source, data, diagnostics: syntaxErrors } = parseYamlSource(file, text);
+function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBudget): { document: LoadedDocument; diagnostics: Diagnostic[] } {
+  const { source, data, diagnostics: syntaxErrors } = parseYamlSource(file, text, budget);
   const unusable = (diagnostics: Diagnostic[]) => ({
-    document: { kind: expected, source, data, problemPaths: [[]] },
+    document: { kind: expected, source, data, problems: new ProblemIndex([[]]) },
     diagnostics,
   });
 
@@ -111,8 +112,11 @@ function readDocument({ file, text }: StateFile, expected: Kind): { document: Lo
   const problems = validateDocument(expected, data);
   const blocking = problems.filter((p) => !p.unknownProperty);
   return {
-    document: { kind: expected, source, data, problemPaths: blocking.map((p) => p.path) },
-    diagnostics: problems.map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
+    document: { kind: expected, source, data, problems: new ProblemIndex(blocking.map((p) => p.path)) },
+    // Locating is per problem; a hostile file may have hundreds of thousands: show the first ones.
+    diagnostics: problems
+      .slice(0, STATE_LIMITS.diagnostics)
+      .map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
   };
 }
 
@@ -133,7 +137,7 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
   const objectAt = <T extends Located>(doc: LoadedDocument, base: FieldPath, make: Converter<T>) => {
     // A problem inside the object, or at a parent of it (a YAML syntax error makes the whole
     // document unusable: problem path []), leaves the object out.
-    if (doc.problemPaths.some((p) => startsWith(p, base) || startsWith(base, p))) return undefined;
+    if (doc.problems.touches(base)) return undefined;
     const data = base.reduce((value: any, segment) => value[segment], doc.data);
     const object = make(data, sourceRef(doc.source, base));
     origins.set(object, { source: doc.source, base });
@@ -222,8 +226,27 @@ function toForward(d: any, source: SourceRef): ForwardSpec {
   };
 }
 
-function startsWith(full: FieldPath, prefix: FieldPath): boolean {
-  return prefix.every((segment, i) => full[i] === segment);
+/**
+ * The problem paths of one document, indexed so that asking about one object costs the length of
+ * its path, not the number of problems (a hostile file may have hundreds of thousands).
+ */
+class ProblemIndex {
+  private readonly paths = new Set<string>();
+  private readonly prefixes = new Set<string>();
+
+  constructor(problemPaths: FieldPath[]) {
+    for (const p of problemPaths) {
+      this.paths.add(JSON.stringify(p));
+      for (let i = 0; i <= p.length; i++) this.prefixes.add(JSON.stringify(p.slice(0, i)));
+    }
+  }
+
+  /** A problem lies inside the object at `base`, or at one of its parents. */
+  touches(base: FieldPath): boolean {
+    if (this.prefixes.has(JSON.stringify(base))) return true;
+    for (let i = 0; i < base.length; i++) if (this.paths.has(JSON.stringify(base.slice(0, i)))) return true;
+    return false;
+  }
 }
 
 function folderOf(file: string): string {

@@ -1,6 +1,6 @@
 // One YAML file of the state directory: parsed with positions kept, so that any field path can be
 // turned back into a line and column for diagnostics.
-import { Composer, Document, isMap, isScalar, isSeq, LineCounter, Parser, type CST, type Node, type YAMLError } from 'yaml';
+import { Composer, CST, Document, isMap, isScalar, isSeq, Lexer, LineCounter, Parser, type Node, type YAMLError } from 'yaml';
 import { escapeText, formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
 import { STATE_LIMITS } from './files.js';
 import type { Diagnostic, SourceRef } from './types.js';
@@ -12,29 +12,48 @@ export interface YamlSource {
   lineCounter: LineCounter;
 }
 
+/** How many YAML nodes (scalars and collections) the files of one state may hold together. */
+export interface NodeBudget {
+  nodes: number;
+}
+
 /**
  * Parses one file. `data` is the document as plain JS; for a broken document whatever part of it
  * could be read (so a caller still learns which name it meant to declare), else {}.
  *
- * Hostile input is stopped before it can hurt: nesting deeper than STATE_LIMITS.yamlDepth is refused
- * on the concrete syntax tree (built without recursion) before the recursive composer sees it, and
- * aliases may not expand beyond STATE_LIMITS.aliasExpansion (a "billion laughs" file). Warnings such
- * as an unknown tag (`!!js/function`, `!custom`) are errors: a state file holds plain data only.
+ * Hostile input is stopped before it can hurt. While lexing (linear, no recursion): flow nesting
+ * (`[[[[`) deeper than STATE_LIMITS.yamlDepth, and more nodes than `budget` has left (which bounds
+ * the time and memory of everything after). On the concrete syntax tree (walked without
+ * recursion), before the recursive composer sees it: block nesting deeper than the limit. Aliases
+ * may not expand beyond STATE_LIMITS.aliasExpansion (a "billion laughs" file). Warnings such as an
+ * unknown tag (`!!js/function`, `!custom`) are errors: a state file holds plain data only.
  */
-export function parseYamlSource(file: string, text: string): { source: YamlSource; data: any; diagnostics: Diagnostic[] } {
+export function parseYamlSource(
+  file: string,
+  text: string,
+  budget: NodeBudget = { nodes: STATE_LIMITS.yamlNodes },
+): { source: YamlSource; data: any; diagnostics: Diagnostic[] } {
   const lineCounter = new LineCounter();
   const at = (offset: number, message: string): Diagnostic => {
     const { line, col } = lineCounter.linePos(offset);
     return { file, line, column: col, field: '', message };
   };
-  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
-  const shape = cstShape(tokens, STATE_LIMITS.yamlDepth);
-  if (shape.tooDeepAt !== undefined) {
-    const message = `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit); file not read further`;
-    return { source: { file, doc: new Document(null), lineCounter }, data: {}, diagnostics: [at(shape.tooDeepAt, message)] };
-  }
+  const refused = (offset: number, message: string) => ({
+    source: { file, doc: new Document(null), lineCounter },
+    data: {},
+    diagnostics: [at(offset, `${message}; file not read further`)],
+  });
 
-  const docs = Array.from(new Composer({ uniqueKeys: true }).compose(tokens, true, text.length));
+  if (budget.nodes < 0) return refused(0, `not read: the limit of ${STATE_LIMITS.yamlNodes} YAML values in all was reached in an earlier file`);
+  const lexed = lexAndParse(text, lineCounter, budget);
+  if (lexed.tooDeepAt !== undefined) return refused(lexed.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
+  if (lexed.tooManyAt !== undefined) {
+    return refused(lexed.tooManyAt, `the state holds more than ${STATE_LIMITS.yamlNodes} YAML values in all (limit; 50,000 forwards need about 650,000)`);
+  }
+  const shape = cstShape(lexed.tokens, STATE_LIMITS.yamlDepth);
+  if (shape.tooDeepAt !== undefined) return refused(shape.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
+
+  const docs = Array.from(new Composer({ uniqueKeys: true }).compose(lexed.tokens, true, text.length));
   const doc = docs[0] ?? new Document(null);
   const source = { file, doc, lineCounter };
   const diagnostics = [...doc.errors, ...doc.warnings].map((error) => at(error.pos[0], yamlErrorMessage(error)));
@@ -52,6 +71,34 @@ export function parseYamlSource(file: string, text: string): { source: YamlSourc
     }
   }
   return { source, data, diagnostics };
+}
+
+/** Lexemes that are markers of yaml's lexer, not text of the file. */
+const MARKERS = new Set([CST.DOCUMENT, CST.FLOW_END, CST.SCALAR]);
+
+/**
+ * Feeds the lexer's output to the parser one lexeme at a time, counting on the way: stops at the
+ * offset where flow collections nest too deep or the node budget runs out.
+ */
+function lexAndParse(text: string, lineCounter: LineCounter, budget: NodeBudget): { tokens: CST.Token[]; tooDeepAt?: number; tooManyAt?: number } {
+  const parser = new Parser(lineCounter.addNewLine);
+  lineCounter.addNewLine(0); // as Parser.parse does
+  const tokens: CST.Token[] = [];
+  let offset = 0;
+  let flowDepth = 0;
+  for (const lexeme of new Lexer().lex(text)) {
+    if (lexeme === '[' || lexeme === '{') {
+      if (++flowDepth > STATE_LIMITS.yamlDepth) return { tokens, tooDeepAt: offset };
+    } else if (lexeme === ']' || lexeme === '}') flowDepth = Math.max(0, flowDepth - 1);
+    // Every value is a scalar or a collection, and every collection item starts with one of these.
+    if (lexeme === CST.SCALAR || lexeme === '[' || lexeme === '{' || lexeme === '-' || lexeme === '*') {
+      if (--budget.nodes < 0) return { tokens, tooManyAt: offset };
+    }
+    for (const token of parser.next(lexeme)) tokens.push(token);
+    if (!MARKERS.has(lexeme)) offset += lexeme.length;
+  }
+  for (const token of parser.end()) tokens.push(token);
+  return { tokens };
 }
 
 /**
