@@ -49,6 +49,8 @@ export interface StateFile {
 export interface StateTree {
   /** False when the state directory itself is missing or refused (then nothing else is reported). */
   rootReadable: boolean;
+  /** A size or count limit was reached: the files are not worth parsing. */
+  overLimit: boolean;
   cluster?: StateFile;
   /** Folder name -> its readable YAML files, sorted by name. */
   folders: Map<string, StateFile[]>;
@@ -78,7 +80,7 @@ export async function readStateTree(
   limits: StateLimits = { ...STATE_LIMITS },
 ): Promise<StateTree> {
   const diagnostics: Diagnostic[] = [];
-  const out: StateTree = { rootReadable: false, folders: new Map(folders.map((f) => [f, []])), diagnostics };
+  const out: StateTree = { rootReadable: false, overLimit: false, folders: new Map(folders.map((f) => [f, []])), diagnostics };
   const rootKind = await kindOf(root);
   if (rootKind !== 'folder') {
     const what = rootKind === 'symlink' ? 'is a symbolic link; pass the real path of the state directory' : 'does not exist or is not a directory';
@@ -90,10 +92,12 @@ export async function readStateTree(
 
   const tree = await walkTree(realRoot, limits);
   for (const d of tree.diagnostics) diagnostics.push(d);
-  const budget = { totalBytes: 0 };
+  out.overLimit = tree.overLimit;
+  const budget = { totalBytes: 0, over: false };
   const readOne = async (file: string) => {
     const r = await readStateFile(realRoot, file, limits, budget);
     if ('diagnostic' in r) diagnostics.push(r.diagnostic);
+    if (budget.over) out.overLimit = true;
     return 'text' in r ? r : undefined;
   };
 
@@ -128,7 +132,7 @@ function isStateFileName(name: string): boolean {
  * Walks the tree without following links: every entry's kind by relative path, and diagnostics for
  * links, special files, unprintable names and the entry and depth limits.
  */
-async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map<string, EntryKind>; diagnostics: Diagnostic[] }> {
+async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map<string, EntryKind>; diagnostics: Diagnostic[]; overLimit: boolean }> {
   const kinds = new Map<string, EntryKind>();
   const diagnostics: Diagnostic[] = [];
   const pending: Array<{ rel: string; depth: number }> = [{ rel: '', depth: 0 }];
@@ -146,7 +150,7 @@ async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map
       const file = rel ? `${rel}/${entry.name}` : entry.name;
       if (kinds.size >= limits.entries) {
         diagnostics.push(wholeFile('.', `the state tree has more than ${limits.entries} files and folders (limit); not read further`));
-        return { kinds, diagnostics };
+        return { kinds, diagnostics, overLimit: true };
       }
       if (!/^[\x21-\x5f\x61-\x7e]([\x20-\x5f\x61-\x7e]*[\x21-\x5f\x61-\x7e])?$/.test(entry.name)) {
         const shown = `${rel ? `${rel}/` : ''}${escapeText(entry.name)}`;
@@ -164,7 +168,7 @@ async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map
       }
     }
   }
-  return { kinds, diagnostics };
+  return { kinds, diagnostics, overLimit: false };
 }
 
 function direntKind(entry: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): EntryKind | undefined {
@@ -190,7 +194,7 @@ type ReadResult = { file: string; text: string } | { diagnostic: Diagnostic };
  * Opens and reads one file that the walk saw as a regular file, re-checking everything on the open
  * descriptor: the entry may have been swapped for a link or a FIFO since.
  */
-async function readStateFile(root: string, file: string, limits: StateLimits, budget: { totalBytes: number }): Promise<ReadResult> {
+async function readStateFile(root: string, file: string, limits: StateLimits, budget: { totalBytes: number; over: boolean }): Promise<ReadResult> {
   const abs = path.join(root, file);
   const refuse = (message: string): ReadResult => ({ diagnostic: wholeFile(file, message) });
   let handle;
@@ -209,7 +213,9 @@ async function readStateFile(root: string, file: string, limits: StateLimits, bu
     const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => abs);
     if (opened !== abs) return refuse('changed while it was read (a folder on its path was replaced); read refused');
     if (st.size > limits.fileBytes) return refuse(`is ${formatBytes(st.size)}, more than the limit of ${formatBytes(limits.fileBytes)} per file`);
+    if (budget.over) return refuse('not read: the total size limit was reached before this file');
     if (budget.totalBytes + st.size > limits.totalBytes) {
+      budget.over = true;
       return refuse(`the state files exceed the limit of ${formatBytes(limits.totalBytes)} in total (reached at this file)`);
     }
     // Read at most one byte more than the limit: the size fstat reported may not be the whole truth.

@@ -45,6 +45,8 @@ export async function loadState(dir: string): Promise<LoadResult> {
   const root = path.resolve(dir);
   const tree = await readStateTree(root, FOLDERS.map((f) => f.folder));
   if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
+  // Past a size or count limit, parsing what was read would only spend the time the limit saves.
+  if (tree.overLimit) return { diagnostics: capDiagnostics(sortDiagnostics(tree.diagnostics)) };
   const diagnostics: Diagnostic[] = [...tree.diagnostics];
   const documents: LoadedDocument[] = [];
   const budget = { nodes: STATE_LIMITS.yamlNodes };
@@ -114,9 +116,10 @@ function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBud
   return {
     document: { kind: expected, source, data, problems: new ProblemIndex(blocking.map((p) => p.path)) },
     // Locating is per problem; a hostile file may have hundreds of thousands: show the first ones.
-    diagnostics: problems
-      .slice(0, STATE_LIMITS.diagnostics)
-      .map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
+    diagnostics: [
+      ...problems.slice(0, STATE_LIMITS.diagnostics).map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
+      ...(problems.length > STATE_LIMITS.diagnostics ? [moreProblems(file, problems.length - STATE_LIMITS.diagnostics)] : []),
+    ],
   };
 }
 
@@ -257,6 +260,9 @@ function folderOf(file: string): string {
 function capDiagnostics(diagnostics: Diagnostic[]): Diagnostic[] {
   const limit = STATE_LIMITS.diagnostics;
   if (diagnostics.length <= limit) return diagnostics;
-  const more = diagnostics.length - limit;
-  return [...diagnostics.slice(0, limit), wholeFile('.', `${more} more problem(s) not shown (only the first ${limit} are listed)`)];
+  return [...diagnostics.slice(0, limit), moreProblems('.', diagnostics.length - limit)];
+}
+
+function moreProblems(file: string, count: number): Diagnostic {
+  return wholeFile(file, `${count} more problem(s) not shown (only the first ${STATE_LIMITS.diagnostics} are listed)`);
 }

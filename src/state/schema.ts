@@ -29,28 +29,30 @@ export interface SchemaProblem {
   message: string;
 }
 
-let validators: Record<Kind, ValidateFunction> | undefined;
+let ajv: Ajv2020.default | undefined;
+const validators = new Map<Kind, ValidateFunction>();
 
-function compileValidators(): Record<Kind, ValidateFunction> {
+/** One Ajv with every schema added; each kind is compiled the first time it is needed. */
+function createAjv(): Ajv2020.default {
   // useDefaults fills in omitted optional fields, so the schema is the single place defaults live.
-  const ajv = new Ajv2020.default({ allErrors: true, useDefaults: true, verbose: true, strict: true });
-  addFormats.default(ajv, ['ipv4']);
+  const instance = new Ajv2020.default({ allErrors: true, useDefaults: true, verbose: true, strict: true });
+  addFormats.default(instance, ['ipv4']);
   // Non-standard but understood by VS Code's YAML/JSON support; we use it for our own messages too.
-  ajv.addKeyword('patternErrorMessage');
+  instance.addKeyword('patternErrorMessage');
   const readSchema = (file: string) => JSON.parse(readFileSync(new URL(file, schemaDir), 'utf8'));
   // Keyed by file name, so relative "$ref": "common.schema.json#/..." resolves as it does in editors.
-  ajv.addSchema(readSchema('common.schema.json'), 'common.schema.json');
-  const compile = (kind: Kind) => {
-    ajv.addSchema(readSchema(schemaFiles[kind]), schemaFiles[kind]);
-    return ajv.getSchema(schemaFiles[kind])!;
-  };
-  return {
-    Cluster: compile('Cluster'),
-    Node: compile('Node'),
-    Guest: compile('Guest'),
-    Forwards: compile('Forwards'),
-    AgentConfig: compile('AgentConfig'),
-  };
+  for (const file of ['common.schema.json', ...Object.values(schemaFiles)]) instance.addSchema(readSchema(file), file);
+  return instance;
+}
+
+function validatorFor(kind: Kind): ValidateFunction {
+  let validate = validators.get(kind);
+  if (!validate) {
+    ajv ??= createAjv();
+    validate = ajv.getSchema(schemaFiles[kind])!;
+    validators.set(kind, validate);
+  }
+  return validate;
 }
 
 /**
@@ -58,8 +60,7 @@ function compileValidators(): Record<Kind, ValidateFunction> {
  * fields get their schema defaults.
  */
 export function validateDocument(kind: Kind, data: unknown): SchemaProblem[] {
-  validators ??= compileValidators();
-  const validate = validators[kind];
+  const validate = validatorFor(kind);
   if (validate(data)) return [];
   return (validate.errors ?? []).map(toProblem);
 }

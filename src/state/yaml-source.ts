@@ -21,12 +21,13 @@ export interface NodeBudget {
  * Parses one file. `data` is the document as plain JS; for a broken document whatever part of it
  * could be read (so a caller still learns which name it meant to declare), else {}.
  *
- * Hostile input is stopped before it can hurt. While lexing (linear, no recursion): flow nesting
- * (`[[[[`) deeper than STATE_LIMITS.yamlDepth, and more nodes than `budget` has left (which bounds
- * the time and memory of everything after). On the concrete syntax tree (walked without
+ * Hostile input is stopped before it can hurt. A lexing pass (linear, no recursion) comes first:
+ * flow nesting (`[[[[`) deeper than STATE_LIMITS.yamlDepth, and more nodes than `budget` has left
+ * (which bounds the time and memory of everything after). On the concrete syntax tree (walked without
  * recursion), before the recursive composer sees it: block nesting deeper than the limit. Aliases
  * may not expand beyond STATE_LIMITS.aliasExpansion (a "billion laughs" file). Warnings such as an
- * unknown tag (`!!js/function`, `!custom`) are errors: a state file holds plain data only.
+ * unknown tag (`!!js/function`, `!custom`) are errors, and so is any explicit tag: a state file holds
+ * plain data only.
  */
 export function parseYamlSource(
   file: string,
@@ -38,26 +39,35 @@ export function parseYamlSource(
     const { line, col } = lineCounter.linePos(offset);
     return { file, line, column: col, field: '', message };
   };
-  const refused = (offset: number, message: string) => ({
-    source: { file, doc: new Document(null), lineCounter },
-    data: {},
-    diagnostics: [at(offset, `${message}; file not read further`)],
-  });
+  const refused = (offset: number, message: string) => {
+    // Refused before the parser ran, so the line counter has not seen the newlines yet.
+    if (lineCounter.lineStarts.length === 0) countLines(text, lineCounter);
+    return {
+      source: { file, doc: new Document(null), lineCounter },
+      data: {},
+      diagnostics: [at(offset, `${message}; file not read further`)],
+    };
+  };
 
   if (budget.nodes < 0) return refused(0, `not read: the limit of ${STATE_LIMITS.yamlNodes} YAML values in all was reached in an earlier file`);
-  const lexed = lexAndParse(text, lineCounter, budget);
+  const lexed = scanLexemes(text, budget);
   if (lexed.tooDeepAt !== undefined) return refused(lexed.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
   if (lexed.tooManyAt !== undefined) {
     return refused(lexed.tooManyAt, `the state holds more than ${STATE_LIMITS.yamlNodes} YAML values in all (limit; 50,000 forwards need about 650,000)`);
   }
-  const shape = cstShape(lexed.tokens, STATE_LIMITS.yamlDepth);
+  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  const shape = cstShape(tokens, STATE_LIMITS.yamlDepth);
   if (shape.tooDeepAt !== undefined) return refused(shape.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
 
-  const docs = Array.from(new Composer({ uniqueKeys: true }).compose(lexed.tokens, true, text.length));
+  const docs = Array.from(new Composer({ uniqueKeys: true }).compose(tokens, true, text.length));
   const doc = docs[0] ?? new Document(null);
   const source = { file, doc, lineCounter };
   const diagnostics = [...doc.errors, ...doc.warnings].map((error) => at(error.pos[0], yamlErrorMessage(error)));
   if (docs.length > 1) diagnostics.push(at(docs[1].range[0], yamlErrorMessage({ code: 'MULTIPLE_DOCS', message: '' })));
+  // Even tags yaml knows (!!binary, !!set) turn data into other types than the schema expects.
+  if (lexed.firstTag && !diagnostics.some((d) => /tag/i.test(d.message))) {
+    diagnostics.push(at(lexed.firstTag.offset, `YAML tag ${escapeText(lexed.firstTag.tag)} is not allowed; state files hold plain data, without tags`));
+  }
 
   let data: any = {};
   try {
@@ -73,32 +83,35 @@ export function parseYamlSource(
   return { source, data, diagnostics };
 }
 
+function countLines(text: string, lineCounter: LineCounter): void {
+  lineCounter.addNewLine(0);
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lineCounter.addNewLine(i + 1);
+}
+
 /** Lexemes that are markers of yaml's lexer, not text of the file. */
 const MARKERS = new Set([CST.DOCUMENT, CST.FLOW_END, CST.SCALAR]);
 
 /**
- * Feeds the lexer's output to the parser one lexeme at a time, counting on the way: stops at the
- * offset where flow collections nest too deep or the node budget runs out.
+ * A first pass over the lexer's output alone (linear, no recursion, and much cheaper than the parser
+ * that builds the syntax tree): where flow collections first nest too deep, where the node budget
+ * runs out, and the first explicit tag.
  */
-function lexAndParse(text: string, lineCounter: LineCounter, budget: NodeBudget): { tokens: CST.Token[]; tooDeepAt?: number; tooManyAt?: number } {
-  const parser = new Parser(lineCounter.addNewLine);
-  lineCounter.addNewLine(0); // as Parser.parse does
-  const tokens: CST.Token[] = [];
+function scanLexemes(text: string, budget: NodeBudget): { tooDeepAt?: number; tooManyAt?: number; firstTag?: { offset: number; tag: string } } {
   let offset = 0;
   let flowDepth = 0;
+  let firstTag: { offset: number; tag: string } | undefined;
   for (const lexeme of new Lexer().lex(text)) {
+    if (lexeme[0] === '!' && !firstTag) firstTag = { offset, tag: lexeme };
     if (lexeme === '[' || lexeme === '{') {
-      if (++flowDepth > STATE_LIMITS.yamlDepth) return { tokens, tooDeepAt: offset };
+      if (++flowDepth > STATE_LIMITS.yamlDepth) return { tooDeepAt: offset };
     } else if (lexeme === ']' || lexeme === '}') flowDepth = Math.max(0, flowDepth - 1);
     // Every value is a scalar or a collection, and every collection item starts with one of these.
     if (lexeme === CST.SCALAR || lexeme === '[' || lexeme === '{' || lexeme === '-' || lexeme === '*') {
-      if (--budget.nodes < 0) return { tokens, tooManyAt: offset };
+      if (--budget.nodes < 0) return { tooManyAt: offset };
     }
-    for (const token of parser.next(lexeme)) tokens.push(token);
     if (!MARKERS.has(lexeme)) offset += lexeme.length;
   }
-  for (const token of parser.end()) tokens.push(token);
-  return { tokens };
+  return { firstTag };
 }
 
 /**

@@ -1,12 +1,15 @@
 // Shared by the adversarial groups in test/security/: hostile copies of state-example/, the built
 // CLI run inside a test namespace, and a namespace holding other people's tables that must stay
-// byte-identical whatever cgw-sync is fed.
+// byte-identical whatever cgw-sync is fed; for the "state files" group, a sandbox whose secrets
+// carry a canary that must never come out of the CLI.
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { CLI_BIN, PROJECT_ROOT } from './agent-fixture.js';
+import { gitCli } from './git-server.js';
 import { nftNamespace, type NftNamespace } from './nft-netns.js';
 
 export const EXAMPLE_DIR = join(PROJECT_ROOT, 'state-example');
@@ -40,14 +43,20 @@ export interface CliResult {
   code: number | undefined;
   out: string;
   err: string;
+  /** Wall time of the run. */
+  ms: number;
 }
 
-/** The built CLI, inside `ns` when given (as an operator would aim it: `ip netns exec`). */
-export async function cli(args: string[], ns?: string): Promise<CliResult> {
+/**
+ * The built CLI, inside `ns` when given (as an operator would aim it: `ip netns exec`), with `env`
+ * added to its environment.
+ */
+export async function cli(args: string[], ns?: string, env: Record<string, string> = {}): Promise<CliResult> {
   if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: run \`npm run build\` (scripts/test.sh does)`);
   const argv = ns ? ['ip', 'netns', 'exec', ns, process.execPath, CLI_BIN, ...args] : [process.execPath, CLI_BIN, ...args];
-  const r = await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: 20_000 });
-  return { code: r.exitCode, out: String(r.stdout), err: String(r.stderr) };
+  const started = performance.now();
+  const r = await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: 20_000, env, maxBuffer: 64 * 1024 * 1024 });
+  return { code: r.exitCode, out: String(r.stdout), err: String(r.stderr), ms: performance.now() - started };
 }
 
 /**
@@ -105,4 +114,86 @@ export async function inBatches<T, R>(items: T[], size: number, fn: (item: T) =>
   const out: R[] = [];
   for (let i = 0; i < items.length; i += size) out.push(...(await Promise.all(items.slice(i, i + size).map(fn))));
   return out;
+}
+
+// ---- "state files": secrets with a canary, the CLI with the canary in its environment ----
+
+/** Unique per process: it must never appear in anything cgw-sync prints. */
+export const CANARY = `cgw-canary-${process.pid}-${randomBytes(8).toString('hex')}`;
+export const CANARY_ENV = 'CGW_TEST_CANARY';
+
+export interface Sandbox {
+  root: string;
+  /** A file outside every state, named and filled with the canary (as YAML that would pass as a Cluster). */
+  secretFile: string;
+  /** A folder outside every state holding a Guest document full of the canary. */
+  secretDir: string;
+  /** A fresh copy of state-example named `name` under root. */
+  state(name: string): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+/** The secret's content: valid-looking YAML, so a loader that followed a link would echo it. */
+const secretYaml = (kind: string) => `apiVersion: cgw-sync/v1\nkind: ${kind}\nname: ${CANARY}\n${CANARY}: ${CANARY}\n`;
+
+export async function makeSandbox(tag: string): Promise<Sandbox> {
+  const scratch = await scratchDir(`sec-${tag}-${process.pid}`);
+  const secretDir = join(scratch.dir, `outside-${CANARY}`);
+  await mkdir(secretDir);
+  const secretFile = join(secretDir, `secret-${CANARY}.yaml`);
+  await writeFile(secretFile, secretYaml('Cluster'));
+  await writeFile(join(secretDir, `${CANARY}.yaml`), secretYaml('Guest'));
+  return {
+    root: scratch.dir,
+    secretFile,
+    secretDir,
+    state: async (name) => {
+      const dir = join(scratch.dir, name);
+      await cp(EXAMPLE_DIR, dir, { recursive: true });
+      return dir;
+    },
+    cleanup: scratch.remove,
+  };
+}
+
+/** At most this many CLI processes at once (the cases run concurrently; CI has 2 cores). */
+const CLI_SLOTS = 2;
+let freeSlots = CLI_SLOTS;
+const waiting: Array<() => void> = [];
+
+async function withSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (freeSlots === 0) await new Promise<void>((resolve) => waiting.push(resolve));
+  else freeSlots--;
+  try {
+    return await work();
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else freeSlots++;
+  }
+}
+
+/**
+ * The built CLI with the canary in its environment (it must not come out through
+ * /proc/self/environ); `ms` is the run's own wall time, not the wait for a slot.
+ */
+export function runCli(args: string[]): Promise<CliResult> {
+  return withSlot(() => cli(args, undefined, { [CANARY_ENV]: CANARY }));
+}
+
+/** A Git repository in `dir` with state-example committed on main. */
+export async function stateRepo(dir: string): Promise<void> {
+  await cp(EXAMPLE_DIR, dir, { recursive: true });
+  await gitCli(['init', '-q', '-b', 'main'], dir);
+  await commitAll(dir, 'state-example');
+}
+
+export async function commitAll(dir: string, message: string): Promise<void> {
+  await gitCli(['add', '-A'], dir);
+  await gitCli(['-c', 'user.name=Test', '-c', 'user.email=test@example.org', 'commit', '-q', '--no-verify', '-m', message], dir);
+}
+
+/** Text of at least `bytes` characters: `unit` repeated between `head` and `tail`. */
+export function repeatTo(head: string, unit: string, bytes: number, tail = ''): string {
+  return head + unit.repeat(Math.max(0, Math.ceil((bytes - head.length - tail.length) / unit.length))) + tail;
 }
