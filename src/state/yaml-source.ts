@@ -49,7 +49,7 @@ export function parseYamlSource(
     };
   };
 
-  if (budget.nodes < 0) return refused(0, `not read: the limit of ${STATE_LIMITS.yamlNodes} YAML values in all was reached in an earlier file`);
+  if (budget.nodes < 0) return refused(0, `the limit of ${STATE_LIMITS.yamlNodes} YAML values in all was reached in an earlier file`);
   const lexed = scanLexemes(text, budget);
   if (lexed.tooDeepAt !== undefined) return refused(lexed.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
   if (lexed.tooManyAt !== undefined) {
