@@ -58,6 +58,8 @@ async function unixSocketFile(p: string): Promise<void> {
 
 interface StateCase {
   name: string;
+  /** Seconds of CPU even when refused: run alone, not next to other cases, so its time is its own. */
+  heavy?: boolean;
   /** Makes the copy of state-example in `dir` hostile; may return the path to pass as --state instead. */
   make: (dir: string) => Promise<string | void>;
   expected: RegExp;
@@ -145,15 +147,15 @@ const limitCases: StateCase[] = [
   { name: '20 MB: huge flow sequence', make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1, ', 20 * MB, '1]\n')), expected: SIZE },
   { name: '20 MB: many aliases', make: bomb(repeatTo(`${FORWARDS_HEAD}  - &a {name: a}\n`, '  - *a\n', 20 * MB)), expected: SIZE },
   { name: '20 MB: many small forwards', make: bomb(manyForwards(20 * MB)), expected: SIZE },
-  { name: 'a 7 MiB scalar under the size limit is shown capped', make: bomb(repeatTo(`${FORWARDS_HEAD}  - name: `, 'a', 7 * MiB, '\n')), expected: /forwards\/bomb\.yaml:4:11: forwards\[0\]\.name: must be a name .*\(got "a{60}…" \(\d{7} chars\)\)/ },
-  { name: 'flow nesting 3,000,000 deep under the size limit', make: bomb(repeatTo(`${FORWARDS_HEAD}  - `, '[', 3 * MB)), expected: /forwards\/bomb\.yaml:4:69: nesting is deeper than 64 levels/ },
+  { name: 'a 7 MiB scalar under the size limit is shown capped', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - name: `, 'a', 7 * MiB, '\n')), expected: /forwards\/bomb\.yaml:4:11: forwards\[0\]\.name: must be a name .*\(got "a{60}…" \(\d{7} chars\)\)/ },
+  { name: 'flow nesting 3,000,000 deep under the size limit', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - `, '[', 3 * MB)), expected: /forwards\/bomb\.yaml:4:69: nesting is deeper than 64 levels/ },
   {
     name: 'block nesting 3,000 deep',
     make: bomb(FORWARDS_HEAD + Array.from({ length: 3000 }, (_, i) => `${' '.repeat(i + 2)}- `).join('\n') + 'x\n'),
     expected: /forwards\/bomb\.yaml:\d+:\d+: nesting is deeper than 64 levels/,
   },
-  { name: 'a flow sequence of millions of values', make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1,', 7 * MiB, '1]\n')), expected: /forwards\/bomb\.yaml:3:\d+: the state holds more than 700000 YAML values/ },
-  { name: 'many small forwards beyond the value budget', make: bomb(manyForwards(7.5 * MiB)), expected: /forwards\/bomb\.yaml:\d+:\d+: the state holds more than 700000 YAML values/ },
+  { name: 'a flow sequence of millions of values', heavy: true, make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1,', 7 * MiB, '1]\n')), expected: /forwards\/bomb\.yaml:3:\d+: the state holds more than 700000 YAML values/ },
+  { name: 'many small forwards beyond the value budget', heavy: true, make: bomb(manyForwards(7.5 * MiB)), expected: /forwards\/bomb\.yaml:\d+:\d+: the state holds more than 700000 YAML values/ },
   { name: 'a billion laughs', make: bomb(billionLaughs()), expected: /forwards\/bomb\.yaml:4:10: too many aliases/ },
   {
     name: 'thousands of invalid forwards: the first 100 problems are listed',
@@ -161,7 +163,7 @@ const limitCases: StateCase[] = [
     expected: /forwards\/bomb\.yaml:1:1: 900 more problem\(s\) not shown \(only the first 100 are listed\)/,
   },
   {
-    name: 'more than 16 MiB in all',
+    name: 'more than 16 MiB in all', heavy: true,
     make: async (d) => {
       for (const n of [1, 2, 3]) await write(d, `forwards/big${n}.yaml`, repeatTo(FORWARDS_HEAD.replace('forwards:\n', ''), `# ${'x'.repeat(1000)}\n`, 6 * MiB, 'forwards: []\n'));
     },
@@ -218,11 +220,13 @@ const yamlCases: StateCase[] = [
 
 describe('hostile state directories: validate', () => {
   const cases = [...symlinkCases, ...specialCases, ...limitCases, ...encodingCases, ...yamlCases];
-  it.concurrent.each(cases)('$name', async ({ name, make, expected }) => {
+  const validateCase = async ({ name, make, expected }: StateCase) => {
     const dir = await sb.state(name.replace(/[^a-z0-9]+/gi, '-'));
     const stateArg = (await make(dir)) ?? dir;
     expectRefused(await runCli(['validate', '--state', stateArg]), expected);
-  });
+  };
+  it.concurrent.each(cases.filter((c) => !c.heavy))('$name', validateCase);
+  it.each(cases.filter((c) => c.heavy))('$name', validateCase);
 
   it('accepts a UTF-8 byte order mark (positive control for the encoding checks)', async () => {
     const dir = await sb.state('utf8-bom');
