@@ -9,13 +9,14 @@ export type DiagnosticLocation = Omit<Diagnostic, 'message'>;
 
 /**
  * Renders ["forwards", 2, "target", "port"] as "forwards[2].target.port". A key that is not a plain
- * identifier (it comes from the file, so it may hold anything) is shown quoted and escaped: ["\u200b"].
+ * identifier (it comes from the file, so it may hold anything), or a long one, is shown quoted,
+ * escaped and capped: ["\u200b"].
  */
 export function formatFieldPath(path: FieldPath): string {
   return path
     .map((segment, i) => {
       if (typeof segment === 'number') return `[${segment}]`;
-      if (!/^[A-Za-z0-9_-]+$/.test(segment)) return `[${quoteValue(segment)}]`;
+      if (!/^[A-Za-z0-9_-]+$/.test(segment) || segment.length > EXCERPT_CHARS) return `[${quoteValue(segment)}]`;
       return i === 0 ? segment : `.${segment}`;
     })
     .join('');

@@ -125,6 +125,8 @@ function article(type: string): string {
 
 /** The allowed property a typo most likely meant (edit distance <= 2), if any. */
 function closest(word: string, candidates: string[]): string | undefined {
+  // A word much longer than every candidate is more than 2 edits away (and a huge key would cost).
+  if (!candidates.some((c) => Math.abs(c.length - word.length) <= 2)) return undefined;
   const scored = candidates.map((c) => ({ c, d: editDistance(word.toLowerCase(), c.toLowerCase()) }));
   const best = scored.sort((a, b) => a.d - b.d)[0];
   return best && best.d <= 2 ? best.c : undefined;

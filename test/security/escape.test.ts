@@ -36,5 +36,6 @@ describe('quoteValue / escapeText', () => {
     expect(formatFieldPath(['forwards', 1, '<<'])).toBe('forwards[1]["<<"]');
     expect(formatFieldPath(['port\u200b'])).toBe('["port\\u200b"]');
     expect(formatFieldPath(['uplink', 'interface'])).toBe('uplink.interface');
+    expect(formatFieldPath(['k'.repeat(61)])).toBe(`["${'k'.repeat(60)}…" (61 chars)]`);
   });
 });

@@ -200,6 +200,11 @@ const encodingCases: StateCase[] = [
   { name: '.inf as a port', make: (d) => edit(d, 'forwards/web.yaml', 'port: 80\n    nodes: [node1]', 'port: .inf\n    nodes: [node1]'), expected: /forwards\/web\.yaml:\d+:\d+: forwards\[0\]\.port: must be an integer \(got \.inf\)/ },
   { name: '.nan as a port', make: (d) => edit(d, 'forwards/web.yaml', 'port: 80\n    nodes: [node1]', 'port: .nan\n    nodes: [node1]'), expected: /forwards\/web\.yaml:\d+:\d+: forwards\[0\]\.port: must be an integer \(got \.nan\)/ },
   { name: '-.inf as a memory size', make: (d) => edit(d, 'guests/guest1.yaml', 'memoryMiB: 1024', 'memoryMiB: -.inf'), expected: /guests\/guest1\.yaml:\d+:\d+: resources\.memoryMiB: must be an integer \(got -\.inf\)/ },
+  {
+    name: 'a 2 MiB explicit key is shown capped',
+    make: async (d) => write(d, 'nodes/node1.yaml', `${await readFile(path.join(d, 'nodes/node1.yaml'), 'utf8')}? ${'k'.repeat(2 * MiB)}\n: 1\n`),
+    expected: /nodes\/node1\.yaml:\d+:3: \["k{60}…" \(2097152 chars\)\]: unknown property "k{60}…" \(2097152 chars\); allowed:/,
+  },
   { name: 'an escaped terminal sequence in the kind', make: (d) => edit(d, 'forwards/web.yaml', 'kind: Forwards', 'kind: "\\e[2J\\e[H"'), expected: /forwards\/web\.yaml:\d+:\d+: kind: unknown kind "\\x1b\[2J\\x1b\[H"/ },
 ];
 
