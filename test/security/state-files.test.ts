@@ -58,7 +58,7 @@ async function unixSocketFile(p: string): Promise<void> {
 
 interface StateCase {
   name: string;
-  /** Seconds of CPU even when refused: run alone, not next to other cases, so its time is its own. */
+  /** Seconds of CPU to make or to refuse: run alone, not next to other cases, so its time is its own. */
   heavy?: boolean;
   /** Makes the copy of state-example in `dir` hostile; may return the path to pass as --state instead. */
   make: (dir: string) => Promise<string | void>;
@@ -142,11 +142,11 @@ function billionLaughs(): string {
 const SIZE = /forwards\/bomb\.yaml:1:1: is 19\.1 MiB, more than the limit of 8 MiB per file/;
 
 const limitCases: StateCase[] = [
-  { name: '20 MB: one huge scalar', make: bomb(repeatTo(`${FORWARDS_HEAD}  - name: `, 'a', 20 * MB, '\n')), expected: SIZE },
-  { name: '20 MB: deep nesting', make: bomb(repeatTo(`${FORWARDS_HEAD}  - `, '[', 20 * MB)), expected: SIZE },
-  { name: '20 MB: huge flow sequence', make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1, ', 20 * MB, '1]\n')), expected: SIZE },
-  { name: '20 MB: many aliases', make: bomb(repeatTo(`${FORWARDS_HEAD}  - &a {name: a}\n`, '  - *a\n', 20 * MB)), expected: SIZE },
-  { name: '20 MB: many small forwards', make: bomb(manyForwards(20 * MB)), expected: SIZE },
+  { name: '20 MB: one huge scalar', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - name: `, 'a', 20 * MB, '\n')), expected: SIZE },
+  { name: '20 MB: deep nesting', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - `, '[', 20 * MB)), expected: SIZE },
+  { name: '20 MB: huge flow sequence', heavy: true, make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1, ', 20 * MB, '1]\n')), expected: SIZE },
+  { name: '20 MB: many aliases', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - &a {name: a}\n`, '  - *a\n', 20 * MB)), expected: SIZE },
+  { name: '20 MB: many small forwards', heavy: true, make: bomb(manyForwards(20 * MB)), expected: SIZE },
   { name: 'a 7 MiB scalar under the size limit is shown capped', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - name: `, 'a', 7 * MiB, '\n')), expected: /forwards\/bomb\.yaml:4:11: forwards\[0\]\.name: must be a name .*\(got "a{60}…" \(\d{7} chars\)\)/ },
   { name: 'flow nesting 3,000,000 deep under the size limit', heavy: true, make: bomb(repeatTo(`${FORWARDS_HEAD}  - `, '[', 3 * MB)), expected: /forwards\/bomb\.yaml:4:69: nesting is deeper than 64 levels/ },
   {
@@ -171,6 +171,7 @@ const limitCases: StateCase[] = [
   },
   {
     name: 'more than 10,000 files',
+    heavy: true,
     make: async (d) => {
       await mkdir(path.join(d, 'docs'));
       await Promise.all(Array.from({ length: 10_001 }, (_, i) => write(d, `docs/${i}.md`, '')));
