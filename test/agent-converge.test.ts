@@ -195,7 +195,7 @@ describe('agent: invalid state', () => {
 
     const published = await readPublished(fx, 'node1');
     expect(published?.json.source.state).toBe('invalid');
-    expect(published?.markdown).toMatch(/\*\*Source:\*\* revision [0-9a-f]{40} is invalid; nothing of it was applied:\n.*forwards\/broken\.yaml:\d+/);
+    expect(published?.markdown).toMatch(/\*\*Source:\*\*\n\n```text\nrevision [0-9a-f]{40} is invalid; nothing of it was applied:\n.*forwards\/broken\.yaml:\d+/);
     expect(published?.subject).toContain('source invalid');
 
     // Fixed on top: applied.

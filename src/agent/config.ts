@@ -1,14 +1,21 @@
 // The agent's own configuration file (schema/agent.schema.json), validated like state files:
-// every problem with file, line, column and field.
-import { readFile } from 'node:fs/promises';
+// every problem with file, line, column and field. Hostile or broken files (a folder, a device,
+// a huge file, a YAML bomb, a garbage key file, a cron expression cron cannot run, a URL that is
+// not one) are refused at load with an AgentConfigError, never discovered later as an odd error
+// in a cycle. Loading also remembers the configured token (remote.ts) so no report can carry it.
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { StateError } from '../state/diagnostics.js';
+import { validateCronExpression } from 'cron';
+import { stat } from 'node:fs/promises';
+import { readSmallFile } from './small-file.js';
+import { rememberSecret, splitUserinfo } from '../git/remote.js';
+import { readTrustedKeys } from '../git/signature.js';
+import type { FieldPath } from '../state/diagnostics.js';
 import { statusBranchName } from '../git/status-branch.js';
 import { validateDocument } from '../state/schema.js';
-import type { Diagnostic } from '../state/types.js';
-import { locate, parseYamlSource } from '../state/yaml-source.js';
+import { locate, parseYamlSource, type YamlSource } from '../state/yaml-source.js';
 import type { GuestPolicy } from '../guests/policy.js';
+import { quoteValue, redactText } from './redact.js';
 
 export interface AgentConfig {
   /** Absolute path of the file it came from. */
@@ -36,6 +43,42 @@ export interface AgentConfig {
   netns?: string;
   /** imageDirs, allowBlockDevices, allowCommands: the node's GuestPolicy (guests/policy.ts). */
   guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number } & GuestPolicy;
+  /** Things that work but should not be so (a world-readable token file); printed by the CLI. */
+  warnings?: string[];
+}
+
+/** Larger than any sensible agent configuration; a bigger file is refused unread. */
+export const CONFIG_SIZE_LIMIT = 256 * 1024;
+/** An armored key file (a few keys) is far smaller. */
+export const KEY_FILE_SIZE_LIMIT = 1024 * 1024;
+export const TOKEN_FILE_SIZE_LIMIT = 64 * 1024;
+/** YAML aliases in an agent configuration: a handful at most; many means a "billion laughs". */
+const MAX_ALIASES = 50;
+
+/** One problem with the configuration; line and column when it is about a place in the file. */
+export interface ConfigProblem {
+  file: string;
+  line?: number;
+  column?: number;
+  field?: string;
+  message: string;
+}
+
+export function formatConfigProblems(problems: ConfigProblem[]): string {
+  return problems
+    .map((p) => `${p.file}${p.line ? `:${p.line}:${p.column}` : ''}: ${p.field ? `${p.field}: ` : ''}${redactText(p.message, [])}`)
+    .join('\n');
+}
+
+/** The agent configuration cannot be used; `problems` says why, each with file (and place). */
+export class AgentConfigError extends Error {
+  override name = 'AgentConfigError';
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(formatConfigProblems(problems));
+  }
 }
 
 /** Relative paths in the file are relative to the file's folder, as an operator would expect. */
@@ -57,17 +100,161 @@ function resolvePaths(c: AgentConfig, base: string): AgentConfig {
   };
 }
 
-export async function loadAgentConfig(file: string): Promise<AgentConfig> {
+/**
+ * Load, validate and check an agent configuration. `checkFiles: false` skips the checks of the
+ * files it names (token, trusted keys, hooks folder): for an example read on another machine.
+ */
+export async function loadAgentConfig(file: string, opts: { checkFiles?: boolean } = {}): Promise<AgentConfig> {
   const abs = path.resolve(file);
-  const text = await readFile(abs, 'utf8');
-  const shown = path.basename(abs);
-  const { source, diagnostics } = parseYamlSource(shown, text);
-  if (diagnostics.length) throw new StateError(diagnostics);
-  const data = source.doc.toJS() as Record<string, unknown>;
-  const problems: Diagnostic[] = validateDocument('AgentConfig', data).map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message }));
-  if (problems.length) throw new StateError(problems);
-  const config = { ...(data as unknown as AgentConfig), file: abs, node: (data.node as string | undefined) ?? hostname().split('.')[0] };
-  return resolvePaths(config, path.dirname(abs));
+  const fail = (message: string): never => {
+    throw new AgentConfigError(abs, [{ file: abs, message }]);
+  };
+  const read = await readSmallFile(abs, CONFIG_SIZE_LIMIT);
+  if ('error' in read) return fail(`cannot read the agent configuration: ${read.error}`);
+  if (read.text.includes('\0')) return fail('not a YAML text file (it contains NUL bytes)');
+  const { source, data } = parseConfigYaml(abs, read.text);
+  if (data === null || data === undefined) return fail('the file is empty: an AgentConfig needs apiVersion, kind and source');
+  if (typeof data !== 'object' || Array.isArray(data)) return fail('must be a YAML mapping (apiVersion, kind, source, ...), not a list or a single value');
+  const at = (p: FieldPath, message: string, key = false): ConfigProblem => ({ ...locate(source, p, { key }), message });
+  const problems = validateDocument('AgentConfig', data).map((p) => at(p.path, p.message, p.unknownProperty));
+  if (problems.length) throw new AgentConfigError(abs, problems);
+  const raw = data as Record<string, unknown>;
+  const config = resolvePaths({ ...(raw as unknown as AgentConfig), file: abs, node: (raw.node as string | undefined) ?? hostname().split('.')[0] }, path.dirname(abs));
+  const warnings: string[] = [];
+  problems.push(...fieldProblems(config).map((p) => at(p.path, p.message)));
+  if (opts.checkFiles !== false) for (const p of await fileProblems(config, warnings)) problems.push(at(p.path, p.message));
+  if (problems.length) throw new AgentConfigError(abs, problems);
+  return warnings.length ? { ...config, warnings: warnings.map((w) => `${abs}: ${w}`) } : config;
+}
+
+/** Parse with an alias limit; a stack overflow (absurd nesting) becomes a message, not a crash. */
+function parseConfigYaml(abs: string, text: string): { source: YamlSource; data: unknown } {
+  let parsed: ReturnType<typeof parseYamlSource>;
+  let data: unknown;
+  try {
+    parsed = parseYamlSource(abs, text);
+    const deep = (m: string) => m.replace(/Maximum call stack size exceeded/, 'nested too deeply');
+    if (parsed.diagnostics.length) throw new AgentConfigError(abs, parsed.diagnostics.map((d) => ({ ...d, message: deep(d.message) })));
+    data = parsed.source.doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (e) {
+    if (e instanceof AgentConfigError) throw e;
+    const why = e instanceof RangeError ? 'nested too deeply' : /alias/i.test((e as Error).message) ? `too many YAML aliases (at most ${MAX_ALIASES}; a "billion laughs" file?)` : (e as Error).message;
+    throw new AgentConfigError(abs, [{ file: abs, message: `cannot be read as YAML: ${why}` }]);
+  }
+  return { source: parsed.source, data };
+}
+
+interface FieldProblem {
+  path: FieldPath;
+  message: string;
+}
+
+/** Checks the schema cannot express; pure. */
+export function fieldProblems(c: AgentConfig): FieldProblem[] {
+  const out: FieldProblem[] = [];
+  const urlProblem = checkUrl(c.source.url, true);
+  if (urlProblem) out.push({ path: ['source', 'url'], message: urlProblem });
+  if (c.status.url !== undefined) {
+    const p = checkUrl(c.status.url, false);
+    if (p) out.push({ path: ['status', 'url'], message: p });
+  }
+  const branchProblem = checkBranch(c.source.branch);
+  if (branchProblem) out.push({ path: ['source', 'branch'], message: branchProblem });
+  const statusBranchProblem = checkBranch(statusBranch(c));
+  if (statusBranchProblem) out.push({ path: ['status', 'branch'], message: statusBranchProblem });
+  const cron = validateCronExpression(c.schedule.cron);
+  if (!cron.valid) out.push({ path: ['schedule', 'cron'], message: `${quoteValue(c.schedule.cron)} is not a cron expression: ${cron.error?.message ?? 'invalid'} (e.g. "*/1 * * * *")` });
+  if (c.netns !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(c.netns)) {
+    out.push({ path: ['netns'], message: `${quoteValue(c.netns)} is not a network namespace name (letters, digits, _ . -, not starting with . or -, at most 64 characters)` });
+  }
+  return out;
+}
+
+/** Why `url` cannot be a Git source (or status) URL; undefined when it can. */
+export function checkUrl(url: string, folderAllowed: boolean): string | undefined {
+  const shown = quoteValue(splitUserinfo(url).url);
+  if (/[\s\u0000-\u001f\u007f]/.test(url)) return `${shown} is not a valid URL: it contains spaces or control characters`;
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  const folder = folderAllowed ? ' or a local folder' : '';
+  if (scheme === 'http' || scheme === 'https') {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      return `${shown} is not a valid URL (expected ${scheme}://host[:port]/path)`;
+    }
+    if (!/^https?:\/\/[^/]/i.test(url) || !u.hostname) return `${shown} is not a valid URL: it names no host (expected ${scheme}://host[:port]/path)`;
+    return undefined;
+  }
+  if (scheme === 'file' && folderAllowed) return /^file:\/\//i.test(url) ? undefined : `${shown} is not a valid file:// URL`;
+  if (scheme) return `${shown}: unsupported URL scheme "${scheme}:" (cgw-sync speaks http(s)://${folder})`;
+  if (/^[^/]+@[^/]+:/.test(url)) return `${shown} looks like an SSH address; cgw-sync speaks http(s)://${folder}`;
+  return folderAllowed ? undefined : `${shown} is not an http(s):// URL`;
+}
+
+/** Why `branch` is not a usable Git branch name (git check-ref-format's rules); undefined if it is. */
+export function checkBranch(branch: string): string | undefined {
+  const bad =
+    !branch ||
+    /[\s\u0000-\u001f\u007f~^:?*[\\]|\.\.|\/\/|@\{/.test(branch) ||
+    /^[-/.]|[/.]$/.test(branch) ||
+    branch.split('/').some((part) => part.startsWith('.') || part.endsWith('.lock')) ||
+    branch === '@' ||
+    branch.length > 200;
+  return bad ? `${quoteValue(branch)} is not a valid Git branch name` : undefined;
+}
+
+/** Checks of the files the configuration names (token, trusted keys, hooks folder). */
+async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldProblem[]> {
+  const out: FieldProblem[] = [];
+  // Secrets in URLs are remembered like tokens, so reports can mask them.
+  rememberSecret(splitUserinfo(c.source.url).password);
+  if (c.status.url) rememberSecret(splitUserinfo(c.status.url).password);
+  if (c.source.tokenEnv) rememberSecret(process.env[c.source.tokenEnv]?.trim());
+  if (c.source.tokenFile) {
+    const token = await readSmallFile(c.source.tokenFile, TOKEN_FILE_SIZE_LIMIT);
+    if ('error' in token) out.push({ path: ['source', 'tokenFile'], message: `cannot read token file ${c.source.tokenFile}: ${token.error}` });
+    else if (!token.text.trim()) out.push({ path: ['source', 'tokenFile'], message: `token file ${c.source.tokenFile} is empty` });
+    else {
+      rememberSecret(token.text.trim());
+      if (token.mode & 0o044) warnings.push(`source.tokenFile: ${c.source.tokenFile} is readable by other users (mode ${(token.mode & 0o777).toString(8)}); make it 0600`);
+    }
+  }
+  for (const [i, f] of c.source.trustedKeys.entries()) {
+    const problem = await trustedKeyProblem(f);
+    if (problem) out.push({ path: ['source', 'trustedKeys', i], message: problem });
+  }
+  if (c.hooksDir) {
+    const dir = await statMode(c.hooksDir);
+    if (dir !== undefined && dir & 0o022) out.push({ path: ['hooksDir'], message: `${c.hooksDir} is writable by other users (mode ${(dir & 0o777).toString(8)}): anyone could make the agent run a program as root` });
+  }
+  return out;
+}
+
+async function statMode(p: string): Promise<number | undefined> {
+  return stat(p).then((s) => s.mode, () => undefined);
+}
+
+async function trustedKeyProblem(file: string): Promise<string | undefined> {
+  const read = await readSmallFile(file, KEY_FILE_SIZE_LIMIT);
+  if ('error' in read) return `cannot read trusted key file ${file}: ${read.error}`;
+  try {
+    await readTrustedKeys([read.text]);
+    return undefined;
+  } catch (e) {
+    return `trusted key file ${file} is not an armored OpenPGP public key: ${quoteValue((e as Error).message)}`;
+  }
+}
+
+/** The armored keys of the trusted key files; a missing or unreadable file is named in the error. */
+export async function readTrustedKeyFiles(files: string[]): Promise<string[]> {
+  return Promise.all(
+    files.map(async (f) => {
+      const read = await readSmallFile(f, KEY_FILE_SIZE_LIMIT);
+      if ('error' in read) throw new Error(`cannot read trusted key file ${f} (source.trustedKeys): ${read.error}`);
+      return read.text;
+    }),
+  );
 }
 
 /** The status branch name for this node. */

@@ -28,7 +28,7 @@ import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
 import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
-import { significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
+import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type Executed, type NodeRuntime, type Prepared } from './node.js';
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
 import { cycleOutcome, settled } from './outcome.js';
@@ -168,7 +168,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { memory, sourceStatus, now } = c;
   const gitOk = sourceStatus.state !== 'unavailable';
   const nft = rec && nftPlanJson(rec.prepared.plan.nft.plan);
-  const status: NodeStatus = {
+  // Redacted here, so that what is published, logged and returned (--json) is the same safe text.
+  const status: NodeStatus = redactStatus({
     format: STATUS_FORMAT,
     node: config.node,
     time: now(),
@@ -185,7 +186,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
     timings: c.sw.timings,
-  };
+  });
   const published = await publishIfNew(config, status, memory);
   if (published.kind === 'failed' && gitOk) noteOutage(memory, now(), published.error);
   if (published.kind === 'failed') rememberUnpublished(memory, status);

@@ -2,7 +2,9 @@
 //   <hooksDir>/pre-apply, <hooksDir>/pre-apply.d/*    (a non-zero exit vetoes the apply)
 //   <hooksDir>/post-apply, <hooksDir>/post-apply.d/*  (failures are reported, nothing is undone)
 // Each gets the plan JSON on stdin and in $CGW_PLAN_FILE, plus $CGW_NODE, $CGW_REVISION and
-// $CGW_PHASE. The hook's output is kept (truncated) for the status report.
+// $CGW_PHASE. The hook's output is kept (truncated, redacted) for the status report.
+// A hook sees only the small environment of hookEnvironment(), never the agent's own: the agent's
+// environment may hold its Git token (tokenEnv), and hooks are often scripts that print things.
 import { execa } from 'execa';
 import { access, constants, readdir, stat, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -42,6 +44,25 @@ export async function findHooks(hooksDir: string, phase: HookPhase): Promise<str
   return found;
 }
 
+/** A fixed PATH: the agent's own PATH could name folders a hook should not trust. */
+export const HOOK_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * The whole environment of a hook: PATH, LANG, TZ (when the agent has one) and the CGW_*
+ * variables. Documented in hooks/pre-apply.example and the README.
+ */
+export function hookEnvironment(ctx: Pick<HookContext, 'node' | 'revision'>, phase: HookPhase, planFile: string, agentEnv: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return {
+    PATH: HOOK_PATH,
+    LANG: 'C.UTF-8',
+    ...(agentEnv.TZ ? { TZ: agentEnv.TZ } : {}),
+    CGW_NODE: ctx.node,
+    CGW_REVISION: ctx.revision,
+    CGW_PHASE: phase,
+    CGW_PLAN_FILE: planFile,
+  };
+}
+
 export interface HookContext {
   node: string;
   revision: string;
@@ -67,7 +88,8 @@ export async function runHooks(hooksDir: string | undefined, phase: HookPhase, c
         reject: false,
         timeout: ctx.timeoutMs,
         killSignal: 'SIGKILL',
-        env: { CGW_NODE: ctx.node, CGW_REVISION: ctx.revision, CGW_PHASE: phase, CGW_PLAN_FILE: planFile },
+        env: hookEnvironment(ctx, phase, planFile),
+        extendEnv: false,
       });
       const output = String(r.all ?? '').slice(-OUTPUT_LIMIT);
       const note = r.timedOut ? `\n(killed after ${ctx.timeoutMs} ms)` : '';

@@ -1,9 +1,13 @@
 // The status report a node commits to its status branch: status.json for machines, REPORT.md
-// for people, and a one-line commit message. Pure: built from the outcome of one cycle.
+// for people, and a one-line commit message. Built from the outcome of one cycle, and always
+// through redact.ts: no secret the process knows, no invisible character and no over-long string
+// reaches Git; state values in REPORT.md are escaped, so they cannot inject Markdown or HTML.
 import type { SettingsReport } from './settings-phase.js';
 import type { DriftItem } from './drift.js';
 import type { HookResult } from './hooks.js';
 import type { TableChangeJson, PlanCounts } from '../plan/format.js';
+import { allSecrets } from '../git/remote.js';
+import { cap, redactDeep, VALUE_LIMIT } from './redact.js';
 
 export const STATUS_FORMAT = 'cgw-sync.status/v1';
 
@@ -83,7 +87,14 @@ export function significantKey(s: NodeStatus): string {
 
 const short = (rev?: string) => (rev ? rev.slice(0, 12) : 'none');
 
-export function commitMessage(s: NodeStatus): string {
+/** The status as it may leave the node: every string redacted (redact.ts). Idempotent. */
+export function redactStatus(s: NodeStatus, secrets: readonly string[] = allSecrets()): NodeStatus {
+  return redactDeep(s, secrets);
+}
+
+/** The commit subject: one line, redacted, capped. */
+export function commitMessage(status: NodeStatus, secrets: readonly string[] = allSecrets()): string {
+  const s = redactStatus(status, secrets);
   const parts: string[] = [];
   if (s.outcome === 'applied') parts.push(`applied ${short(s.appliedRevision)}`);
   else if (s.outcome === 'converged') parts.push(`converged at ${short(s.appliedRevision)}`);
@@ -98,61 +109,99 @@ export function commitMessage(s: NodeStatus): string {
   if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
   const earlierDrift = (s.earlier ?? []).filter((e) => e.drift.items.length);
   if (earlierDrift.length) parts.push(`earlier drift ${earlierDrift.some((e) => e.drift.corrected) ? 'corrected' : 'found'} in ${earlierDrift.length} unpublished cycle(s)`);
-  return `${s.node}: ${parts.join('; ')}`;
+  return cap(`${s.node}: ${parts.join('; ')}`.replace(/\s+/g, ' '), VALUE_LIMIT);
 }
 
-export function renderMarkdown(s: NodeStatus): string {
+// --- Markdown: every value from the state, a hook or an error is escaped -------------------------
+
+/** Inline text: Markdown punctuation backslash-escaped, HTML made inert, one line. */
+export function mdText(text: string): string {
+  return text
+    .replace(/\r?\n/g, ' ')
+    // Only what is markup inside a line (line-start markup cannot occur: the line is ours).
+    .replace(/[\\`*[\]|~]/g, '\\$&')
+    // An underscore inside a word (cgw_nat) is never emphasis in CommonMark; at a word edge it may be.
+    .replace(/(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])/g, '\\_')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;');
+}
+
+/**
+ * An inline code span that no content can close early: the fence is longer than any run of
+ * backticks inside. Pipes are escaped too (GitHub splits table cells on them even in code).
+ */
+export function mdCode(text: string): string {
+  const inner = text.replace(/\r?\n/g, ' ').replace(/\|/g, '\\|');
+  const longest = Math.max(0, ...(inner.match(/`+/g) ?? []).map((r) => r.length));
+  const fence = '`'.repeat(longest + 1);
+  const pad = inner.startsWith('`') || inner.endsWith('`') || inner.startsWith(' ') ? ' ' : '';
+  return `${fence}${pad}${inner}${pad}${fence}`;
+}
+
+/** A fenced block no content can close (longer fence than any backtick run inside). */
+export function mdBlock(text: string): string[] {
+  const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((r) => r.length));
+  const fence = '`'.repeat(Math.max(3, longest + 1));
+  return [`${fence}text`, text, fence];
+}
+
+export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = allSecrets()): string {
+  const s = redactStatus(status, secrets);
+  const t = mdText;
+  const c = mdCode;
   const L: string[] = [];
-  L.push(`# cgw-sync status: ${s.node}`, '');
+  L.push(`# cgw-sync status: ${t(s.node)}`, '');
   L.push(`| | |`, `|---|---|`);
-  L.push(`| outcome | **${s.outcome}** |`);
-  L.push(`| applied revision | \`${s.appliedRevision ?? 'none'}\` |`);
-  L.push(`| source | ${s.source.url} (${s.source.branch}): ${s.source.state}${s.source.fetched ? `, fetched \`${s.source.fetched}\`` : ''} |`);
-  L.push(`| report time | ${s.time} |`, '');
-  if (s.source.message) L.push(`**Source:** ${s.source.message}`, '');
-  if (s.errors.length) L.push('## Errors', '', ...s.errors.map((e) => `- ${e.replace(/\n/g, '\n  ')}`), '');
-  if (s.notes?.length) L.push('## Notes', '', ...s.notes.map((n) => `- ${n}`), '');
+  L.push(`| outcome | **${t(s.outcome)}** |`);
+  L.push(`| applied revision | ${c(s.appliedRevision ?? 'none')} |`);
+  L.push(`| source | ${t(s.source.url)} (${t(s.source.branch)}): ${t(s.source.state)}${s.source.fetched ? `, fetched ${c(s.source.fetched)}` : ''} |`);
+  L.push(`| report time | ${t(s.time)} |`, '');
+  if (s.source.message) L.push('**Source:**', '', ...mdBlock(s.source.message), '');
+  if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');
+  if (s.notes?.length) L.push('## Notes', '', ...s.notes.map((n) => `- ${t(n)}`), '');
   if (s.earlier?.length) {
     L.push('## Since the last published report', '');
     for (const e of s.earlier) {
-      L.push(`- ${e.time}: **${e.outcome}** at \`${short(e.appliedRevision)}\``);
-      for (const d of e.drift.items) L.push(`  - drift ${e.drift.corrected ? 'corrected' : 'found'}: ${d.kind} (${d.table}): ${d.detail}`);
-      for (const x of e.errors) L.push(`  - error: ${x.replace(/\n/g, ' ')}`);
+      L.push(`- ${t(e.time)}: **${t(e.outcome)}** at ${c(short(e.appliedRevision))}`);
+      for (const d of e.drift.items) L.push(`  - drift ${e.drift.corrected ? 'corrected' : 'found'}: ${t(d.kind)} (${t(d.table)}): ${t(d.detail)}`);
+      for (const x of e.errors) L.push(`  - error: ${c(x)}`);
     }
     L.push('');
   }
-  if (s.outage) L.push('## Git outage', '', `Git was unreachable from ${s.outage.since}${s.outage.until ? ` until ${s.outage.until}` : ' (ongoing)'}: ${s.outage.failures} failed attempt(s); last error: ${s.outage.lastError}`, '');
+  if (s.outage) L.push('## Git outage', '', `Git was unreachable from ${t(s.outage.since)}${s.outage.until ? ` until ${t(s.outage.until)}` : ' (ongoing)'}: ${s.outage.failures} failed attempt(s); last error: ${c(s.outage.lastError)}`, '');
   L.push('## Plan', '');
   if (!s.plan || !s.plan.changed) L.push('No changes.', '');
   else {
-    for (const t of s.plan.tables) {
-      L.push(`### ${t.action} table ${t.table}`, '');
-      for (const r of t.reasons) L.push(`- because: ${r}`);
-      for (const c of t.chains) {
-        for (const r of c.removed) L.push(`- chain ${c.chain}: \`- ${r}\``);
-        for (const r of c.added) L.push(`- chain ${c.chain}: \`+ ${r}\``);
+    for (const tc of s.plan.tables) {
+      L.push(`### ${t(tc.action)} table ${t(tc.table)}`, '');
+      for (const r of tc.reasons) L.push(`- because: ${t(r)}`);
+      for (const ch of tc.chains) {
+        for (const r of ch.removed) L.push(`- chain ${t(ch.chain)}: ${c(`- ${r}`)}`);
+        for (const r of ch.added) L.push(`- chain ${t(ch.chain)}: ${c(`+ ${r}`)}`);
       }
-      for (const m of t.maps) {
-        for (const e of m.remove) L.push(`- map ${m.map}: \`- ${e}\``);
-        for (const e of m.add) L.push(`- map ${m.map}: \`+ ${e}\``);
+      for (const m of tc.maps) {
+        for (const e of m.remove) L.push(`- map ${t(m.map)}: ${c(`- ${e}`)}`);
+        for (const e of m.add) L.push(`- map ${t(m.map)}: ${c(`+ ${e}`)}`);
       }
       L.push('');
     }
   }
   L.push('## Drift', '');
   if (!s.drift.items.length) L.push('None.', '');
-  else L.push(`${s.drift.corrected ? 'Corrected' : 'Not corrected (drift policy: report)'}:`, '', ...s.drift.items.map((d) => `- ${d.kind} (${d.table}): ${d.detail}`), '');
+  else L.push(`${s.drift.corrected ? 'Corrected' : 'Not corrected (drift policy: report)'}:`, '', ...s.drift.items.map((d) => `- ${t(d.kind)} (${t(d.table)}): ${t(d.detail)}`), '');
   if (s.settings) {
     const ct = s.settings.conntrackd;
-    L.push('## Node settings', '', ...(s.settings.changes.length ? s.settings.changes.map((c) => `- ${c}${s.settings!.applied ? '' : ' (not applied)'}`) : ['No changes.']), '');
-    if (ct) L.push(`conntrackd: ${ct.running ? `running (pid ${ct.pid})` : '**not running**'}, ${ct.answering ? 'answering on its socket' : `**not answering**${ct.error ? `: ${ct.error}` : ''}`}`, '');
+    L.push('## Node settings', '', ...(s.settings.changes.length ? s.settings.changes.map((x) => `- ${t(x)}${s.settings!.applied ? '' : ' (not applied)'}`) : ['No changes.']), '');
+    if (ct) L.push(`conntrackd: ${ct.running ? `running (pid ${ct.pid})` : '**not running**'}, ${ct.answering ? 'answering on its socket' : `**not answering**${ct.error ? `: ${t(ct.error)}` : ''}`}`, '');
   }
-  if (s.guests.length) L.push('## Guests', '', '| guest | state | detail |', '|---|---|---|', ...s.guests.map((g) => `| ${g.name} | ${g.state} | ${g.detail ?? ''} |`), '');
-  if (s.hooks.length) L.push('## Hooks', '', ...s.hooks.map((h) => `- ${h.phase} \`${h.hook}\`: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
-  L.push('## Timings (ms)', '', ...Object.entries(s.timings).map(([k, v]) => `- ${k}: ${v}`), '');
+  if (s.guests.length) L.push('## Guests', '', '| guest | state | detail |', '|---|---|---|', ...s.guests.map((g) => `| ${t(g.name)} | ${t(g.state)} | ${t(g.detail ?? '')} |`), '');
+  if (s.hooks.length) L.push('## Hooks', '', ...s.hooks.map((h) => `- ${t(h.phase)} ${c(h.hook)}: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
+  L.push('## Timings (ms)', '', ...Object.entries(s.timings).map(([k, v]) => `- ${t(k)}: ${v}`), '');
   return L.join('\n');
 }
 
-export function statusFiles(s: NodeStatus): Record<string, string> {
-  return { 'status.json': `${JSON.stringify(s, null, 2)}\n`, 'REPORT.md': renderMarkdown(s) };
+/** status.json and REPORT.md, both redacted. */
+export function statusFiles(status: NodeStatus, secrets: readonly string[] = allSecrets()): Record<string, string> {
+  const s = redactStatus(status, secrets);
+  return { 'status.json': `${JSON.stringify(s, null, 2)}\n`, 'REPORT.md': renderMarkdown(s, secrets) };
 }

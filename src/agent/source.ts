@@ -6,9 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import git from 'isomorphic-git';
 import { contentHash, fetchSource, type SourceResult } from '../git/source.js';
-import type { AgentConfig } from './config.js';
+import { readTrustedKeyFiles, type AgentConfig } from './config.js';
 import { agentPaths } from './memory.js';
-import { readFile } from 'node:fs/promises';
 
 export interface Source {
   /** The current revision, accepted or refused; throws RemoteUnavailable when unreachable. */
@@ -28,7 +27,7 @@ export function gitSource(config: AgentConfig): Source {
         branch: config.source.branch,
         cacheDir,
         credentials: { tokenFile: config.source.tokenFile, tokenEnv: config.source.tokenEnv, username: config.source.username },
-        trustedKeys: await Promise.all(config.source.trustedKeys.map((f) => readFile(f, 'utf8'))),
+        trustedKeys: await readTrustedKeyFiles(config.source.trustedKeys),
         lastAppliedOid: lastApplied,
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,

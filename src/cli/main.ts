@@ -14,8 +14,9 @@ import { guestSnippet } from '../render/stateless.js';
 import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
 import { applyErrors, applyFailed } from '../reconcile/apply.js';
-import { StateError } from '../state/diagnostics.js';
-import { loadAgentConfig, type AgentConfig } from '../agent/config.js';
+import { AgentConfigError, loadAgentConfig, type AgentConfig } from '../agent/config.js';
+import { redactDeep, redactText } from '../agent/redact.js';
+import { allSecrets, maskSecrets } from '../git/remote.js';
 import { defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
 import { readMemory, writeMemory } from '../agent/memory.js';
 import { gitSource } from '../agent/source.js';
@@ -172,7 +173,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (e) {
-    io.err(`cgw-sync: ${(e as Error).message}\n`);
+    io.err(`cgw-sync: ${redactText((e as Error).message, allSecrets())}\n`);
     if (e instanceof UsageError) io.err(`\n${USAGE}`);
     return EXIT.error;
   }
@@ -264,13 +265,14 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
 async function review(repoDir: string, base: string, rev: string | undefined, subPath: string, io: Io): Promise<number> {
   if (!rev) throw new UsageError('plan --all-nodes needs --rev <revision>');
   const r = await reviewRevisions(repoDir, base, rev, subPath);
-  io.out(r.markdown);
+  // A CI job's environment (its tokens) must not reach a pull request comment, whatever the state did.
+  io.out(maskSecrets(r.markdown, allSecrets()));
   if (r.diagnostics.length) return EXIT.error;
   return r.changed ? EXIT.changes : EXIT.ok;
 }
 
 function logLine(line: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
+  process.stdout.write(`${JSON.stringify(redactDeep(line))}\n`);
 }
 
 async function agent(command: 'once' | 'run', configFile: string, json: boolean, io: Io): Promise<number> {
@@ -278,12 +280,13 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
   try {
     config = await loadAgentConfig(configFile);
   } catch (e) {
-    if (e instanceof StateError) {
-      io.err(`${formatDiagnostics(e.diagnostics)}\ncgw-sync: invalid agent configuration ${configFile}\n`);
+    if (e instanceof AgentConfigError) {
+      io.err(`${e.message}\ncgw-sync: invalid agent configuration ${e.file}; nothing was changed\n`);
       return EXIT.error;
     }
     throw e;
   }
+  for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
   const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), log: logLine };
   if (command === 'run') {
@@ -293,8 +296,11 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
   const carry: MemoryCarry = { unsaved: false };
   const status = await runOnce({ ...deps, carry, log: json ? undefined : logLine });
   if (json) io.out(`${JSON.stringify(status, null, 2)}\n`);
-  // A node that could not save what it did says so in its exit code too.
-  return (status.outcome === 'converged' || status.outcome === 'applied') && !carry.unsaved ? EXIT.ok : EXIT.error;
+  // A node that could not save what it did says so in its exit code too; so does a revision that
+  // is in Git but was not applied (invalid, refused, not ours): it needs a person, even though the
+  // node still converged on its last good revision.
+  const stateRefused = ['invalid', 'refused', 'not-owned'].includes(status.source.state);
+  return (status.outcome === 'converged' || status.outcome === 'applied') && !carry.unsaved && !stateRefused ? EXIT.ok : EXIT.error;
 }
 
 async function guest(args: string[], configFile: string, from: string | undefined, io: Io): Promise<number> {

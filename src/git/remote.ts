@@ -2,6 +2,8 @@
 // credentials (token from a file or an env var, handed to isomorphic-git via onAuth), an HTTP
 // client with an idle timeout, and turning transport failures into one typed, scrubbed error.
 // Secrets never appear in messages: URLs lose their userinfo and the token text is masked.
+// Every token this process reads is also remembered (knownSecrets), so that whatever the agent
+// writes to Git or prints can be masked again at the end, whichever path a value took.
 import { readFile } from 'node:fs/promises';
 import type { AuthCallback, HttpClient } from 'isomorphic-git';
 import nodeHttp from 'isomorphic-git/http/node';
@@ -46,7 +48,7 @@ export interface Remote {
  */
 export async function openRemote(url: string, creds: GitCredentials = {}, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Remote> {
   const { url: clean, username: urlUser, password: urlPass } = splitUserinfo(url);
-  const token = (await loadToken(creds)) ?? urlPass;
+  const token = (await loadToken(creds)) ?? rememberSecret(urlPass);
   const username = creds.username ?? urlUser ?? 'cgw-sync';
   // No onAuthFailure: a rejected token ends in HttpError 401 instead of an endless retry.
   const onAuth: AuthCallback = () => (token ? { username, password: token } : undefined);
@@ -63,12 +65,12 @@ export async function loadToken(creds: GitCredentials): Promise<string | undefin
     }
     const token = text.trim();
     if (!token) throw new Error(`token file ${creds.tokenFile} is empty`);
-    return token;
+    return rememberSecret(token);
   }
   if (creds.tokenEnv) {
     const token = process.env[creds.tokenEnv]?.trim();
     if (!token) throw new Error(`environment variable ${creds.tokenEnv} (git token) is not set`);
-    return token;
+    return rememberSecret(token);
   }
   return undefined;
 }
@@ -95,11 +97,52 @@ export function splitUserinfo(url: string): { url: string; username?: string; pa
   return { url: u.toString(), username, password };
 }
 
-/** Remove userinfo from every URL in `text` and mask each secret. */
-export function scrub(text: string, secrets: string[] = []): string {
-  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/\s@]*@/gi, '$1***@');
+/** Secrets this process has read (tokens, passwords in URLs): masked in everything it writes. */
+const remembered = new Set<string>();
+
+/** Remember a secret so that `scrub` masks it from now on; returns it unchanged. */
+export function rememberSecret<T extends string | undefined>(value: T): T {
+  // Very short values would mask ordinary words; no real token is that short.
+  if (value && value.length >= 4) remembered.add(value);
+  return value;
+}
+
+/** Names of environment variables that by convention hold secrets. */
+const SECRET_ENV_NAME = /TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|AUTH/i;
+
+/** Values of the secret-looking variables of `env` (long enough not to be ordinary words). */
+export function environmentSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
+  return Object.entries(env)
+    .filter(([name, value]) => SECRET_ENV_NAME.test(name) && value !== undefined && value.trim().length >= 8)
+    .map(([, value]) => (value as string).trim());
+}
+
+/** Every secret known to this process, longest first (so a secret containing another is masked whole). */
+export function knownSecrets(): string[] {
+  return [...new Set([...remembered, ...environmentSecrets()])].sort((a, b) => b.length - a.length);
+}
+
+/** `secrets` plus every secret this process knows, longest first. */
+export function allSecrets(secrets: string[] = []): string[] {
+  return [...new Set([...secrets.filter(Boolean), ...knownSecrets()])].sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Remove userinfo from every URL in `text`, the credentials of Authorization headers and bearer
+ * tokens, and mask each of `secrets` (pure: the caller decides which secrets).
+ */
+export function maskSecrets(text: string, secrets: readonly string[]): string {
+  let out = text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/\s@]*@/gi, '$1***@')
+    .replace(/\b((?:proxy-)?authorization\s*[:=]\s*)(?:(basic|bearer|token)\s+)?[^\s,;"']+/gi, (_m, head: string, scheme?: string) => `${head}${scheme ? `${scheme} ` : ''}***`)
+    .replace(/\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}/gi, '$1***');
   for (const s of secrets) if (s) out = out.split(s).join('***');
   return out;
+}
+
+/** maskSecrets with the given secrets and every one this process knows (knownSecrets). */
+export function scrub(text: string, secrets: string[] = []): string {
+  return maskSecrets(text, allSecrets(secrets));
 }
 
 const NETWORK_CODES = new Set([
