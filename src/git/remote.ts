@@ -109,12 +109,21 @@ export function rememberSecret<T extends string | undefined>(value: T): T {
 
 /** Names of environment variables that by convention hold secrets. */
 const SECRET_ENV_NAME = /TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|AUTH/i;
+/** Well-known variables whose values are not secret and may well appear in a report (the host name). */
+const PUBLIC_ENV_NAME = /^(HOSTNAME|HOME|PWD|OLDPWD|PATH|SHELL|USER|LOGNAME|TERM|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|SHLVL|_)$/;
 
-/** Values of the secret-looking variables of `env` (long enough not to be ordinary words). */
+/**
+ * Values of the process environment that must not leave it: those of secret-looking variables
+ * (8+ characters), and, as a second line behind the state loader's refusal of symlinks such as
+ * one to /proc/self/environ, every other value of 16+ characters that is not a path.
+ */
 export function environmentSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
-  return Object.entries(env)
-    .filter(([name, value]) => SECRET_ENV_NAME.test(name) && value !== undefined && value.trim().length >= 8)
-    .map(([, value]) => (value as string).trim());
+  const out: string[] = [];
+  for (const [name, raw] of Object.entries(env)) {
+    const value = raw?.trim() ?? '';
+    if (SECRET_ENV_NAME.test(name) ? value.length >= 8 : value.length >= 16 && !PUBLIC_ENV_NAME.test(name) && !/^[\w.+-]*(\/[\w.@+-]*)+(:[\w.+-]*(\/[\w.@+-]*)+)*$/.test(value)) out.push(value);
+  }
+  return out;
 }
 
 /** Every secret known to this process, longest first (so a secret containing another is masked whole). */
@@ -133,7 +142,8 @@ export function allSecrets(secrets: string[] = []): string[] {
  */
 export function maskSecrets(text: string, secrets: readonly string[]): string {
   let out = text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/\s@]*@/gi, '$1***@')
+    // Bounded and anchored at the start of a scheme: linear even on a megabyte of letters.
+    .replace(/(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}:\/\/)[^/\s@]{0,2048}@/gi, '$1***@')
     .replace(/\b((?:proxy-)?authorization\s*[:=]\s*)(?:(basic|bearer|token)\s+)?[^\s,;"']+/gi, (_m, head: string, scheme?: string) => `${head}${scheme ? `${scheme} ` : ''}***`)
     .replace(/\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}/gi, '$1***');
   for (const s of secrets) if (s) out = out.split(s).join('***');
