@@ -84,7 +84,8 @@ export class AgentConfigError extends Error {
 /** Relative paths in the file are relative to the file's folder, as an operator would expect. */
 function resolvePaths(c: AgentConfig, base: string): AgentConfig {
   const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(base, p));
-  const isUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(c.source.url);
+  // Anything with a scheme or in scp syntax is left as written, for checkUrl to judge.
+  const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(c.source.url) || /^[^/]+@[^/]+:/.test(c.source.url);
   return {
     ...c,
     source: {
@@ -120,10 +121,11 @@ export async function loadAgentConfig(file: string, opts: { checkFiles?: boolean
   if (problems.length) throw new AgentConfigError(abs, problems);
   const raw = data as Record<string, unknown>;
   const config = resolvePaths({ ...(raw as unknown as AgentConfig), file: abs, node: (raw.node as string | undefined) ?? hostname().split('.')[0] }, path.dirname(abs));
+  rememberConfigSecrets(config);
   const warnings: string[] = [];
   problems.push(...fieldProblems(config).map((p) => at(p.path, p.message)));
   if (opts.checkFiles !== false) for (const p of await fileProblems(config, warnings)) problems.push(at(p.path, p.message));
-  if (problems.length) throw new AgentConfigError(abs, problems);
+  if (problems.length) throw new AgentConfigError(abs, problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0)));
   return warnings.length ? { ...config, warnings: warnings.map((w) => `${abs}: ${w}`) } : config;
 }
 
@@ -204,13 +206,16 @@ export function checkBranch(branch: string): string | undefined {
   return bad ? `${quoteValue(branch)} is not a valid Git branch name` : undefined;
 }
 
-/** Checks of the files the configuration names (token, trusted keys, hooks folder). */
-async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldProblem[]> {
-  const out: FieldProblem[] = [];
-  // Secrets in URLs are remembered like tokens, so reports can mask them.
+/** Passwords in URLs and the tokenEnv token are remembered like tokens, so no message shows them. */
+function rememberConfigSecrets(c: AgentConfig): void {
   rememberSecret(splitUserinfo(c.source.url).password);
   if (c.status.url) rememberSecret(splitUserinfo(c.status.url).password);
   if (c.source.tokenEnv) rememberSecret(process.env[c.source.tokenEnv]?.trim());
+}
+
+/** Checks of the files the configuration names (token, trusted keys, hooks folder). */
+async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldProblem[]> {
+  const out: FieldProblem[] = [];
   if (c.source.tokenFile) {
     const token = await readSmallFile(c.source.tokenFile, TOKEN_FILE_SIZE_LIMIT);
     if ('error' in token) out.push({ path: ['source', 'tokenFile'], message: `cannot read token file ${c.source.tokenFile}: ${token.error}` });

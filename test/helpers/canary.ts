@@ -89,11 +89,13 @@ export interface CliRun {
 
 /**
  * `cgw-sync <args>` as a real process from dist/ with `env` added to ours, `env` first: whatever
- * shows the start of the environment (/proc/self/environ) shows the canaries.
+ * shows the start of the environment (/proc/self/environ) shows the canaries. `asUser`: run it
+ * as that user (setpriv), not as root.
  */
-export async function runCli(args: string[], env: Record<string, string>): Promise<CliRun> {
+export async function runCli(args: string[], env: Record<string, string>, opts: { asUser?: { uid: number; gid: number } } = {}): Promise<CliRun> {
   const t0 = Date.now();
-  const r = await execa(process.execPath, [CLI_BIN, ...args], { env: { ...env, ...process.env, ...env }, extendEnv: false, reject: false, timeout: 30_000, encoding: 'utf8' });
+  const [cmd, pre] = opts.asUser ? ['setpriv', [`--reuid=${opts.asUser.uid}`, `--regid=${opts.asUser.gid}`, '--clear-groups', process.execPath]] : [process.execPath, []];
+  const r = await execa(cmd, [...pre, CLI_BIN, ...args], { env: { ...env, ...process.env, ...env }, extendEnv: false, reject: false, timeout: 30_000, encoding: 'utf8' });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), ms: Date.now() - t0 };
 }
 
