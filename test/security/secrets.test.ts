@@ -11,8 +11,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hookEnvironment, HOOK_PATH } from '../../src/agent/hooks.js';
-import { MESSAGE_LIMIT } from '../../src/agent/redact.js';
-import type { NodeStatus } from '../../src/agent/report.js';
+import { MESSAGE_LIMIT, quoteValue, redactText, VALUE_LIMIT } from '../../src/agent/redact.js';
+import { commitMessage, mdBlock, mdCode, mdText, statusFiles, type NodeStatus } from '../../src/agent/report.js';
+import { environmentSecrets } from '../../src/git/remote.js';
 import type { FileMap } from '../../src/git/tree.js';
 import { readPublished, startTestAgent, stateExampleFiles, withExtraForward, type PublishedStatus, type TestAgent } from '../helpers/agent-fixture.js';
 import {
@@ -271,5 +272,81 @@ describe('secrets: the hook environment', () => {
   it('is PATH, LANG, TZ and the CGW_* variables, nothing of the agent', () => {
     const env = hookEnvironment({ node: 'n1', revision: 'abc' }, 'pre-apply', '/tmp/p.json', { TZ: 'UTC', HOME: '/root', GIT_TOKEN: 'x' });
     expect(env).toEqual({ PATH: HOOK_PATH, LANG: 'C.UTF-8', TZ: 'UTC', CGW_NODE: 'n1', CGW_REVISION: 'abc', CGW_PHASE: 'pre-apply', CGW_PLAN_FILE: '/tmp/p.json' });
+  });
+});
+
+describe('secrets: redaction and escaping (pure)', () => {
+  const SECRET = 'pure-canary-0123456789';
+  it.each([
+    { name: 'a known secret', text: `token ${SECRET} rejected`, gone: [SECRET], kept: ['token', 'rejected'] },
+    { name: 'userinfo in a URL', text: 'clone of https://bot:hunter2hunter2@git.example.org/x failed', gone: ['hunter2hunter2', 'bot:'], kept: ['https://***@git.example.org/x'] },
+    { name: 'an Authorization header', text: 'sent Authorization: Basic Ym90Omh1bnRlcjI= to the server', gone: ['Ym90Omh1bnRlcjI='], kept: ['Authorization: Basic ***'] },
+    { name: 'a bearer token', text: 'header was bearer abcdefghijklmnop', gone: ['abcdefghijklmnop'], kept: ['bearer ***'] },
+    { name: 'a secret across the cap is masked before cutting, no piece left', text: `${'x'.repeat(MESSAGE_LIMIT - 5)}${SECRET}`, gone: [SECRET, SECRET.slice(0, 5)], kept: ['***'] },
+    { name: 'an over-long text is cut with a note', text: 'z'.repeat(MESSAGE_LIMIT * 3), gone: ['z'.repeat(MESSAGE_LIMIT + 1)], kept: [`cut: ${MESSAGE_LIMIT * 2} more characters`] },
+    { name: 'zero-width and bidi characters', text: 'a\u200bb\u202ec\u0007d', gone: ['\u200b', '\u202e', '\u0007'], kept: ['\\u{200b}', '\\u{202e}', '\\u{7}'] },
+  ])('redactText: $name', ({ text, gone, kept }) => {
+    const out = redactText(text, [SECRET]);
+    for (const g of gone) expect(out).not.toContain(g);
+    for (const k of kept) expect(out).toContain(k);
+    expect(out.length).toBeLessThanOrEqual(MESSAGE_LIMIT + 40);
+  });
+
+  it('redactText is linear: a megabyte of scheme-like letters takes milliseconds', () => {
+    const t0 = Date.now();
+    redactText(`${'a'.repeat(1_000_000)}://`, [SECRET]);
+    redactText(`authorization${' '.repeat(1_000_000)}`, [SECRET]);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  it('quoteValue escapes, masks and caps a value inside a message', () => {
+    expect(quoteValue('a"b\\c\nd', [])).toBe('"a\\"b\\\\c\\nd"');
+    expect(quoteValue(`x${SECRET}`, [SECRET])).toBe('"x***"');
+    expect(quoteValue('y'.repeat(500), [])).toBe(`"${'y'.repeat(VALUE_LIMIT)}"… (cut: 300 more characters)`);
+  });
+
+  it('the environment: secret-looking names and long values are masked; paths and the host name are not', () => {
+    const found = environmentSecrets({ GIT_TOKEN: 'short-ok', HOSTNAME: 'a-rather-long-host-name', PATH: '/usr/bin:/bin', DATA: 'some long opaque value 123', PWD: '/var/lib/cgw-sync/state' });
+    expect(found.sort()).toEqual(['short-ok', 'some long opaque value 123']);
+  });
+
+  it.each([
+    { name: 'a code span cannot be closed by backticks inside', value: 'a ``` b ` c', check: (md: string) => expect(md).toBe('````a ``` b ` c````') },
+    { name: 'a code span cannot split a table cell', value: 'a|b', check: (md: string) => expect(md).toBe('`a\\|b`') },
+    { name: 'a code span is one line', value: 'a\n# b', check: (md: string) => expect(md).not.toContain('\n') },
+  ])('mdCode: $name', ({ value, check }) => check(mdCode(value)));
+
+  it.each([
+    { name: 'HTML is inert', value: '<img src=x onerror=alert(1)>', expected: '&lt;img src=x onerror=alert(1)>' },
+    { name: 'links and emphasis are literal', value: '[x](javascript:alert(1)) *b* _i_', expected: '\\[x\\](javascript:alert(1)) \\*b\\* \\_i\\_' },
+    { name: 'an underscore inside a name stays readable', value: 'cgw_nat', expected: 'cgw_nat' },
+    { name: 'a newline cannot start a heading', value: 'a\n# pwned', expected: 'a # pwned' },
+  ])('mdText: $name', ({ value, expected }) => expect(mdText(value)).toBe(expected));
+
+  it('mdBlock: a fenced block is longer than any backtick run inside', () => {
+    const [open, body, close] = mdBlock('x\n````\ny');
+    expect(open).toBe('`````text');
+    expect(body).toBe('x\n````\ny');
+    expect(close).toBe('`````');
+  });
+
+  it('statusFiles and commitMessage redact whatever reaches them', () => {
+    const status = {
+      format: 'cgw-sync.status/v1',
+      node: 'n1',
+      time: '2026-01-01T00:00:00.000Z',
+      outcome: 'error',
+      source: { url: 'http://git', branch: 'main', state: 'invalid', message: `leaked ${SECRET}` },
+      plan: null,
+      drift: { items: [], corrected: false },
+      guests: [],
+      hooks: [],
+      errors: [`hook said ${SECRET}`],
+      timings: {},
+    } as NodeStatus;
+    const files = statusFiles(status, [SECRET]);
+    expect(files['status.json']).not.toContain(SECRET);
+    expect(files['REPORT.md']).not.toContain(SECRET);
+    expect(commitMessage({ ...status, node: `n1 ${SECRET}` }, [SECRET])).not.toContain(SECRET);
   });
 });
