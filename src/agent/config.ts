@@ -37,6 +37,8 @@ export interface AgentConfig {
   drift: 'correct' | 'report';
   status: { url?: string; branch: string; dir?: string };
   hooksDir?: string;
+  /** Extra variables for the hooks; they get nothing else of the agent's environment. */
+  hookEnv?: Record<string, string>;
   hookTimeoutSeconds: number;
   stateDir: string;
   nft: string;

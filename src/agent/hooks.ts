@@ -48,14 +48,16 @@ export async function findHooks(hooksDir: string, phase: HookPhase): Promise<str
 export const HOOK_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /**
- * The whole environment of a hook: PATH, LANG, TZ (when the agent has one) and the CGW_*
- * variables. Documented in hooks/pre-apply.example and the README.
+ * The whole environment of a hook: PATH, LANG, TZ (when the agent has one), the agent config's
+ * hookEnv, and the CGW_* variables of this run (which hookEnv cannot change). Documented in
+ * hooks/pre-apply.example and the README.
  */
-export function hookEnvironment(ctx: Pick<HookContext, 'node' | 'revision'>, phase: HookPhase, planFile: string, agentEnv: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function hookEnvironment(ctx: Pick<HookContext, 'node' | 'revision' | 'env'>, phase: HookPhase, planFile: string, agentEnv: NodeJS.ProcessEnv = process.env): Record<string, string> {
   return {
     PATH: HOOK_PATH,
     LANG: 'C.UTF-8',
     ...(agentEnv.TZ ? { TZ: agentEnv.TZ } : {}),
+    ...ctx.env,
     CGW_NODE: ctx.node,
     CGW_REVISION: ctx.revision,
     CGW_PHASE: phase,
@@ -68,6 +70,8 @@ export interface HookContext {
   revision: string;
   planJson: unknown;
   timeoutMs: number;
+  /** Extra variables (the agent config's hookEnv). */
+  env?: Record<string, string>;
 }
 
 export async function runHooks(hooksDir: string | undefined, phase: HookPhase, ctx: HookContext): Promise<HookResult[]> {

@@ -96,7 +96,7 @@ export async function executePlan(rt: NodeRuntime, p: Prepared, opts: { beforeNf
   const { plan } = p;
   if (!hasChanges(plan)) return { hooks: [] };
   const hooksDir = rt.hooks ? config.hooksDir : undefined;
-  const ctx = { node: config.node, revision: plan.revision ?? '', planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000 };
+  const ctx = { node: config.node, revision: plan.revision ?? '', planJson: planJson(plan), timeoutMs: config.hookTimeoutSeconds * 1000, env: config.hookEnv };
   const pre = await runHooks(hooksDir, 'pre-apply', ctx);
   const veto = pre.find((h) => !h.ok);
   if (veto) return { hooks: pre, vetoedBy: veto.hook };

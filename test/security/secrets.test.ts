@@ -181,7 +181,7 @@ function describeAgent(variant: 'tokenEnv' | 'tokenFile', cases: HostileCase[]) 
       ctx = { canaryFile, tokenFile, outsideDir };
       reportDir = path.join(secret, 'report');
       const source = variant === 'tokenEnv' ? { tokenEnv: TOKEN_ENV } : { tokenFile };
-      agent = await startTestAgent(fx, variant === 'tokenEnv' ? 'node1' : 'node2', { source, hooksDir: await envPrintingHooks(secret), status: { dir: reportDir } });
+      agent = await startTestAgent(fx, variant === 'tokenEnv' ? 'node1' : 'node2', { source, hooksDir: await envPrintingHooks(secret), hookEnv: { CGW_MAX_REMOVED: '7' }, status: { dir: reportDir } });
     });
     afterAll(async () => {
       await agent?.destroy();
@@ -215,6 +215,7 @@ function describeAgent(variant: 'tokenEnv' | 'tokenFile', cases: HostileCase[]) 
         // The hook really printed its environment: the variables it was given are there.
         expect(h.output).toContain(`CGW_NODE=${agent.node}`);
         expect(h.output).toContain(`PATH=${HOOK_PATH}`);
+        expect(h.output).toContain('CGW_MAX_REMOVED=7');
         const names = [...h.output.matchAll(/^([A-Za-z_][A-Za-z0-9_]*)=/gm)].map((m) => m[1]);
         expect(names.filter((n) => !/^(PATH|LANG|TZ|CGW_[A-Z_]+|PWD|OLDPWD|SHLVL|_|phase)$/.test(n))).toEqual([]);
         expect(h.output).not.toContain(TOKEN_ENV);
@@ -272,6 +273,12 @@ describe('secrets: the hook environment', () => {
   it('is PATH, LANG, TZ and the CGW_* variables, nothing of the agent', () => {
     const env = hookEnvironment({ node: 'n1', revision: 'abc' }, 'pre-apply', '/tmp/p.json', { TZ: 'UTC', HOME: '/root', GIT_TOKEN: 'x' });
     expect(env).toEqual({ PATH: HOOK_PATH, LANG: 'C.UTF-8', TZ: 'UTC', CGW_NODE: 'n1', CGW_REVISION: 'abc', CGW_PHASE: 'pre-apply', CGW_PLAN_FILE: '/tmp/p.json' });
+  });
+
+  it("adds the config's hookEnv, which cannot change the CGW_* variables of the run", () => {
+    const env = hookEnvironment({ node: 'n1', revision: 'abc', env: { CGW_MAX_REMOVED: '20', CGW_NODE: 'evil' } }, 'post-apply', '/tmp/p.json', {});
+    expect(env).toMatchObject({ CGW_MAX_REMOVED: '20', CGW_NODE: 'n1', CGW_PHASE: 'post-apply' });
+    expect(Object.keys(env).sort()).toEqual(['CGW_MAX_REMOVED', 'CGW_NODE', 'CGW_PHASE', 'CGW_PLAN_FILE', 'CGW_REVISION', 'LANG', 'PATH']);
   });
 });
 
