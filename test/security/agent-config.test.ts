@@ -86,8 +86,8 @@ const CASES: ConfigCase[] = [
   { name: 'a list instead of a mapping', setup: (c) => write(c, '- apiVersion: cgw-sync/v1\n'), message: /must be a YAML mapping/ },
   { name: 'a single value instead of a mapping', setup: (c) => write(c, 'just some words\n'), message: /must be a YAML mapping/ },
   { name: 'an empty file', setup: (c) => write(c, '# nothing here\n'), message: /the file is empty/ },
-  { name: 'a billion-laughs YAML bomb', setup: (c) => write(c, `${BILLION_LAUGHS}\n`), message: /too many YAML aliases/ },
-  { name: '5,000 levels of nesting', setup: (c) => write(c, `${'['.repeat(5000)}${']'.repeat(5000)}\n`), message: /nested too deeply/ },
+  { name: 'a billion-laughs YAML bomb', setup: (c) => write(c, `${BILLION_LAUGHS}\n`), message: /too many (YAML )?aliases/ },
+  { name: '5,000 levels of nesting', setup: (c) => write(c, `${'['.repeat(5000)}${']'.repeat(5000)}\n`), message: /nest(ed|ing) .*deep/ },
   { name: 'a misspelt property', setup: (c) => write(c, stringify({ ...c.base, hookTimoutSeconds: 5 })), field: 'hookTimoutSeconds', line: 'hookTimoutSeconds', message: /unknown property "hookTimoutSeconds" \(did you mean "hookTimeoutSeconds"\?\)/ },
   { name: 'a number that is text', setup: withDoc({ hookTimeoutSeconds: 'soon' }), field: 'hookTimeoutSeconds', line: 'hookTimeoutSeconds', message: /must be an integer/ },
   // Fields the schema cannot check.
