@@ -36,7 +36,7 @@ describe('node settings in the node plan', () => {
     await addBridge(env.ns, 'guestbr0');
     await addAddress(env.ns, 'guestbr0', '10.5.5.251/24');
     tmp = await mkdtemp(join(tmpdir(), 'cgw-setph-'));
-    config = { ...defaultAgentConfig('node1'), stateDir: tmp, netns: env.ns, guests: { enabled: false, runDir: tmp, stopTimeoutSeconds: 1 } };
+    config = { ...defaultAgentConfig('node1'), stateDir: tmp, netns: env.ns, guests: { ...defaultAgentConfig('node1').guests, enabled: false, runDir: tmp, stopTimeoutSeconds: 1 } };
   });
   afterAll(async () => {
     try {
@@ -67,7 +67,7 @@ describe('node settings in the node plan', () => {
     const text = await cli(['plan', '--state', dir, '--node', 'node1']);
     expect(text.exitCode, String(text.stderr)).toBe(2);
     expect(text.stdout).toContain('+ table ip cgw_raw will be created');
-    expect(text.stdout).toMatch(/^settings:\n(.*\n)*  ~ sysctl net\.netfilter\.nf_conntrack_tcp_be_liberal: 0 -> 1$/m);
+    expect(text.stdout).toMatch(/^settings:\n(.*\n)* {2}~ sysctl net\.netfilter\.nf_conntrack_tcp_be_liberal: 0 -> 1$/m);
     expect(text.stdout).toContain('  + file /var/lib/cgw-sync/conntrackd/conntrackd.conf');
     expect(text.stdout).toContain('    +\t\tIPv4_Destination_Address 10.5.5.252');
     expect(text.stdout).toContain('  + conntrackd: start (not running)');

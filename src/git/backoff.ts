@@ -20,7 +20,7 @@ export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 5_000, maxMs: 300_000
  */
 export function backoffDelay(attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: () => number = Math.random): number {
   const n = Math.max(0, Math.floor(attempt));
-  const raw = Math.min(policy.maxMs, policy.initialMs * Math.pow(policy.factor, n));
+  const raw = Math.min(policy.maxMs, policy.initialMs * policy.factor ** n);
   const jitter = Math.min(1, Math.max(0, policy.jitter));
   return Math.round(raw * (1 - jitter * random()));
 }

@@ -16,9 +16,10 @@ export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 export const CLI_BIN = path.join(PROJECT_ROOT, 'dist/cli/bin.js');
 
 /** Every file of state-example/ as a FileMap (repository-relative paths). */
-export async function stateExampleFiles(): Promise<FileMap> {
+/** The bundled state-example as text files (a FileMap whose values are all strings). */
+export async function stateExampleFiles(): Promise<Record<string, string>> {
   const root = path.join(PROJECT_ROOT, 'state-example');
-  const files: FileMap = {};
+  const files: Record<string, string> = {};
   async function walk(rel: string): Promise<void> {
     for (const it of await readdir(path.join(root, rel), { withFileTypes: true })) {
       const r = rel ? `${rel}/${it.name}` : it.name;
