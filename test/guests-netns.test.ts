@@ -149,7 +149,7 @@ describe('netns guest driver (real namespaces, veth, bridge, socat)', () => {
     const script = 'trap "" TERM; echo ready; while :; do sleep 0.2; done';
     const g = { ...web, name: 'stubborn', ip: `${net}.14`, netns: { command: ['sh', '-c', script] } };
     await driver.start(g, ctx);
-    const pid = (await driver.list()).find((x) => x.name === 'stubborn').pid!;
+    const pid = (await driver.list()).find((x) => x.name === 'stubborn')!.pid!;
     // The shell says "ready" (into the guest's log) once its trap is in place.
     const log = join(runDir, 'stubborn.log');
     expect(await waitUntil(async () => existsSync(log) && (await readFile(log, 'utf8')).includes('ready'), 5_000)).toBe(true);

@@ -194,7 +194,7 @@ describe('xen driver against recorded xl 4.17 outputs (Xen cannot run here)', ()
     expect(xl.commands()).toEqual(['list -l', 'list', `create ${cfgPath}`]);
     const meta = await new RuntimeDir(runDir).readMeta('web1');
     expect(meta).toMatchObject({ name: 'web1', driver: 'xen', fingerprint: desiredFingerprint(web1, node) });
-    expect(await readFile(cfgPath, 'utf8')).toBe(xlConfig(web1, node, { uuid: meta.uuid! }));
+    expect(await readFile(cfgPath, 'utf8')).toBe(xlConfig(web1, node, { uuid: meta!.uuid! }));
   });
 
   it('start(): a second identical start is a no-op', async () => {

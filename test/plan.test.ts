@@ -28,7 +28,7 @@ describe('render', () => {
   });
 
   it('uses one map lookup per protocol however many forwards there are', () => {
-    const prerouting = renderNode(syntheticState(500), 'node1').tables[0].chains.find((c) => c.name === 'prerouting')!;
+    const prerouting = renderNode(syntheticState(500), 'node1').tables[0]!.chains.find((c) => c.name === 'prerouting')!;
     expect(prerouting.rules.map(printRule)).toEqual([
       'ip daddr 192.168.122.11 dnat ip to tcp dport map @fwd_tcp comment "forwards: tcp ports on 192.168.122.11 to guests"',
       'ip daddr 192.168.122.11 dnat ip to udp dport map @fwd_udp comment "forwards: udp ports on 192.168.122.11 to guests"',
@@ -38,7 +38,7 @@ describe('render', () => {
   it('leaves out the full-nat SNAT when the cluster turns it off (negative control)', () => {
     const state = syntheticState(1);
     state.cluster.nat.forwardSnat = false;
-    const post = renderNode(state, 'node1').tables[0].chains.find((c) => c.name === 'postrouting')!;
+    const post = renderNode(state, 'node1').tables[0]!.chains.find((c) => c.name === 'postrouting')!;
     expect(post.rules.map(printRule).join('\n')).not.toContain('ct status dnat');
     expect(post.rules).toHaveLength(1);
   });
@@ -75,7 +75,7 @@ describe('plan against the fake nft', () => {
   it('replaces the nat table when a chain hook priority was changed by hand', async () => {
     const { nft, state } = await converged();
     nft.edit((t) => {
-      t.get('ip cgw_nat').chains[0].base!.priority = 50;
+      t.get('ip cgw_nat')!.chains[0]!.base!.priority = 50;
     });
     const p = await planNodeNft(state, 'node1', nft);
     expect(p.plan.changes).toMatchObject([{ action: 'replace', reasons: ['chain postrouting is "nat hook postrouting priority 50 policy accept"'] }]);
@@ -85,7 +85,7 @@ describe('plan against the fake nft', () => {
   it('rewrites a chain whose rules were reordered, keeping the desired order', async () => {
     const { nft, state } = await converged();
     nft.edit((t) => {
-      const pre = t.get('ip cgw_nat').chains.find((c) => c.name === 'prerouting')!;
+      const pre = t.get('ip cgw_nat')!.chains.find((c) => c.name === 'prerouting')!;
       pre.rules.reverse();
     });
     const p = await planNodeNft(state, 'node1', nft);
@@ -111,7 +111,7 @@ describe('plan against the fake nft', () => {
     const p = await planNodeNft(state, 'node1', nft);
     // Someone removes the doomed element before apply: the delete fails, so nothing applies.
     nft.edit((t) => {
-      t.get('ip cgw_nat').maps.find((x) => x.name === 'fwd_udp')!.elements = [];
+      t.get('ip cgw_nat')!.maps.find((x) => x.name === 'fwd_udp')!.elements = [];
     });
     const before = await nft.list([{ family: 'ip', name: 'cgw_nat' }]);
     await expect(applyNodeNft(p, nft)).rejects.toBeInstanceOf(NftError);

@@ -81,7 +81,7 @@ describe('loadState(state-example)', async () => {
       { name: 'web-node2', rule: 'tcp/80 -> guest1:80', nodes: ['node2'], file: 'forwards/web.yaml' },
     ]);
     // A forward's source is the position of its list item.
-    const web2 = state.forwards.find((f) => f.name === 'web-node2')!;
+    const web2 = state!.forwards.find((f) => f.name === 'web-node2')!;
     expect(web2.source).toEqual({ file: 'forwards/web.yaml', line: 15, column: 5 });
   });
 
