@@ -32,7 +32,7 @@ import type { ClusterState, NatMode } from '../state/types.js';
 import { statusBranchName } from '../git/status-branch.js';
 import { delay, waitUntil } from '../proc/process.js';
 import { planLab, type LabPlan } from './plan.js';
-import { assertNoLab, labDown, labRunDir, labUp, waitForResponder, type LabRunOptions } from './topology.js';
+import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
 import { checkoutRepo, seedLabRepo } from './repo.js';
 import { writeResponderScript } from './responder.js';
 import { isRunning, logTail, readLabRecord, spawnDetached, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
@@ -232,7 +232,10 @@ async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan
     }
     await delay(250);
   }
-  for (const g of plan.guests) await waitForResponder(g.ns, `lab guest ${g.name}`);
+  for (const g of plan.guests) {
+    await waitForGuestLinks(plan, g);
+    await waitForResponder(g.ns, `lab guest ${g.name}`);
+  }
 }
 
 function describeStatus(s: Awaited<ReturnType<typeof readNodeStatus>>): string {
