@@ -15,7 +15,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { labCheck, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
-import { labDown, labNamespaces, labRunDir } from '../../src/lab/topology.js';
+import { labDown, labNamespaces, labRunDir, waitForGuestLinks, waitForResponder } from '../../src/lab/topology.js';
 import { nodeSettled, readNodeStatus, statusHistory, type StatusCommit } from '../../src/lab/status.js';
 import { readLabRecord } from '../../src/lab/processes.js';
 import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/probes.js';
@@ -249,6 +249,9 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       expect(Date.parse(meta.startedAt)).toBeGreaterThan(Date.parse(stopReport!.status.time));
       expect(Date.parse(startReport!.status.time)).toBeGreaterThan(Date.parse(stopReport!.status.time));
 
+      // The agent reports guest2 running once it is started; probes wait until it can answer.
+      await waitForGuestLinks(lab.plan, { ...lab.plan.guests.find((g) => g.name === 'guest2')!, node: 'node1', ns: ns1 });
+      await waitForResponder(ns1, 'guest2 on node1');
       // Forwards follow the guest: tcp/2202 answers from guest2, now on node1, via both nodes.
       for (const n of lab.plan.nodes) {
         const r = await tcpProbe(client(), n.publicIP, 2202);
