@@ -130,12 +130,15 @@ export function linkNotReady(link: LinkJson, addrs: AddrJson['addr_info']): stri
   return undefined;
 }
 
-/** Links of ns that are not ready (see linkNotReady), as "dev: why"; devs default to every link that is up. */
+/**
+ * Links of ns that are not ready (see linkNotReady), as "dev: why". devs default to every link
+ * that is up and has carrier: a link left without a peer on purpose (a spare trunk) is no wait.
+ */
 export async function linksNotReady(ns: string, devs?: string[]): Promise<string[]> {
   const links = JSON.parse((await runIn(ns, 'ip', ['-j', '-d', 'link', 'show'])).stdout) as LinkJson[];
   const addrs = JSON.parse((await runIn(ns, 'ip', ['-j', 'addr', 'show'])).stdout) as AddrJson[];
   const byName = new Map(links.map((l) => [l.ifname, l]));
-  const wanted = devs ?? links.filter((l) => l.flags.includes('UP') && l.ifname !== 'lo').map((l) => l.ifname);
+  const wanted = devs ?? links.filter((l) => l.flags.includes('UP') && l.flags.includes('LOWER_UP') && l.ifname !== 'lo').map((l) => l.ifname);
   const out: string[] = [];
   for (const dev of wanted) {
     const link = byName.get(dev);
