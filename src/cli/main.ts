@@ -23,7 +23,7 @@ import { gitSource } from '../agent/source.js';
 import { runOnce, type MemoryCarry } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
-import { DEFAULT_LAB_PREFIX, labCheck, labStart, labSummary } from '../lab/lab.js';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
 import { labDown, LabExists } from '../lab/topology.js';
 import { formatResults } from '../lab/check.js';
 
@@ -60,6 +60,9 @@ Commands:
                       (root) probe the lab from its client and guests; ends "N passed, M failed"
   lab down [--prefix P]
                       (root) remove everything lab up made (also after a crash)
+  lab restart git [--prefix P]
+                      (root) stop the lab's Git server if it runs and start it again on the
+                      same port, so the agents reconnect (fault tests: a Git outage)
 
 Options:
   --state <dir>       state directory (default: current directory); with --all-nodes the
@@ -149,7 +152,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       case 'validate':
         return await validate(values.state ?? '.', io);
       case 'lab':
-        return await lab(positionals[1], values, io);
+        return await lab(positionals.slice(1), values, io);
       case 'once':
       case 'run':
         return await agent(command, values.config ?? DEFAULT_CONFIG, values.json, io);
@@ -314,16 +317,21 @@ async function guest(args: string[], configFile: string, from: string | undefine
 
 const NAT_MODES = ['full-nat', 'ct-sync', 'stateless-nat'] as const;
 
-/** `lab up | check | down`: a thin layer over src/lab/lab.ts. */
+/** `lab up | check | down | restart`: a thin layer over src/lab/lab.ts. */
 async function lab(
-  sub: string | undefined,
+  [sub, target]: string[],
   values: { prefix: string; mode?: string; 'br-netfilter': string; state?: string },
   io: Io,
 ): Promise<number> {
-  if (sub !== 'up' && sub !== 'check' && sub !== 'down') throw new UsageError('lab needs one of: up, check, down');
+  if (sub !== 'up' && sub !== 'check' && sub !== 'down' && sub !== 'restart') throw new UsageError('lab needs one of: up, check, down, restart');
+  if (sub === 'restart' && !(LAB_RESTARTABLE as readonly string[]).includes(target ?? '')) throw new UsageError(`usage: cgw-sync lab restart ${LAB_RESTARTABLE.join('|')} [--prefix P]`);
   if (process.getuid?.() !== 0) throw new Error('lab needs root: it creates network namespaces');
   const prefix = values.prefix;
   const prefixOpt = prefix === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${prefix}`;
+  if (sub === 'restart') {
+    io.out(`lab ${prefix}: the Git server listens again at ${await labRestart(prefix, target)}\n`);
+    return EXIT.ok;
+  }
   if (sub === 'down') {
     const removed = await labDown(prefix);
     io.out(removed.length ? `lab ${prefix} removed: ${removed.join(' ')}\n` : `no namespaces with prefix ${prefix} were left; its recorded processes and directory are gone too\n`);

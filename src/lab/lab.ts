@@ -13,6 +13,7 @@
 //   check  the probes of src/lab/check.ts, expectations from the state at main's tip, plus
 //          one line per node saying whether it enforces that revision.
 //   down   topology.ts labDown: recorded processes, namespaces by prefix, the lab directory.
+//   restart git   the Git server again, on the port recorded in lab.json (the agents' URL).
 //
 // Lab directory (default /run/cgw-sync/lab/<prefix>):
 //   lab.json            the record (processes with PID + start time, repository, URL)
@@ -35,7 +36,7 @@ import { planLab, type LabPlan } from './plan.js';
 import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
 import { checkoutRepo, seedLabRepo } from './repo.js';
 import { writeResponderScript } from './responder.js';
-import { isRunning, logTail, readLabRecord, spawnDetached, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
+import { isRunning, logTail, readLabRecord, spawnDetached, stopProcesses, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
 import { branchTip, nodeSettled, readNodeStatus } from './status.js';
 import { planChecks, runChecks } from './check.js';
 import type { ProbeResult } from './probes.js';
@@ -45,6 +46,9 @@ export const DEFAULT_LAB_PREFIX = 'cgwlab-';
 export const LAB_SCHEDULE = '*/2 * * * * *';
 const REPO_NAME = 'state.git';
 const GIT_READY_MS = 10_000;
+const GIT_SERVER = 'git-server';
+/** The Git server ends its open requests on SIGTERM; after this it is killed. */
+const GIT_STOP_GRACE_MS = 2_000;
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 
 export interface LabStartOptions extends LabRunOptions {
@@ -106,7 +110,6 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   const prefix = opts.prefix ?? DEFAULT_LAB_PREFIX;
   const say = opts.progress ?? (() => {});
   const cli = distEntry('cli/bin.js');
-  const gitServe = distEntry('lab/git-serve.js');
   const stateDir = path.resolve(opts.stateDir ?? bundledStateDir());
   const brNetfilter = opts.brNetfilter ?? false;
   await loadOrThrow(stateDir); // the seed itself must be valid
@@ -136,10 +139,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     // startGuests false: the agents start the guests, through the netns guest driver.
     const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false });
 
-    const ready = path.join(dir, 'git-server.json');
-    const server = await spawnDetached('git-server', [process.execPath, gitServe, projectRoot, ready], path.join(dir, 'git-server.log'));
-    await started(server);
-    const url = `${await waitForGitServer(server, ready)}/${REPO_NAME}`;
+    const url = `${await startGitServer(dir, undefined, started)}/${REPO_NAME}`;
     record.url = url;
     say(`git server: ${url}`);
 
@@ -201,10 +201,47 @@ export async function stateAt(repo: string, ref: string, scratch: string): Promi
   }
 }
 
-async function waitForGitServer(server: LabProcess, readyFile: string): Promise<string> {
-  const up = await waitUntil(() => existsSync(readyFile) || !isRunning(server), GIT_READY_MS);
-  if (!up || !existsSync(readyFile)) throw new Error(`the Git server did not come up within ${GIT_READY_MS} ms`);
-  return (JSON.parse(await readFile(readyFile, 'utf8')) as { url: string }).url;
+/**
+ * Start the lab's Git server (src/lab/git-serve.ts) serving `<dir>/git`, on `port` or a free
+ * one; `started` records the process before the wait, so `down` finds it whatever happens next.
+ * Resolves with its base URL once it listens.
+ */
+async function startGitServer(dir: string, port: number | undefined, started: (p: LabProcess) => Promise<void>): Promise<string> {
+  const ready = path.join(dir, 'git-server.json');
+  await rm(ready, { force: true });
+  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, ...(port === undefined ? [] : [String(port)])];
+  const server = await spawnDetached(GIT_SERVER, argv, path.join(dir, 'git-server.log'));
+  await started(server);
+  const up = await waitUntil(() => existsSync(ready) || !isRunning(server), GIT_READY_MS);
+  if (!up || !existsSync(ready)) {
+    throw new Error(`the Git server did not come up within ${GIT_READY_MS} ms:\n${await logTail(server.log)}`);
+  }
+  return (JSON.parse(await readFile(ready, 'utf8')) as { url: string }).url;
+}
+
+/** What `lab restart` can restart. */
+export const LAB_RESTARTABLE = ['git'] as const;
+
+/**
+ * `lab restart git`: stop the lab's Git server if it still runs, and start it again on the port
+ * recorded in lab.json, which is the URL the agents were configured with: they reconnect by
+ * themselves (for fault tests: an outage of Git, then its return). Resolves with the URL.
+ */
+export async function labRestart(prefix: string, what: string, opts: LabRunOptions = {}): Promise<string> {
+  if (!(LAB_RESTARTABLE as readonly string[]).includes(what)) throw new Error(`lab restart: cannot restart "${what}" (one of: ${LAB_RESTARTABLE.join(', ')})`);
+  const record = await readLab(prefix, opts);
+  const old = record.processes.find((p) => p.name === GIT_SERVER);
+  if (!old || !record.url) throw new Error(`lab ${prefix} has no Git server recorded in ${labRunDir(prefix, opts)}`);
+  await stopProcesses([old], GIT_STOP_GRACE_MS);
+  const dir = labRunDir(prefix, opts);
+  const port = Number(new URL(record.url).port);
+  const base = await startGitServer(dir, port, async (p) => {
+    record.processes = [...record.processes.filter((q) => q !== old), p];
+    await writeLabRecord(dir, record);
+  });
+  const url = `${base}/${REPO_NAME}`;
+  if (url !== record.url) throw new Error(`the Git server came back at ${url}, not at ${record.url} where the agents look`);
+  return url;
 }
 
 /** Placement of the guests: node -> guest names. */

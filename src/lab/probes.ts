@@ -27,8 +27,13 @@ export interface ArpProbeResult extends ProbeResult {
 }
 
 const DEFAULT_TIMEOUT_S = 3;
-/** Grace on top of a probe's own timeout before the command itself is killed. */
-const KILL_GRACE_MS = 2_000;
+/**
+ * Grace on top of a probe's own timeout before the command itself is killed. Once running, a
+ * probe is bounded by its own timeout (curl --max-time, the ask program's timer, arping -w), so
+ * this only stops one that hangs; it must cover starting `ip netns exec` and the program, which
+ * took over 2 s with the load average at 16 on 2 cores (a probe killed holding its answer).
+ */
+export const KILL_GRACE_MS = 20_000;
 
 /** GET http://ip:port/ from namespace ns with curl; the reply is the body. */
 export async function httpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {

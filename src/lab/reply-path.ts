@@ -8,7 +8,7 @@ import type { ClusterState } from '../state/types.js';
 import { inNs } from '../netns/netns.js';
 import type { LabNode, LabPlan } from './plan.js';
 import { linkMac, replyLeavesThrough } from './check.js';
-import { tcpProbe, type ProbeResult } from './probes.js';
+import { KILL_GRACE_MS, tcpProbe, type ProbeResult } from './probes.js';
 
 export interface ReplyPathCheck {
   name: string;
@@ -36,14 +36,18 @@ export function planReplyPathChecks(state: ClusterState, plan: LabPlan): ReplyPa
   return checks;
 }
 
-const LISTENING_MS = 5_000;
+/** Bound on tcpdump attaching its filter (an event it prints); a loaded machine takes seconds. */
+const LISTENING_MS = 15_000;
+/** How long tcpdump may take to print a captured packet after the probe has ended. */
+const CAPTURE_GRACE_MS = 5_000;
 
 /** Capture the SYN-ACK at the client while connecting; compare its source MAC with the expected uplink. */
 export async function runReplyPathCheck(c: ReplyPathCheck, plan: LabPlan, timeoutS = 5): Promise<ProbeResult> {
   const want = await linkMac({ ns: c.expected.ns, dev: c.expected.uplink });
   const filter = `tcp and src host ${c.entering.publicIP} and src port ${c.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)`;
   const [cmd, args] = inNs(plan.client.ns, 'tcpdump', ['-i', plan.client.dev, '-e', '-n', '-l', '-c', '1', filter]);
-  const dump = execa(cmd, args, { reject: false, timeout: (timeoutS + 2) * 1000, encoding: 'utf8' });
+  // `-c 1` ends it at the captured SYN-ACK; the timeout covers its start, the probe and the probe's start.
+  const dump = execa(cmd, args, { reject: false, timeout: LISTENING_MS + timeoutS * 1000 + KILL_GRACE_MS, encoding: 'utf8' });
   // tcpdump says "listening on ..." once its filter is attached: only then connect.
   const listening = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), LISTENING_MS);
@@ -60,7 +64,10 @@ export async function runReplyPathCheck(c: ReplyPathCheck, plan: LabPlan, timeou
     return { name: c.name, ok: false, detail: `tcpdump did not start: ${String((await dump).stderr).trim()}` };
   }
   const probe = await tcpProbe(plan.client.ns, c.entering.publicIP, c.port, { timeoutS });
+  // A SYN-ACK came during the probe, if at all: tcpdump gets a moment to print it, then stops.
+  const stop = setTimeout(() => dump.kill(), CAPTURE_GRACE_MS);
   const out = await dump;
+  clearTimeout(stop);
   const mac = /^\S+ ((?:[0-9a-f]{2}:){5}[0-9a-f]{2}) >/m.exec(String(out.stdout))?.[1];
   if (!mac) return { name: c.name, ok: false, detail: `no SYN-ACK captured (probe: ${probe.detail})` };
   const owner = await Promise.all(plan.nodes.map(async (n) => ((await linkMac({ ns: n.ns, dev: n.uplink })) === mac ? n.name : undefined)));

@@ -46,7 +46,7 @@ export interface LabUpOptions extends LabOptions, LabRunOptions {
 }
 
 /** How long `up` waits for a guest's responder to listen. */
-const RESPONDER_READY_MS = 5_000;
+const RESPONDER_READY_MS = 15_000;
 /** How long a process in a lab namespace gets to leave on SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 2_000;
 /** An agent finishes its running cycle on SIGTERM (never stopped mid-apply): more time. */

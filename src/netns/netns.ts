@@ -178,7 +178,7 @@ export async function listeningPorts(ns: string): Promise<Set<string>> {
 }
 
 /** Wait until ns listens on every one of ports ("tcp/80", "udp/123"); throws naming `what` after timeoutMs. */
-export async function waitForListening(ns: string, ports: string[], what: string, timeoutMs = 5_000): Promise<void> {
+export async function waitForListening(ns: string, ports: string[], what: string, timeoutMs = 15_000): Promise<void> {
   let missing: string[] = [];
   const listening = async () => {
     const open = await listeningPorts(ns);

@@ -14,13 +14,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
-import { labCheck, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
+import { labCheck, labRestart, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
 import { labDown, labNamespaces, labRunDir, waitForGuestLinks, waitForResponder } from '../../src/lab/topology.js';
 import { nodeSettled, readNodeStatus, statusHistory, type StatusCommit } from '../../src/lab/status.js';
 import { readLabRecord } from '../../src/lab/processes.js';
 import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/probes.js';
 import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/netns/netns.js';
-import { delay, processAlive, processCmdline, processStartTime } from '../../src/proc/process.js';
+import { delay, processAlive, processCmdline, processStartTime, terminate, waitUntil } from '../../src/proc/process.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { gitCli } from './git-server.js';
 
@@ -187,6 +187,32 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       expect(r.reply, r.detail).toBe(`this is guest2 OK from ${n1.nodeIP} via tcp/22`);
     });
 
+    it('lab restart git: back on the same port; the agents see the outage, then apply a new commit', async () => {
+      const record = (await readLabRecord(lab.dir))!;
+      const server = record.processes.find((p) => p.name === 'git-server')!;
+      const agents = record.processes.filter((p) => p.name.startsWith('agent'));
+      const stoppedAt = Date.now();
+      await terminate(server.pid, server.start, 2_000);
+      // Each agent logs a cycle that found the source unavailable.
+      const sawOutage = async (log: string) =>
+        (await readFile(log, 'utf8'))
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { time?: string; source?: string })
+          .some((l) => l.source === 'unavailable' && Date.parse(l.time ?? '') >= stoppedAt);
+      const noticed = await waitUntil(async () => (await Promise.all(agents.map((a) => sawOutage(a.log)))).every(Boolean), INTERVAL_MS + MARGIN_MS, 200);
+      expect(noticed, 'an agent never reported the Git outage in its log').toBe(true);
+
+      expect(await labRestart(prefix, 'git', runOpts())).toBe(lab.url);
+      const restarted = (await readLabRecord(lab.dir))!.processes.filter((p) => p.name === 'git-server');
+      expect(restarted).toHaveLength(1);
+      expect(restarted[0].pid).not.toBe(server.pid);
+      await gitCli(['-c', 'user.name=lab test', '-c', 'user.email=test@example.org', 'commit', '--quiet', '--allow-empty', '-m', 'after the Git server restart'], clone);
+      await gitCli(['push', '--quiet', 'origin', 'HEAD:main'], clone);
+      const tookMs = await waitApplied(await gitCli(['rev-parse', 'HEAD'], clone), homePlacement, 2 * INTERVAL_MS + MARGIN_MS);
+      console.log(`[${prefix}] after the Git server restart both nodes applied a new commit within ${tookMs} ms`);
+    });
+
     it('negative control: without the forward SNAT only same-node flows work; reverting restores all', async () => {
       const cluster = await editYaml('cluster.yaml', (doc) => doc.setIn(['nat', 'forwardSnat'], false));
       const off = await push('negative control: nat.forwardSnat false', { 'cluster.yaml': cluster });
@@ -318,7 +344,13 @@ export function labCrashSuite(tag: string): void {
       expect(again.stderr).toContain(`lab ${prefix} already exists`);
       expect(again.stderr).toContain(`cgw-sync lab down --prefix ${prefix}`);
 
-      const procs = record.processes.map((p) => ({ pid: p.pid, start: p.start as string | undefined }));
+      // `lab restart git` from the CLI: the same URL, a new recorded process that `down` stops too.
+      const restart = await runUnchecked(process.execPath, [cli, 'lab', 'restart', 'git', '--prefix', prefix]);
+      expect(restart.exitCode, restart.stderr).toBe(0);
+      expect(restart.stdout).toContain(`the Git server listens again at ${record.url}`);
+      const after = (await readLabRecord(dir))!;
+
+      const procs = [...record.processes, ...after.processes].map((p) => ({ pid: p.pid, start: p.start as string | undefined }));
       for (const ns of await labNamespaces(prefix)) {
         for (const pid of await namespacePids(ns)) procs.push({ pid, start: processStartTime(pid) });
       }
