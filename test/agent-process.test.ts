@@ -101,14 +101,21 @@ describe('agent: lock under contention', () => {
   });
 
   it('processes racing for a free or a stale lock: exactly one wins each round', async () => {
-    // Each contender spins until the same instant, tries the lock, holds it 300 ms if it got it.
+    // Each contender spins until the same instant and tries the lock, then leaves a marker. The
+    // winner holds the lock until all have tried (bounded): a contender that starts late on a
+    // loaded machine still meets the held lock, instead of winning a second time after a release.
     const contender = path.join(dir, 'contender.mjs');
     await writeFile(
       contender,
       `import { acquireLock } from ${JSON.stringify(path.join(PROJECT_ROOT, 'dist/agent/lock.js'))};\n` +
-        `const [file, at] = process.argv.slice(2);\nwhile (Date.now() < Number(at)) {}\n` +
-        `try { const l = await acquireLock(file); console.log('won'); await new Promise((r) => setTimeout(r, 300)); await l.release(); }\n` +
-        `catch (e) { console.log(e.name === 'LockBusy' ? 'busy' : 'error ' + e.message); }\n`,
+        `import { readdirSync, writeFileSync } from 'node:fs';\nimport { basename, dirname } from 'node:path';\n` +
+        `const [file, at, n] = process.argv.slice(2);\nwhile (Date.now() < Number(at)) {}\n` +
+        `const tried = () => readdirSync(dirname(file)).filter((f) => f.startsWith(basename(file) + '.tried.')).length;\n` +
+        `let lock;\ntry { lock = await acquireLock(file); console.log('won'); }\n` +
+        `catch (e) { console.log(e.name === 'LockBusy' ? 'busy' : 'error ' + e.message); }\n` +
+        `writeFileSync(file + '.tried.' + process.pid, '');\n` +
+        `for (const end = Date.now() + 15000; lock && tried() < Number(n) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));\n` +
+        `await lock?.release();\n`,
     );
     const dead = spawn('true');
     await once(dead, 'exit');
@@ -117,7 +124,7 @@ describe('agent: lock under contention', () => {
       // Odd rounds start from a stale lock (its owner has exited), even rounds from none.
       if (round % 2) await writeFile(file, JSON.stringify({ pid: dead.pid, startTime: '1', since: '2020-01-01T00:00:00Z' }));
       const at = String(Date.now() + 400);
-      const results = await Promise.all(Array.from({ length: 4 }, () => execa(process.execPath, [contender, file, at], { timeout: 20_000 })));
+      const results = await Promise.all(Array.from({ length: 4 }, () => execa(process.execPath, [contender, file, at, '4'], { timeout: 20_000 })));
       const outcomes = results.map((r) => r.stdout.trim()).sort();
       expect(outcomes, `round ${round}`).toEqual(['busy', 'busy', 'busy', 'won']);
       expect(existsSync(file)).toBe(false);
