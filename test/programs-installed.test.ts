@@ -124,21 +124,16 @@ describe('every program the code runs is installed by scripts/install.sh', () =>
     const first = new Map<string, ProgramUse>();
     for (const u of [...tsUses, ...shUses.filter((s) => !builtins.has(s.program))]) if (!first.has(u.program)) first.set(u.program, u);
 
-    const problems: string[] = [];
-    for (const { program, where } of first.values()) {
-      if (NOT_FROM_INSTALL_SH[program]) continue;
+    const problem = async ({ program, where }: ProgramUse): Promise<string | undefined> => {
+      if (NOT_FROM_INSTALL_SH[program]) return undefined;
       const file = findProgram(program);
-      if (!file) {
-        problems.push(`${program} (run at ${where}) is not installed on this machine: add its Debian package to PACKAGES in scripts/install.sh`);
-        continue;
-      }
+      if (!file) return `${program} (run at ${where}) is not installed on this machine: add its Debian package to PACKAGES in scripts/install.sh`;
       const owners = await packagesOf(file);
-      if (owners.length === 0) {
-        problems.push(`${program} (${file}, run at ${where}) belongs to no Debian package`);
-      } else if (!owners.some((p) => packages.has(p)) && !(await Promise.all(owners.map(essential))).some(Boolean)) {
-        problems.push(`${program} (run at ${where}) comes from Debian package ${owners.join(' or ')}, which scripts/install.sh does not install: add it to PACKAGES`);
-      }
-    }
+      if (owners.length === 0) return `${program} (${file}, run at ${where}) belongs to no Debian package`;
+      if (owners.some((p) => packages.has(p)) || (await Promise.all(owners.map(essential))).some(Boolean)) return undefined;
+      return `${program} (run at ${where}) comes from Debian package ${owners.join(' or ')}, which scripts/install.sh does not install: add it to PACKAGES`;
+    };
+    const problems = (await Promise.all([...first.values()].map(problem))).filter((p): p is string => p !== undefined);
     expect(problems).toEqual([]);
   });
 });
