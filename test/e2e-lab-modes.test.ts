@@ -57,7 +57,10 @@ describe('lab in every NAT mode, switched through Git', () => {
     const out: Record<string, number> = {};
     for (const n of lab.plan.nodes) {
       const pids = await namespacePids(n.ns);
-      out[n.name] = pids.filter((p) => processCmdline(p)?.[0]?.endsWith('conntrackd')).length;
+      // Daemons only: each agent cycle also runs `conntrackd -C <conf> -s` (its health query) in
+      // the namespace, which a loaded machine keeps alive long enough to be counted.
+      const daemon = (cmd: string[] | undefined) => !!cmd?.[0]?.endsWith('conntrackd') && !cmd.includes('-s');
+      out[n.name] = pids.filter((p) => daemon(processCmdline(p))).length;
     }
     return out;
   }
