@@ -4,12 +4,26 @@
 //   <name>.pid        written by qemu (-pidfile)
 //   <name>.qmp        the QMP control socket
 //   <name>.meta.json  written by us after a successful start: the fingerprint it was started with.
+//   <name>.console    the guest's first serial port (ttyS0: its console), as a log file
+//   <name>.serial1    the second serial port (ttyS1) as a unix socket, for whoever administers the
+//                     guest (the lab's VMs run a shell there: src/lab/guest-exec.ts)
+//
+// NIC: `nic: 'bridge-helper'` (default) lets qemu-bridge-helper make the tap (/etc/qemu/bridge.conf
+// must allow the bridge); `nic: 'tap'` makes the driver create the tap itself on the guest bridge
+// (named from the guest name, inside the node namespace in the lab) and remove it on stop.
+//
+// Process placement: on a host booted with systemd, qemu runs in its own transient scope
+// (`systemd-run --scope`, unit cgw-guest-<name>.scope in cgw-guests.slice, with the guest's memory
+// and CPUs as limits), so restarting or upgrading the agent, whose service cgroup is killed on
+// stop, never touches a running guest. Without systemd (containers, the lab, CI) qemu daemonizes
+// on its own as before.
 // A qemu with a pidfile or QMP socket but no metadata was not started by cgw-sync (by hand, or by
 // a run that crashed before writing it): list() reports it with managed=false and no fingerprint.
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { GuestSpec, NodeSpec } from '../state/types.js';
-import { inNs, run } from '../netns/netns.js';
+import { inNs, run, runIn, runInUnchecked, runUnchecked } from '../netns/netns.js';
 import {
   assertSafeGuestName,
   desiredFingerprint,
@@ -37,9 +51,22 @@ export interface QemuDriverOptions {
   binary?: string;
   /** Asked right before a guest starts (default: policyGuard(DEFAULT_GUEST_POLICY), see policy.ts). */
   guard?: GuestGuard;
+  /** How the NIC reaches the guest bridge (see the header). Default 'bridge-helper'. */
+  nic?: QemuNic;
+  /** Run qemu in a transient systemd scope: 'auto' (default) when the host runs systemd. */
+  systemd?: 'auto' | boolean;
 }
 
-const FILES = ['.pid', '.qmp'];
+export type QemuNic = 'bridge-helper' | 'tap';
+
+/** The agent config's `guests.qemu` section (schema/agent.schema.json). */
+export interface QemuSettings {
+  accel?: 'auto' | Accel;
+  nic?: QemuNic;
+  systemd?: 'auto' | 'on' | 'off';
+}
+
+const FILES = ['.pid', '.qmp', '.console', '.serial1'];
 /** How long qemu gets to exit after `quit` before SIGKILL. */
 const QUIT_GRACE_MS = 5_000;
 
@@ -57,8 +84,45 @@ function optValue(v: string): string {
   return v.replaceAll(',', ',,');
 }
 
+/** systemd is PID 1 on this host (sd_booted(): /run/systemd/system exists). */
+export function systemdBooted(root = '/'): boolean {
+  return existsSync(`${root.replace(/\/$/, '')}/run/systemd/system`);
+}
+
+/** The transient unit a guest's qemu runs in on a systemd host. */
+export function guestUnitName(name: string): string {
+  return `cgw-guest-${name}.scope`;
+}
+
+/**
+ * Pure: the `systemd-run` prefix that puts qemu into its own scope with the guest's resources as
+ * limits. qemu's own overhead (device emulation, TCG translation cache) on top of the guest RAM:
+ * an eighth, at least 128 MiB.
+ */
+export function systemdRunArgs(guest: GuestSpec): string[] {
+  const mem = guest.resources.memoryMiB;
+  const overhead = Math.max(128, Math.ceil(mem / 8));
+  return [
+    'systemd-run',
+    '--scope',
+    '--quiet',
+    '--collect',
+    `--unit=${guestUnitName(guest.name)}`,
+    '--slice=cgw-guests.slice',
+    `--description=cgw-sync guest ${guest.name}`,
+    `--property=MemoryMax=${mem + overhead}M`,
+    `--property=CPUQuota=${guest.resources.vcpus * 100}%`,
+    '--',
+  ];
+}
+
+/** The tap device the driver creates for a guest (nic 'tap'): derived from the name, <= 15 chars. */
+export function guestTapName(name: string): string {
+  return 'tq' + createHash('sha256').update(name).digest('hex').slice(0, 10);
+}
+
 /** Pure: the qemu command line for a guest (the design's KVM command, plus -no-shutdown). */
-export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: string; accel: Accel }): string[] {
+export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: string; accel: Accel; nic?: QemuNic }): string[] {
   const boot = guest.boot ?? {};
   const args = ['-name', guest.name, '-m', String(guest.resources.memoryMiB), '-smp', String(guest.resources.vcpus)];
   // -cpu host / -cpu max crash on this kind of machine (MSR 0x10a); without arch-capabilities it works.
@@ -68,9 +132,17 @@ export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: strin
   if (boot.kernel) args.push('-kernel', boot.kernel);
   if (boot.initrd) args.push('-initrd', boot.initrd);
   if (boot.append) args.push('-append', boot.append);
+  const nic =
+    opts.nic === 'tap'
+      ? `tap,ifname=${guestTapName(guest.name)},script=no,downscript=no,model=virtio-net-pci,mac=${guest.mac}`
+      : `bridge,br=${node.guestBridge.interface},model=virtio-net-pci,mac=${guest.mac}`;
   args.push(
     '-nic',
-    `bridge,br=${node.guestBridge.interface},model=virtio-net-pci,mac=${guest.mac}`,
+    nic,
+    '-serial',
+    `file:${optValue(join(opts.runDir, `${guest.name}.console`))}`,
+    '-serial',
+    `unix:${optValue(join(opts.runDir, `${guest.name}.serial1`))},server=on,wait=off`,
     '-daemonize',
     '-pidfile',
     join(opts.runDir, `${guest.name}.pid`),
@@ -118,9 +190,13 @@ export class QemuDriver implements GuestDriver {
   private readonly accelOpt: 'auto' | Accel;
   private readonly binary: string;
   private readonly guard: GuestGuard;
+  private readonly nic: QemuNic;
+  private readonly systemd: boolean;
 
   constructor(opts: QemuDriverOptions = {}) {
     this.guard = opts.guard ?? policyGuard();
+    this.nic = opts.nic ?? 'bridge-helper';
+    this.systemd = opts.systemd === undefined || opts.systemd === 'auto' ? systemdBooted() : opts.systemd;
     this.dir = new RuntimeDir(opts.runDir ?? join(DEFAULT_RUN_ROOT, 'qemu'));
     this.netns = opts.netns;
     this.accelOpt = opts.accel ?? 'auto';
@@ -138,12 +214,14 @@ export class QemuDriver implements GuestDriver {
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     await this.dir.ensure();
-    const args = qemuArgs(guest, ctx.node, { runDir: this.dir.dir, accel: this.accel() });
-    const [cmd, cmdArgs] = this.netns ? inNs(this.netns, this.binary, args) : [this.binary, args];
+    const args = qemuArgs(guest, ctx.node, { runDir: this.dir.dir, accel: this.accel(), nic: this.nic });
+    const [cmd, cmdArgs] = this.command(guest, args);
+    if (this.nic === 'tap') await this.addTap(guest.name, ctx.node.guestBridge.interface);
     try {
       // -daemonize: returns once the VM is set up and the pidfile is written.
       await run(cmd, cmdArgs);
     } catch (e) {
+      if (this.nic === 'tap') await this.removeTap(guest.name);
       const hint = /bridge\.conf|access denied by acl/i.test(String(e))
         ? ` (qemu-bridge-helper needs "allow ${ctx.node.guestBridge.interface}" in /etc/qemu/bridge.conf)`
         : '';
@@ -163,6 +241,28 @@ export class QemuDriver implements GuestDriver {
       pid,
       pidStart,
     });
+  }
+
+  /** The whole command: qemu, in the node namespace when there is one, in a scope under systemd. */
+  command(guest: GuestSpec, args: string[]): [string, string[]] {
+    const [cmd, cmdArgs] = this.netns ? inNs(this.netns, this.binary, args) : [this.binary, args];
+    if (!this.systemd) return [cmd, cmdArgs];
+    const [sd, ...sdArgs] = systemdRunArgs(guest);
+    return [sd, [...sdArgs, cmd, ...cmdArgs]];
+  }
+
+  private async addTap(name: string, bridge: string): Promise<void> {
+    const tap = guestTapName(name);
+    const ip = (args: string[]) => (this.netns ? runIn(this.netns, 'ip', args) : run('ip', args));
+    await this.removeTap(name); // a leftover of a crashed qemu
+    await ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    await ip(['link', 'set', tap, 'master', bridge]);
+    await ip(['link', 'set', tap, 'up']);
+  }
+
+  private async removeTap(name: string): Promise<void> {
+    const args = ['link', 'del', guestTapName(name)];
+    await (this.netns ? runInUnchecked(this.netns, 'ip', args) : runUnchecked('ip', args));
   }
 
   async list(): Promise<RunningGuest[]> {
@@ -231,6 +331,7 @@ export class QemuDriver implements GuestDriver {
       if ((await this.queryState(name)) !== undefined) {
         throw new Error(`qemu guest ${name} answers on QMP but has no identifiable process (no pidfile); not stopping it`);
       }
+      if (this.nic === 'tap') await this.removeTap(name);
       await this.dir.remove(name, FILES); // leftovers of a qemu that is gone
       return 'clean';
     }
@@ -258,6 +359,7 @@ export class QemuDriver implements GuestDriver {
       result = 'forced';
       await terminate(proc.pid, proc.start, QUIT_GRACE_MS); // SIGTERM, then SIGKILL
     }
+    if (this.nic === 'tap') await this.removeTap(name);
     await this.dir.remove(name, FILES);
     return result;
   }
