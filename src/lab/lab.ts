@@ -88,6 +88,8 @@ export interface Lab {
   revision: string;
   /** Agent config file per node. */
   agents: Record<string, string>;
+  /** VM guests: milliseconds from their qemu start to answering on every responder port. */
+  vmBootMs: Record<string, number>;
 }
 
 /** The package's root: the folder with package.json above this module (src/lab or dist/lab). */
@@ -180,8 +182,9 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
 
-    await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
-    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents };
+    const vmBootMs = await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    for (const [g, ms] of Object.entries(vmBootMs)) say(`vm ${g}: answering ${(ms / 1000).toFixed(1)} s after its qemu started (${vm?.accel})`);
+    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents, vmBootMs };
   } catch (e) {
     const tails = await Promise.all(record.processes.map(async (p) => `--- ${p.name} (${p.log}):\n${await logTail(p.log)}`));
     await labDown(prefix, opts).catch(() => undefined);
@@ -251,7 +254,7 @@ function guestsByNode(state: ClusterState): Record<string, string[]> {
  * Wait until every node reports `revision` applied and runs exactly its guests, and the guests'
  * responders listen. Fails early when an agent process dies.
  */
-async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<void> {
+async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<Record<string, number>> {
   const placement = guestsByNode(state);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -265,20 +268,27 @@ async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan
     }
     await delay(250);
   }
+  const bootMs: Record<string, number> = {};
   for (const g of plan.guests) {
-    if (g.vm) await waitForVmResponder(plan, g);
+    if (g.vm) bootMs[g.name] = await waitForVmResponder(plan, g);
     else await waitForResponder(g.ns, `lab guest ${g.name}`);
   }
+  return bootMs;
 }
 
-/** A VM answers on all responder ports, asked from its node (it boots for seconds after qemu starts). */
-async function waitForVmResponder(plan: LabPlan, g: LabPlan['guests'][number]): Promise<void> {
+/**
+ * Wait until a VM answers on all responder ports, asked from its node (it boots for seconds after
+ * qemu starts); returns the time from its qemu start (the driver's record) to the answer.
+ */
+export async function waitForVmResponder(plan: LabPlan, g: LabPlan['guests'][number], timeoutMs = VM_BOOT_MS): Promise<number> {
   const node = plan.nodes.find((n) => n.name === g.node)!;
   const answers = async () => {
     const probes = [httpProbe(node.ns, g.ip, 80, { timeoutS: 2 }), tcpProbe(node.ns, g.ip, 22, { timeoutS: 2 }), udpProbe(node.ns, g.ip, 123, { timeoutS: 2 })];
     return (await Promise.all(probes)).every((r) => r.ok && parseReply(r.reply ?? '')?.guest === g.name);
   };
-  if (!(await waitUntil(answers, VM_BOOT_MS, 500))) throw new Error(`lab VM ${g.name}: responder not answering on ${g.ip} after ${VM_BOOT_MS} ms`);
+  if (!(await waitUntil(answers, timeoutMs, 500))) throw new Error(`lab VM ${g.name}: responder not answering on ${g.ip} after ${timeoutMs} ms`);
+  const meta = JSON.parse(await readFile(path.join(path.dirname(g.vm!.serial), `${g.name}.meta.json`), 'utf8')) as { startedAt: string };
+  return Date.now() - Date.parse(meta.startedAt);
 }
 
 function describeStatus(s: Awaited<ReturnType<typeof readNodeStatus>>): string {
