@@ -19,7 +19,7 @@ import { planLab } from '../src/lab/plan.js';
 import { planChecks } from '../src/lab/check.js';
 import { loadAgentConfig } from '../src/agent/config.js';
 import { loadStateOrThrow } from '../src/state/index.js';
-import { QemuDriver, guestTapName, guestUnitName, qemuArgs, systemdBooted, systemdRunArgs } from '../src/guests/qemu.js';
+import { QemuDriver, guestTapName, guestUnitName, migrationUri, qemuArgs, systemdBooted, systemdRunArgs } from '../src/guests/qemu.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
 const STATE_DIR = join(import.meta.dirname, '..', 'state-example');
@@ -163,6 +163,15 @@ describe('qemu driver: tap NIC, serial ports, systemd scope', () => {
     expect(args).toContain('-serial file:/run/x/web1.console -serial unix:/run/x/web1.serial1,server=on,wait=off');
     expect(guestTapName('web1')).toMatch(/^tq[0-9a-f]{10}$/);
     expect(guestTapName('web1')).not.toBe(guestTapName('web2'));
+  });
+
+  it('a migration destination listens with -incoming on an IPv4 address and port only', () => {
+    const args = qemuArgs(guest, node, { runDir: '/run/x', accel: 'tcg', incoming: { host: '10.5.5.252', port: 4444 } });
+    expect(args.slice(-2)).toEqual(['-incoming', 'tcp:10.5.5.252:4444']);
+    expect(qemuArgs(guest, node, { runDir: '/run/x', accel: 'tcg' })).not.toContain('-incoming');
+    expect(migrationUri({ host: '10.5.5.252', port: 4444 })).toBe('tcp:10.5.5.252:4444');
+    expect(() => migrationUri({ host: '10.5.5.252,server=on', port: 4444 })).toThrow(/not an IPv4 address and port/);
+    expect(() => migrationUri({ host: '10.5.5.252', port: 70000 })).toThrow(/not an IPv4 address and port/);
   });
 
   it('under systemd, qemu runs in its own scope with the guest resources as limits', () => {

@@ -122,7 +122,7 @@ export function guestTapName(name: string): string {
 }
 
 /** Pure: the qemu command line for a guest (the design's KVM command, plus -no-shutdown). */
-export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: string; accel: Accel; nic?: QemuNic }): string[] {
+export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: string; accel: Accel; nic?: QemuNic; incoming?: MigrationTarget }): string[] {
   const boot = guest.boot ?? {};
   const args = ['-name', guest.name, '-m', String(guest.resources.memoryMiB), '-smp', String(guest.resources.vcpus)];
   // -cpu host / -cpu max crash on this kind of machine (MSR 0x10a); without arch-capabilities it works.
@@ -154,8 +154,37 @@ export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: strin
     // process that disappears on its own really is a crash, and stop() can tell clean from forced.
     '-no-shutdown',
   );
+  if (opts.incoming) args.push('-incoming', migrationUri(opts.incoming));
   return args;
 }
+
+/** Where a live migration goes: the destination qemu listens there (-incoming). */
+export interface MigrationTarget {
+  host: string;
+  port: number;
+}
+
+export function migrationUri(t: MigrationTarget): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(t.host) || !Number.isInteger(t.port) || t.port < 1 || t.port > 65535) {
+    throw new Error(`migration target ${JSON.stringify(t)} is not an IPv4 address and port`);
+  }
+  return `tcp:${t.host}:${t.port}`;
+}
+
+export interface MigrationResult {
+  /** qemu's own figures from query-migrate: the whole migration and the pause at its end. */
+  totalMs: number;
+  downtimeMs: number;
+}
+
+/** The live migration did not complete; the guest still runs on the source. */
+export class MigrationFailed extends Error {
+  override name = 'MigrationFailed';
+}
+
+/** How long a guest may stay paused at the end of a migration (qemu's downtime-limit). */
+const MIGRATION_DOWNTIME_LIMIT_MS = 300;
+const MIGRATION_POLL_MS = 50;
 
 /** QMP `query-status` status -> our coarse state. */
 export function stateFromQmpStatus(status: string): GuestState {
@@ -209,12 +238,25 @@ export class QemuDriver implements GuestDriver {
   }
 
   async start(guest: GuestSpec, ctx: StartContext): Promise<void> {
+    return this.launch(guest, ctx);
+  }
+
+  /**
+   * Start the guest as the destination of a live migration: qemu waits (state 'paused', QMP
+   * 'inmigrate') for the running guest's state on `listen`, then runs it. Same configuration,
+   * same fingerprint as start(); the disk must be storage both nodes see.
+   */
+  async startIncoming(guest: GuestSpec, ctx: StartContext, listen: MigrationTarget): Promise<void> {
+    return this.launch(guest, ctx, listen);
+  }
+
+  private async launch(guest: GuestSpec, ctx: StartContext, incoming?: MigrationTarget): Promise<void> {
     assertSafeGuestName(guest.name);
     await assertGuestAllowed(guest, ctx.node, this.guard);
     const fp = desiredFingerprint(guest, ctx.node);
     if (await prepareStart(this, guest.name, fp)) return;
     await this.dir.ensure();
-    const args = qemuArgs(guest, ctx.node, { runDir: this.dir.dir, accel: this.accel(), nic: this.nic });
+    const args = qemuArgs(guest, ctx.node, { runDir: this.dir.dir, accel: this.accel(), nic: this.nic, incoming });
     const [cmd, cmdArgs] = this.command(guest, args);
     if (this.nic === 'tap') await this.addTap(guest.name, ctx.node.guestBridge.interface);
     try {
@@ -318,6 +360,52 @@ export class QemuDriver implements GuestDriver {
     } finally {
       qmp?.close();
     }
+  }
+
+  /**
+   * Live-migrate a running guest to a destination started with startIncoming(), over QMP
+   * (`migrate`, then `query-migrate` until it completes). On success the source qemu, now paused
+   * in 'postmigrate', is quit and its files and tap removed. On failure or timeout the migration
+   * is cancelled, the guest keeps running here (resumed if qemu left it paused) and
+   * MigrationFailed says why.
+   */
+  async migrateOut(name: string, to: MigrationTarget, opts: { timeoutMs: number }): Promise<MigrationResult> {
+    const proc = await this.findProcess(name, await this.dir.readMeta(name));
+    if (!proc) throw new MigrationFailed(`qemu guest ${name} does not run here; nothing to migrate`);
+    const uri = migrationUri(to);
+    let qmp: Qmp | undefined;
+    type MigrateInfo = { status: string; 'total-time'?: number; downtime?: number; 'error-desc'?: string };
+    let info: MigrateInfo | undefined;
+    try {
+      qmp = await Qmp.connect(this.dir.file(name, '.qmp'), 5_000);
+      await qmp.execute('migrate-set-parameters', { 'downtime-limit': MIGRATION_DOWNTIME_LIMIT_MS });
+      await qmp.execute('migrate', { uri });
+      const deadline = Date.now() + opts.timeoutMs;
+      for (;;) {
+        info = await qmp.execute<MigrateInfo>('query-migrate');
+        if (['completed', 'failed', 'cancelled'].includes(info.status)) break;
+        if (Date.now() > deadline) {
+          await qmp.execute('migrate_cancel');
+          info = { status: 'failed', 'error-desc': `did not complete within ${opts.timeoutMs} ms (cancelled)` };
+          break;
+        }
+        await new Promise((r) => setTimeout(r, MIGRATION_POLL_MS));
+      }
+      if (info.status !== 'completed') {
+        // The source goes on: make sure its CPUs run again.
+        const { status } = await qmp.execute<{ status: string }>('query-status');
+        if (status !== 'running') await qmp.execute('cont').catch(() => undefined);
+        throw new MigrationFailed(`live migration of ${name} to ${uri} ${info.status}: ${info['error-desc'] ?? 'no reason given'}; it still runs here`);
+      }
+    } catch (e) {
+      if (e instanceof MigrationFailed) throw e;
+      throw new MigrationFailed(`live migration of ${name} to ${uri} failed: ${(e as Error).message}; it still runs here`);
+    } finally {
+      qmp?.close();
+    }
+    // Handed over: the paused source goes away without a guest shutdown.
+    await this.stop(name, { timeoutMs: 0 });
+    return { totalMs: info['total-time'] ?? 0, downtimeMs: info.downtime ?? 0 };
   }
 
   /**

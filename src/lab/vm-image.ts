@@ -34,7 +34,7 @@ export const CONTROL_TTY = 'ttyS1';
  * /init of the lab VM. Configuration from the kernel command line (boot.append in the state):
  *   cgw.name=<guest>  cgw.ip=<ip>/<prefix>  cgw.gw=<gateway>
  * It starts the responder on TCP :80 (HTTP), TCP :22 (a banner) and UDP :123, each answering like
- * the lab's netns responder, a shell on ttyS1 for the lab's checks (src/lab/guest-exec.ts), and
+ * the lab's netns responder, an echo on TCP and UDP :7, a shell on ttyS1 for the lab's checks (src/lab/guest-exec.ts), and
  * powers off on the ACPI power button (busybox acpid), so `stop` is a clean shutdown.
  */
 export const VM_INIT = String.raw`#!/bin/busybox sh
@@ -58,6 +58,9 @@ ip link set lo up
 ip link set eth0 up
 ip addr add "$ADDR" dev eth0
 ip route add default via "$GW"
+# Announce the MAC (gratuitous ARP), as a real guest's network setup does: the bridges on the way
+# learn where it is now, also when it was last seen behind another node's trunk port.
+arping -U -c 2 -I eth0 "$(echo "$ADDR" | cut -d/ -f1)" > /dev/null 2>&1 &
 # One small handler per service; socat passes the peer in SOCAT_PEERADDR.
 cat > /bin/cgw-answer <<'EOF'
 #!/bin/sh
@@ -78,6 +81,10 @@ chmod 755 /bin/cgw-answer /bin/cgw-http /bin/cgw-banner
 socat TCP4-LISTEN:80,fork,reuseaddr EXEC:/bin/cgw-http &
 socat TCP4-LISTEN:22,fork,reuseaddr EXEC:/bin/cgw-banner &
 socat UDP4-RECVFROM:123,fork EXEC:'/bin/cgw-answer udp/123' &
+# Echo on TCP and UDP :7 without a process per packet: a long-lived connection and a 10-ms UDP
+# stream through a forward measure a live migration (test/e2e-lab-qemu.test.ts).
+socat TCP4-LISTEN:7,fork,reuseaddr PIPE &
+socat UDP4-LISTEN:7,reuseaddr PIPE &
 printf '#!/bin/sh\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod 755 /etc/acpi/PWRF/00000080
 acpid -c /etc/acpi
