@@ -1,8 +1,9 @@
 // KVM or TCG for the lab's VMs, decided by booting, not by /dev/kvm existing: on nested
 // virtualisation a Linux kernel can hang under KVM right after "Probing EDD" and never print
 // (FACTS), while a multiboot toy kernel runs. The probe boots the lab image under KVM without a
-// NIC and waits for its /init to say it is up; TCG otherwise. The verdict is cached next to the
-// image cache (per image and host kernel), so labs after the first do not pay for the probe.
+// NIC and waits for its /init to say it is up; TCG otherwise. The verdict is cached in the image
+// cache root per guest kernel and host kernel (what decides it), so labs after the first, and new
+// images of the same kernel, do not pay for the probe.
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
@@ -29,7 +30,7 @@ export interface AccelVerdict {
 
 export async function labAccel(image: VmImage, opts: { qemu?: string } = {}): Promise<AccelVerdict> {
   if (!kvmUsable()) return { accel: 'tcg', why: '/dev/kvm cannot be opened', cached: false };
-  const cache = path.join(image.dir, `accel-${release()}.json`);
+  const cache = path.join(path.dirname(image.dir), `accel-${image.kernelVersion}-on-${release()}.json`);
   if (existsSync(cache)) return { ...(JSON.parse(await readFile(cache, 'utf8')) as Omit<AccelVerdict, 'cached'>), cached: true };
   const booted = await probeBoot(image, opts.qemu ?? 'qemu-system-x86_64');
   const verdict = booted
