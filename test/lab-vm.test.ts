@@ -19,7 +19,7 @@ import { planLab } from '../src/lab/plan.js';
 import { planChecks } from '../src/lab/check.js';
 import { loadAgentConfig } from '../src/agent/config.js';
 import { loadStateOrThrow } from '../src/state/index.js';
-import { QemuDriver, guestTapName, guestUnitName, migrationUri, qemuArgs, systemdBooted, systemdRunArgs } from '../src/guests/qemu.js';
+import { QemuDriver, guestTapName, guestUnitName, migrationUri, qemuArgs, systemdBooted, systemdRunArgs, tapMac } from '../src/guests/qemu.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
 const STATE_DIR = join(import.meta.dirname, '..', 'state-example');
@@ -162,6 +162,7 @@ describe('qemu driver: tap NIC, serial ports, systemd scope', () => {
     expect(args).toContain(`-nic tap,ifname=${guestTapName('web1')},script=no,downscript=no,model=virtio-net-pci,mac=52:54:00:05:05:0a`);
     expect(args).toContain('-serial file:/run/x/web1.console -serial unix:/run/x/web1.serial1,server=on,wait=off');
     expect(guestTapName('web1')).toMatch(/^tq[0-9a-f]{10}$/);
+    expect(tapMac('00:16:3E:05:05:C9')).toBe('fe:16:3e:05:05:c9');
     expect(guestTapName('web1')).not.toBe(guestTapName('web2'));
   });
 

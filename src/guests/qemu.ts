@@ -121,6 +121,11 @@ export function guestTapName(name: string): string {
   return 'tq' + createHash('sha256').update(name).digest('hex').slice(0, 10);
 }
 
+/** The host side of a guest's tap: the guest MAC with 0xfe first (never the bridge's lowest MAC). */
+export function tapMac(guestMac: string): string {
+  return `fe${guestMac.toLowerCase().slice(2)}`;
+}
+
 /** Pure: the qemu command line for a guest (the design's KVM command, plus -no-shutdown). */
 export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: string; accel: Accel; nic?: QemuNic; incoming?: MigrationTarget }): string[] {
   const boot = guest.boot ?? {};
@@ -258,7 +263,7 @@ export class QemuDriver implements GuestDriver {
     await this.dir.ensure();
     const args = qemuArgs(guest, ctx.node, { runDir: this.dir.dir, accel: this.accel(), nic: this.nic, incoming });
     const [cmd, cmdArgs] = this.command(guest, args);
-    if (this.nic === 'tap') await this.addTap(guest.name, ctx.node.guestBridge.interface);
+    if (this.nic === 'tap') await this.addTap(guest.name, guest.mac, ctx.node.guestBridge.interface);
     try {
       // -daemonize: returns once the VM is set up and the pidfile is written.
       await run(cmd, cmdArgs);
@@ -293,11 +298,15 @@ export class QemuDriver implements GuestDriver {
     return [sd, [...sdArgs, cmd, ...cmdArgs]];
   }
 
-  private async addTap(name: string, bridge: string): Promise<void> {
+  private async addTap(name: string, mac: string, bridge: string): Promise<void> {
     const tap = guestTapName(name);
     const ip = (args: string[]) => (this.netns ? runIn(this.netns, 'ip', args) : run('ip', args));
     await this.removeTap(name); // a leftover of a crashed qemu
     await ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    // A bridge takes the lowest MAC of its ports: a tap with a random, lower MAC would change the
+    // guest bridge's MAC, and every guest's ARP entry for the gateway would go stale. Like
+    // libvirt: the guest's MAC with a first byte of 0xfe, above any real NIC.
+    await ip(['link', 'set', tap, 'address', tapMac(mac)]);
     await ip(['link', 'set', tap, 'master', bridge]);
     await ip(['link', 'set', tap, 'up']);
   }
