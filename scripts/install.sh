@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(nftables iproute2 git qemu-system-x86 conntrackd conntrack tcpdump socat curl iputils-ping arping procps ca-certificates gpg gpgconf mount)
+PACKAGES=(nftables iproute2 git qemu-system-x86 conntrackd conntrack tcpdump socat curl iputils-ping arping procps ca-certificates gpg gpgconf mount apt dpkg libc-bin)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,7 @@ import { validateDocument } from '../state/schema.js';
 import { locate, parseYamlSource, type YamlSource } from '../state/yaml-source.js';
 import type { GuestPolicy } from '../guests/policy.js';
 import { quoteValue, redactText } from './redact.js';
+import type { QemuSettings } from '../guests/qemu.js';
 
 export interface AgentConfig {
   /** Absolute path of the file it came from. */
@@ -44,7 +45,7 @@ export interface AgentConfig {
   nft: string;
   netns?: string;
   /** imageDirs, allowBlockDevices, allowCommands: the node's GuestPolicy (guests/policy.ts). */
-  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number } & GuestPolicy;
+  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number; qemu?: QemuSettings } & GuestPolicy;
   /** Things that work but should not be so (a world-readable token file); printed by the CLI. */
   warnings?: string[];
 }

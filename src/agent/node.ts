@@ -43,7 +43,7 @@ export function settingsHost(config: AgentConfig): SettingsHost {
 export function guestDriver(config: AgentConfig, view: NodeView): GuestDriver {
   // In the lab a node is a namespace: guests attach to its bridge and are named per node,
   // `<node ns>.<guest>` ('.' cannot occur in a node name, so no node's prefix matches another's).
-  return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests });
+  return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests, qemu: config.guests.qemu });
 }
 
 export interface Prepared {

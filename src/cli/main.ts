@@ -52,7 +52,7 @@ Commands:
                       that it stopped it (for a node that is dead; see the README)
   plan --all-nodes --rev <rev> [--base <rev>]
                       review a Git revision offline: every node's change as Markdown
-  lab up [--prefix P] [--mode M] [--br-netfilter on|off] [--state DIR]
+  lab up [--prefix P] [--mode M] [--br-netfilter on|off] [--guests netns|qemu] [--state DIR]
                       (root) a two-node cluster in network namespaces: topology, a Git server
                       on 127.0.0.1 with a state repository seeded from DIR (default: the
                       bundled state-example/), one agent per node; waits until both apply it
@@ -84,6 +84,9 @@ Options:
   --mode <m>          lab up: cluster nat.mode in the lab repository (full-nat, ct-sync, stateless-nat)
   --br-netfilter on|off
                       lab up: bridged traffic passes the nodes' ip hooks (default: off)
+  --guests netns|qemu lab up: guests as network namespaces (default) or as real qemu VMs
+                      (Debian kernel + busybox, built from the package registry, KVM if a probe
+                      boot works, TCG otherwise)
   -h, --help          this help
 `;
 
@@ -107,6 +110,7 @@ const OPTIONS = {
   prefix: { type: 'string', default: DEFAULT_LAB_PREFIX },
   mode: { type: 'string' },
   'br-netfilter': { type: 'string', default: 'off' },
+  guests: { type: 'string', default: 'netns' },
   from: { type: 'string' },
   guest: { type: 'string' },
 } as const;
@@ -320,7 +324,7 @@ const NAT_MODES = ['full-nat', 'ct-sync', 'stateless-nat'] as const;
 /** `lab up | check | down | restart`: a thin layer over src/lab/lab.ts. */
 async function lab(
   [sub, target]: string[],
-  values: { prefix: string; mode?: string; 'br-netfilter': string; state?: string },
+  values: { prefix: string; mode?: string; 'br-netfilter': string; guests: string; state?: string },
   io: Io,
 ): Promise<number> {
   if (sub !== 'up' && sub !== 'check' && sub !== 'down' && sub !== 'restart') throw new UsageError('lab needs one of: up, check, down, restart');
@@ -348,12 +352,15 @@ async function lab(
   if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
   const brnf = values['br-netfilter'];
   if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
+  const guests = values.guests;
+  if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
   try {
     const up = await labStart({
       prefix,
       stateDir: values.state,
       mode: mode as (typeof NAT_MODES)[number] | undefined,
       brNetfilter: brnf === 'on',
+      guests,
       progress: (line) => io.out(`lab: ${line}\n`),
     });
     io.out(`\n${labSummary(up)}`);

@@ -39,7 +39,11 @@ import { writeResponderScript } from './responder.js';
 import { isRunning, logTail, readLabRecord, spawnDetached, stopProcesses, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
 import { branchTip, nodeSettled, readNodeStatus } from './status.js';
 import { planChecks, runChecks } from './check.js';
-import type { ProbeResult } from './probes.js';
+import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+import { parseReply } from './responder.js';
+import { ensureVmImage, type VmImage } from './vm-image.js';
+import { labAccel } from './vm-accel.js';
+import type { Accel } from '../guests/qemu.js';
 
 export const DEFAULT_LAB_PREFIX = 'cgwlab-';
 /** Every 2 seconds (the cron package's six-field syntax, seconds first). */
@@ -63,7 +67,16 @@ export interface LabStartOptions extends LabRunOptions {
   readyTimeoutMs?: number;
   /** Progress lines while it comes up. */
   progress?: (line: string) => void;
+  /** netns (default): guests are namespaces; qemu: real VMs (src/lab/vm-image.ts), started by the agents. */
+  guests?: LabGuestKind;
+  /** Where the VM images are cached (default /var/cache/cgw-sync/lab-images). */
+  imageCache?: string;
 }
+
+export type LabGuestKind = 'netns' | 'qemu';
+
+/** How long a VM gets from its qemu start to answering on all responder ports (TCG on a busy box). */
+const VM_BOOT_MS = 150_000;
 
 export interface Lab {
   prefix: string;
@@ -79,6 +92,8 @@ export interface Lab {
   revision: string;
   /** Agent config file per node. */
   agents: Record<string, string>;
+  /** VM guests: milliseconds from their qemu start to answering on every responder port. */
+  vmBootMs: Record<string, number>;
 }
 
 /** The package's root: the folder with package.json above this module (src/lab or dist/lab). */
@@ -115,9 +130,18 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   await loadOrThrow(stateDir); // the seed itself must be valid
   await assertNoLab(prefix, { ...opts, withRecord: true });
 
+  // The VM image before anything else exists: the only step that downloads (from the package registry).
+  let vm: { image: VmImage; accel: Accel } | undefined;
+  if (opts.guests === 'qemu') {
+    const image = await ensureVmImage({ cacheRoot: opts.imageCache, progress: say });
+    const verdict = await labAccel(image);
+    say(`vm image ${image.dir} (kernel ${image.kernelVersion}${image.built ? ', built now' : ', cached'}); accelerator ${verdict.accel}: ${verdict.why}${verdict.cached ? ' (cached)' : ''}`);
+    vm = { image, accel: verdict.accel };
+  }
+
   const dir = labRunDir(prefix, opts);
   await mkdir(dir, { recursive: true });
-  const record: LabRecord = { prefix, createdAt: new Date().toISOString(), mode: opts.mode, brNetfilter, seededFrom: stateDir, processes: [] };
+  const record: LabRecord = { prefix, createdAt: new Date().toISOString(), mode: opts.mode, brNetfilter, seededFrom: stateDir, guests: opts.guests ?? 'netns', accel: vm?.accel, processes: [] };
   await writeLabRecord(dir, record);
   const started = async (p: LabProcess) => {
     record.processes.push(p);
@@ -130,14 +154,18 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     await writeResponderScript(responder);
     const projectRoot = path.join(dir, 'git');
     await mkdir(projectRoot, { recursive: true });
-    const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, { mode: opts.mode, responderScript: responder });
+    const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, {
+      mode: opts.mode,
+      responderScript: responder,
+      vm: vm && { kernel: vm.image.kernel, initrd: vm.image.initrd },
+    });
     Object.assign(record, { repo: seeded.repo, revision: seeded.revision });
     const state = await stateAt(seeded.repo, 'main', dir);
     say(`state repository ${seeded.repo}: seeded from ${stateDir}, lab changes in ${seeded.revision.slice(0, 12)}`);
 
     say(`topology: namespaces ${prefix}* (br_netfilter ${brNetfilter ? 'on' : 'off'})`);
     // startGuests false: the agents start the guests, through the netns guest driver.
-    const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false });
+    const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false, labDir: dir });
 
     const url = `${await startGitServer(dir, undefined, started)}/${REPO_NAME}`;
     record.url = url;
@@ -148,14 +176,15 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const nodeDir = path.join(dir, node.name);
       await mkdir(nodeDir, { recursive: true });
       const config = path.join(nodeDir, 'agent.yaml');
-      await writeFile(config, agentConfigYaml(node.name, node.ns, url));
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
       record.agents[node.name] = config;
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config], path.join(nodeDir, 'agent.log')));
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
 
-    await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
-    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents };
+    const vmBootMs = await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    for (const [g, ms] of Object.entries(vmBootMs)) say(`vm ${g}: answering ${(ms / 1000).toFixed(1)} s after its qemu started (${vm?.accel})`);
+    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents, vmBootMs };
   } catch (e) {
     const tails = await Promise.all(record.processes.map(async (p) => `--- ${p.name} (${p.log}):\n${await logTail(p.log)}`));
     await labDown(prefix, opts).catch(() => undefined);
@@ -169,7 +198,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
  * node's namespace for nft and guests, and state under the lab directory (relative paths are
  * relative to the file).
  */
-export function agentConfigYaml(node: string, ns: string, url: string): string {
+export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }): string {
   const doc = {
     apiVersion: 'cgw-sync/v1',
     kind: 'AgentConfig',
@@ -180,7 +209,14 @@ export function agentConfigYaml(node: string, ns: string, url: string): string {
     stateDir: './state',
     netns: ns,
     // Lab guests run the lab responder as their netns.command: state commands are allowed here only.
-    guests: { enabled: true, runDir: './run', stopTimeoutSeconds: 5, allowCommands: true },
+    guests: {
+      enabled: true,
+      runDir: './run',
+      stopTimeoutSeconds: 5,
+      allowCommands: true,
+      // VMs: the lab's image folder, the probed accelerator, a tap the driver makes in the node namespace.
+      ...(vm ? { imageDirs: [vm.imageDir], qemu: { accel: vm.accel, nic: 'tap' } } : {}),
+    },
   };
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
 }
@@ -255,7 +291,7 @@ function guestsByNode(state: ClusterState): Record<string, string[]> {
  * Wait until every node reports `revision` applied and runs exactly its guests, and the guests'
  * responders listen. Fails early when an agent process dies.
  */
-async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<void> {
+async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<Record<string, number>> {
   const placement = guestsByNode(state);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -269,10 +305,30 @@ async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan
     }
     await delay(250);
   }
+  const bootMs: Record<string, number> = {};
   for (const g of plan.guests) {
-    await waitForGuestLinks(plan, g);
-    await waitForResponder(g.ns, `lab guest ${g.name}`);
+    if (g.vm) bootMs[g.name] = await waitForVmResponder(plan, g);
+    else {
+      await waitForGuestLinks(plan, g);
+      await waitForResponder(g.ns, `lab guest ${g.name}`);
+    }
   }
+  return bootMs;
+}
+
+/**
+ * Wait until a VM answers on all responder ports, asked from its node (it boots for seconds after
+ * qemu starts); returns the time from its qemu start (the driver's record) to the answer.
+ */
+export async function waitForVmResponder(plan: LabPlan, g: LabPlan['guests'][number], timeoutMs = VM_BOOT_MS): Promise<number> {
+  const node = plan.nodes.find((n) => n.name === g.node)!;
+  const answers = async () => {
+    const probes = [httpProbe(node.ns, g.ip, 80, { timeoutS: 2 }), tcpProbe(node.ns, g.ip, 22, { timeoutS: 2 }), udpProbe(node.ns, g.ip, 123, { timeoutS: 2 })];
+    return (await Promise.all(probes)).every((r) => r.ok && parseReply(r.reply ?? '')?.guest === g.name);
+  };
+  if (!(await waitUntil(answers, timeoutMs, 500))) throw new Error(`lab VM ${g.name}: responder not answering on ${g.ip} after ${timeoutMs} ms`);
+  const meta = JSON.parse(await readFile(path.join(path.dirname(g.vm!.serial), `${g.name}.meta.json`), 'utf8')) as { startedAt: string };
+  return Date.now() - Date.parse(meta.startedAt);
 }
 
 function describeStatus(s: Awaited<ReturnType<typeof readNodeStatus>>): string {
@@ -303,7 +359,7 @@ export async function labCheck(prefix: string, opts: LabRunOptions & { timeoutS?
   const dir = labRunDir(prefix, opts);
   const revision = await branchTip(record.repo);
   const state = await stateAt(record.repo, revision, dir);
-  const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter });
+  const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter, labDir: dir });
   // The guests' own part of the NAT mode (stateless-nat: the tagged-port redirect), as a guest admin would.
   await configureLabGuests(state, plan);
   const placement = guestsByNode(state);
@@ -330,7 +386,7 @@ export function labSummary(lab: Lab): string {
     '',
     `  state repository  ${lab.url}`,
     `  status branches   ${lab.plan.nodes.map((n) => statusBranchName(n.name)).join(', ')} (same repository)`,
-    `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.map((g) => g.ns)].join(' ')}`,
+    `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.filter((g) => !g.vm).map((g) => g.ns)].join(' ')}`,
     `  public IPs        ${lab.plan.nodes.map((n) => `${n.name} ${n.publicIP}`).join(', ')}; client ${lab.plan.client.ip} in ${client}`,
     `  logs              ${lab.dir}/{git-server.log,${lab.plan.nodes.map((n) => `${n.name}/agent.log`).join(',')}}`,
     '',

@@ -23,6 +23,7 @@ import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/ne
 import { delay, processAlive, processCmdline, processStartTime, terminate, waitUntil } from '../../src/proc/process.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { gitCli } from './git-server.js';
+import { waitApplied as waitAppliedIn } from './lab-git.js';
 
 const STATE_DIR = path.join(import.meta.dirname, '..', '..', 'state-example');
 /** The agents' schedule (LAB_SCHEDULE: every 2 s) and the margin a cycle gets on a busy CI box. */
@@ -67,23 +68,9 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       return doc.toString();
     }
 
-    /**
-     * Wait until every node reports `revision` applied and runs exactly the guests `placement`
-     * gives it; returns the time it took. `onPoll` runs on every poll (transition checks).
-     */
-    async function waitApplied(revision: string, placement: Record<string, string[]>, timeoutMs: number, onPoll?: () => Promise<void>): Promise<number> {
-      const t0 = Date.now();
-      for (;;) {
-        await onPoll?.();
-        const settled = await Promise.all(lab.plan.nodes.map(async (n) => nodeSettled(await readNodeStatus(lab.repo, n.name), revision, placement[n.name] ?? [])));
-        if (settled.every(Boolean)) return Date.now() - t0;
-        if (Date.now() - t0 > timeoutMs) {
-          const reports = await Promise.all(lab.plan.nodes.map(async (n) => JSON.stringify(await readNodeStatus(lab.repo, n.name))));
-          throw new Error(`nodes did not apply ${revision.slice(0, 12)} within ${timeoutMs} ms:\n${reports.join('\n')}`);
-        }
-        await delay(100);
-      }
-    }
+    /** Wait until every node applied `revision` with `placement` (helpers/lab-git.ts); the time it took. */
+    const waitApplied = (revision: string, placement: Record<string, string[]>, timeoutMs: number, onPoll?: () => Promise<void>) =>
+      waitAppliedIn(lab, revision, placement, timeoutMs, onPoll);
 
     const homePlacement = { node1: ['guest1'], node2: ['guest2'] };
 
