@@ -34,6 +34,8 @@ import { conntrackdProblem, settingsReport, type SettingsReport } from './settin
 import { cycleOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
 import { publishReport, type PublishResult } from './status-source.js';
+import { hasChanges } from '../plan/plan.js';
+import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
 export interface CycleDeps {
   config: AgentConfig;
@@ -54,6 +56,8 @@ export interface CycleDeps {
    * the last save failed (full disk), so unpublished events and the outage are not lost.
    */
   carry?: MemoryCarry;
+  /** The health checks' edge (network probes, interface addresses); default: through the node's namespace. */
+  health?: Partial<HealthEdge>;
 }
 
 export interface MemoryCarry {
@@ -116,6 +120,9 @@ interface Cycle {
   notes: string[];
   sourceStatus: NodeStatus['source'];
   onPlan?: CycleDeps['onPlan'];
+  health: HealthEdge;
+  /** The candidate revision is held (rolled back before): why, for the report. */
+  held?: NonNullable<AgentMemory['held']>;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -128,6 +135,7 @@ interface Reconciled {
   executed: Executed;
   guests: GuestReport[];
   settings: SettingsReport;
+  guarded: Guarded;
 }
 
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
@@ -143,6 +151,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     notes,
     sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
     onPlan: deps.onPlan,
+    health: { ...hostHealthEdge(config), ...deps.health },
   };
   const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
@@ -160,7 +169,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
       failure = `cycle failed: ${(e as Error).message}`;
     }
   }
-  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed }), ...(failure && { failure }) });
+  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
 
@@ -181,6 +190,9 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     guests: rec?.guests ?? [],
     hooks: rec?.executed.hooks ?? [],
     ...(rec && { settings: rec.settings }),
+    ...(rec && { health: rec.guarded.health }),
+    ...(rec?.guarded.rollback && { rollback: rec.guarded.rollback }),
+    ...(c.held && { held: c.held }),
     errors: c.errors,
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
@@ -225,7 +237,11 @@ async function fetchPhase(c: Cycle): Promise<Candidate> {
 /** The candidate's state if it is valid and ours to apply; else the last good revision's. */
 async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | undefined> {
   const { config, memory, sourceStatus } = c;
-  if (candidate) {
+  if (candidate && memory.held?.revision === candidate.revision) {
+    // Rolled back before: not tried again until the tracked branch moves.
+    c.held = memory.held;
+  } else if (candidate) {
+    delete memory.held;
     const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
@@ -262,6 +278,9 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   if (drift.hold) prepared.plan = holdNft(prepared.plan);
   c.onPlan?.(prepared.plan);
   sw.lap('plan');
+  const guard = { rt, edge: c.health, prepared, state: loaded.state, revision: loaded.revision, memory, ...(hasChanges(prepared.plan) && { previous: await previousRevision(c, loaded) }) };
+  const before = await healthBefore(guard);
+  sw.lap('health');
   const executed = await executePlan(rt, prepared, {
     beforeNft: async () => {
       // Enforcing must not depend on the disk: a failed write is reported, the apply goes on.
@@ -271,19 +290,33 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   sw.lap('apply');
   if (executed.vetoedBy) c.errors.push(`pre-apply hook ${executed.vetoedBy} vetoed the apply; nothing was changed`);
   if (executed.result) c.errors.push(...applyErrors(executed.result));
+  const guarded = await guardApply(guard, executed, before);
+  sw.lap('health');
+  if (guarded.rollback) c.errors.push(`rolled back ${guarded.rollback.revision} to ${guarded.rollback.restored}: ${rollbackReason(guarded.rollback)}`, ...guarded.rollback.errors);
   const settings = await settingsReport(prepared.plan, executed.result, rt.settings);
   const unhealthy = conntrackdProblem(settings);
   if (unhealthy) c.errors.push(unhealthy);
   const guests = await guestReport(prepared, executed);
   sw.lap('report');
-  return { prepared, drift, executed, guests, settings };
+  return { prepared, drift, executed, guests, settings, guarded };
+}
+
+/** The previous applied revision's state (last-good/), when a new revision could be rolled back to it. */
+async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: ClusterState; revision: string } | undefined> {
+  const applied = c.memory.applied;
+  if (!applied || applied.revision === loaded.revision) return undefined;
+  const r = await loadState(agentPaths(c.config.stateDir).lastGood);
+  return r.state && { state: r.state, revision: applied.revision };
 }
 
 /** What the node keeps for the next cycle, once the outcome is known. */
 async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Candidate, outcome: NodeStatus['outcome']): Promise<void> {
   const { config, memory } = c;
   const { plan } = rec.prepared;
-  Object.assign(memory, await settleGuests(config.stateDir, plan, rec.executed));
+  const restored = rec.guarded.restored;
+  Object.assign(memory, await settleGuests(config.stateDir, restored?.prepared.plan ?? plan, restored?.executed ?? rec.executed));
+  const rb = rec.guarded.rollback;
+  if (rb) memory.held = { revision: rb.revision, at: c.now(), reason: rollbackReason(rb) };
   if (!settled(outcome)) return;
   const newRevision = loaded.revision !== memory.applied?.revision;
   if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {

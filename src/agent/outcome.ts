@@ -10,6 +10,8 @@ export interface CycleFacts {
   executed?: Executed;
   /** An unexpected failure while reconciling (nft not readable, a driver crash...). */
   failure?: string;
+  /** The apply's health checks failed and the previous revision was restored. */
+  rolledBack?: boolean;
 }
 
 export function cycleOutcome(f: CycleFacts): Outcome {
@@ -17,6 +19,7 @@ export function cycleOutcome(f: CycleFacts): Outcome {
   if (f.executed?.vetoedBy) return 'vetoed';
   const r = f.executed?.result;
   if (r && applyFailed(r)) return 'error';
+  if (f.rolledBack) return 'rolled-back';
   if (f.plan.nftHeld && f.plan.nft.plan.changes.length > 0) return 'drift-reported';
   return r ? 'applied' : 'converged';
 }

@@ -8,10 +8,11 @@ import type { HookResult } from './hooks.js';
 import type { TableChangeJson, PlanCounts } from '../plan/format.js';
 import { allSecrets } from '../git/remote.js';
 import { cap, redactDeep, VALUE_LIMIT } from './redact.js';
+import type { HealthReport, RollbackReport } from '../rollout/checkpoint.js';
 
 export const STATUS_FORMAT = 'cgw-sync.status/v1';
 
-export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'error';
+export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'rolled-back' | 'error';
 export type SourceState = 'ok' | 'refused' | 'unavailable' | 'invalid' | 'not-owned';
 
 export interface GuestReport {
@@ -51,6 +52,12 @@ export interface NodeStatus {
   hooks: HookResult[];
   /** Node settings (sysctls, conntrackd health in ct-sync): src/agent/settings-phase.ts. */
   settings?: SettingsReport;
+  /** The node's health checks after this cycle (src/health/). */
+  health?: HealthReport;
+  /** This cycle applied a revision, its checks failed, and the previous revision was restored. */
+  rollback?: RollbackReport;
+  /** The tracked revision is held: rolled back earlier, not tried again until the branch moves. */
+  held?: { revision: string; at: string; reason: string };
   errors: string[];
   /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
   notes?: string[];
@@ -98,6 +105,7 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
   const parts: string[] = [];
   if (s.outcome === 'applied') parts.push(`applied ${short(s.appliedRevision)}`);
   else if (s.outcome === 'converged') parts.push(`converged at ${short(s.appliedRevision)}`);
+  else if (s.outcome === 'rolled-back' && s.rollback) parts.push(`rolled back ${short(s.rollback.revision)} to ${short(s.rollback.restored)}: ${s.rollback.failing.map((f) => f.name).join(', ')}`);
   else parts.push(`${s.outcome} at ${short(s.appliedRevision)}`);
   if (s.plan?.changed) {
     const n = s.plan.summary;
@@ -157,6 +165,9 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   L.push(`| source | ${t(s.source.url)} (${t(s.source.branch)}): ${t(s.source.state)}${s.source.fetched ? `, fetched ${c(s.source.fetched)}` : ''} |`);
   L.push(`| report time | ${t(s.time)} |`, '');
   if (s.source.message) L.push('**Source:**', '', ...mdBlock(s.source.message), '');
+  if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
+  if (s.held) L.push(`**Held:** revision ${c(s.held.revision)} was rolled back at ${t(s.held.at)} (${t(s.held.reason)}); it is not applied again until the branch moves.`, '');
+  if (s.health) L.push(`**Health:** ${t(s.health.state)} (${s.health.checks} checks)${s.health.failing.length ? `; failing: ${s.health.failing.map((f) => `${t(f.name)}: ${t(f.detail)}`).join('; ')}` : ''}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');
   if (s.notes?.length) L.push('## Notes', '', ...s.notes.map((n) => `- ${t(n)}`), '');
   if (s.earlier?.length) {
