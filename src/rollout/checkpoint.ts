@@ -10,7 +10,7 @@ import { summaryLine } from '../plan/format.js';
 import { applyChanged, applyFailed } from '../reconcile/apply.js';
 import { runUnchecked } from '../netns/netns.js';
 import type { ClusterState } from '../state/types.js';
-import type { NodeView } from '../render/node-view.js';
+import { resolveNode, type NodeView } from '../render/node-view.js';
 import { checkWindow, describeFailures, nodeHealthChecks, type BuiltinCheck, type CheckResult } from '../health/checks.js';
 import { commandProber, runCheckpoint, runHealthRound, type HealthPorts, type Verdict } from '../health/runner.js';
 
@@ -120,11 +120,17 @@ export interface GuardInputs {
   previous?: { state: ClusterState; revision: string };
 }
 
-/** The health before an apply: only the checks the apply cannot be expected to satisfy yet are left out. */
+/**
+ * The health before an apply: the previous revision's checks, as the node runs it now (the
+ * read-back and guest checks are left out: the pending apply is what they would report). A check
+ * that passes here and fails after the apply (by name) was broken by the new revision.
+ */
 export async function healthBefore(g: GuardInputs): Promise<CheckResult[] | undefined> {
   if (!g.previous) return undefined;
-  const checks = nodeHealthChecks(g.prepared.view).filter((c) => !('builtin' in c) || c.builtin === 'gateway');
-  return runHealthRound(checks, healthPorts(g.rt, g.edge, g.state, g.revision, g.memory));
+  const { state, revision } = g.previous;
+  const view = resolveNode(state, g.prepared.view.node.name, g.rt.config.stateDir);
+  const checks = nodeHealthChecks(view).filter((c) => !('builtin' in c) || c.builtin === 'gateway');
+  return runHealthRound(checks, healthPorts(g.rt, g.edge, state, revision, g.memory));
 }
 
 export interface Guarded {
