@@ -7,16 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileMap } from '../src/git/tree.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
 import { mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
-import { serveGuestsIn, type ServedNode } from './helpers/health-node.js';
-
-const WINDOW_S = 3;
-const GUEST1_TARGET = 'target: { guest: guest1, port: 22 }';
-
-/** state-example with a check window and a health check on the forward ssh-guest1, aimed at `port`. */
-export function checkedState(files: FileMap, port = 22): FileMap {
-  const ssh = files['forwards/ssh.yaml']!.replace(GUEST1_TARGET, `target: { guest: guest1, port: ${port} }\n    health: { type: tcp, expect: "this is guest1" }`);
-  return { ...files, 'cluster.yaml': `${files['cluster.yaml']}health:\n  windowSeconds: ${WINDOW_S}\n`, 'forwards/ssh.yaml': ssh };
-}
+import { checkedState, serveGuestsIn, WINDOW_S, type ServedNode } from './helpers/health-node.js';
 
 const fwdMap = (a: TestAgent) => a.ns.raw(['list', 'map', 'ip', 'cgw_nat', 'fwd_tcp']);
 

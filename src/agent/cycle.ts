@@ -33,7 +33,8 @@ import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
 import { cycleOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
-import { publishReport, type PublishResult } from './status-source.js';
+import { publishReport, statusReader, type PublishResult } from './status-source.js';
+import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { hasChanges } from '../plan/plan.js';
 import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
@@ -123,6 +124,8 @@ interface Cycle {
   health: HealthEdge;
   /** The candidate revision is held (rolled back before): why, for the report. */
   held?: NonNullable<AgentMemory['held']>;
+  /** The candidate waits for (or is halted by) the earlier waves. */
+  rollout?: NonNullable<NodeStatus['rollout']>;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -160,7 +163,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   c.sw.lap('load');
   let rec: Reconciled | undefined;
   let failure: string | undefined;
-  if (!loaded) failure = c.sourceStatus.message ?? 'no state to apply yet';
+  if (!loaded) failure = c.sourceStatus.message ?? (c.rollout ? `nothing applied yet: wave ${c.rollout.wave} is ${c.rollout.halted ? `halted: ${c.rollout.halted}` : c.rollout.waiting}` : 'no state to apply yet');
   else {
     try {
       rec = await reconcilePhase(c, rt, loaded);
@@ -184,7 +187,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     time: now(),
     outcome,
     source: sourceStatus,
-    ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
+    ...(memory.applied ? { appliedRevision: memory.applied.revision, appliedAt: memory.applied.at } : {}),
     plan: nft ? { changed: nft.changed, summary: nft.summary, tables: nft.tables } : null,
     drift: { items: rec?.drift.items ?? [], corrected: !!rec && rec.drift.byHand && rec.executed.result?.nft.status === 'done' },
     guests: rec?.guests ?? [],
@@ -193,6 +196,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(rec && { health: rec.guarded.health }),
     ...(rec?.guarded.rollback && { rollback: rec.guarded.rollback }),
     ...(c.held && { held: c.held }),
+    ...(c.rollout && { rollout: c.rollout }),
     errors: c.errors,
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
@@ -246,7 +250,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
-    else return { state: r.state, revision: candidate.revision };
+    else if (await waveOpen(c, r.state, candidate.revision)) return { state: r.state, revision: candidate.revision };
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
@@ -254,6 +258,23 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
+}
+
+/**
+ * Waves: whether this node may apply a new revision now (the revision it already enforces always
+ * may: drift correction is not held by waves). Records why not for the report.
+ */
+async function waveOpen(c: Cycle, state: ClusterState, revision: string): Promise<boolean> {
+  if (revision === c.memory.applied?.revision) return true;
+  const wave = waveOf(state, c.config.node) + 1;
+  const others = earlierNodes(state, c.config.node);
+  if (others.length === 0) return true;
+  const read = statusReader(c.config);
+  const reports = new Map(await Promise.all(others.map(async (n) => [n, read ? await read(n).catch(() => null) : null] as const)));
+  const gate = waveGate({ state, node: c.config.node, revision, reports, now: new Date(c.now()) });
+  if (gate.go) return true;
+  c.rollout = { wave, revision, ...(gate.halted ? { halted: gate.reason } : { waiting: read ? gate.reason : `${gate.reason} (no status source is configured to read their reports from)` }) };
+  return false;
 }
 
 /** readLive -> planNode -> drift decision -> hooks -> applyNodePlan, and what to report of it. */

@@ -46,6 +46,8 @@ export interface NodeStatus {
   source: { url: string; branch: string; state: SourceState; fetched?: string; message?: string };
   /** The revision whose state the node enforces after this cycle. */
   appliedRevision?: string;
+  /** When this node first applied appliedRevision (the soak time of waves counts from it). */
+  appliedAt?: string;
   plan: { changed: boolean; summary: PlanCounts; tables: TableChangeJson[] } | null;
   drift: { items: DriftItem[]; corrected: boolean };
   guests: GuestReport[];
@@ -58,6 +60,8 @@ export interface NodeStatus {
   rollback?: RollbackReport;
   /** The tracked revision is held: rolled back earlier, not tried again until the branch moves. */
   held?: { revision: string; at: string; reason: string };
+  /** Waves: this node's wave (1-based) and why the tracked revision is not applied yet, or halted. */
+  rollout?: { wave: number; revision: string; waiting?: string; halted?: string };
   errors: string[];
   /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
   notes?: string[];
@@ -112,6 +116,8 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
     parts.push(`rules +${n.rulesAdded}/-${n.rulesRemoved}, elements +${n.elementsAdded}/-${n.elementsRemoved}`);
   }
   if (s.drift.items.length) parts.push(`drift ${s.drift.corrected ? 'corrected' : 'found'}: ${[...new Set(s.drift.items.map((d) => d.kind))].join(', ')}`);
+  if (s.rollout?.halted) parts.push(`halted: ${s.rollout.halted}`);
+  else if (s.rollout?.waiting) parts.push(`wave ${s.rollout.wave} waiting for ${short(s.rollout.revision)}`);
   if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
   if (s.outage?.until) parts.push(`recovered from Git outage (${s.outage.failures} failures)`);
   if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
@@ -166,6 +172,8 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   L.push(`| report time | ${t(s.time)} |`, '');
   if (s.source.message) L.push('**Source:**', '', ...mdBlock(s.source.message), '');
   if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
+  if (s.rollout?.halted) L.push(`**Halted:** ${t(s.rollout.halted)} (wave ${s.rollout.wave}; revision ${c(s.rollout.revision)} is not applied here until a newer commit starts a new rollout)`, '');
+  else if (s.rollout?.waiting) L.push(`**Wave ${s.rollout.wave}:** revision ${c(s.rollout.revision)} is ${t(s.rollout.waiting)}`, '');
   if (s.held) L.push(`**Held:** revision ${c(s.held.revision)} was rolled back at ${t(s.held.at)} (${t(s.held.reason)}); it is not applied again until the branch moves.`, '');
   if (s.health) L.push(`**Health:** ${t(s.health.state)} (${s.health.checks} checks)${s.health.failing.length ? `; failing: ${s.health.failing.map((f) => `${t(f.name)}: ${t(f.detail)}`).join('; ')}` : ''}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');

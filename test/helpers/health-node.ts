@@ -8,6 +8,7 @@ import { responderCommand } from '../../src/lab/responder.js';
 import { commandProber } from '../../src/health/runner.js';
 import { waitUntil } from '../../src/proc/process.js';
 import type { NftNamespace } from './nft-netns.js';
+import type { FileMap } from '../../src/git/tree.js';
 
 export interface ServedNode {
   prober: ReturnType<typeof commandProber>;
@@ -35,4 +36,14 @@ export async function serveGuestsIn(ns: NftNamespace, addresses: string[], guest
     throw new Error(`the responder in ${ns.ns} did not come up`);
   }
   return { prober, stop };
+}
+
+/** The check window of checkedState (seconds). */
+export const WINDOW_S = 3;
+const GUEST1_TARGET = 'target: { guest: guest1, port: 22 }';
+
+/** state-example with a check window and a health check on the forward ssh-guest1, aimed at `port`; `cluster` is appended to cluster.yaml. */
+export function checkedState(files: FileMap, port = 22, cluster = ''): FileMap {
+  const ssh = files['forwards/ssh.yaml']!.replace(GUEST1_TARGET, `target: { guest: guest1, port: ${port} }\n    health: { type: tcp, expect: "this is guest1" }`);
+  return { ...files, 'cluster.yaml': `${files['cluster.yaml']}health:\n  windowSeconds: ${WINDOW_S}\n${cluster}`, 'forwards/ssh.yaml': ssh };
 }
