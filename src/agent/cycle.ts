@@ -35,6 +35,7 @@ import { cycleOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
 import { publishReport, statusReader, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
+import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { hasChanges } from '../plan/plan.js';
 import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
@@ -126,6 +127,8 @@ interface Cycle {
   held?: NonNullable<AgentMemory['held']>;
   /** The candidate waits for (or is halted by) the earlier waves. */
   rollout?: NonNullable<NodeStatus['rollout']>;
+  /** Suspended: plan, check and report; apply nothing. */
+  suspended?: Suspension;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -160,6 +163,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);
+  c.suspended = suspensionOf(loaded?.state, config.node, await readLocalSuspension(config.stateDir));
   c.sw.lap('load');
   let rec: Reconciled | undefined;
   let failure: string | undefined;
@@ -172,7 +176,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
       failure = `cycle failed: ${(e as Error).message}`;
     }
   }
-  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback }), ...(failure && { failure }) });
+  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
 
@@ -197,6 +201,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(rec?.guarded.rollback && { rollback: rec.guarded.rollback }),
     ...(c.held && { held: c.held }),
     ...(c.rollout && { rollout: c.rollout }),
+    ...(c.suspended && { suspended: c.suspended }),
     errors: c.errors,
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
@@ -302,7 +307,7 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   const guard = { rt, edge: c.health, prepared, state: loaded.state, revision: loaded.revision, memory, ...(hasChanges(prepared.plan) && { previous: await previousRevision(c, loaded) }) };
   const before = await healthBefore(guard);
   sw.lap('health');
-  const executed = await executePlan(rt, prepared, {
+  const executed = c.suspended ? { hooks: [] } : await executePlan(rt, prepared, {
     beforeNft: async () => {
       // Enforcing must not depend on the disk: a failed write is reported, the apply goes on.
       await writeMemory(config.stateDir, { ...memory, applying: { revision: loaded.revision, desired: nft.desired } }).catch((e: Error) => c.errors.push(`could not record the transaction in ${agentPaths(config.stateDir).memory}: ${e.message}`));

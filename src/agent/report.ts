@@ -9,10 +9,11 @@ import type { TableChangeJson, PlanCounts } from '../plan/format.js';
 import { allSecrets } from '../git/remote.js';
 import { cap, redactDeep, VALUE_LIMIT } from './redact.js';
 import type { HealthReport, RollbackReport } from '../rollout/checkpoint.js';
+import type { Suspension } from '../rollout/suspend.js';
 
 export const STATUS_FORMAT = 'cgw-sync.status/v1';
 
-export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'rolled-back' | 'error';
+export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'rolled-back' | 'suspended' | 'error';
 export type SourceState = 'ok' | 'refused' | 'unavailable' | 'invalid' | 'not-owned';
 
 export interface GuestReport {
@@ -62,6 +63,8 @@ export interface NodeStatus {
   held?: { revision: string; at: string; reason: string };
   /** Waves: this node's wave (1-based) and why the tracked revision is not applied yet, or halted. */
   rollout?: { wave: number; revision: string; waiting?: string; halted?: string };
+  /** Suspended: this cycle planned and reported, and applied nothing. */
+  suspended?: Suspension;
   errors: string[];
   /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
   notes?: string[];
@@ -116,6 +119,7 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
     parts.push(`rules +${n.rulesAdded}/-${n.rulesRemoved}, elements +${n.elementsAdded}/-${n.elementsRemoved}`);
   }
   if (s.drift.items.length) parts.push(`drift ${s.drift.corrected ? 'corrected' : 'found'}: ${[...new Set(s.drift.items.map((d) => d.kind))].join(', ')}`);
+  if (s.suspended) parts.push(`suspended by ${s.suspended.by}: ${s.suspended.reason}`);
   if (s.rollout?.halted) parts.push(`halted: ${s.rollout.halted}`);
   else if (s.rollout?.waiting) parts.push(`wave ${s.rollout.wave} waiting for ${short(s.rollout.revision)}`);
   if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
@@ -174,6 +178,7 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
   if (s.rollout?.halted) L.push(`**Halted:** ${t(s.rollout.halted)} (wave ${s.rollout.wave}; revision ${c(s.rollout.revision)} is not applied here until a newer commit starts a new rollout)`, '');
   else if (s.rollout?.waiting) L.push(`**Wave ${s.rollout.wave}:** revision ${c(s.rollout.revision)} is ${t(s.rollout.waiting)}`, '');
+  if (s.suspended) L.push(`**Suspended** by ${t(s.suspended.by)}${s.suspended.since ? ` since ${t(s.suspended.since)}` : ''}: ${t(s.suspended.reason)}. Nothing is applied; the plan below is what would change.`, '');
   if (s.held) L.push(`**Held:** revision ${c(s.held.revision)} was rolled back at ${t(s.held.at)} (${t(s.held.reason)}); it is not applied again until the branch moves.`, '');
   if (s.health) L.push(`**Health:** ${t(s.health.state)} (${s.health.checks} checks)${s.health.failing.length ? `; failing: ${s.health.failing.map((f) => `${t(f.name)}: ${t(f.detail)}`).join('; ')}` : ''}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');

@@ -190,6 +190,7 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
     tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
     health: { windowSeconds: d.health.windowSeconds, intervalSeconds: d.health.intervalSeconds, checks: (d.health.checks ?? []).map((c: any) => ({ ...c })) },
     rollout: { waves: (d.rollout.waves ?? []).map((w: string[]) => [...w]), soakSeconds: d.rollout.soakSeconds },
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
     source,
   };
 }
@@ -203,6 +204,7 @@ function toNode(d: any, source: SourceRef): NodeSpec {
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),
     ...(d.health?.checks && { healthChecks: d.health.checks.map((c: any) => ({ ...c })) }),
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
     source,
   };
 }

@@ -49,6 +49,8 @@ export interface ClusterSettings {
   health?: ClusterHealth;
   /** Waves of a rollout (src/rollout/waves.ts). Absent: one wave. */
   rollout?: { waves: string[][]; soakSeconds: number };
+  /** The whole fleet applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
   source: SourceRef;
 }
 
@@ -97,6 +99,8 @@ export interface NodeSpec {
   natTag?: number;
   /** Health checks of this node only. */
   healthChecks?: HealthCheckSpec[];
+  /** This node applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
   source: SourceRef;
 }
 
