@@ -1,12 +1,16 @@
 // The rollout decisions on fakes (FakeNft, FakeSettings, FakeGuests, a fake health edge): the
 // real cycle rolls a breaking revision back through the same applier and holds it; a suspended
-// node (operator or Git) plans and reports but applies nothing; resume converges.
+// node (operator or Git) plans and reports but applies nothing; resume converges; a change
+// window holds a new revision and, under its policy, drift corrections.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NetworkProbe } from '../src/health/checks.js';
 import { resumeNode, suspendNode } from '../src/rollout/suspend.js';
+import { windowGate, type ChangeWindow } from '../src/rollout/windows.js';
+import { loadState } from '../src/state/load.js';
+import { formatDiagnostics } from '../src/state/diagnostics.js';
 import { fakeCluster, fakeNode } from './helpers/fake-node.js';
 
 let scratch: string;
@@ -89,5 +93,42 @@ describe('suspend', () => {
     expect(n.nft.history).toHaveLength(0);
     await edit(cluster, (t) => t.replace('suspend: { reason: "change freeze" }\n', ''));
     expect(await n.cycle()).toMatchObject({ outcome: 'applied' });
+  });
+});
+
+describe('change windows', () => {
+  const at = (iso: string) => new Date(iso);
+  const deny = (schedule: string, durationMinutes: number): ChangeWindow => ({ kind: 'deny', schedule, durationMinutes, drift: 'correct' });
+
+  it('opens a window at its cron time for its duration, UTC', () => {
+    const nightly: ChangeWindow = { kind: 'allow', schedule: '0 22 * * *', durationMinutes: 120, drift: 'report' };
+    expect(windowGate([nightly], at('2026-11-30T22:30:00Z'))).toEqual({ open: true });
+    expect(windowGate([nightly], at('2026-12-01T00:00:00Z'))).toEqual({ open: false, reason: 'waiting for window: outside the allow windows; the next opens at 2026-12-01T22:00:00.000Z', drift: 'report' });
+    expect(windowGate([nightly, deny('0 23 * * *', 30)], at('2026-11-30T23:10:00Z'))).toEqual({ open: false, reason: 'waiting for window: deny window "0 23 * * *" is active until 2026-11-30T23:30:00.000Z', drift: 'correct' });
+    expect(windowGate([nightly, deny('0 23 * * *', 30)], at('2026-11-30T23:30:00Z'))).toEqual({ open: true });
+    expect(windowGate([], at('2026-11-30T12:00:00Z'))).toEqual({ open: true });
+  });
+
+  it('a deny window holds a new revision; drift is reported under its policy; the revision goes once the window is gone', async () => {
+    const c = await fakeCluster(scratch, 'window');
+    const cluster = path.join(c.state, 'cluster.yaml');
+    const n = fakeNode(c, 'node1', {}, { health: fakeEdge(new Set()).edge });
+    expect(await n.cycle()).toMatchObject({ outcome: 'applied' });
+    // Opens every minute for an hour: always active.
+    await edit(cluster, (t) => `${t}windows:\n  - { kind: deny, schedule: "* * * * *", durationMinutes: 60, drift: report }\n`);
+    const waiting = await n.cycle();
+    expect(waiting).toMatchObject({ outcome: 'converged', window: { drift: 'report', waiting: expect.stringMatching(/^waiting for window: deny window "\* \* \* \* \*" is active until /) } });
+    expect(n.nft.history).toHaveLength(1);
+    n.nft.edit((t) => t.delete('netdev cgw_arp'));
+    expect(await n.cycle()).toMatchObject({ outcome: 'drift-reported', drift: { corrected: false } });
+    expect(n.nft.history).toHaveLength(1);
+    await edit(cluster, (t) => t.replace(/windows:\n.*\n/, ''));
+    expect(await n.cycle()).toMatchObject({ outcome: 'applied', drift: { corrected: true } });
+  });
+
+  it('a schedule cron does not understand is a state error with its position', async () => {
+    const c = await fakeCluster(scratch, 'window-bad');
+    await edit(path.join(c.state, 'cluster.yaml'), (t) => `${t}windows:\n  - { kind: allow, schedule: "61 * * * *", durationMinutes: 10 }\n`);
+    expect(formatDiagnostics((await loadState(c.state)).diagnostics)).toMatch(/^cluster\.yaml:\d+:\d+: windows\[0\]\.schedule: not a cron schedule/m);
   });
 });

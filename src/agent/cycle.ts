@@ -36,6 +36,7 @@ import { gitSource, type Source } from './source.js';
 import { publishReport, statusReader, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
+import { windowGate } from '../rollout/windows.js';
 import { hasChanges } from '../plan/plan.js';
 import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
@@ -129,6 +130,8 @@ interface Cycle {
   rollout?: NonNullable<NodeStatus['rollout']>;
   /** Suspended: plan, check and report; apply nothing. */
   suspended?: Suspension;
+  /** A change window holds new revisions back (and says what to do with drift). */
+  window?: NonNullable<NodeStatus['window']>;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -202,6 +205,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(c.held && { held: c.held }),
     ...(c.rollout && { rollout: c.rollout }),
     ...(c.suspended && { suspended: c.suspended }),
+    // Only while a new revision waits for it (a closed window alone is not news).
+    ...(c.window && sourceStatus.fetched !== memory.applied?.revision && { window: c.window }),
     errors: c.errors,
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
@@ -255,7 +260,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
-    else if (await waveOpen(c, r.state, candidate.revision)) return { state: r.state, revision: candidate.revision };
+    else if (await rolloutOpen(c, r.state, candidate.revision)) return { state: r.state, revision: candidate.revision };
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
@@ -266,11 +271,15 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
 }
 
 /**
- * Waves: whether this node may apply a new revision now (the revision it already enforces always
- * may: drift correction is not held by waves). Records why not for the report.
+ * Change windows and waves: whether this node may apply a new revision now (the revision it
+ * already enforces always may: drift correction is not held by waves; a closed window says what
+ * to do with drift). Records why not for the report.
  */
-async function waveOpen(c: Cycle, state: ClusterState, revision: string): Promise<boolean> {
+async function rolloutOpen(c: Cycle, state: ClusterState, revision: string): Promise<boolean> {
+  const window = windowGate(state.cluster.windows ?? [], new Date(c.now()));
+  if (!window.open) c.window = { waiting: window.reason, drift: window.drift };
   if (revision === c.memory.applied?.revision) return true;
+  if (!window.open) return false;
   const wave = waveOf(state, c.config.node) + 1;
   const others = earlierNodes(state, c.config.node);
   if (others.length === 0) return true;
@@ -301,7 +310,8 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
     nftChanges: nft.plan.changes.length > 0,
   });
   delete memory.applying;
-  if (drift.hold) prepared.plan = holdNft(prepared.plan);
+  // A closed change window whose policy is `report` holds drift corrections back too.
+  if (drift.hold || (c.window?.drift === 'report' && drift.byHand && nft.plan.changes.length > 0)) prepared.plan = holdNft(prepared.plan);
   c.onPlan?.(prepared.plan);
   sw.lap('plan');
   const guard = { rt, edge: c.health, prepared, state: loaded.state, revision: loaded.revision, memory, ...(hasChanges(prepared.plan) && { previous: await previousRevision(c, loaded) }) };

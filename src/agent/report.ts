@@ -65,6 +65,8 @@ export interface NodeStatus {
   rollout?: { wave: number; revision: string; waiting?: string; halted?: string };
   /** Suspended: this cycle planned and reported, and applied nothing. */
   suspended?: Suspension;
+  /** A change window holds new revisions back: why, and what it does with drift meanwhile. */
+  window?: { waiting: string; drift: 'correct' | 'report' };
   errors: string[];
   /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
   notes?: string[];
@@ -119,6 +121,7 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
     parts.push(`rules +${n.rulesAdded}/-${n.rulesRemoved}, elements +${n.elementsAdded}/-${n.elementsRemoved}`);
   }
   if (s.drift.items.length) parts.push(`drift ${s.drift.corrected ? 'corrected' : 'found'}: ${[...new Set(s.drift.items.map((d) => d.kind))].join(', ')}`);
+  if (s.window) parts.push('waiting for window');
   if (s.suspended) parts.push(`suspended by ${s.suspended.by}: ${s.suspended.reason}`);
   if (s.rollout?.halted) parts.push(`halted: ${s.rollout.halted}`);
   else if (s.rollout?.waiting) parts.push(`wave ${s.rollout.wave} waiting for ${short(s.rollout.revision)}`);
@@ -179,6 +182,7 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   if (s.rollout?.halted) L.push(`**Halted:** ${t(s.rollout.halted)} (wave ${s.rollout.wave}; revision ${c(s.rollout.revision)} is not applied here until a newer commit starts a new rollout)`, '');
   else if (s.rollout?.waiting) L.push(`**Wave ${s.rollout.wave}:** revision ${c(s.rollout.revision)} is ${t(s.rollout.waiting)}`, '');
   if (s.suspended) L.push(`**Suspended** by ${t(s.suspended.by)}${s.suspended.since ? ` since ${t(s.suspended.since)}` : ''}: ${t(s.suspended.reason)}. Nothing is applied; the plan below is what would change.`, '');
+  if (s.window) L.push(`**Change window:** ${t(s.window.waiting)}; drift of the applied revision is ${s.window.drift === 'report' ? 'only reported' : 'corrected'} meanwhile.`, '');
   if (s.held) L.push(`**Held:** revision ${c(s.held.revision)} was rolled back at ${t(s.held.at)} (${t(s.held.reason)}); it is not applied again until the branch moves.`, '');
   if (s.health) L.push(`**Health:** ${t(s.health.state)} (${s.health.checks} checks)${s.health.failing.length ? `; failing: ${s.health.failing.map((f) => `${t(f.name)}: ${t(f.detail)}`).join('; ')}` : ''}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');

@@ -5,6 +5,7 @@
 import { ipv4ToNumber, parseCidr, subnetContains } from '../state/ipv4.js';
 import type { Check, CheckContext, Located } from '../state/semantic.js';
 import type { HealthCheckSpec, ProbeSettings } from '../state/types.js';
+import { scheduleProblem } from '../rollout/windows.js';
 
 /** At most this many checks run on one node (cluster + node + its forwards), besides the built-ins. */
 export const MAX_CHECKS_PER_NODE = 32;
@@ -44,6 +45,14 @@ export const healthCheckSettings: Check = (ctx) => {
     const count = clusterChecks.length + own.length + forwards.filter((f) => f.health && (f.nodes ?? [node.name]).includes(node.name)).length;
     if (count > MAX_CHECKS_PER_NODE) ctx.report(node, ['name'], `node ${node.name} would run ${count} health checks; at most ${MAX_CHECKS_PER_NODE} (cluster, node and forward checks together)`);
   }
+};
+
+/** Change windows have schedules cron understands. */
+export const changeWindows: Check = (ctx) => {
+  ctx.input.cluster?.windows?.forEach((w, i) => {
+    const problem = scheduleProblem(w.schedule);
+    if (problem) ctx.report(ctx.input.cluster!, ['windows', i, 'schedule'], problem);
+  });
 };
 
 /** Waves name known nodes, each node at most once. */

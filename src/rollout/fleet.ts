@@ -25,7 +25,9 @@ export function fleetRows(nodes: string[], reports: ReadonlyMap<string, NodeStat
           ? `halted: ${s.rollout.halted}`
           : s.rollout?.waiting
             ? `wave ${s.rollout.wave}: ${s.rollout.waiting}`
-            : s.held
+            : s.window
+              ? s.window.waiting
+              : s.held
               ? `holding back ${s.held.revision.slice(0, 12)}: ${s.held.reason}`
               : (s.errors[0] ?? '');
     return {

@@ -191,6 +191,7 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
     health: { windowSeconds: d.health.windowSeconds, intervalSeconds: d.health.intervalSeconds, checks: (d.health.checks ?? []).map((c: any) => ({ ...c })) },
     rollout: { waves: (d.rollout.waves ?? []).map((w: string[]) => [...w]), soakSeconds: d.rollout.soakSeconds },
     ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
+    ...(d.windows?.length && { windows: d.windows.map((w: any) => ({ ...w })) }),
     source,
   };
 }

@@ -8,7 +8,7 @@ import { hasHostBits, ipv4ToNumber, numberToIPv4, parseCidr, subnetContains } fr
 import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, SourceRef } from './types.js';
 import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
 import { tableNames } from './table-checks.js';
-import { healthCheckSettings, rolloutWaves } from '../health/state-checks.js';
+import { changeWindows, healthCheckSettings, rolloutWaves } from '../health/state-checks.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -212,4 +212,5 @@ const checks: Check[] = [
   tableNames,
   healthCheckSettings,
   rolloutWaves,
+  changeWindows,
 ];

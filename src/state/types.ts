@@ -51,8 +51,12 @@ export interface ClusterSettings {
   rollout?: { waves: string[][]; soakSeconds: number };
   /** The whole fleet applies nothing (src/rollout/suspend.ts). */
   suspend?: { reason: string };
+  /** Change windows (src/rollout/windows.ts). */
+  windows?: ChangeWindow[];
   source: SourceRef;
 }
+
+import type { ChangeWindow } from '../rollout/windows.js';
 
 export type ProbeKind = 'tcp' | 'udp' | 'http';
 
