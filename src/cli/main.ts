@@ -24,6 +24,7 @@ import { runOnce, type MemoryCarry } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
 import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
+import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
 import { labDown, LabExists } from '../lab/topology.js';
 import { formatResults } from '../lab/check.js';
 
@@ -63,6 +64,12 @@ Commands:
   lab restart git [--prefix P]
                       (root) stop the lab's Git server if it runs and start it again on the
                       same port, so the agents reconnect (fault tests: a Git outage)
+  suspend --reason "..."
+                      this node's agent plans and reports, and applies nothing (--config)
+  resume              lift this node's suspension (--config)
+  status --all [--state DIR] [--max-age S] [--json]
+                      every node's latest report, one line each (--config for the status
+                      source); exit 1 when a node failed, rolled back or is silent > S (3600)
 
 Options:
   --state <dir>       state directory (default: current directory); with --all-nodes the
@@ -113,6 +120,9 @@ const OPTIONS = {
   guests: { type: 'string', default: 'netns' },
   from: { type: 'string' },
   guest: { type: 'string' },
+  reason: { type: 'string' },
+  all: { type: 'boolean', default: false },
+  'max-age': { type: 'string', default: '3600' },
 } as const;
 
 export interface Io {
@@ -176,6 +186,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         const config = await nodeConfig(values.node, opts);
         return await planOrApply(command, state, values.state ?? '.', opts, config, io);
       }
+      case 'suspend':
+      case 'resume':
+      case 'status':
+        return await rollout(command, values, io);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
@@ -370,4 +384,24 @@ async function lab(
     io.err(`cgw-sync: ${e.message}\n  \`cgw-sync lab check${prefixOpt}\` tests the running lab.\n`);
     return EXIT.error;
   }
+}
+
+/** `suspend`, `resume`, `status --all`: a thin layer over src/rollout/commands.ts. */
+async function rollout(command: 'suspend' | 'resume' | 'status', values: { config?: string; reason?: string; all: boolean; state?: string; json: boolean; 'max-age': string }, io: Io): Promise<number> {
+  const config = await loadAgentConfig(values.config ?? DEFAULT_CONFIG);
+  if (command === 'suspend') {
+    if (values.reason === undefined) throw new UsageError('usage: cgw-sync suspend --reason "..." [--config FILE]');
+    io.out(await suspendCommand(config, values.reason));
+    return EXIT.ok;
+  }
+  if (command === 'resume') {
+    io.out(await resumeCommand(config));
+    return EXIT.ok;
+  }
+  const maxAgeSeconds = Number(values['max-age']);
+  if (!values.all || !(maxAgeSeconds >= 0)) throw new UsageError('usage: cgw-sync status --all [--state DIR] [--max-age SECONDS] [--json] [--config FILE]');
+  const r = await fleetStatus(config, { ...(values.state !== undefined && { stateDir: values.state }), json: values.json, maxAgeSeconds });
+  io.out(r.text);
+  if (r.problems.length && !values.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  return r.problems.length ? EXIT.error : EXIT.ok;
 }

@@ -188,6 +188,10 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
     tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
+    health: { windowSeconds: d.health.windowSeconds, intervalSeconds: d.health.intervalSeconds, checks: (d.health.checks ?? []).map((c: any) => ({ ...c })) },
+    rollout: { waves: (d.rollout.waves ?? []).map((w: string[]) => [...w]), soakSeconds: d.rollout.soakSeconds },
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
+    ...(d.windows?.length && { windows: d.windows.map((w: any) => ({ ...w })) }),
     source,
   };
 }
@@ -200,6 +204,8 @@ function toNode(d: any, source: SourceRef): NodeSpec {
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),
+    ...(d.health?.checks && { healthChecks: d.health.checks.map((c: any) => ({ ...c })) }),
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
     source,
   };
 }
@@ -225,6 +231,7 @@ function toForward(d: any, source: SourceRef): ForwardSpec {
     port: d.port,
     target: { guest: d.target.guest, port: d.target.port },
     ...(d.nodes && { nodes: [...d.nodes].sort(compareStrings) }),
+    ...(d.health && { health: { ...d.health } }),
     source,
   };
 }

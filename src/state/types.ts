@@ -45,7 +45,42 @@ export interface ClusterSettings {
      */
     raw?: string;
   };
+  /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
+  health?: ClusterHealth;
+  /** Waves of a rollout (src/rollout/waves.ts). Absent: one wave. */
+  rollout?: { waves: string[][]; soakSeconds: number };
+  /** The whole fleet applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
+  /** Change windows (src/rollout/windows.ts). */
+  windows?: ChangeWindow[];
   source: SourceRef;
+}
+
+import type { ChangeWindow } from '../rollout/windows.js';
+
+export type ProbeKind = 'tcp' | 'udp' | 'http';
+
+/** How a health check probes (schema/common.schema.json forwardHealthCheck). */
+export interface ProbeSettings {
+  type: ProbeKind;
+  send?: string;
+  expect?: string;
+  path?: string;
+  status?: number;
+  timeoutSeconds: number;
+}
+
+/** A declared health check with its own address (cluster-wide or per node). */
+export interface HealthCheckSpec extends ProbeSettings {
+  name: string;
+  ip: string;
+  port: number;
+}
+
+export interface ClusterHealth {
+  windowSeconds: number;
+  intervalSeconds: number;
+  checks: HealthCheckSpec[];
 }
 
 export interface NodeSpec {
@@ -66,6 +101,10 @@ export interface NodeSpec {
   hypervisor: HypervisorDriver;
   /** stateless-nat: this node's tag, unique in the cluster (1..), see docs/nat-modes.md. */
   natTag?: number;
+  /** Health checks of this node only. */
+  healthChecks?: HealthCheckSpec[];
+  /** This node applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
   source: SourceRef;
 }
 
@@ -99,6 +138,8 @@ export interface ForwardSpec {
   target: { guest: string; port: number };
   /** Nodes the forward enters on; undefined means every node. */
   nodes?: string[];
+  /** Probed on each entering node at its publicIP and `port`. */
+  health?: ProbeSettings;
   source: SourceRef;
 }
 
