@@ -43,7 +43,7 @@ export const WINDOW_S = 3;
 const GUEST1_TARGET = 'target: { guest: guest1, port: 22 }';
 
 /** state-example with a check window and a health check on the forward ssh-guest1, aimed at `port`; `cluster` is appended to cluster.yaml. */
-export function checkedState(files: FileMap, port = 22, cluster = ''): FileMap {
+export function checkedState(files: Record<string, string>, port = 22, cluster = ''): Record<string, string> {
   const ssh = files['forwards/ssh.yaml']!.replace(GUEST1_TARGET, `target: { guest: guest1, port: ${port} }\n    health: { type: tcp, expect: "this is guest1" }`);
   return { ...files, 'cluster.yaml': `${files['cluster.yaml']}health:\n  windowSeconds: ${WINDOW_S}\n${cluster}`, 'forwards/ssh.yaml': ssh };
 }
