@@ -39,7 +39,16 @@ function requireBuild(): void {
 }
 
 const capture = () => {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
+  const io = {
+    outText: '',
+    errText: '',
+    out: (s: string) => {
+      io.outText += s;
+    },
+    err: (s: string) => {
+      io.errText += s;
+    },
+  };
   return io;
 };
 
@@ -263,7 +272,9 @@ describe('agent: cgw-sync run', () => {
       for (const p of parts) if (p.trim()) lines.push(JSON.parse(p));
     });
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     expect(await waitUntil(() => lines.some((l) => l.outcome === 'converged'), 15_000), stderr).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toEqual([0, null]);

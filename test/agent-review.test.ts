@@ -25,7 +25,16 @@ import { CLI_BIN, PROJECT_ROOT, stateExampleFiles, withExtraForward } from './he
 const BROKEN_YAML = 'apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n  - { name: x, port: 1\n';
 
 const capture = () => {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
+  const io = {
+    outText: '',
+    errText: '',
+    out: (s: string) => {
+      io.outText += s;
+    },
+    err: (s: string) => {
+      io.errText += s;
+    },
+  };
   return io;
 };
 
