@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, runs the whole vitest suite (unit tests and the
 # integration tests that build their own network namespaces), and ends with the plain line
-# "N passed, M failed" taken from vitest's JSON report. Run as root.
+# "N passed, M failed" taken from vitest's JSON report. Run as root. The static checks (type check
+# of src and test, the linter) run first, once; each one that fails counts as one failure there.
 #
 #   bash scripts/test.sh [files...]               once (all test files by default)
 #   bash scripts/test.sh --repeat N [files...]    N times in a row, stopping at the first failing
@@ -20,6 +21,17 @@ if [ "${1:-}" = "--repeat" ]; then
 fi
 
 bash scripts/install.sh || exit 1
+
+# A failed static check does not stop the run: vitest's results are still worth seeing.
+static_failed=0
+for check in typecheck lint; do
+  if npm run --silent "$check"; then
+    echo "static check $check: passed"
+  else
+    echo "static check $check: FAILED"
+    static_failed=$((static_failed + 1))
+  fi
+done
 
 report=$(mktemp -t cgw-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
@@ -45,7 +57,9 @@ run_vitest() {
 if [ "$repeat" -eq 0 ]; then
   run_vitest default "$@"
   rc=$?
-  summary $(counts)
+  read -r passed failed skipped <<<"$(counts)"
+  summary "$passed" "$((failed + static_failed))" "$skipped"
+  [ "$static_failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
   exit $rc
 fi
 
@@ -70,5 +84,6 @@ for i in $(seq 1 "$repeat"); do
   fi
 done
 echo "$runs run(s) of ${repeat} in $((SECONDS - t0)) s"
-summary "$total_passed" "$total_failed" "$total_skipped"
+summary "$total_passed" "$((total_failed + static_failed))" "$total_skipped"
+[ "$static_failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
 exit $rc

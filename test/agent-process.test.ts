@@ -17,7 +17,7 @@ import { main } from '../src/cli/main.js';
 import { processAlive, processStartTime, waitUntil } from '../src/proc/process.js';
 import type { FileMap } from '../src/git/tree.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
-import { CLI_BIN, PROJECT_ROOT, mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
+import { CLI_BIN, PROJECT_ROOT, capture, mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
 
 /** Processes a test started; killed by PID in afterEach whatever happened. */
 const started = new Set<ChildProcess>();
@@ -37,11 +37,6 @@ afterEach(async () => {
 function requireBuild(): void {
   if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: build first (npm run build, or scripts/install.sh)`);
 }
-
-const capture = () => {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
-  return io;
-};
 
 describe('agent: lock across processes', () => {
   let fx: GitFixture;
@@ -263,7 +258,9 @@ describe('agent: cgw-sync run', () => {
       for (const p of parts) if (p.trim()) lines.push(JSON.parse(p));
     });
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     expect(await waitUntil(() => lines.some((l) => l.outcome === 'converged'), 15_000), stderr).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toEqual([0, null]);

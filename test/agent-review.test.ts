@@ -20,14 +20,9 @@ import { renderNode } from '../src/render/render.js';
 import type { ClusterState } from '../src/state/types.js';
 import { loadStateOrThrow } from '../src/state/load.js';
 import { commitFiles, gitCli, startGitFixture, writeTree, type GitFixture } from './helpers/git-server.js';
-import { CLI_BIN, PROJECT_ROOT, stateExampleFiles, withExtraForward } from './helpers/agent-fixture.js';
+import { CLI_BIN, PROJECT_ROOT, capture, stateExampleFiles, withExtraForward } from './helpers/agent-fixture.js';
 
 const BROKEN_YAML = 'apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n  - { name: x, port: 1\n';
-
-const capture = () => {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
-  return io;
-};
 
 let scratch: string;
 let files: FileMap;

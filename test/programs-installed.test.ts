@@ -100,6 +100,7 @@ async function packagesOf(file: string): Promise<string[]> {
 }
 
 async function essential(pkg: string): Promise<boolean> {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a dpkg-query format, not a template
   return (await runUnchecked('dpkg-query', ['-W', '-f=${Essential}', pkg])).stdout.trim() === 'yes';
 }
 

@@ -178,6 +178,7 @@ export function fieldProblems(c: AgentConfig): FieldProblem[] {
 /** Why `url` cannot be a Git source (or status) URL; undefined when it can. */
 export function checkUrl(url: string, folderAllowed: boolean): string | undefined {
   const shown = quoteValue(splitUserinfo(url).url);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\s\u0000-\u001f\u007f]/.test(url)) return `${shown} is not a valid URL: it contains spaces or control characters`;
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   const folder = folderAllowed ? ' or a local folder' : '';
@@ -201,6 +202,7 @@ export function checkUrl(url: string, folderAllowed: boolean): string | undefine
 export function checkBranch(branch: string): string | undefined {
   const bad =
     !branch ||
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: git refuses control characters in ref names
     /[\s\u0000-\u001f\u007f~^:?*[\\]|\.\.|\/\/|@\{/.test(branch) ||
     /^[-/.]|[/.]$/.test(branch) ||
     branch.split('/').some((part) => part.startsWith('.') || part.endsWith('.lock')) ||

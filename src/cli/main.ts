@@ -148,7 +148,7 @@ function defaultNode(): string {
 }
 
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
@@ -297,7 +297,7 @@ function logLine(line: Record<string, unknown>): void {
 }
 
 async function agent(command: 'once' | 'run', configFile: string, json: boolean, io: Io): Promise<number> {
-  let config;
+  let config: AgentConfig;
   try {
     config = await loadAgentConfig(configFile);
   } catch (e) {

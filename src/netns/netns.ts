@@ -158,7 +158,11 @@ const LINKS_READY_MS = 15_000;
  */
 export async function waitForLinks(ns: string, devs?: string[], timeoutMs = LINKS_READY_MS): Promise<void> {
   let pending: string[] = [];
-  if (!(await waitUntil(async () => (pending = await linksNotReady(ns, devs)).length === 0, timeoutMs))) {
+  const ready = async () => {
+    pending = await linksNotReady(ns, devs);
+    return pending.length === 0;
+  };
+  if (!(await waitUntil(ready, timeoutMs))) {
     throw new Error(`links in ${ns} not ready after ${timeoutMs} ms: ${pending.join('; ')}`);
   }
 }

@@ -4,7 +4,7 @@
 // freshly applied ruleset plans as "no changes". test/render.test.ts and the nft integration
 // tests hold that promise.
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
-import { byName, type Json, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { byName, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
 import { assertOwnedTables } from '../nft/ownership.js';
 import { match, meta, payload, prefix, rule } from './expr.js';

@@ -212,7 +212,7 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
         { via: n1, port: 2202, same: false },
       ];
       const results = await Promise.all(cases.map((c) => tcpProbe(client(), c.via.publicIP, c.port, { timeoutS: SHORT_PROBE_S })));
-      cases.forEach((c, i) => expect(results[i].ok, `tcp ${c.via.name}:${c.port}: ${results[i].detail}`).toBe(c.same));
+      for (const [i, c] of cases.entries()) expect(results[i].ok, `tcp ${c.via.name}:${c.port}: ${results[i].detail}`).toBe(c.same);
       // lab check tells the same story: exactly the cross-node forwards fail (web, ssh, ntp).
       const report = await labCheck(prefix, { ...runOpts(), timeoutS: SHORT_PROBE_S });
       const crossNode = [

@@ -42,7 +42,10 @@ interface ConfigCase {
 }
 
 const configPath = (c: CaseDir) => path.join(c.dir, 'agent.yaml');
-const write = async (c: CaseDir, text: string) => (await writeFile(configPath(c), text), configPath(c));
+const write = async (c: CaseDir, text: string) => {
+  await writeFile(configPath(c), text);
+  return configPath(c);
+};
 /** The base document with `change` merged one level deep (source, status, schedule), as YAML. */
 const withDoc = (change: Record<string, unknown>) => (c: CaseDir) => {
   const doc: Record<string, unknown> = { ...c.base };
@@ -64,9 +67,15 @@ const BILLION_LAUGHS = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]', ...Array.from(
 
 const CASES: ConfigCase[] = [
   // The file itself.
-  { name: 'the config path is a folder', setup: async (c) => (await mkdir(configPath(c)), configPath(c)), message: /cannot read the agent configuration: it is a folder, not a file/ },
+  { name: 'the config path is a folder', setup: async (c) => {
+      await mkdir(configPath(c));
+      return configPath(c);
+    }, message: /cannot read the agent configuration: it is a folder, not a file/ },
   { name: 'the config file does not exist', setup: async (c) => configPath(c), message: /cannot read the agent configuration: no such file/ },
-  { name: 'the config is a FIFO (would block a plain read)', setup: async (c) => (await fifo(configPath(c)), configPath(c)), message: /not a regular file/ },
+  { name: 'the config is a FIFO (would block a plain read)', setup: async (c) => {
+      await fifo(configPath(c));
+      return configPath(c);
+    }, message: /not a regular file/ },
   { name: 'the config is a device', setup: async () => '/dev/zero', message: /not a regular file/ },
   { name: 'the config is too large', setup: (c) => write(c, `# ${'x'.repeat(CONFIG_SIZE_LIMIT)}\n`), message: /too large \(\d+ bytes; at most \d+\)/ },
   { name: 'the config is binary garbage', setup: (c) => write(c, '\u0000\u0001ELF\u0000garbage'), message: /not a YAML text file \(it contains NUL bytes\)/ },
@@ -115,7 +124,10 @@ const CASES: ConfigCase[] = [
   { name: 'a huge trusted key file', setup: withFile('key.asc', (f) => writeFile(f, 'x'.repeat(KEY_FILE_SIZE_LIMIT + 1)), (f) => ({ source: { trustedKeys: [f] } })), field: 'source.trustedKeys[0]', line: 'key.asc', message: /too large/ },
   {
     name: 'a hooks folder anyone may write to',
-    setup: withFile('hooks', async (f) => (await mkdir(f), await chmod(f, 0o777)), (f) => ({ hooksDir: f })),
+    setup: withFile('hooks', async (f) => {
+      await mkdir(f);
+      await chmod(f, 0o777);
+    }, (f) => ({ hooksDir: f })),
     field: 'hooksDir',
     line: 'hooksDir:',
     message: /is writable by other users \(mode 777\)/,
