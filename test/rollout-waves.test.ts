@@ -4,7 +4,6 @@
 // healthy; node1's rollback halts node2 at that revision (node2's forwards are never touched);
 // a fixed commit starts a new rollout that reaches both.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FileMap } from '../src/git/tree.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
 import { mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
 import { checkedState, serveGuestsIn, type ServedNode } from './helpers/health-node.js';
@@ -17,7 +16,7 @@ const fwdMap = (a: TestAgent) => a.ns.raw(['list', 'map', 'ip', 'cgw_nat', 'fwd_
 
 describe('waves: node2 follows node1, and a rollback on node1 halts node2', () => {
   let fx: GitFixture;
-  let base: FileMap;
+  let base: Record<string, string>;
   const agents: TestAgent[] = [];
   const served: ServedNode[] = [];
   let node1: TestAgent;
