@@ -30,7 +30,10 @@ function fakeEdge(open: Set<number>) {
   return {
     probed,
     edge: {
-      probe: async (p: NetworkProbe) => (probed.push(p), open.has(p.port) ? { ok: true, detail: 'connected' } : { ok: false, detail: 'ECONNREFUSED' }),
+      probe: async (p: NetworkProbe) => {
+        probed.push(p);
+        return open.has(p.port) ? { ok: true, detail: 'connected' } : { ok: false, detail: 'ECONNREFUSED' };
+      },
       addresses: async () => ['10.5.5.254'],
     },
   };

@@ -31,11 +31,11 @@ export const healthCheckSettings: Check = (ctx) => {
     }
   };
   const clusterChecks = cluster?.health?.checks ?? [];
-  clusterChecks.forEach((c, i) => target(cluster!, ['health', 'checks', i], c));
-  forwards.forEach((f) => f.health && probeFieldProblems(ctx, f, ['health'], f.health));
+  for (const [i, c] of clusterChecks.entries()) target(cluster!, ['health', 'checks', i], c);
+  for (const f of forwards) if (f.health) probeFieldProblems(ctx, f, ['health'], f.health);
   for (const node of nodes) {
     const own = node.healthChecks ?? [];
-    own.forEach((c, i) => target(node, ['health', 'checks', i], c));
+    for (const [i, c] of own.entries()) target(node, ['health', 'checks', i], c);
     const names = new Map(clusterChecks.map((c, i) => [c.name, ctx.where(cluster!, ['health', 'checks', i, 'name'])]));
     own.forEach((c, i) => {
       const first = names.get(c.name);
@@ -61,13 +61,13 @@ export const rolloutWaves: Check = (ctx) => {
   if (!cluster?.rollout) return;
   const known = new Set([...nodes.map((n) => n.name), ...(ctx.input.unchecked?.nodes ?? [])]);
   const seen = new Map<string, string>();
-  cluster.rollout.waves.forEach((wave, w) =>
-    wave.forEach((node, i) => {
+  for (const [w, wave] of cluster.rollout.waves.entries()) {
+    for (const [i, node] of wave.entries()) {
       const path = ['rollout', 'waves', w, i];
       if (!known.has(node)) ctx.report(cluster, path, `unknown node "${node}" (defined: ${[...known].sort().join(', ') || 'none'})`);
       const first = seen.get(node);
       if (first) ctx.report(cluster, path, `node "${node}" is already in a wave (${first}); a node belongs to one wave`);
       else seen.set(node, ctx.where(cluster, path));
-    }),
-  );
+    }
+  }
 };

@@ -11,6 +11,7 @@ import type {
   Diagnostic,
   ForwardSpec,
   GuestSpec,
+  HealthCheckSpec,
   NodeSpec,
   SourceRef,
 } from './types.js';
@@ -200,15 +201,17 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
     tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
-    health: { windowSeconds: d.health.windowSeconds, intervalSeconds: d.health.intervalSeconds, checks: (d.health.checks ?? []).map((c: any) => ({ ...c })) },
-    rollout: { waves: (d.rollout.waves ?? []).map((w: string[]) => [...w]), soakSeconds: d.rollout.soakSeconds },
+    // The schema fills in health and rollout (useDefaults), so both are present here.
+    health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
+    rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
     ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
-    ...(d.windows?.length && { windows: d.windows.map((w: any) => ({ ...w })) }),
+    ...(d.windows?.length && { windows: d.windows.map((w) => ({ ...w })) }),
     source,
   };
 }
 
-function toNode(d: Checked<NodeSpec>, source: SourceRef): NodeSpec {
+function toNode(d: Checked<NodeSpec> & { health?: { checks?: HealthCheckSpec[] } }, source: SourceRef): NodeSpec {
+  // The file's `health.checks` is the spec's healthChecks.
   return {
     name: d.name,
     uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP },
@@ -216,7 +219,7 @@ function toNode(d: Checked<NodeSpec>, source: SourceRef): NodeSpec {
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),
-    ...(d.health?.checks && { healthChecks: d.health.checks.map((c: any) => ({ ...c })) }),
+    ...(d.health?.checks && { healthChecks: d.health.checks.map((c) => ({ ...c })) }),
     ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
     source,
   };

@@ -8,7 +8,6 @@ import { responderCommand } from '../../src/lab/responder.js';
 import { commandProber } from '../../src/health/runner.js';
 import { waitUntil } from '../../src/proc/process.js';
 import type { NftNamespace } from './nft-netns.js';
-import type { FileMap } from '../../src/git/tree.js';
 
 export interface ServedNode {
   prober: ReturnType<typeof commandProber>;

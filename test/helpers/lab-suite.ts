@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { labCheck, labRestart, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
 import { labDown, labNamespaces, labRunDir, waitForGuestLinks, waitForResponder } from '../../src/lab/topology.js';
-import { nodeSettled, readNodeStatus, statusHistory, type StatusCommit } from '../../src/lab/status.js';
+import { statusHistory, type StatusCommit } from '../../src/lab/status.js';
 import { readLabRecord } from '../../src/lab/processes.js';
 import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/probes.js';
 import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/netns/netns.js';
