@@ -48,6 +48,9 @@ done
 # Files npm keeps for development only.
 find "$lib/node_modules" \( -name '*.map' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '.npmignore' -o -name '.eslintrc*' \) -type f -delete
 find "$lib/node_modules" -name '.bin' -prune -exec rm -rf {} +
+# Browser bundles Node never loads (package.json "exports": node resolves dist/node/ and index.js).
+rm -rf "$lib/node_modules/openpgp/dist/lightweight" "$lib"/node_modules/openpgp/dist/openpgp.* "$lib/node_modules/isomorphic-git/index.umd.min.js"
+find "$lib/node_modules" -name '.git*' -type f -delete
 
 # The launcher resolves the program next to itself, so an unpacked copy (dpkg-deb -x) runs too.
 cat >"$stage/usr/bin/cgw-sync" <<'EOF'
@@ -67,7 +70,7 @@ date=$(git log -1 --format=%aD 2>/dev/null || date -R)
 printf 'cgw-sync (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- %s  %s\n' "$version" "$version" "$maintainer" "$date" | gzip -9n >"$doc/changelog.gz"
 {
   printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: cgw-sync\n\n'
-  printf 'Files: *\nCopyright: cgw-sync authors\nLicense: Apache-2.0\n\n'
+  printf 'Files: *\nCopyright: 2026 The cgw-sync authors\nLicense: Apache-2.0\n\n'
   printf 'Files: usr/lib/cgw-sync/node_modules/*\nCopyright: the authors of each module\nLicense: other\n Each bundled module under the license its package.json declares (its license file ships with it):\n'
   printf '%s\n' "${modules[@]}" | node -e '
     for (const dir of require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean)) {
