@@ -88,6 +88,9 @@ find "$stage" -type f -perm -u+x -exec chmod 0755 {} +
 echo /etc/cgw-sync/agent.example.yaml >"$stage/DEBIAN/conffiles"
 chmod 0644 "$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+long_description=' Each node fetches the YAML state of the cluster from Git over HTTPS or SSH,
+ renders its own nftables ruleset, applies it in one atomic transaction,
+ starts and stops its guests, and commits a status report to a branch.'
 cat >"$stage/DEBIAN/control" <<EOF
 Package: cgw-sync
 Version: $version
@@ -102,9 +105,7 @@ Priority: optional
 Description: GitOps reconciler for convergent-gateway hypervisor nodes
  ${description#*: }.
  .
- Each node fetches the cluster's YAML state from Git (HTTPS or SSH), renders
- its own nftables ruleset, applies it in one atomic transaction, starts and
- stops its guests, and commits a status report to a branch of the repository.
+$long_description
 EOF
 
 deb="$out/cgw-sync_${version}_all.deb"

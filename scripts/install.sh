@@ -28,7 +28,7 @@ fi
 
 # engines in package.json: >= 20.5 (Debian 12's own nodejs is 18.20.4; see the README's install section).
 if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 5) ? 0 : 1)' 2>/dev/null; then
-  echo "cgw-sync needs Node.js >= 20.5 (found: $(node --version 2>/dev/null || echo none)); see the README, \"Install on a node\"" >&2
+  echo "cgw-sync needs Node.js >= 20.5 (found: $(node --version 2>/dev/null || echo none)), the README section Install on a node says where to get it" >&2
   exit 1
 fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
