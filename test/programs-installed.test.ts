@@ -21,8 +21,9 @@ const ROOT = path.join(import.meta.dirname, '..');
 
 /** Run, but not installed by install.sh, on purpose. */
 const NOT_FROM_INSTALL_SH: Record<string, string> = {
-  node: 'the runtime: install.sh checks for Node.js >= 20, it does not install it',
+  node: 'the runtime: install.sh checks for Node.js >= 20.5, it does not install it',
   npm: 'comes with Node.js',
+  'cgw-sync': 'the program itself: on a node its own Debian package installs it (README, Install on a node)',
   npx: 'comes with Node.js',
   'apt-get': 'what install.sh installs with: Debian\'s package manager, there before anything else',
   systemctl: 'install.sh runs it only where systemd is (`command -v`), to keep the conntrackd service off',
