@@ -225,6 +225,7 @@ function toForward(d: any, source: SourceRef): ForwardSpec {
     port: d.port,
     target: { guest: d.target.guest, port: d.target.port },
     ...(d.nodes && { nodes: [...d.nodes].sort(compareStrings) }),
+    ...(d.conntrackCleanup !== undefined && { conntrackCleanup: d.conntrackCleanup }),
     source,
   };
 }

@@ -99,6 +99,12 @@ export interface ForwardSpec {
   target: { guest: string; port: number };
   /** Nodes the forward enters on; undefined means every node. */
   nodes?: string[];
+  /**
+   * TCP forwards: after an apply that retargets this forward, delete the conntrack entries still
+   * DNATed to the old target (default false: open TCP connections finish). UDP forwards are
+   * always cleaned (src/conntrack/cleanup.ts).
+   */
+  conntrackCleanup?: boolean;
   source: SourceRef;
 }
 
