@@ -212,7 +212,7 @@ describe('systemd/agent.example.yaml', () => {
   it('is a valid agent configuration', async () => {
     // The token and key files it names exist on a node, not here.
     const c = await loadAgentConfig(path.join(PROJECT_ROOT, 'systemd/agent.example.yaml'), { checkFiles: false });
-    expect(c).toMatchObject({ node: 'node1', drift: 'correct', stateDir: '/var/lib/cgw-sync', ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw'] });
+    expect(c).toMatchObject({ node: 'node1', drift: 'correct', stateDir: '/var/lib/cgw-sync', ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync'] });
     expect(c.source).toMatchObject({ branch: 'main', allowNonDescendant: false, trustedKeys: ['/etc/cgw-sync/keys/admins.asc'] });
   });
 });

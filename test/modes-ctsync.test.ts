@@ -175,8 +175,9 @@ describe.each([
     for (const n of plan.nodes) {
       const nft = nodeNft(n.ns);
       const planned = await planNodeNft(stateless, n.name, nft);
-      expect(planned.plan.changes.map((c) => `${c.action} ${c.table.name}`).sort()).toEqual(['replace cgw_nat', 'replace cgw_raw']);
-      expect(planToTransaction(planned.plan).toText().match(/^delete table/gm)).toHaveLength(2);
+      // ... and the sync guard (bridge cgw_sync) goes with conntrackd.
+      expect(planned.plan.changes.map((c) => `${c.action} ${c.table.name}`).sort()).toEqual(['delete cgw_sync', 'replace cgw_nat', 'replace cgw_raw']);
+      expect(planToTransaction(planned.plan).toText().match(/^delete table/gm)).toHaveLength(3);
       await applyNodeNft(planned, nft);
     }
     const toStateless = await applySettings(stateless, plan, tmp);

@@ -187,7 +187,7 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync },
     source,
   };
 }

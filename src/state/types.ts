@@ -44,6 +44,11 @@ export interface ClusterSettings {
      * (priority raw) and ct-sync's forward filter. Absent on nodes in full-nat. Default cgw_raw.
      */
     raw?: string;
+    /**
+     * `table bridge <sync>` (ct-sync): conntrackd's sync traffic only between trunks and the node
+     * itself, never from or to a guest's port. Absent in the other modes. Default cgw_sync.
+     */
+    sync?: string;
   };
   source: SourceRef;
 }
