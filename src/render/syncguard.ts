@@ -9,16 +9,13 @@ import type { Json, NftChain, NftTable } from '../nft/model.js';
 import { byName } from '../nft/model.js';
 import { DEFAULT_SYNC_PORT } from '../settings/conntrackd.js';
 import type { NodeView } from './node-view.js';
-import { match, meta, payload, rule, setOf } from './expr.js';
+import { match, meta, oneOrSet, payload, rule } from './expr.js';
 
 export const DEFAULT_SYNC_TABLE = 'cgw_sync';
 
 export function syncTableName(state: ClusterState): string {
   return state.cluster.tables.sync ?? DEFAULT_SYNC_TABLE;
 }
-
-/** nft lists a one-element anonymous set as the element itself. */
-const oneOrSet = (items: Json[]): Json => (items.length === 1 ? (items[0] as Json) : setOf(items));
 
 /** Where sync packets go: every node's guest-bridge IP, and the multicast group when there is one. */
 function syncDestinations(state: ClusterState): Json[] {
