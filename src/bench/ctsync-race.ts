@@ -41,7 +41,11 @@ const once = () => new Promise((resolve) => {
   const limit = setTimeout(() => give(-1), 5000);
   if (proto === 'tcp') {
     const s = net.connect(Number(port), host);
-    s.on('connect', () => { const t = ms(); s.destroy(); give(t); });
+    // Timed at the handshake; then the banner is read to the server's close (a reset would be rude).
+    let t = -1;
+    s.on('connect', () => (t = ms()));
+    s.on('data', () => {});
+    s.on('end', () => { s.end(); give(t); });
     s.on('error', (e) => { process.stderr.write('tcp: ' + e.message + '\n'); give(-1); });
   } else {
     const s = dgram.createSocket('udp4');
