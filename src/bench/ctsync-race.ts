@@ -140,11 +140,12 @@ async function main(): Promise<void> {
         if (!warm) throw new Error('the lab does not carry cross-node flows: nothing to measure');
         for (const steer of [false, true]) {
           await applyTables(state, plan, steer);
-          await runIn(node2.ns, 'nft', ['reset', 'counters', 'table', 'ip', 'cgwrace']);
+          // Deltas: `nft reset counters` does not reset anonymous counters in 1.0.6.
+          const before = await counters(node2.ns);
           // node1:2202 -> guest2:22 and node1:1232 -> guest2:123, guest2 on node2: every flow crosses.
           const tcp = await clientRun(plan.client.ns, 'tcp', node1.publicIP, 2202);
           const udp = await clientRun(plan.client.ns, 'udp', node1.publicIP, 1232);
-          const [synAcks, tcpEarly, udpEarly] = await counters(node2.ns);
+          const [synAcks, tcpEarly, udpEarly] = (await counters(node2.ns)).map((v, i) => v - (before[i] ?? 0));
           const what = `br_netfilter ${brNetfilter ? 'on ' : 'off'}, ${steer ? 'steered' : 'dropped'}`;
           console.log(summary(`TCP connect, ${what}`, tcp));
           console.log(summary(`UDP answer,  ${what}`, udp));
