@@ -20,7 +20,8 @@ import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
 import { ownershipProblem } from '../render/ownership.js';
 import { nftPlanJson } from '../plan/format.js';
 import { holdNft, type NodePlan } from '../plan/plan.js';
-import { applyErrors } from '../reconcile/apply.js';
+import { applyErrors, applyNotes } from '../reconcile/apply.js';
+import type { ConntrackPort } from '../conntrack/cli.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
@@ -47,6 +48,8 @@ export interface CycleDeps {
   source?: Source;
   /** Default: sysctl and conntrackd through the node's namespace. */
   settings?: SettingsPort;
+  /** Deletes stale conntrack entries after a forward changes (the agent: conntrackCli); absent: none are deleted. */
+  conntrack?: ConntrackPort;
   /** Default: the driver the node's hypervisor names. */
   guestDriver?: (view: NodeView) => GuestDriver;
   now?: () => Date;
@@ -162,7 +165,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);
@@ -325,7 +328,10 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   });
   sw.lap('apply');
   if (executed.vetoedBy) c.errors.push(`pre-apply hook ${executed.vetoedBy} vetoed the apply; nothing was changed`);
-  if (executed.result) c.errors.push(...applyErrors(executed.result));
+  if (executed.result) {
+    c.errors.push(...applyErrors(executed.result));
+    c.notes.push(...applyNotes(executed.result));
+  }
   const guarded = await guardApply(guard, executed, before);
   sw.lap('health');
   if (guarded.rollback) c.errors.push(`rolled back ${guarded.rollback.revision} to ${guarded.rollback.restored}: ${rollbackReason(guarded.rollback)}`, ...guarded.rollback.errors);

@@ -13,11 +13,11 @@ import { resolveNode, type NodeView } from '../render/node-view.js';
 import { guestSnippet } from '../render/stateless.js';
 import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
-import { applyErrors, applyFailed } from '../reconcile/apply.js';
+import { applyErrors, applyFailed, applyNotes } from '../reconcile/apply.js';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from '../agent/config.js';
 import { redactDeep, redactText } from '../agent/redact.js';
 import { allSecrets, maskSecrets } from '../git/remote.js';
-import { defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
+import { conntrackCli, defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
 import { readMemory, writeMemory } from '../agent/memory.js';
 import { gitSource } from '../agent/source.js';
 import { runOnce, type MemoryCarry } from '../agent/cycle.js';
@@ -252,6 +252,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     config,
     nft: new NftCli({ nft: config.nft, prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] }),
     settings: settingsHost(config),
+    conntrack: conntrackCli(config),
     isAtOrAfter: source.isAtOrAfter,
     hooks: opts.hooks,
   };
@@ -274,7 +275,8 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
       const text = hasChanges(plan) ? formatPlanText(plan) : `No changes: node ${plan.node} has converged.\n`;
       const waits = plan.guests?.actions.filter((a) => a.action === 'wait') ?? [];
       const tail = ok && executed.result ? '\nApplied: guest stops, one nft transaction, node settings, guest starts; the node has converged.\n' : '';
-      io.out(`${text}${tail}${waits.map((w) => `not started: ${w.guest}: ${w.reason}\n`).join('')}`);
+      const cleaned = executed.result ? applyNotes(executed.result).map((l) => `${l}\n`).join('') : '';
+      io.out(`${text}${tail}${cleaned}${waits.map((w) => `not started: ${w.guest}: ${w.reason}\n`).join('')}`);
       if (errors.length) io.err(errors.map((e) => `cgw-sync: ${e}\n`).join(''));
     }
     return ok ? EXIT.ok : EXIT.error;
@@ -309,7 +311,7 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
   }
   for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
-  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), log: logLine };
+  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log: logLine };
   if (command === 'run') {
     await startAgent(deps, { handleSignals: true }).done;
     return EXIT.ok;

@@ -200,7 +200,7 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync },
     // The schema fills in health and rollout (useDefaults), so both are present here.
     health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
     rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
@@ -247,6 +247,7 @@ function toForward(d: Checked<ForwardSpec>, source: SourceRef): ForwardSpec {
     target: { guest: d.target.guest, port: d.target.port },
     ...(d.nodes && { nodes: [...d.nodes].sort(compareStrings) }),
     ...(d.health && { health: { ...d.health } }),
+    ...(d.conntrackCleanup !== undefined && { conntrackCleanup: d.conntrackCleanup }),
     source,
   };
 }

@@ -44,6 +44,11 @@ export interface ClusterSettings {
      * (priority raw) and ct-sync's forward filter. Absent on nodes in full-nat. Default cgw_raw.
      */
     raw?: string;
+    /**
+     * `table bridge <sync>` (ct-sync): conntrackd's sync traffic only between trunks and the node
+     * itself, never from or to a guest's port. Absent in the other modes. Default cgw_sync.
+     */
+    sync?: string;
   };
   /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
   health?: ClusterHealth;
@@ -140,6 +145,12 @@ export interface ForwardSpec {
   nodes?: string[];
   /** Probed on each entering node at its publicIP and `port`. */
   health?: ProbeSettings;
+  /**
+   * TCP forwards: after an apply that retargets this forward, delete the conntrack entries still
+   * DNATed to the old target (default false: open TCP connections finish). UDP forwards are
+   * always cleaned (src/conntrack/cleanup.ts).
+   */
+  conntrackCleanup?: boolean;
   source: SourceRef;
 }
 
