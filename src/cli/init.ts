@@ -110,12 +110,20 @@ export async function initCommand(v: Values, defaultConfig: string, io: Io): Pro
   return checkConfigCommand(file, v.state as string | undefined, io);
 }
 
+/** What went wrong, in words: `/etc/x does not exist`, not `ENOENT: no such file ..., open '/etc/x'`. */
+function fsMessage(e: NodeJS.ErrnoException): string {
+  const where = e.path ?? '';
+  if (e.code === 'ENOENT') return `${where} does not exist`;
+  if (e.code === 'EACCES' || e.code === 'EPERM') return `${where}: permission denied`;
+  return e.message;
+}
+
 async function problem(check: () => Promise<unknown>): Promise<string | undefined> {
   try {
     await check();
     return undefined;
   } catch (e) {
-    return (e as Error).message.replace(/^[A-Z]+: /, '');
+    return fsMessage(e as NodeJS.ErrnoException);
   }
 }
 
