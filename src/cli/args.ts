@@ -39,11 +39,11 @@ export class UsageError extends Error {}
 
 const HELP: OptionSpec = { type: 'boolean', short: 'h', help: 'this help' };
 
-/** "0 valid, 1 invalid": the text of a command's exit codes, as help and README show it. */
+/** "0 valid; 1 invalid": a command's exit codes as its help shows them (README: one column each). */
 export function exitText(spec: CommandSpec): string {
   return Object.entries(spec.exits)
     .map(([code, meaning]) => `${code} ${meaning}`)
-    .join(', ');
+    .join('; ');
 }
 
 function optionLabel(name: string, o: OptionSpec): string {

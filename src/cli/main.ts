@@ -95,7 +95,7 @@ const COMMANDS: CommandSpec[] = [
       base: { type: 'string', value: 'REV', help: 'revision to compare with (default: main, else origin/main)' },
       path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
     },
-    exits: { 0: 'no changes', 1: 'error', 2: 'changes pending' },
+    exits: { 0: 'no changes', 1: 'error (with --all-nodes: also an invalid revision)', 2: 'changes pending (with --all-nodes: on some node)' },
     run: async (v, _a, io) => {
       if (v['all-nodes']) return review(str(v, 'state') ?? '.', str(v, 'base'), str(v, 'rev'), str(v, 'path') ?? '.', io);
       for (const only of ['rev', 'base', 'path']) if (v[only] !== undefined) throw new UsageError(`--${only} needs --all-nodes`);
@@ -127,7 +127,7 @@ const COMMANDS: CommandSpec[] = [
     name: 'once',
     summary: 'one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)',
     options: { config: OPT.agentConfig, json: { type: 'boolean', help: "print the cycle's status document (status.json) instead of the log line" }, log: OPT.log },
-    exits: { 0: 'converged or applied', 1: 'error, vetoed, or the report could not be published', 2: 'drift reported (drift: report)' },
+    exits: { 0: 'converged or applied', 1: 'error or vetoed, a revision not applied (invalid, refused, not owned), or the report could not be published', 2: 'drift reported (drift: report)' },
     run: async (v, _a, io) => agent('once', v, io),
   },
   {
@@ -161,7 +161,7 @@ const COMMANDS: CommandSpec[] = [
       'state-dir': { type: 'string', value: 'DIR', help: "the agent's state dir (default: /var/lib/cgw-sync)" },
       force: { type: 'boolean', help: 'overwrite an existing file' },
     },
-    exits: { 0: 'written', 1: 'error, or the file exists (without --force)' },
+    exits: { 0: 'written, and check-config finds no problem', 1: 'error, a problem, or the file exists (without --force)' },
     run: async (v, _a, io) => initCommand(v, DEFAULT_CONFIG, io),
   },
   {
@@ -182,14 +182,14 @@ const COMMANDS: CommandSpec[] = [
       'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: "bridged traffic passes the nodes' ip hooks (default: off)" },
       state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
     },
-    exits: { 0: 'up', 1: 'error, or a lab with that prefix exists' },
+    exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
     run: async (v, _a, io) => labUp(v, io),
   },
   {
     name: 'lab check',
     summary: '(root) probe the lab from its client and guests; ends "N passed, M failed"',
     options: { prefix: OPT.prefix },
-    exits: { 0: 'all passed', 1: 'a probe failed, or no lab with that prefix' },
+    exits: { 0: 'all passed', 1: 'a probe failed or no lab with that prefix' },
     run: async (v, _a, io) => labCheckCommand(str(v, 'prefix') as string, io),
   },
   {
