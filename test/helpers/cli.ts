@@ -1,0 +1,33 @@
+// Running the CLI in tests: in process through main() with captured output, or as the built
+// binary (optionally inside a network namespace, as an operator would with `ip netns exec`).
+import { existsSync } from 'node:fs';
+import { execa } from 'execa';
+import { main } from '../../src/cli/main.js';
+import { CLI_BIN } from './agent-fixture.js';
+
+export interface CliResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** An Io for main() that keeps what was written. */
+export function captureIo() {
+  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
+  return io;
+}
+
+/** main(args) in this process. */
+export async function cliMain(args: string[]): Promise<CliResult> {
+  const io = captureIo();
+  const code = await main(args, io);
+  return { code, out: io.outText, err: io.errText };
+}
+
+/** The built binary; with `ns`, inside that network namespace. */
+export async function cliBin(args: string[], opts: { ns?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: run \`npm run build\``);
+  const argv = [process.execPath, CLI_BIN, ...args];
+  const r = opts.ns ? await execa('ip', ['netns', 'exec', opts.ns, ...argv], { reject: false, timeout: opts.timeoutMs ?? 60_000 }) : await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: opts.timeoutMs ?? 60_000 });
+  return { code: r.exitCode ?? -1, out: String(r.stdout), err: String(r.stderr) };
+}
