@@ -25,9 +25,10 @@ export async function cliMain(args: string[]): Promise<CliResult> {
 }
 
 /** The built binary; with `ns`, inside that network namespace. */
-export async function cliBin(args: string[], opts: { ns?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export async function cliBin(args: string[], opts: { ns?: string; timeoutMs?: number; uid?: number } = {}): Promise<CliResult> {
   if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: run \`npm run build\``);
-  const argv = [process.execPath, CLI_BIN, ...args];
-  const r = opts.ns ? await execa('ip', ['netns', 'exec', opts.ns, ...argv], { reject: false, timeout: opts.timeoutMs ?? 60_000 }) : await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: opts.timeoutMs ?? 60_000 });
+  const argv = [...(opts.ns ? ['ip', 'netns', 'exec', opts.ns] : []), process.execPath, CLI_BIN, ...args];
+  const ids = opts.uid === undefined ? {} : { uid: opts.uid, gid: opts.uid };
+  const r = await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: opts.timeoutMs ?? 60_000, ...ids });
   return { code: r.exitCode ?? -1, out: String(r.stdout), err: String(r.stderr) };
 }
