@@ -66,7 +66,9 @@ async function runUntilFirstCycle(configFile: string): Promise<CliResult> {
   const child = spawn(process.execPath, [CLI_BIN, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const exited = once(child, 'exit');
   await new Promise<void>((resolve) => {
     child.stdout.on('data', (d: Buffer) => {
@@ -148,7 +150,7 @@ const CASES: Record<string, () => Promise<CliResult>> = {
     const file = path.join(tmp, 'invalid-agent.yaml');
     await writeFile(file, 'apiVersion: cgw-sync/v1\nkind: AgentConfig\nsource: {}\n');
     const r = await cliBin(['run', '--config', file]);
-    expect(r.err).toMatch(/^invalid-agent\.yaml:3:\d+: source\.url: missing required property "url"$/m);
+    expect(r.err).toMatch(/\/invalid-agent\.yaml:3:\d+: source\.url: missing required property "url"$/m);
     return r;
   },
   'guest release 0': () => cliBin(['guest', 'release', 'guest2', '--from', 'node2', '--config', (agents[0] as TestAgent).configFile]),

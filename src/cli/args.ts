@@ -108,7 +108,7 @@ export function parseCommand(argv: string[], specs: CommandSpec[]): Parsed {
     throw new UsageError(`unknown command "${word}" (commands: ${[...new Set(specs.map((s) => s.name.split(' ')[0]))].join(', ')})`);
   }
   const rest = argv.slice(spec.name.split(' ').length);
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: rest, options: { ...spec.options, help: HELP }, allowPositionals: true, strict: true });
   } catch (e) {

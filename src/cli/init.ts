@@ -4,9 +4,8 @@
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { validateCronExpression } from 'cron';
 import { AgentConfigError, formatConfigProblems, loadAgentConfig, type AgentConfig, type ConfigProblem } from '../agent/config.js';
-import { StateError, formatDiagnostics, type FieldPath } from '../state/diagnostics.js';
+import { formatDiagnostics, type FieldPath } from '../state/diagnostics.js';
 import { loadState } from '../state/load.js';
 import type { ClusterState } from '../state/types.js';
 import { locate, parseYamlSource } from '../state/yaml-source.js';
@@ -158,8 +157,7 @@ export async function configFindings(c: AgentConfig, state?: ClusterState): Prom
   const f: Finding[] = [];
   const add = (field: FieldPath, message: string | undefined) => message && f.push({ field, message });
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(c.source.url)) add(['source', 'url'], await readableDir(c.source.url));
-  // Token and trusted key files are checked by loadAgentConfig itself.
-  add(['schedule', 'cron'], validateCronExpression(c.schedule.cron).valid ? undefined : `"${c.schedule.cron}" is not a cron expression: ${validateCronExpression(c.schedule.cron).error?.message ?? 'invalid'}`);
+  // The token and key files, URL and cron are checked by loadAgentConfig itself.
   if (c.hooksDir) add(['hooksDir'], await readableDir(c.hooksDir));
   add(['stateDir'], await writableDir(c.stateDir));
   if (c.status.dir) add(['status', 'dir'], await writableDir(c.status.dir.replaceAll('{node}', c.node)));

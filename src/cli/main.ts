@@ -385,7 +385,7 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
   const configFile = str(v, 'config') ?? DEFAULT_CONFIG;
   const statusJson = command === 'once' && !!v.json;
   const log = cycleLogger(command === 'run' && v.json ? 'json' : (str(v, 'log') as string), io);
-  let config;
+  let config: AgentConfig;
   try {
     config = await loadAgentConfig(configFile);
   } catch (e) {

@@ -13,7 +13,16 @@ export interface CliResult {
 
 /** An Io for main() that keeps what was written. */
 export function captureIo() {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
+  const io = {
+    outText: '',
+    errText: '',
+    out: (s: string) => {
+      io.outText += s;
+    },
+    err: (s: string) => {
+      io.errText += s;
+    },
+  };
   return io;
 }
 
