@@ -3,24 +3,18 @@
 // two nodes. Covered: converge and stay quiet, drift corrected or held (report-only), the veto
 // (a settings-only plan too), the outcome table, and a guest moving between nodes with its
 // migration wait. The namespace tests (agent-converge, agent-process, ...) keep what needs the kernel.
-import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AgentConfig } from '../src/agent/config.js';
 import { runOnce, type MemoryCarry } from '../src/agent/cycle.js';
-import { defaultAgentConfig } from '../src/agent/node.js';
 import { cycleOutcome } from '../src/agent/outcome.js';
-import type { NodeStatus } from '../src/agent/report.js';
 import { folderSource } from '../src/agent/source.js';
-import { FakeGuests } from '../src/guests/fake.js';
-import { FakeNft } from '../src/nft/fake.js';
 import { holdNft, planNode, type NodePlan } from '../src/plan/plan.js';
 import type { ApplyResult } from '../src/reconcile/apply.js';
 import { resolveNode } from '../src/render/node-view.js';
-import { FakeSettings } from '../src/settings/fake.js';
 import { syntheticState } from '../src/bench/synthetic.js';
-import { PROJECT_ROOT } from './helpers/agent-fixture.js';
+import { fakeCluster, fakeNode } from './helpers/fake-node.js';
 
 let scratch: string;
 beforeAll(async () => {
@@ -30,49 +24,9 @@ afterAll(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
-/** A copy of state-example/ with netns nodes and guests (the fake driver's kind), and a status folder for the nodes' reports. */
-async function cluster(name: string) {
-  const dir = path.join(scratch, name);
-  const state = path.join(dir, 'state');
-  await cp(path.join(PROJECT_ROOT, 'state-example'), state, { recursive: true });
-  const edit = async (file: string, fn: (t: string) => string) => writeFile(path.join(state, file), fn(await readFile(path.join(state, file), 'utf8')));
-  for (const n of ['node1', 'node2']) await edit(`nodes/${n}.yaml`, (t) => t.replace('hypervisor: xen', 'hypervisor: netns'));
-  for (const g of ['guest1', 'guest2']) await edit(`guests/${g}.yaml`, (t) => `${t}netns:\n  command: [sleep, "600"]\n`);
-  return { state, status: path.join(dir, 'status', '{node}'), root: dir };
-}
-
-interface FakeNode {
-  config: AgentConfig;
-  nft: FakeNft;
-  settings: FakeSettings;
-  guests: FakeGuests;
-  cycle(change?: Partial<AgentConfig>): Promise<NodeStatus>;
-  published(): Promise<NodeStatus | undefined>;
-}
-
-function fakeNode(c: Awaited<ReturnType<typeof cluster>>, node: string, change: Partial<AgentConfig> = {}): FakeNode {
-  const base = defaultAgentConfig(node);
-  const config: AgentConfig = { ...base, stateDir: path.join(c.root, node), status: { branch: 'status/{node}', dir: c.status }, guests: { ...base.guests, allowCommands: true }, ...change };
-  const nft = new FakeNft();
-  const settings = new FakeSettings();
-  const guests = new FakeGuests();
-  const source = folderSource(c.state);
-  return {
-    config,
-    nft,
-    settings,
-    guests,
-    cycle: (more = {}) => runOnce({ config: { ...config, ...more }, nft, settings, source, guestDriver: () => guests }),
-    published: async () => {
-      const text = await readFile(path.join(c.status.replace('{node}', node), 'status.json'), 'utf8').catch(() => undefined);
-      return text ? (JSON.parse(text) as NodeStatus) : undefined;
-    },
-  };
-}
-
 describe('agent decisions on fakes', () => {
   it('converges tables and settings in one cycle, then a quiet cycle publishes nothing new', async () => {
-    const c = await cluster('converge');
+    const c = await fakeCluster(scratch, 'converge');
     const n = fakeNode(c, 'node1');
     const first = await n.cycle();
     expect(first).toMatchObject({ outcome: 'applied', errors: [], drift: { items: [], corrected: false } });
@@ -96,7 +50,7 @@ describe('agent decisions on fakes', () => {
   });
 
   it('drift: corrected by default; held under report-only (the guests still follow the state)', async () => {
-    const c = await cluster('drift');
+    const c = await fakeCluster(scratch, 'drift');
     const n = fakeNode(c, 'node1');
     await fakeNode(c, 'node2').cycle();
     await n.cycle();
@@ -115,7 +69,7 @@ describe('agent decisions on fakes', () => {
   });
 
   it('a pre-apply hook vetoes any non-empty plan, a settings-only one too; nothing changes', async () => {
-    const c = await cluster('veto');
+    const c = await fakeCluster(scratch, 'veto');
     const hooksDir = path.join(c.root, 'hooks');
     await mkdir(hooksDir, { recursive: true });
     const seen = path.join(c.root, 'seen-plan.json');
@@ -134,7 +88,7 @@ describe('agent decisions on fakes', () => {
   });
 
   it('a guest moving to another node starts there only after the old node reports it stopped', async () => {
-    const c = await cluster('move');
+    const c = await fakeCluster(scratch, 'move');
     const n1 = fakeNode(c, 'node1');
     const n2 = fakeNode(c, 'node2');
     await n1.cycle();
@@ -157,7 +111,7 @@ describe('agent decisions on fakes', () => {
   });
 
   it('memory.json cannot be saved: the node is still enforced, says so, and carries its memory to the next cycle', async () => {
-    const c = await cluster('nosave');
+    const c = await fakeCluster(scratch, 'nosave');
     const n = fakeNode(c, 'node1');
     const carry: MemoryCarry = { unsaved: false };
     const cycle = () => runOnce({ config: n.config, nft: n.nft, settings: n.settings, source: folderSource(c.state), guestDriver: () => n.guests, carry });
@@ -178,7 +132,7 @@ describe('agent decisions on fakes', () => {
   });
 
   it('without a status source, an arriving guest waits and the report says why', async () => {
-    const c = await cluster('nostatus');
+    const c = await fakeCluster(scratch, 'nostatus');
     const n1 = fakeNode(c, 'node1', { status: { branch: 'status/{node}' } });
     const file = path.join(c.state, 'guests', 'guest2.yaml');
     await writeFile(file, (await readFile(file, 'utf8')).replace('node: node2', 'node: node1'));

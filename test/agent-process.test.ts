@@ -17,7 +17,7 @@ import { main } from '../src/cli/main.js';
 import { processAlive, processStartTime, waitUntil } from '../src/proc/process.js';
 import type { FileMap } from '../src/git/tree.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
-import { CLI_BIN, PROJECT_ROOT, mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
+import { CLI_BIN, PROJECT_ROOT, capture, mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
 
 /** Processes a test started; killed by PID in afterEach whatever happened. */
 const started = new Set<ChildProcess>();
@@ -37,11 +37,6 @@ afterEach(async () => {
 function requireBuild(): void {
   if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: build first (npm run build, or scripts/install.sh)`);
 }
-
-const capture = () => {
-  const io = { outText: '', errText: '', out: (s: string) => void (io.outText += s), err: (s: string) => void (io.errText += s) };
-  return io;
-};
 
 describe('agent: lock across processes', () => {
   let fx: GitFixture;
@@ -101,14 +96,21 @@ describe('agent: lock under contention', () => {
   });
 
   it('processes racing for a free or a stale lock: exactly one wins each round', async () => {
-    // Each contender spins until the same instant, tries the lock, holds it 300 ms if it got it.
+    // Each contender spins until the same instant and tries the lock, then leaves a marker. The
+    // winner holds the lock until all have tried (bounded): a contender that starts late on a
+    // loaded machine still meets the held lock, instead of winning a second time after a release.
     const contender = path.join(dir, 'contender.mjs');
     await writeFile(
       contender,
       `import { acquireLock } from ${JSON.stringify(path.join(PROJECT_ROOT, 'dist/agent/lock.js'))};\n` +
-        `const [file, at] = process.argv.slice(2);\nwhile (Date.now() < Number(at)) {}\n` +
-        `try { const l = await acquireLock(file); console.log('won'); await new Promise((r) => setTimeout(r, 300)); await l.release(); }\n` +
-        `catch (e) { console.log(e.name === 'LockBusy' ? 'busy' : 'error ' + e.message); }\n`,
+        `import { readdirSync, writeFileSync } from 'node:fs';\nimport { basename, dirname } from 'node:path';\n` +
+        `const [file, at, n] = process.argv.slice(2);\nwhile (Date.now() < Number(at)) {}\n` +
+        `const tried = () => readdirSync(dirname(file)).filter((f) => f.startsWith(basename(file) + '.tried.')).length;\n` +
+        `let lock;\ntry { lock = await acquireLock(file); console.log('won'); }\n` +
+        `catch (e) { console.log(e.name === 'LockBusy' ? 'busy' : 'error ' + e.message); }\n` +
+        `writeFileSync(file + '.tried.' + process.pid, '');\n` +
+        `for (const end = Date.now() + 15000; lock && tried() < Number(n) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));\n` +
+        `await lock?.release();\n`,
     );
     const dead = spawn('true');
     await once(dead, 'exit');
@@ -117,7 +119,7 @@ describe('agent: lock under contention', () => {
       // Odd rounds start from a stale lock (its owner has exited), even rounds from none.
       if (round % 2) await writeFile(file, JSON.stringify({ pid: dead.pid, startTime: '1', since: '2020-01-01T00:00:00Z' }));
       const at = String(Date.now() + 400);
-      const results = await Promise.all(Array.from({ length: 4 }, () => execa(process.execPath, [contender, file, at], { timeout: 20_000 })));
+      const results = await Promise.all(Array.from({ length: 4 }, () => execa(process.execPath, [contender, file, at, '4'], { timeout: 20_000 })));
       const outcomes = results.map((r) => r.stdout.trim()).sort();
       expect(outcomes, `round ${round}`).toEqual(['busy', 'busy', 'busy', 'won']);
       expect(existsSync(file)).toBe(false);
@@ -256,7 +258,9 @@ describe('agent: cgw-sync run', () => {
       for (const p of parts) if (p.trim()) lines.push(JSON.parse(p));
     });
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     expect(await waitUntil(() => lines.some((l) => l.outcome === 'converged'), 15_000), stderr).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toEqual([0, null]);

@@ -53,9 +53,13 @@ function listedCommands(text: string): string[] {
 
 describe('usage errors: exit 1, naming what is wrong', () => {
   it.each([
-    [['status', '--help'], 'unknown command "status"'],
+    [['stat', '--help'], 'unknown command "stat"'],
     [['frobnicate'], 'unknown command "frobnicate"'],
-    [['lab', 'frob'], 'unknown command "lab frob" (lab has: up, check, down)'],
+    [['lab', 'frob'], 'unknown command "lab frob" (lab has: up, check, restart, down)'],
+    [['lab', 'restart', 'ssh'], 'lab restart: cannot restart "ssh" (one of: git)'],
+    [['suspend', '--config', '/nonexistent.yaml'], 'suspend needs --reason'],
+    [['status', '--config', '/nonexistent.yaml'], 'status needs --all'],
+    [['status', '--all', '--max-age', 'soon', '--config', '/nonexistent.yaml'], '--max-age must be a number of seconds'],
     [['validate', '--bogus'], 'unknown option --bogus for `validate`'],
     [['validate', '--node', 'node1'], '`validate` does not take --node (render, plan, apply, init do)'],
     [['apply', '--rev', 'x'], '`apply` does not take --rev (plan does)'],
@@ -77,7 +81,8 @@ describe('usage errors: exit 1, naming what is wrong', () => {
   it('the error points at the help of the command it is about', async () => {
     expect((await cliMain(['validate', '--bogus'])).err).toContain('see `cgw-sync validate --help`');
     expect((await cliMain(['lab', 'up', '--json'])).err).toContain('see `cgw-sync lab up --help`');
-    expect((await cliMain(['status'])).err).toContain('see `cgw-sync --help`');
+    expect((await cliMain(['stat'])).err).toContain('see `cgw-sync --help`');
+    expect((await cliMain(['status'])).err).toContain('see `cgw-sync status --help`');
   });
 
   it('no command at all: the overview on stderr, exit 1', async () => {

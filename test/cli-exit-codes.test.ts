@@ -42,8 +42,8 @@ async function freshNs(tag: string): Promise<NftNamespace> {
   return ns;
 }
 
-async function agent(f: GitFixture, extra: Record<string, unknown>): Promise<TestAgent> {
-  const a = await startTestAgent(f, 'node1', extra);
+async function agent(f: GitFixture, extra: Record<string, unknown>, node = 'node1'): Promise<TestAgent> {
+  const a = await startTestAgent(f, node, extra);
   agents.push(a);
   return a;
 }
@@ -59,6 +59,15 @@ async function vetoConfig(ns: string): Promise<string> {
   const file = path.join(tmp, 'veto.yaml');
   await writeFile(file, stringify({ apiVersion: 'cgw-sync/v1', kind: 'AgentConfig', node: 'node1', source: { url: EXAMPLE }, stateDir: path.join(tmp, 'veto-state'), netns: ns, hooksDir: hooks, guests: { enabled: false } }));
   return file;
+}
+
+/** A node's own agent config for suspend/resume: only its state dir is used. */
+async function suspendConfig(): Promise<{ file: string; stateDir: string }> {
+  const stateDir = path.join(tmp, 'suspend-state');
+  await mkdir(stateDir, { recursive: true });
+  const file = path.join(tmp, 'suspend.yaml');
+  await writeFile(file, stringify({ apiVersion: 'cgw-sync/v1', kind: 'AgentConfig', node: 'node1', source: { url: EXAMPLE }, stateDir }));
+  return { file, stateDir };
 }
 
 /** `run` until its first cycle line, then SIGTERM: the exit code and every line it printed. */
@@ -155,6 +164,45 @@ const CASES: Record<string, () => Promise<CliResult>> = {
   },
   'guest release 0': () => cliBin(['guest', 'release', 'guest2', '--from', 'node2', '--config', (agents[0] as TestAgent).configFile]),
   'guest release 1': () => cliBin(['guest', 'release', 'guest2', '--from', 'node2', '--config', path.join(tmp, 'no-such-agent.yaml')]),
+  'suspend 0': async () => {
+    const { file, stateDir } = await suspendConfig();
+    const r = await cliBin(['suspend', '--reason', 'disk swap', '--config', file]);
+    expect(JSON.parse(await readFile(path.join(stateDir, 'suspend.json'), 'utf8'))).toMatchObject({ reason: 'disk swap' });
+    return r;
+  },
+  'suspend 1': async () => {
+    // A reason with a control character is refused; nothing is written.
+    const { file, stateDir } = await suspendConfig();
+    await rm(path.join(stateDir, 'suspend.json'), { force: true });
+    const r = await cliBin(['suspend', '--reason', 'a\u001b[2Jb', '--config', file]);
+    expect(r.err).toContain('--reason must be 1-200 printable ASCII characters');
+    await expect(readFile(path.join(stateDir, 'suspend.json'), 'utf8')).rejects.toThrow(/ENOENT/);
+    return r;
+  },
+  'resume 0': async () => {
+    const { file, stateDir } = await suspendConfig();
+    expect((await cliBin(['suspend', '--reason', 'disk swap', '--config', file])).code).toBe(0);
+    const r = await cliBin(['resume', '--config', file]);
+    expect(r.out).toContain('node node1 resumed');
+    await expect(readFile(path.join(stateDir, 'suspend.json'), 'utf8')).rejects.toThrow(/ENOENT/);
+    return r;
+  },
+  'resume 1': () => cliBin(['resume', '--config', path.join(tmp, 'no-such-agent.yaml')]),
+  'status 0': async () => {
+    // node1 reported (once 0..2, drift reported is no problem); node2 reports to the same branches.
+    const node2 = await agent(fx, { drift: 'report', status: { branch: 'status/{node}-report' } }, 'node2');
+    expect((await onceCli(node2)).code).toBe(0);
+    const r = await cliBin(['status', '--all', '--state', EXAMPLE, '--config', (agents[0] as TestAgent).configFile]);
+    expect(r.out).toMatch(/^node1\s+\S+\s+drift-reported\s/m);
+    expect(r.out).toMatch(/^node2\s+\S+\s+applied\s/m);
+    return r;
+  },
+  'status 1': async () => {
+    // The not-owned agent's branches: node1 reported an error, node2 never reported.
+    const r = await cliBin(['status', '--all', '--state', EXAMPLE, '--config', (agents[1] as TestAgent).configFile]);
+    expect(r.err).toMatch(/node1: error; node2: never reported/);
+    return r;
+  },
   'init 0': () => cliBin(['init', '--source', fx.url, '--node', 'node1', '--state', EXAMPLE, '--config', path.join(tmp, 'init', 'agent.yaml'), '--state-dir', path.join(tmp, 'init', 'state')]),
   'init 1': () => cliBin(['init', '--source', fx.url, '--node', 'node1', '--config', path.join(tmp, 'init', 'agent.yaml')]),
   'check-config 0': () => cliBin(['check-config', '--config', path.join(PROJECT_ROOT, 'systemd', 'agent.example.yaml'), '--state', EXAMPLE]),
@@ -174,6 +222,15 @@ const CASES: Record<string, () => Promise<CliResult>> = {
     expect(r.out).toMatch(/^\d+ passed, 0 failed$/m);
     return r;
   },
+  'lab restart 0': async () => {
+    const r = await cliBin(['lab', 'restart', 'git', '--prefix', LAB_PREFIX], { timeoutMs: 120_000 });
+    const url = /listens again at (\S+)$/m.exec(r.out)?.[1];
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\//);
+    // The restarted server answers the agents' URL.
+    expect(await gitCli(['ls-remote', url as string, 'main'])).toMatch(/^[0-9a-f]{40}\trefs\/heads\/main$/m);
+    return r;
+  },
+  'lab restart 1': () => cliBin(['lab', 'restart', 'git', '--prefix', `cgwt${process.pid}none-`]),
   'lab check 1': () => cliBin(['lab', 'check', '--prefix', `cgwt${process.pid}none-`]),
   'lab down 0': async () => {
     const r = await cliBin(['lab', 'down', '--prefix', LAB_PREFIX], { timeoutMs: 120_000 });

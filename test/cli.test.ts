@@ -45,20 +45,22 @@ describe('cgw-sync CLI', () => {
   });
 
   it('plan exits 2 with pending changes, apply converges, plan then exits 0; --json is a plan document', async () => {
-    const plan = await cli(['plan', '--state', EXAMPLE, '--node', 'node1']);
-    expect(plan.code).toBe(2);
+    // A state dir of its own (lock, memory): the default one is shared with every other run on the host.
+    const node = ['--state', EXAMPLE, '--node', 'node1', '--state-dir', join(tmp, 'state-dir')];
+    const plan = await cli(['plan', ...node]);
+    expect(plan.code, plan.err).toBe(2);
     expect(plan.out).toContain('+ table ip cgw_nat will be created');
-    const json = await cli(['--plan', '--json', '--state', EXAMPLE, '--node', 'node1']);
-    expect(json.code).toBe(2);
+    const json = await cli(['--plan', '--json', ...node]);
+    expect(json.code, json.err).toBe(2);
     const doc = JSON.parse(json.out);
     expect(doc).toMatchObject({ format: 'cgw-sync.plan/v1', node: 'node1', changed: true });
     expect(doc.nft.batch).toContain('add element ip cgw_nat fwd_tcp { 80 : 10.5.5.202 . 80');
 
-    const apply = await cli(['apply', '--state', EXAMPLE, '--node', 'node1']);
-    expect(apply.code).toBe(0);
+    const apply = await cli(['apply', ...node]);
+    expect(apply.code, apply.err).toBe(0);
     expect(apply.out).toContain('the node has converged');
-    const again = await cli(['plan', '--state', EXAMPLE, '--node', 'node1']);
-    expect(again.code).toBe(0);
+    const again = await cli(['plan', ...node]);
+    expect(again.code, `${again.err}${again.out}`).toBe(0);
     expect(again.out).toContain('nftables: no changes');
     expect(await env.raw(['list', 'table', 'ip', 'cgw_nat'])).toContain('snat to 10.5.5.251');
   });

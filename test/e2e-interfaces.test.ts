@@ -3,7 +3,8 @@
 // namespace of its own, a client, a guest and a trunk peer, all created and deleted here.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { addAddress, addBridge, addVeth, createNamespace, deleteNamespace, linkUp, runIn, setMaster, sysctl } from '../src/netns/netns.js';
+import { addAddress, addBridge, addVeth, createNamespace, deleteNamespace, linkUp, runIn, setMaster, sysctl, waitForLinks, waitForListening } from '../src/netns/netns.js';
+import { tcpProbe, type ProbeResult } from '../src/lab/probes.js';
 import { NftCli } from '../src/nft/backend.js';
 import { applyNodeNft, planNodeNft } from '../src/reconcile/nft.js';
 import { syntheticState } from '../src/bench/synthetic.js';
@@ -36,10 +37,23 @@ async function makeTrunk(): Promise<void> {
   await linkUp(NS.peer, 'trunk0');
 }
 
-/** What the client gets from the forward: the guest's answer, or '' on failure. */
-async function viaForward(): Promise<string> {
-  const r = await runIn(NS.client, 'socat', ['-T', '3', '-', 'TCP:192.168.122.11:10000,connect-timeout=3'], { input: 'hi\n', timeout: 5000 }).catch(() => ({ stdout: '' }));
-  return r.stdout.trim();
+/**
+ * The client's TCP probe of the forward: `reply` is the guest's answer. It reads until the guest
+ * closes, bounded by the probe's timeout; a client that sends and half-closes, like `socat -`
+ * with input, gives up 0.5 s after its EOF, which a loaded machine overruns.
+ */
+function viaForward(timeoutS?: number): Promise<ProbeResult> {
+  return tcpProbe(NS.client, '192.168.122.11', 10000, { timeoutS });
+}
+
+async function expectForwardWorks(): Promise<void> {
+  const r = await viaForward();
+  expect(r.reply, r.detail).toBe('guest1 saw 10.5.5.251');
+}
+
+/** Every link of every namespace here carries traffic (carrier, forwarding bridge ports, no DAD). */
+async function linksReady(): Promise<void> {
+  await Promise.all(Object.values(NS).map((ns) => waitForLinks(ns)));
 }
 
 /** ARP requests the trunk peer saw for `ip`, counted by an ingress counter in the peer namespace. */
@@ -72,8 +86,8 @@ beforeAll(async () => {
   await runIn(NS.guest, 'ip', ['route', 'add', 'default', 'via', '10.5.5.254']);
   await runIn(NS.peer, 'nft', ['add table netdev watch; add chain netdev watch in { type filter hook ingress device "trunk0" priority 0; }; add rule netdev watch in arp daddr ip 10.5.5.254 counter; add rule netdev watch in arp daddr ip 10.5.5.99 counter']);
   responder = execa('ip', ['netns', 'exec', NS.guest, 'socat', 'TCP-LISTEN:1,fork,reuseaddr', 'SYSTEM:echo guest1 saw $SOCAT_PEERADDR'], { reject: false });
-  // Wait for the listener (an event we can observe: the port accepting inside the guest).
-  for (let i = 0; i < 100 && !(await runIn(NS.guest, 'ss', ['-ltn']).then((r) => r.stdout.includes(':1 '))); i++) await new Promise((r) => setTimeout(r, 20));
+  await waitForListening(NS.guest, ['tcp/1'], 'the guest responder');
+  await linksReady();
 });
 
 afterAll(async () => {
@@ -87,17 +101,18 @@ afterAll(async () => {
 
 describe('interfaces matched by name', () => {
   it('the forward works on interfaces created after the ruleset was loaded', async () => {
-    expect(await viaForward()).toBe('guest1 saw 10.5.5.251');
+    await expectForwardWorks();
   });
 
   it('keeps working after the guest bridge and the uplink bridge are deleted and re-created', async () => {
     await runIn(NS.node, 'ip', ['link', 'del', 'guestbr0']);
     await runIn(NS.node, 'ip', ['link', 'del', 'xenbr0']);
-    expect(await viaForward()).toBe('');
+    expect((await viaForward(2)).ok).toBe(false);
     await makeUplink();
     await makeGuestBridge();
     for (const dev of ['xenbr0', 'guestbr0']) await linkUp(NS.node, dev);
-    expect(await viaForward()).toBe('guest1 saw 10.5.5.251');
+    await linksReady();
+    await expectForwardWorks();
     // Nothing to re-apply: the live tables still match.
     expect((await planNodeNft(state, 'node1', nft)).plan.changes).toEqual([]);
   });
@@ -111,6 +126,7 @@ describe('interfaces matched by name', () => {
     await runIn(NS.node, 'ip', ['link', 'del', 'eth1.100']);
     await makeTrunk();
     await setMaster(NS.node, 'eth1.100', 'guestbr0');
+    await linksReady();
     await runIn(NS.peer, 'nft', ['add table netdev watch; delete table netdev watch; add table netdev watch; add chain netdev watch in { type filter hook ingress device "trunk0" priority 0; }; add rule netdev watch in arp daddr ip 10.5.5.254 counter; add rule netdev watch in arp daddr ip 10.5.5.99 counter']);
     await arpFromGuest('10.5.5.99');
     await arpFromGuest('10.5.5.254');

@@ -80,7 +80,7 @@ function powerButtonKernel(): Buffer {
     0xf4, 0xeb, 0xfd, //                    hlt ; jmp hlt
   ];
   const header = Buffer.alloc(32);
-  [MAGIC, FLAGS, -(MAGIC + FLAGS), BASE, BASE, 0, 0, BASE + 32].forEach((w, i) => header.writeUInt32LE(w >>> 0, i * 4));
+  for (const [i, w] of [MAGIC, FLAGS, -(MAGIC + FLAGS), BASE, BASE, 0, 0, BASE + 32].entries()) header.writeUInt32LE(w >>> 0, i * 4);
   return Buffer.concat([header, Buffer.from(code)]);
 }
 /** The power-button kernel's polling loop is at these guest addresses. */

@@ -92,13 +92,15 @@ describe.each([
     console.log(`ct-sync: HTTP across nodes took ${ms} ms`);
     const [n1, n2] = await Promise.all([counterPackets(node('node1').ns, 'cgwtest', 'replies'), counterPackets(node('node2').ns, 'cgwtest', 'replies')]);
     expect(n2[0]).toBeGreaterThan(0); // node2 routed guest2's replies out of its uplink
-    expect(n1[0]).toBe(0); // node1 never did
+    // node1 only those that beat the sync (steered to it, the entering node, which has the state):
+    // the SYN-ACK always, a later segment under load.
+    console.log(`ct-sync: guest2's replies routed out by node1 ${n1[0]}, by node2 ${n2[0]}`);
     // The entry node2 translated them with came from node1 (DNAT to node1's public IP).
     const entries = await conntrackEntries(node('node2').ns, plan.client.ip);
     expect(entries.some((l) => l.includes(`dst=${node('node1').publicIP}`) && l.includes('sport=') && l.includes('src=10.5.5.202')), entries.join('\n')).toBe(true);
   });
 
-  it('lab check reply paths: each cross-node SYN-ACK leaves through the guest node\'s uplink', async () => {
+  it('lab check reply paths: each cross-node reply\'s data leaves through the guest node\'s uplink', async () => {
     const results = await runReplyPathChecks(state, plan);
     expect(results).toHaveLength(2);
     for (const r of results) {
@@ -131,6 +133,7 @@ describe.each([
           type filter hook forward priority -10; policy accept;
           ip saddr 10.5.5.202 tcp sport 22 ct state invalid,new counter
           ip saddr 10.5.5.202 udp sport 123 ct state new counter
+          ip saddr 10.5.5.202 tcp sport 22 tcp flags & (syn | ack) == syn | ack counter
         }
       }\n`,
     );
@@ -148,11 +151,13 @@ describe.each([
       udpMs.push(Date.now() - t);
       expect(b.ok, b.detail).toBe(true);
     }
-    const [tcpEarly, udpEarly] = await counterPackets(node('node2').ns, 'cgwearly', 'early');
-    console.log(`ct-sync sync window (br_netfilter ${brNetfilter}), ${rounds} rounds: TCP connect+banner ms ${tcpMs.join(' ')}; SYN-ACKs that beat the sync ${tcpEarly}; UDP ask ms ${udpMs.join(' ')}; UDP replies that beat the sync ${udpEarly}`);
-    // Every TCP handshake lost its first SYN-ACK (the guest answers in microseconds).
+    const [tcpEarly, udpEarly, synAcks] = await counterPackets(node('node2').ns, 'cgwearly', 'early');
+    console.log(`ct-sync sync window (br_netfilter ${brNetfilter}), ${rounds} rounds: TCP connect+banner ms ${tcpMs.join(' ')}; SYN-ACKs that beat the sync ${tcpEarly}, SYN-ACKs sent ${synAcks}; UDP ask ms ${udpMs.join(' ')}; UDP replies that beat the sync ${udpEarly}`);
+    // The guest answers in microseconds: its SYN-ACK beats the sync every time ...
     expect(tcpEarly).toBeGreaterThanOrEqual(rounds);
-    expect(Math.min(...tcpMs)).toBeGreaterThan(900);
+    // ... and is steered to the entering node instead of dropped: never retransmitted (it was
+    // once per connection, ~1 s, before the steering).
+    expect(synAcks).toBe(rounds);
   });
 
   // Without br_netfilter the nodes never see bridged frames in their ip hooks: nothing to show.
@@ -175,8 +180,9 @@ describe.each([
     for (const n of plan.nodes) {
       const nft = nodeNft(n.ns);
       const planned = await planNodeNft(stateless, n.name, nft);
-      expect(planned.plan.changes.map((c) => `${c.action} ${c.table.name}`).sort()).toEqual(['replace cgw_nat', 'replace cgw_raw']);
-      expect(planToTransaction(planned.plan).toText().match(/^delete table/gm)).toHaveLength(2);
+      // ... and the sync guard (bridge cgw_sync) goes with conntrackd.
+      expect(planned.plan.changes.map((c) => `${c.action} ${c.table.name}`).sort()).toEqual(['delete cgw_sync', 'replace cgw_nat', 'replace cgw_raw']);
+      expect(planToTransaction(planned.plan).toText().match(/^delete table/gm)).toHaveLength(3);
       await applyNodeNft(planned, nft);
     }
     const toStateless = await applySettings(stateless, plan, tmp);

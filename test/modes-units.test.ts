@@ -93,6 +93,18 @@ describe('rendering per mode', () => {
     ctsync = await stateInMode('ct-sync');
   });
 
+  it('ct-sync: the sync guard (bridge cgw_sync) keeps sync traffic on the trunks; absent without conntrackd', () => {
+    const guard = (st: ClusterState, node = 'node1') => renderNode(st, node).tables.find((t) => t.family === 'bridge');
+    const text = printTable(guard(ctsync)!);
+    expect(text).toContain('iifname != { "eth1.100", "eth2.100" } ip daddr { 10.5.5.251, 10.5.5.252 } udp dport 3780 drop');
+    expect(text.match(/type filter hook (prerouting|forward|output) priority -200; policy accept;/g)).toHaveLength(3);
+    expect(text).toContain('oifname != { "eth1.100", "eth2.100" } ip daddr { 10.5.5.251, 10.5.5.252 } udp dport 3780 drop');
+    const multicast = { ...ctsync, cluster: { ...ctsync.cluster, nat: { ...ctsync.cluster.nat, ctSync: { port: 3781, multicastGroup: '225.0.0.50' } } } };
+    expect(printTable(guard(multicast)!)).toContain('ip daddr { 10.5.5.251, 10.5.5.252, 225.0.0.50 } udp dport 3781 drop');
+    expect(guard(stateless)).toBeUndefined();
+    expect(guard({ ...ctsync, nodes: ctsync.nodes.slice(0, 1) })).toBeUndefined();
+  });
+
   it('stateless-nat: no DNAT in the nat table; raw table rewrites forwards and replies of every entering node', () => {
     const rs = renderNode(stateless, 'node1');
     expect(rs.tables.map((t) => `${t.family} ${t.name}`)).toEqual(['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw']);

@@ -16,6 +16,8 @@ import { validateDocument } from '../state/schema.js';
 import { locate, parseYamlSource, type YamlSource } from '../state/yaml-source.js';
 import type { GuestPolicy } from '../guests/policy.js';
 import { quoteValue, redactText } from './redact.js';
+import type { QemuSettings } from '../guests/qemu.js';
+import { isSshUrl, type SshOptions } from '../git/ssh.js';
 
 export interface AgentConfig {
   /** Absolute path of the file it came from. */
@@ -28,6 +30,8 @@ export interface AgentConfig {
     tokenFile?: string;
     tokenEnv?: string;
     username?: string;
+    /** ssh URLs: the deploy key and the server's host key (never from the state). */
+    ssh?: SshOptions;
     trustedKeys: string[];
     allowNonDescendant: boolean;
     timeoutSeconds: number;
@@ -44,7 +48,7 @@ export interface AgentConfig {
   nft: string;
   netns?: string;
   /** imageDirs, allowBlockDevices, allowCommands: the node's GuestPolicy (guests/policy.ts). */
-  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number } & GuestPolicy;
+  guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number; qemu?: QemuSettings } & GuestPolicy;
   /** Things that work but should not be so (a world-readable token file); printed by the CLI. */
   warnings?: string[];
 }
@@ -94,6 +98,7 @@ function resolvePaths(c: AgentConfig, base: string): AgentConfig {
       ...c.source,
       url: isUrl ? c.source.url : (abs(c.source.url) as string),
       tokenFile: abs(c.source.tokenFile),
+      ssh: c.source.ssh && { identityFile: abs(c.source.ssh.identityFile) as string, knownHostsFile: abs(c.source.ssh.knownHostsFile) as string },
       trustedKeys: c.source.trustedKeys.map((k) => abs(k) as string),
     },
     status: { ...c.status, dir: abs(c.status.dir) },
@@ -162,6 +167,9 @@ export function fieldProblems(c: AgentConfig): FieldProblem[] {
     const p = checkUrl(c.status.url, false);
     if (p) out.push({ path: ['status', 'url'], message: p });
   }
+  // ssh is configured by the agent alone: without its key and known_hosts there is no safe way in.
+  const sshUsed = isSshUrl(c.source.url) || (c.status.url !== undefined && isSshUrl(c.status.url));
+  if (sshUsed && !c.source.ssh) out.push({ path: ['source', 'url'], message: 'an ssh URL needs source.ssh with identityFile (the deploy key) and knownHostsFile (the server\'s host key)' });
   const branchProblem = checkBranch(c.source.branch);
   if (branchProblem) out.push({ path: ['source', 'branch'], message: branchProblem });
   const statusBranchProblem = checkBranch(statusBranch(c));
@@ -177,6 +185,7 @@ export function fieldProblems(c: AgentConfig): FieldProblem[] {
 /** Why `url` cannot be a Git source (or status) URL; undefined when it can. */
 export function checkUrl(url: string, folderAllowed: boolean): string | undefined {
   const shown = quoteValue(splitUserinfo(url).url);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\s\u0000-\u001f\u007f]/.test(url)) return `${shown} is not a valid URL: it contains spaces or control characters`;
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   const folder = folderAllowed ? ' or a local folder' : '';
@@ -190,16 +199,19 @@ export function checkUrl(url: string, folderAllowed: boolean): string | undefine
     if (!/^https?:\/\/[^/]/i.test(url) || !u.hostname) return `${shown} is not a valid URL: it names no host (expected ${scheme}://host[:port]/path)`;
     return undefined;
   }
+  if (scheme === 'ssh') return /^ssh:\/\/([^@/]+@)?[A-Za-z0-9.-]+(:\d+)?\//i.test(url) ? undefined : `${shown} is not a valid ssh URL (expected ssh://HOST[:PORT]/PATH, with USER@ before HOST when needed)`;
+  if (isSshUrl(url)) return undefined;
   if (scheme === 'file' && folderAllowed) return /^file:\/\//i.test(url) ? undefined : `${shown} is not a valid file:// URL`;
-  if (scheme) return `${shown}: unsupported URL scheme "${scheme}:" (cgw-sync speaks http(s)://${folder})`;
-  if (/^[^/]+@[^/]+:/.test(url)) return `${shown} looks like an SSH address; cgw-sync speaks http(s)://${folder}`;
-  return folderAllowed ? undefined : `${shown} is not an http(s):// URL`;
+  if (scheme) return `${shown}: unsupported URL scheme "${scheme}:" (cgw-sync speaks https://, ssh:// or user@host:path${folder})`;
+  if (/^[^/]+@[^/]+:/.test(url)) return `${shown} is not an ssh address cgw-sync can use (expected user@host:path)`;
+  return folderAllowed ? undefined : `${shown} is not an http(s) or ssh URL`;
 }
 
 /** Why `branch` is not a usable Git branch name (git check-ref-format's rules); undefined if it is. */
 export function checkBranch(branch: string): string | undefined {
   const bad =
     !branch ||
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: git refuses control characters in ref names
     /[\s\u0000-\u001f\u007f~^:?*[\\]|\.\.|\/\/|@\{/.test(branch) ||
     /^[-/.]|[/.]$/.test(branch) ||
     branch.split('/').some((part) => part.startsWith('.') || part.endsWith('.lock')) ||
@@ -226,6 +238,16 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
       rememberSecret(token.text.trim());
       if (token.mode & 0o044) warnings.push(`source.tokenFile: ${c.source.tokenFile} is readable by other users (mode ${(token.mode & 0o777).toString(8)}); make it 0600`);
     }
+  }
+  if (c.source.ssh) {
+    const { identityFile, knownHostsFile } = c.source.ssh;
+    const key = await readSmallFile(identityFile, TOKEN_FILE_SIZE_LIMIT);
+    if ('error' in key) out.push({ path: ['source', 'ssh', 'identityFile'], message: `cannot read ssh key ${identityFile}: ${key.error}` });
+    // ssh itself ignores a private key others can read ("UNPROTECTED PRIVATE KEY FILE").
+    else if (key.mode & 0o077) out.push({ path: ['source', 'ssh', 'identityFile'], message: `${identityFile} is accessible by other users (mode ${(key.mode & 0o777).toString(8)}); ssh refuses such a key: make it 0600` });
+    const hosts = await readSmallFile(knownHostsFile, KEY_FILE_SIZE_LIMIT);
+    if ('error' in hosts) out.push({ path: ['source', 'ssh', 'knownHostsFile'], message: `cannot read known_hosts file ${knownHostsFile}: ${hosts.error}` });
+    else if (!hosts.text.trim()) out.push({ path: ['source', 'ssh', 'knownHostsFile'], message: `known_hosts file ${knownHostsFile} is empty: every host key would be refused (ssh-keyscan HOST > ${knownHostsFile}, then check its fingerprint)` });
   }
   for (const [i, f] of c.source.trustedKeys.entries()) {
     const problem = await trustedKeyProblem(f);

@@ -20,7 +20,8 @@ import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
 import { ownershipProblem } from '../render/ownership.js';
 import { nftPlanJson } from '../plan/format.js';
 import { holdNft, type NodePlan } from '../plan/plan.js';
-import { applyErrors } from '../reconcile/apply.js';
+import { applyErrors, applyNotes } from '../reconcile/apply.js';
+import type { ConntrackPort } from '../conntrack/cli.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
@@ -33,7 +34,12 @@ import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
 import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
-import { publishReport, type PublishResult } from './status-source.js';
+import { publishReport, statusReader, type PublishResult } from './status-source.js';
+import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
+import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
+import { windowGate } from '../rollout/windows.js';
+import { hasChanges } from '../plan/plan.js';
+import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
 export interface CycleDeps {
   config: AgentConfig;
@@ -42,6 +48,8 @@ export interface CycleDeps {
   source?: Source;
   /** Default: sysctl and conntrackd through the node's namespace. */
   settings?: SettingsPort;
+  /** Deletes stale conntrack entries after a forward changes (the agent: conntrackCli); absent: none are deleted. */
+  conntrack?: ConntrackPort;
   /** Default: the driver the node's hypervisor names. */
   guestDriver?: (view: NodeView) => GuestDriver;
   now?: () => Date;
@@ -54,6 +62,8 @@ export interface CycleDeps {
    * the last save failed (full disk), so unpublished events and the outage are not lost.
    */
   carry?: MemoryCarry;
+  /** The health checks' edge (network probes, interface addresses); default: through the node's namespace. */
+  health?: Partial<HealthEdge>;
 }
 
 export interface MemoryCarry {
@@ -116,6 +126,15 @@ interface Cycle {
   notes: string[];
   sourceStatus: NodeStatus['source'];
   onPlan?: CycleDeps['onPlan'];
+  health: HealthEdge;
+  /** The candidate revision is held (rolled back before): why, for the report. */
+  held?: NonNullable<AgentMemory['held']>;
+  /** The candidate waits for (or is halted by) the earlier waves. */
+  rollout?: NonNullable<NodeStatus['rollout']>;
+  /** Suspended: plan, check and report; apply nothing. */
+  suspended?: Suspension;
+  /** A change window holds new revisions back (and says what to do with drift). */
+  window?: NonNullable<NodeStatus['window']>;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -128,6 +147,7 @@ interface Reconciled {
   executed: Executed;
   guests: GuestReport[];
   settings: SettingsReport;
+  guarded: Guarded;
 }
 
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
@@ -143,15 +163,17 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     notes,
     sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
     onPlan: deps.onPlan,
+    health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);
+  c.suspended = suspensionOf(loaded?.state, config.node, await readLocalSuspension(config.stateDir));
   c.sw.lap('load');
   let rec: Reconciled | undefined;
   let failure: string | undefined;
-  if (!loaded) failure = c.sourceStatus.message ?? 'no state to apply yet';
+  if (!loaded) failure = c.sourceStatus.message ?? (c.rollout ? `nothing applied yet: wave ${c.rollout.wave} is ${c.rollout.halted ? `halted: ${c.rollout.halted}` : c.rollout.waiting}` : 'no state to apply yet');
   else {
     try {
       rec = await reconcilePhase(c, rt, loaded);
@@ -160,7 +182,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
       failure = `cycle failed: ${(e as Error).message}`;
     }
   }
-  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed }), ...(failure && { failure }) });
+  const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
 
@@ -175,12 +197,19 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     time: now(),
     outcome,
     source: sourceStatus,
-    ...(memory.applied ? { appliedRevision: memory.applied.revision } : {}),
+    ...(memory.applied ? { appliedRevision: memory.applied.revision, appliedAt: memory.applied.at } : {}),
     plan: nft ? { changed: nft.changed, summary: nft.summary, tables: nft.tables } : null,
     drift: { items: rec?.drift.items ?? [], corrected: !!rec && rec.drift.byHand && rec.executed.result?.nft.status === 'done' },
     guests: rec?.guests ?? [],
     hooks: rec?.executed.hooks ?? [],
     ...(rec && { settings: rec.settings }),
+    ...(rec && { health: rec.guarded.health }),
+    ...(rec?.guarded.rollback && { rollback: rec.guarded.rollback }),
+    ...(c.held && { held: c.held }),
+    ...(c.rollout && { rollout: c.rollout }),
+    ...(c.suspended && { suspended: c.suspended }),
+    // Only while a new revision waits for it (a closed window alone is not news).
+    ...(c.window && sourceStatus.fetched !== memory.applied?.revision && { window: c.window }),
     errors: c.errors,
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
@@ -229,12 +258,16 @@ async function fetchPhase(c: Cycle): Promise<Candidate> {
 /** The candidate's state if it is valid and ours to apply; else the last good revision's. */
 async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | undefined> {
   const { config, memory, sourceStatus } = c;
-  if (candidate) {
+  if (candidate && memory.held?.revision === candidate.revision) {
+    // Rolled back before: not tried again until the tracked branch moves.
+    c.held = memory.held;
+  } else if (candidate) {
+    delete memory.held;
     const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
-    else return { state: r.state, revision: candidate.revision };
+    else if (await rolloutOpen(c, r.state, candidate.revision)) return { state: r.state, revision: candidate.revision };
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
@@ -242,6 +275,27 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
+}
+
+/**
+ * Change windows and waves: whether this node may apply a new revision now (the revision it
+ * already enforces always may: drift correction is not held by waves; a closed window says what
+ * to do with drift). Records why not for the report.
+ */
+async function rolloutOpen(c: Cycle, state: ClusterState, revision: string): Promise<boolean> {
+  const window = windowGate(state.cluster.windows ?? [], new Date(c.now()));
+  if (!window.open) c.window = { waiting: window.reason, drift: window.drift };
+  if (revision === c.memory.applied?.revision) return true;
+  if (!window.open) return false;
+  const wave = waveOf(state, c.config.node) + 1;
+  const others = earlierNodes(state, c.config.node);
+  if (others.length === 0) return true;
+  const read = statusReader(c.config);
+  const reports = new Map(await Promise.all(others.map(async (n) => [n, read ? await read(n).catch(() => null) : null] as const)));
+  const gate = waveGate({ state, node: c.config.node, revision, reports, now: new Date(c.now()) });
+  if (gate.go) return true;
+  c.rollout = { wave, revision, ...(gate.halted ? { halted: gate.reason } : { waiting: read ? gate.reason : `${gate.reason} (no status source is configured to read their reports from)` }) };
+  return false;
 }
 
 /** readLive -> planNode -> drift decision -> hooks -> applyNodePlan, and what to report of it. */
@@ -263,10 +317,14 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
     nftChanges: nft.plan.changes.length > 0,
   });
   delete memory.applying;
-  if (drift.hold) prepared.plan = holdNft(prepared.plan);
+  // A closed change window whose policy is `report` holds drift corrections back too.
+  if (drift.hold || (c.window?.drift === 'report' && drift.byHand && nft.plan.changes.length > 0)) prepared.plan = holdNft(prepared.plan);
   c.onPlan?.(prepared.plan);
   sw.lap('plan');
-  const executed = await executePlan(rt, prepared, {
+  const guard = { rt, edge: c.health, prepared, state: loaded.state, revision: loaded.revision, memory, ...(hasChanges(prepared.plan) && { previous: await previousRevision(c, loaded) }) };
+  const before = await healthBefore(guard);
+  sw.lap('health');
+  const executed = c.suspended ? { hooks: [] } : await executePlan(rt, prepared, {
     beforeNft: async () => {
       // Enforcing must not depend on the disk: a failed write is reported, the apply goes on.
       await writeMemory(config.stateDir, { ...memory, applying: { revision: loaded.revision, desired: nft.desired } }).catch((e: Error) => c.errors.push(`could not record the transaction in ${agentPaths(config.stateDir).memory}: ${e.message}`));
@@ -274,20 +332,37 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   });
   sw.lap('apply');
   if (executed.vetoedBy) c.errors.push(`pre-apply hook ${executed.vetoedBy} vetoed the apply; nothing was changed`);
-  if (executed.result) c.errors.push(...applyErrors(executed.result));
+  if (executed.result) {
+    c.errors.push(...applyErrors(executed.result));
+    c.notes.push(...applyNotes(executed.result));
+  }
+  const guarded = await guardApply(guard, executed, before);
+  sw.lap('health');
+  if (guarded.rollback) c.errors.push(`rolled back ${guarded.rollback.revision} to ${guarded.rollback.restored}: ${rollbackReason(guarded.rollback)}`, ...guarded.rollback.errors);
   const settings = await settingsReport(prepared.plan, executed.result, rt.settings);
   const unhealthy = conntrackdProblem(settings);
   if (unhealthy) c.errors.push(unhealthy);
   const guests = await guestReport(prepared, executed);
   sw.lap('report');
-  return { prepared, drift, executed, guests, settings };
+  return { prepared, drift, executed, guests, settings, guarded };
+}
+
+/** The previous applied revision's state (last-good/), when a new revision could be rolled back to it. */
+async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: ClusterState; revision: string } | undefined> {
+  const applied = c.memory.applied;
+  if (!applied || applied.revision === loaded.revision) return undefined;
+  const r = await loadState(agentPaths(c.config.stateDir).lastGood);
+  return r.state && { state: r.state, revision: applied.revision };
 }
 
 /** What the node keeps for the next cycle, once the outcome is known. */
 async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Candidate, outcome: NodeStatus['outcome']): Promise<void> {
   const { config, memory } = c;
   const { plan } = rec.prepared;
-  Object.assign(memory, await settleGuests(config.stateDir, plan, rec.executed));
+  const restored = rec.guarded.restored;
+  Object.assign(memory, await settleGuests(config.stateDir, restored?.prepared.plan ?? plan, restored?.executed ?? rec.executed));
+  const rb = rec.guarded.rollback;
+  if (rb) memory.held = { revision: rb.revision, at: c.now(), reason: rollbackReason(rb) };
   if (!settled(outcome)) return;
   const newRevision = loaded.revision !== memory.applied?.revision;
   if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {

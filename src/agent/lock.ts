@@ -43,9 +43,10 @@ async function tryCreate(path: string, owner: LockOwner): Promise<boolean> {
   // The lock appears complete or not at all: written to a private file first, then hard-linked
   // into place (link fails with EEXIST like O_EXCL). Created empty and written afterwards, a
   // racing process could read it half-written, take it for stale and steal a live lock.
+  // Removed whatever happens, also when writing it fails (ENOSPC leaves it created but empty).
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
   try {
+    await writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
     await link(tmp, path);
     return true;
   } catch (e) {

@@ -32,6 +32,8 @@ export interface AgentMemory {
   arrivals?: Record<string, Arrival>;
   /** Cycles whose reports were not published yet (Git unreachable): the next report carries them. */
   unpublished?: EarlierCycle[];
+  /** A revision rolled back after its health checks failed: not tried again until the branch moves. */
+  held?: { revision: string; at: string; reason: string };
 }
 
 export function agentPaths(stateDir: string) {

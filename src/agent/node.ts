@@ -13,6 +13,7 @@ import type { GuestOutcome } from '../reconcile/guests.js';
 import { hasChanges, planJson, planNode, type GuestMemory, type NodeLive, type NodePlan } from '../plan/plan.js';
 import { SettingsHost } from '../settings/host.js';
 import type { SettingsPort } from '../settings/reconcile.js';
+import { ConntrackCli, type ConntrackPort } from '../conntrack/cli.js';
 import type { AgentConfig } from './config.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
@@ -28,6 +29,8 @@ export interface NodeRuntime {
   config: AgentConfig;
   nft: NftBackend;
   settings: SettingsPort;
+  /** Deletes stale conntrack entries after a forward changes; absent: not deleted (tests with fakes). */
+  conntrack?: ConntrackPort;
   /** The node's guest driver (default: the one its hypervisor names). */
   guestDriver?: (view: NodeView) => GuestDriver;
   /** The source's answer to "is this revision at or after that one" (migration gate). */
@@ -40,10 +43,15 @@ export function settingsHost(config: AgentConfig): SettingsHost {
   return new SettingsHost(config.netns ? { prefix: ['ip', 'netns', 'exec', config.netns], netns: config.netns } : {});
 }
 
+/** The conntrack tool in the node's namespace. */
+export function conntrackCli(config: AgentConfig): ConntrackCli {
+  return new ConntrackCli({ prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] });
+}
+
 export function guestDriver(config: AgentConfig, view: NodeView): GuestDriver {
   // In the lab a node is a namespace: guests attach to its bridge and are named per node,
   // `<node ns>.<guest>` ('.' cannot occur in a node name, so no node's prefix matches another's).
-  return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests });
+  return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests, qemu: config.guests.qemu });
 }
 
 export interface Prepared {
@@ -103,6 +111,7 @@ export async function executePlan(rt: NodeRuntime, p: Prepared, opts: { beforeNf
   const result = await applyNodePlan(plan, {
     nft: rt.nft,
     settings: rt.settings,
+    ...(rt.conntrack && { conntrack: rt.conntrack }),
     ...(p.driver && { guests: { driver: p.driver, view: p.view, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 } }),
     ...(opts.beforeNft && { beforeNft: opts.beforeNft }),
   });

@@ -1,5 +1,5 @@
 // The cycle's outcome, decided in one place from what happened. Pure.
-import type { NodePlan } from '../plan/plan.js';
+import { hasChanges, type NodePlan } from '../plan/plan.js';
 import { applyFailed } from '../reconcile/apply.js';
 import type { Executed } from './node.js';
 import type { Outcome } from './report.js';
@@ -10,13 +10,19 @@ export interface CycleFacts {
   executed?: Executed;
   /** An unexpected failure while reconciling (nft not readable, a driver crash...). */
   failure?: string;
+  /** The apply's health checks failed and the previous revision was restored. */
+  rolledBack?: boolean;
+  /** Suspended: nothing was applied on purpose. */
+  suspended?: boolean;
 }
 
 export function cycleOutcome(f: CycleFacts): Outcome {
   if (!f.plan || f.failure) return 'error';
   if (f.executed?.vetoedBy) return 'vetoed';
+  if (f.suspended && hasChanges(f.plan)) return 'suspended';
   const r = f.executed?.result;
   if (r && applyFailed(r)) return 'error';
+  if (f.rolledBack) return 'rolled-back';
   if (f.plan.nftHeld && f.plan.nft.plan.changes.length > 0) return 'drift-reported';
   return r ? 'applied' : 'converged';
 }

@@ -12,6 +12,7 @@ export const MESSAGE_LIMIT = 2000;
 export const VALUE_LIMIT = 200;
 
 // C0/C1 controls but tab and newline, zero-width and bidi controls, BOM: invisible or reordering.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
 const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff]/g;
 
 /** Show invisible characters as \u{...}, so a reader sees what is really there. */

@@ -8,10 +8,12 @@ import type { HookResult } from './hooks.js';
 import type { TableChangeJson, PlanCounts } from '../plan/format.js';
 import { allSecrets } from '../git/remote.js';
 import { cap, redactDeep, VALUE_LIMIT } from './redact.js';
+import type { HealthReport, RollbackReport } from '../rollout/checkpoint.js';
+import type { Suspension } from '../rollout/suspend.js';
 
 export const STATUS_FORMAT = 'cgw-sync.status/v1';
 
-export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'error';
+export type Outcome = 'converged' | 'applied' | 'drift-reported' | 'vetoed' | 'rolled-back' | 'suspended' | 'error';
 export type SourceState = 'ok' | 'refused' | 'unavailable' | 'invalid' | 'not-owned';
 
 export interface GuestReport {
@@ -45,12 +47,26 @@ export interface NodeStatus {
   source: { url: string; branch: string; state: SourceState; fetched?: string; message?: string };
   /** The revision whose state the node enforces after this cycle. */
   appliedRevision?: string;
+  /** When this node first applied appliedRevision (the soak time of waves counts from it). */
+  appliedAt?: string;
   plan: { changed: boolean; summary: PlanCounts; tables: TableChangeJson[] } | null;
   drift: { items: DriftItem[]; corrected: boolean };
   guests: GuestReport[];
   hooks: HookResult[];
   /** Node settings (sysctls, conntrackd health in ct-sync): src/agent/settings-phase.ts. */
   settings?: SettingsReport;
+  /** The node's health checks after this cycle (src/health/). */
+  health?: HealthReport;
+  /** This cycle applied a revision, its checks failed, and the previous revision was restored. */
+  rollback?: RollbackReport;
+  /** The tracked revision is held: rolled back earlier, not tried again until the branch moves. */
+  held?: { revision: string; at: string; reason: string };
+  /** Waves: this node's wave (1-based) and why the tracked revision is not applied yet, or halted. */
+  rollout?: { wave: number; revision: string; waiting?: string; halted?: string };
+  /** Suspended: this cycle planned and reported, and applied nothing. */
+  suspended?: Suspension;
+  /** A change window holds new revisions back: why, and what it does with drift meanwhile. */
+  window?: { waiting: string; drift: 'correct' | 'report' };
   errors: string[];
   /** Things worth knowing that are not errors (e.g. a stale lock taken over). */
   notes?: string[];
@@ -98,12 +114,17 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
   const parts: string[] = [];
   if (s.outcome === 'applied') parts.push(`applied ${short(s.appliedRevision)}`);
   else if (s.outcome === 'converged') parts.push(`converged at ${short(s.appliedRevision)}`);
+  else if (s.outcome === 'rolled-back' && s.rollback) parts.push(`rolled back ${short(s.rollback.revision)} to ${short(s.rollback.restored)}: ${s.rollback.failing.map((f) => f.name).join(', ')}`);
   else parts.push(`${s.outcome} at ${short(s.appliedRevision)}`);
   if (s.plan?.changed) {
     const n = s.plan.summary;
     parts.push(`rules +${n.rulesAdded}/-${n.rulesRemoved}, elements +${n.elementsAdded}/-${n.elementsRemoved}`);
   }
   if (s.drift.items.length) parts.push(`drift ${s.drift.corrected ? 'corrected' : 'found'}: ${[...new Set(s.drift.items.map((d) => d.kind))].join(', ')}`);
+  if (s.window) parts.push('waiting for window');
+  if (s.suspended) parts.push(`suspended by ${s.suspended.by}: ${s.suspended.reason}`);
+  if (s.rollout?.halted) parts.push(`halted: ${s.rollout.halted}`);
+  else if (s.rollout?.waiting) parts.push(`wave ${s.rollout.wave} waiting for ${short(s.rollout.revision)}`);
   if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
   if (s.outage?.until) parts.push(`recovered from Git outage (${s.outage.failures} failures)`);
   if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
@@ -157,6 +178,13 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   L.push(`| source | ${t(s.source.url)} (${t(s.source.branch)}): ${t(s.source.state)}${s.source.fetched ? `, fetched ${c(s.source.fetched)}` : ''} |`);
   L.push(`| report time | ${t(s.time)} |`, '');
   if (s.source.message) L.push('**Source:**', '', ...mdBlock(s.source.message), '');
+  if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
+  if (s.rollout?.halted) L.push(`**Halted:** ${t(s.rollout.halted)} (wave ${s.rollout.wave}; revision ${c(s.rollout.revision)} is not applied here until a newer commit starts a new rollout)`, '');
+  else if (s.rollout?.waiting) L.push(`**Wave ${s.rollout.wave}:** revision ${c(s.rollout.revision)} is ${t(s.rollout.waiting)}`, '');
+  if (s.suspended) L.push(`**Suspended** by ${t(s.suspended.by)}${s.suspended.since ? ` since ${t(s.suspended.since)}` : ''}: ${t(s.suspended.reason)}. Nothing is applied; the plan below is what would change.`, '');
+  if (s.window) L.push(`**Change window:** ${t(s.window.waiting)}; drift of the applied revision is ${s.window.drift === 'report' ? 'only reported' : 'corrected'} meanwhile.`, '');
+  if (s.held) L.push(`**Held:** revision ${c(s.held.revision)} was rolled back at ${t(s.held.at)} (${t(s.held.reason)}); it is not applied again until the branch moves.`, '');
+  if (s.health) L.push(`**Health:** ${t(s.health.state)} (${s.health.checks} checks)${s.health.failing.length ? `; failing: ${s.health.failing.map((f) => `${t(f.name)}: ${t(f.detail)}`).join('; ')}` : ''}`, '');
   if (s.errors.length) L.push('## Errors', '', ...s.errors.flatMap((e) => mdBlock(e)), '');
   if (s.notes?.length) L.push('## Notes', '', ...s.notes.map((n) => `- ${t(n)}`), '');
   if (s.earlier?.length) {

@@ -22,7 +22,9 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   let stopping = false;
   let count = 0;
   let resolveDone!: () => void;
-  const done = new Promise<void>((r) => (resolveDone = r));
+  const done = new Promise<void>((r) => {
+    resolveDone = r;
+  });
   let jitterTimer: NodeJS.Timeout | undefined;
   let wakeJitter: (() => void) | undefined;
   // While Git is unreachable, retry sooner than the schedule, backing off (the last good

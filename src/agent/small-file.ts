@@ -2,7 +2,7 @@
 // file, only up to a size limit, never blocking on a FIFO or streaming a device forever, and
 // every failure as a short reason a person understands (not a bare ENOENT).
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 
 export type SmallFile = { text: string; mode: number } | { error: string };
 
@@ -23,7 +23,7 @@ export function errnoReason(e: unknown): string {
 
 /** The text of `file` when it is a regular file of at most `limit` bytes, else why not. */
 export async function readSmallFile(file: string, limit: number): Promise<SmallFile> {
-  let handle;
+  let handle: FileHandle;
   try {
     // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the open file.
     handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import git from 'isomorphic-git';
 import { contentHash, fetchSource, type SourceResult } from '../git/source.js';
+import { isRemoteUrl } from '../git/ssh.js';
 import { readTrustedKeyFiles, type AgentConfig } from './config.js';
 import { agentPaths } from './memory.js';
 
@@ -16,10 +17,10 @@ export interface Source {
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
 }
 
-/** The Git source of an agent configuration (http(s) remote, or a local folder or repository). */
+/** The Git source of an agent configuration (http(s) or ssh remote, or a local folder or repository). */
 export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;
-  const remote = /^https?:\/\//i.test(config.source.url);
+  const remote = isRemoteUrl(config.source.url);
   return {
     fetch: async (lastApplied) =>
       fetchSource({
@@ -27,6 +28,7 @@ export function gitSource(config: AgentConfig): Source {
         branch: config.source.branch,
         cacheDir,
         credentials: { tokenFile: config.source.tokenFile, tokenEnv: config.source.tokenEnv, username: config.source.username },
+        ssh: config.source.ssh,
         trustedKeys: await readTrustedKeyFiles(config.source.trustedKeys),
         lastAppliedOid: lastApplied,
         allowNonDescendant: config.source.allowNonDescendant,

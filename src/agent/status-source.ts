@@ -1,18 +1,19 @@
 // Where the nodes' status reports live: a status branch per node in a Git repository (status.url,
-// or the source URL when it is http(s)), and/or a status folder (status.dir; with `{node}` in it,
+// or the source URL when it is http(s) or ssh), and/or a status folder (status.dir; with `{node}` in it,
 // one folder per node, so the other nodes' reports can be read back from it too). Publishing this
 // node's report and reading the others' (the migration gate) both go through here.
 import path from 'node:path';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { publishStatus, readStatusBranch, statusBranchName } from '../git/status-branch.js';
 import { RemoteUnavailable, scrub } from '../git/remote.js';
+import { isRemoteUrl } from '../git/ssh.js';
 import type { AgentConfig } from './config.js';
 import { agentPaths } from './memory.js';
 import { commitMessage, statusFiles, type NodeStatus } from './report.js';
 
 export function statusUrl(config: AgentConfig): string | undefined {
   if (config.status.url) return config.status.url;
-  return /^https?:\/\//i.test(config.source.url) ? config.source.url : undefined;
+  return isRemoteUrl(config.source.url) ? config.source.url : undefined;
 }
 
 export const credentials = (c: AgentConfig) => ({ tokenFile: c.source.tokenFile, tokenEnv: c.source.tokenEnv, username: c.source.username });
@@ -29,7 +30,7 @@ export function statusReader(config: AgentConfig): StatusReader | undefined {
   const url = statusUrl(config);
   if (url) {
     return async (node) => {
-      const r = await readStatusBranch(url, node, { branch: statusBranchName(node, config.status.branch), credentials: credentials(config), timeoutMs: config.source.timeoutSeconds * 1000 });
+      const r = await readStatusBranch(url, node, { branch: statusBranchName(node, config.status.branch), credentials: credentials(config), ssh: config.source.ssh, timeoutMs: config.source.timeoutSeconds * 1000 });
       const text = r?.files['status.json'];
       return text ? (JSON.parse(text) as NodeStatus) : null;
     };
@@ -62,7 +63,7 @@ export async function publishReport(config: AgentConfig, status: NodeStatus): Pr
   if (!url) return dir ? { kind: 'committed' } : { kind: 'nowhere' };
   try {
     await publishStatus(
-      { url, node: config.node, branch: statusBranchName(config.node, config.status.branch), workDir: agentPaths(config.stateDir).statusRepo, credentials: credentials(config), timeoutMs: config.source.timeoutSeconds * 1000 },
+      { url, node: config.node, branch: statusBranchName(config.node, config.status.branch), workDir: agentPaths(config.stateDir).statusRepo, credentials: credentials(config), ssh: config.source.ssh, timeoutMs: config.source.timeoutSeconds * 1000 },
       files,
       commitMessage(status),
     );

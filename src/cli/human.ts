@@ -20,8 +20,12 @@ export function cycleLine(s: NodeStatus): string {
     applied: `applied ${at}`,
     converged: `converged at ${at}`,
     'drift-reported': `drift reported at ${at}, left in place (drift: report)`,
+    'rolled-back': s.rollback ? `rolled back ${short(s.rollback.revision)} to ${short(s.rollback.restored)}: failing ${s.rollback.failing.map((f) => `${f.name}: ${f.detail}`).join(', ')}` : `rolled back to ${at}`,
+    suspended: `suspended at ${at}${s.suspended ? ` by ${s.suspended.by}: ${s.suspended.reason}` : ''}; nothing applied`,
   };
-  const extra = [drift, s.outcome === 'error' ? '' : source, s.outcome === 'error' || s.outcome === 'vetoed' ? '' : s.errors.join('; ')].filter(Boolean);
+  // Why a new revision waits: a change window or an earlier wave.
+  const rollout = [s.window ? `waiting for window: ${s.window.waiting}` : '', s.rollout?.halted ? `halted: ${s.rollout.halted}` : s.rollout?.waiting ? `wave ${s.rollout.wave} waiting for ${s.rollout.waiting}` : ''];
+  const extra = [drift, ...rollout, s.outcome === 'error' ? '' : source, s.outcome === 'error' || s.outcome === 'vetoed' ? '' : s.errors.join('; ')].filter(Boolean);
   return oneLine(`${s.node}: ${what[s.outcome]}${extra.length ? `; ${extra.join('; ')}` : ''}`);
 }
 

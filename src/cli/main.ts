@@ -12,11 +12,11 @@ import { resolveNode, type NodeView } from '../render/node-view.js';
 import { guestSnippet } from '../render/stateless.js';
 import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
 import { reviewRevisions } from '../plan/review.js';
-import { applyErrors, applyFailed } from '../reconcile/apply.js';
+import { applyErrors, applyFailed, applyNotes } from '../reconcile/apply.js';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from '../agent/config.js';
 import { redactDeep, redactText } from '../agent/redact.js';
 import { allSecrets, maskSecrets } from '../git/remote.js';
-import { defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
+import { conntrackCli, defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
 import { readMemory, writeMemory } from '../agent/memory.js';
 import { gitSource } from '../agent/source.js';
 import { runOnce, type CycleDeps, type MemoryCarry } from '../agent/cycle.js';
@@ -24,7 +24,8 @@ import type { NodeStatus } from '../agent/report.js';
 import { resolveRevision } from '../git/source.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
-import { DEFAULT_LAB_PREFIX, labCheck, labStart, labSummary } from '../lab/lab.js';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
+import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
 import { labDown, LabExists } from '../lab/topology.js';
 import { formatResults } from '../lab/check.js';
 import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
@@ -127,7 +128,7 @@ const COMMANDS: CommandSpec[] = [
     name: 'once',
     summary: 'one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)',
     options: { config: OPT.agentConfig, json: { type: 'boolean', help: "print the cycle's status document (status.json) instead of the log line" }, log: OPT.log },
-    exits: { 0: 'converged or applied', 1: 'error or vetoed, a revision not applied (invalid, refused, not owned), or the report could not be published', 2: 'drift reported (drift: report)' },
+    exits: { 0: 'converged or applied', 1: 'error, vetoed, rolled back or suspended, a revision not applied (invalid, refused, not owned), or the report could not be published', 2: 'drift reported (drift: report)' },
     run: async (v, _a, io) => agent('once', v, io),
   },
   {
@@ -145,6 +146,42 @@ const COMMANDS: CommandSpec[] = [
     options: { from: { type: 'string', value: 'NODE', help: 'the node the guest was on (required)' }, config: OPT.agentConfig },
     exits: { 0: 'released', 1: 'error' },
     run: async (v, a, io) => guest(a[0] as string, str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'from'), io),
+  },
+  {
+    name: 'suspend',
+    summary: "this node's agent plans and reports, and applies nothing until `cgw-sync resume`",
+    options: { reason: { type: 'string', value: 'TEXT', help: 'why (1-200 printable characters; shown in the reports); required' }, config: OPT.agentConfig },
+    exits: { 0: 'suspended', 1: 'error' },
+    run: async (v, _a, io) => {
+      const reason = str(v, 'reason');
+      if (reason === undefined) throw new UsageError('suspend needs --reason "..."');
+      io.out(await suspendCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG), reason));
+      return EXIT.ok;
+    },
+  },
+  {
+    name: 'resume',
+    summary: "lift this node's suspension: the next cycle applies again",
+    options: { config: OPT.agentConfig },
+    exits: { 0: 'resumed (or was not suspended here)', 1: 'error' },
+    run: async (v, _a, io) => {
+      io.out(await resumeCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG)));
+      return EXIT.ok;
+    },
+  },
+  {
+    name: 'status',
+    summary: "status --all: every node's latest report, one line each (revision, outcome, health, age, why)",
+    details: 'The nodes are those of --state (default: the state this node applied last); the reports come from the status source of --config.',
+    options: {
+      all: { type: 'boolean', help: 'every node (required: there is no single-node form yet)' },
+      state: { type: 'string', value: 'DIR', help: "the state naming the nodes (default: the one this node applied last)" },
+      'max-age': { type: 'string', value: 'S', default: '3600', help: 'a node whose last report is older is silent (default 3600)' },
+      json: OPT.json,
+      config: { ...OPT.agentConfig, help: `agent configuration with the status source (default: ${DEFAULT_CONFIG})` },
+    },
+    exits: { 0: 'every node reported and none failed', 1: 'a node failed, rolled back or is silent, or an error' },
+    run: async (v, _a, io) => fleetStatusCommand(v, io),
   },
   {
     name: 'init',
@@ -180,6 +217,7 @@ const COMMANDS: CommandSpec[] = [
       prefix: OPT.prefix,
       mode: { type: 'string', value: 'M', help: `cluster nat.mode in the lab repository (${NAT_MODES.join(', ')})` },
       'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: "bridged traffic passes the nodes' ip hooks (default: off)" },
+      guests: { type: 'string', value: 'netns|qemu', default: 'netns', help: 'guests as network namespaces (default) or real qemu VMs (Debian kernel + busybox; KVM if a probe boot works, else TCG)' },
       state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
     },
     exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
@@ -191,6 +229,15 @@ const COMMANDS: CommandSpec[] = [
     options: { prefix: OPT.prefix },
     exits: { 0: 'all passed', 1: 'a probe failed or no lab with that prefix' },
     run: async (v, _a, io) => labCheckCommand(str(v, 'prefix') as string, io),
+  },
+  {
+    name: 'lab restart',
+    args: ['what'],
+    summary: `(root) restart a lab part (${LAB_RESTARTABLE.join(', ')}) on the same port, so the agents reconnect (fault tests)`,
+    details: 'git: stop the lab\'s Git server if it runs and start it again at the URL the agents use.',
+    options: { prefix: OPT.prefix },
+    exits: { 0: 'restarted', 1: 'error or no lab with that prefix' },
+    run: async (v, a, io) => labRestartCommand(str(v, 'prefix') as string, a[0] as string, io),
   },
   {
     name: 'lab down',
@@ -303,6 +350,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     config,
     nft: new NftCli({ nft: config.nft, prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] }),
     settings: settingsHost(config),
+    conntrack: conntrackCli(config),
     isAtOrAfter: source.isAtOrAfter,
     hooks: opts.hooks,
   };
@@ -325,7 +373,8 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
       const text = hasChanges(plan) ? formatPlanText(plan) : `No changes: node ${plan.node} has converged.\n`;
       const waits = plan.guests?.actions.filter((a) => a.action === 'wait') ?? [];
       const tail = ok && executed.result ? '\nApplied: guest stops, one nft transaction, node settings, guest starts; the node has converged.\n' : '';
-      io.out(`${text}${tail}${waits.map((w) => `not started: ${w.guest}: ${w.reason}\n`).join('')}`);
+      const cleaned = executed.result ? applyNotes(executed.result).map((l) => `${l}\n`).join('') : '';
+      io.out(`${text}${tail}${cleaned}${waits.map((w) => `not started: ${w.guest}: ${w.reason}\n`).join('')}`);
       if (errors.length) io.err(errors.map((e) => `cgw-sync: ${e}\n`).join(''));
     }
     return ok ? EXIT.ok : EXIT.error;
@@ -397,7 +446,7 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
   }
   for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
-  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), log };
+  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
   if (command === 'run') {
     await startAgent(deps, { handleSignals: true }).done;
     return EXIT.ok;
@@ -420,7 +469,27 @@ function needRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('lab needs root: it creates network namespaces');
 }
 
-/** `lab up | check | down`: thin layers over src/lab/lab.ts. */
+/** `status --all`: a thin layer over src/rollout/commands.ts (fleetStatus). */
+async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
+  const maxAgeSeconds = Number(str(v, 'max-age'));
+  if (!v.all) throw new UsageError('status needs --all (every node\'s report)');
+  if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
+  const config = await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG);
+  const state = str(v, 'state');
+  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
+  io.out(r.text);
+  if (r.problems.length && !v.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  return r.problems.length ? EXIT.error : EXIT.ok;
+}
+
+/** `lab up | check | restart | down`: thin layers over src/lab/lab.ts. */
+async function labRestartCommand(prefix: string, what: string, io: Io): Promise<number> {
+  if (!(LAB_RESTARTABLE as readonly string[]).includes(what)) throw new UsageError(`lab restart: cannot restart "${what}" (one of: ${LAB_RESTARTABLE.join(', ')})`);
+  needRoot();
+  io.out(`lab ${prefix}: the Git server listens again at ${await labRestart(prefix, what)}\n`);
+  return EXIT.ok;
+}
+
 async function labDownCommand(prefix: string, io: Io): Promise<number> {
   needRoot();
   const removed = await labDown(prefix);
@@ -444,12 +513,15 @@ async function labUp(v: Values, io: Io): Promise<number> {
   if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
   const brnf = str(v, 'br-netfilter');
   if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
+  const guests = str(v, 'guests');
+  if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
   try {
     const up = await labStart({
       prefix,
       stateDir: str(v, 'state'),
       mode: mode as (typeof NAT_MODES)[number] | undefined,
       brNetfilter: brnf === 'on',
+      guests,
       progress: (line) => io.out(`lab: ${line}\n`),
     });
     io.out(`\n${labSummary(up)}`);

@@ -9,6 +9,8 @@
 //    unknown key (only the tip is checked, like Flux: it names the tree that gets applied), or
 //  - it does not descend from the last applied revision (a force-push rollback), unless allowed.
 // An unreachable server or an HTTP error throws SourceUnavailable (message scrubbed of secrets).
+// http(s) URLs are fetched by isomorphic-git, ssh URLs (ssh://, user@host:path) by the system git
+// (src/git/ssh.ts) into the same cache; everything after the fetch is the same code.
 //
 // A plain local folder (or file:// URL) is also a source, for labs and offline use: it is used in
 // place; its revision is the folder's git HEAD when it is a repository, else a content hash.
@@ -25,15 +27,18 @@ import { findUnsafeTreeEntries, unsafeEntryName } from './tree.js';
 import { escapeText, formatDiagnostics, StateError } from '../state/diagnostics.js';
 import { STATE_LIMITS, wholeFile } from '../state/files.js';
 import type { Diagnostic } from '../state/types.js';
+import { ensureSshRepo, isRemoteUrl, isSshUrl, sshFetchBranch, type SshOptions } from './ssh.js';
 
 export interface SourceOptions {
-  /** http(s) URL of the state repository, or a local folder path / file:// URL. */
+  /** http(s) or ssh URL of the state repository, or a local folder path / file:// URL. */
   url: string;
   /** Branch to track (default "main"). */
   branch?: string;
   /** Local clone used as cache and work tree (ignored for folder sources). */
   cacheDir: string;
   credentials?: GitCredentials;
+  /** Key and known_hosts for ssh URLs (required for them). */
+  ssh?: SshOptions;
   /** Armored OpenPGP public keys. When non-empty, only commits signed by one of them are accepted. */
   trustedKeys?: string[];
   /** The revision the agent applied last; a new revision must descend from it. */
@@ -81,12 +86,12 @@ export async function fetchSource(opts: SourceOptions): Promise<SourceResult> {
   return folder === undefined ? fetchRemote(opts, trusted) : readFolder(folder, opts, trusted);
 }
 
-/** The local path when `url` names a folder, undefined for http(s). Other schemes are errors. */
+/** The local path when `url` names a folder, undefined for http(s) and ssh. Other schemes are errors. */
 function localFolder(url: string): string | undefined {
-  if (/^https?:\/\//i.test(url)) return undefined;
+  if (isRemoteUrl(url)) return undefined;
   if (/^file:\/\//i.test(url)) return fileURLToPath(url);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) || /^[^/]+@[^/]+:/.test(url)) {
-    throw new Error('unsupported source URL scheme: use http(s):// or a local folder');
+    throw new Error('unsupported source URL scheme: use https://, ssh://, user@host:path or a local folder');
   }
   return path.resolve(url);
 }
@@ -94,24 +99,7 @@ function localFolder(url: string): string | undefined {
 async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined): Promise<SourceResult> {
   const branch = opts.branch ?? 'main';
   const dir = opts.cacheDir;
-  const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
-  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
-  let oid: string;
-  try {
-    if (await isRepo(dir)) {
-      await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
-    } else {
-      await mkdir(dir, { recursive: true });
-      // No checkout yet: the work tree only ever holds an accepted revision.
-      await git.clone({ ...common, ref: branch, singleBranch: true, noCheckout: true, noTags: true });
-      // The local branch names the last accepted revision: none yet (HEAD stays unborn).
-      await git.deleteRef({ fs, dir, ref: `refs/heads/${branch}` });
-    }
-    oid = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` });
-  } catch (e) {
-    throw classifyRemoteError(e, `fetching branch ${branch} of`, remote, (m, s, c) => new SourceUnavailable(m, s, c));
-  }
-
+  const oid = isSshUrl(opts.url) ? await fetchOverSsh(opts, branch) : await fetchOverHttp(opts, branch);
   const verdict = await checkRevision(dir, oid, opts, trusted);
   if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
   // isomorphic-git's checkout would write a symlink from the tree as a symlink: refuse first.
@@ -122,6 +110,42 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
   }
   await checkoutWorkTree(dir, branch, oid);
   return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy };
+}
+
+/** Bring `branch` into the cache as refs/remotes/origin/<branch> with isomorphic-git; its oid. */
+async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<string> {
+  const dir = opts.cacheDir;
+  const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
+  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
+  try {
+    if (await isRepo(dir)) {
+      await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
+    } else {
+      await mkdir(dir, { recursive: true });
+      // No checkout yet: the work tree only ever holds an accepted revision.
+      await git.clone({ ...common, ref: branch, singleBranch: true, noCheckout: true, noTags: true });
+      // The local branch names the last accepted revision: none yet (HEAD stays unborn).
+      await git.deleteRef({ fs, dir, ref: `refs/heads/${branch}` });
+    }
+    return await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` });
+  } catch (e) {
+    throw classifyRemoteError(e, `fetching branch ${branch} of`, remote, (m, s, c) => new SourceUnavailable(m, s, c));
+  }
+}
+
+/** The same with the system git over ssh (a fresh cache is `git init`, no checkout). */
+async function fetchOverSsh(opts: SourceOptions, branch: string): Promise<string> {
+  if (!opts.ssh) throw new Error(`source ${opts.url} is an ssh URL: the agent config needs source.ssh.identityFile and source.ssh.knownHostsFile`);
+  const remote = { url: opts.url, ssh: opts.ssh, timeoutSeconds: Math.ceil((opts.timeoutMs ?? 30_000) / 1000) };
+  await mkdir(opts.cacheDir, { recursive: true });
+  await ensureSshRepo(remote, opts.cacheDir);
+  try {
+    await sshFetchBranch(remote, opts.cacheDir, branch);
+  } catch (e) {
+    if (e instanceof RemoteUnavailable) throw new SourceUnavailable(e.message, e.httpStatus, e.code);
+    throw e;
+  }
+  return git.resolveRef({ fs, dir: opts.cacheDir, ref: `refs/remotes/origin/${branch}` });
 }
 
 type Verdict = { ok: true; signedBy?: string } | { ok: false; refusal: SourceRefusal; reason: string };

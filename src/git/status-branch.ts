@@ -3,17 +3,19 @@
 // built straight from the files (no work tree), on top of the branch tip we last saw, and pushed.
 // If the branch moved meanwhile (someone else pushed to it), we fetch the new tip, put the same
 // files on top of it and push again, a bounded number of times. The local repository (workDir) is
-// separate from the source cache and holds only status branches.
+// separate from the source cache and holds only status branches. http(s) remotes are spoken to by
+// isomorphic-git, ssh remotes by the system git (src/git/ssh.ts); commits are built the same way.
 import fs from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import git from 'isomorphic-git';
 import { classifyRemoteError, openRemote, RemoteUnavailable, scrub, type GitCredentials, type Remote } from './remote.js';
+import { isSshUrl, sshFetchBranch, sshPushBranch, sshRemoteTip, type SshOptions } from './ssh.js';
 import { readFilesTree, writeFilesTree, type FileMap } from './tree.js';
 
 export interface StatusBranchOptions {
-  /** http(s) URL of the repository that receives the status branches. */
+  /** http(s) or ssh URL of the repository that receives the status branches. */
   url: string;
   node: string;
   /** Local repository for status branches (created when missing). */
@@ -21,6 +23,8 @@ export interface StatusBranchOptions {
   /** Default `status/<node>`. */
   branch?: string;
   credentials?: GitCredentials;
+  /** Key and known_hosts for an ssh URL. */
+  ssh?: SshOptions;
   /** Push attempts when the remote branch keeps moving (default 4). */
   maxAttempts?: number;
   timeoutMs?: number;
@@ -56,12 +60,12 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
   const branch = opts.branch ?? statusBranchName(opts.node);
   const maxAttempts = opts.maxAttempts ?? 4;
   const dir = opts.workDir;
-  const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
+  const remote = await openTransport(opts.url, opts);
   await ensureRepo(dir, remote.url);
 
   const tracking = `refs/remotes/origin/${branch}`;
   // Start from the tip we saw last time; ask the server only when we have never seen it.
-  let base = (await resolveOrUndefined(dir, tracking)) ?? (await syncBranch(remote, dir, branch));
+  let base = (await resolveOrUndefined(dir, tracking)) ?? (await remote.sync(dir, branch));
   const tree = await writeFilesTree({ dir }, files);
   const author = { name: `cgw-sync ${opts.node}`, email: `cgw-sync@${opts.node}` };
 
@@ -70,27 +74,15 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
       return { branch, committed: false, oid: base, attempts: attempt };
     }
     const oid = await git.commit({ fs, dir, message, tree, parent: base ? [base] : [], author, ref: `refs/heads/${branch}` });
-    try {
-      await git.push({
-        fs,
-        http: remote.http,
-        dir,
-        url: remote.url,
-        remote: 'origin',
-        ref: `refs/heads/${branch}`,
-        remoteRef: `refs/heads/${branch}`,
-        onAuth: remote.onAuth,
-      });
+    const pushed = await remote.push(dir, branch);
+    if (pushed === 'pushed') {
       await git.writeRef({ fs, dir, ref: tracking, value: oid, force: true });
       return { branch, committed: true, oid, attempts: attempt };
-    } catch (e) {
-      if (!isPushRejection(e)) throw toRemoteError(e, `pushing ${branch} to`, remote);
-      if (attempt >= maxAttempts) {
-        const why = scrub(String((e as Error).message), remote.secrets).replace(/\s+/g, ' ').trim();
-        throw new StatusPushRejected(`pushing ${branch}: rejected on each of ${attempt} attempts (last: ${why})`);
-      }
-      base = await syncBranch(remote, dir, branch);
     }
+    if (attempt >= maxAttempts) {
+      throw new StatusPushRejected(`pushing ${branch}: rejected on each of ${attempt} attempts (last: ${pushed.rejected})`);
+    }
+    base = await remote.sync(dir, branch);
   }
 }
 
@@ -101,14 +93,14 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
 export async function readStatusBranch(
   url: string,
   node: string,
-  opts: { branch?: string; workDir?: string; credentials?: GitCredentials; timeoutMs?: number } = {},
+  opts: { branch?: string; workDir?: string; credentials?: GitCredentials; ssh?: SshOptions; timeoutMs?: number } = {},
 ): Promise<{ branch: string; oid: string; files: Record<string, string> } | null> {
   const branch = opts.branch ?? statusBranchName(node);
-  const remote = await openRemote(url, opts.credentials, opts.timeoutMs);
+  const remote = await openTransport(url, opts);
   const dir = opts.workDir ?? (await mkdtemp(path.join(tmpdir(), 'cgw-status-read-')));
   try {
     await ensureRepo(dir, remote.url);
-    const oid = await syncBranch(remote, dir, branch);
+    const oid = await remote.sync(dir, branch);
     if (!oid) return null;
     const { commit } = await git.readCommit({ fs, dir, oid });
     return { branch, oid, files: await readFilesTree({ dir }, commit.tree) };
@@ -117,28 +109,71 @@ export async function readStatusBranch(
   }
 }
 
-/**
- * Ask the server for the branch tip, fetch it if we lack the commit, and record it as
- * refs/remotes/origin/<branch>. Returns undefined when the branch does not exist remotely.
- */
-async function syncBranch(remote: Remote, dir: string, branch: string): Promise<string | undefined> {
-  const fullRef = `refs/heads/${branch}`;
+/** How publishing and reading talk to the server: the same two operations over HTTP or ssh. */
+interface StatusTransport {
+  /** The URL stored as origin (no userinfo). */
+  url: string;
+  /**
+   * Ask the server for the branch tip, fetch it if we lack the commit, and record it as
+   * refs/remotes/origin/<branch>. Undefined when the branch does not exist remotely.
+   */
+  sync(dir: string, branch: string): Promise<string | undefined>;
+  /** Push the local branch; `rejected` when the server's branch moved (not fast-forward). */
+  push(dir: string, branch: string): Promise<'pushed' | { rejected: string }>;
+}
+
+async function openTransport(url: string, opts: { credentials?: GitCredentials; ssh?: SshOptions; timeoutMs?: number }): Promise<StatusTransport> {
+  if (!isSshUrl(url)) return httpTransport(await openRemote(url, opts.credentials, opts.timeoutMs));
+  if (!opts.ssh) throw new Error(`status repository ${url} is an ssh URL: the agent config needs source.ssh.identityFile and source.ssh.knownHostsFile`);
+  const remote = { url, ssh: opts.ssh, timeoutSeconds: Math.ceil((opts.timeoutMs ?? 30_000) / 1000) };
+  return {
+    url,
+    sync: async (dir, branch) => {
+      const tip = await sshRemoteTip(remote, dir, branch);
+      return recordTip(dir, branch, tip, () => sshFetchBranch(remote, dir, branch));
+    },
+    push: (dir, branch) => sshPushBranch(remote, dir, branch),
+  };
+}
+
+function httpTransport(remote: Remote): StatusTransport {
+  return {
+    url: remote.url,
+    sync: async (dir, branch) => {
+      const fullRef = `refs/heads/${branch}`;
+      try {
+        const refs = await git.listServerRefs({ http: remote.http, url: remote.url, onAuth: remote.onAuth, prefix: fullRef });
+        const tip = refs.find((r) => r.ref === fullRef)?.oid;
+        return await recordTip(dir, branch, tip, () =>
+          git.fetch({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref: branch, singleBranch: true, tags: false, onAuth: remote.onAuth }),
+        );
+      } catch (e) {
+        throw toRemoteError(e, `reading ${branch} from`, remote);
+      }
+    },
+    push: async (dir, branch) => {
+      try {
+        const ref = `refs/heads/${branch}`;
+        await git.push({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref, remoteRef: ref, onAuth: remote.onAuth });
+        return 'pushed';
+      } catch (e) {
+        if (!isPushRejection(e)) throw toRemoteError(e, `pushing ${branch} to`, remote);
+        return { rejected: scrub(String((e as Error).message), remote.secrets).replace(/\s+/g, ' ').trim() };
+      }
+    },
+  };
+}
+
+/** Record the server's tip as the tracking ref (fetching the commit when missing); none: drop it. */
+async function recordTip(dir: string, branch: string, tip: string | undefined, fetchBranch: () => Promise<unknown>): Promise<string | undefined> {
   const tracking = `refs/remotes/origin/${branch}`;
-  try {
-    const refs = await git.listServerRefs({ http: remote.http, url: remote.url, onAuth: remote.onAuth, prefix: fullRef });
-    const tip = refs.find((r) => r.ref === fullRef)?.oid;
-    if (!tip) {
-      await git.deleteRef({ fs, dir, ref: tracking }).catch(() => undefined);
-      return undefined;
-    }
-    if (!(await hasCommit(dir, tip))) {
-      await git.fetch({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref: branch, singleBranch: true, tags: false, onAuth: remote.onAuth });
-    }
-    await git.writeRef({ fs, dir, ref: tracking, value: tip, force: true });
-    return tip;
-  } catch (e) {
-    throw toRemoteError(e, `reading ${branch} from`, remote);
+  if (!tip) {
+    await git.deleteRef({ fs, dir, ref: tracking }).catch(() => undefined);
+    return undefined;
   }
+  if (!(await hasCommit(dir, tip))) await fetchBranch();
+  await git.writeRef({ fs, dir, ref: tracking, value: tip, force: true });
+  return tip;
 }
 
 function toRemoteError(e: unknown, what: string, remote: Remote): Error {

@@ -27,7 +27,10 @@ export async function writeFilesTree(repo: RepoLocation, files: FileMap): Promis
     let dir = root;
     for (const seg of segs.slice(0, -1)) {
       let next = dir.get(seg);
-      if (next === undefined) dir.set(seg, (next = new Map()));
+      if (next === undefined) {
+        next = new Map();
+        dir.set(seg, next);
+      }
       if (!(next instanceof Map)) throw new Error(`path "${filepath}" runs through file "${seg}"`);
       dir = next;
     }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { NodeSpec } from '../state/types.js';
 import type { GuestDriver } from './driver.js';
 import { NetnsDriver } from './netns.js';
-import { QemuDriver } from './qemu.js';
+import { QemuDriver, type QemuSettings } from './qemu.js';
 import { DEFAULT_RUN_ROOT } from './runtime.js';
 import { XenDriver, type XlRunner } from './xen.js';
 import { policyGuard, type GuestPolicy } from './policy.js';
@@ -21,6 +21,13 @@ export interface DriverOptions {
   xl?: XlRunner;
   /** Host paths and commands guests may use (agent config guests.*); default DEFAULT_GUEST_POLICY. */
   policy?: GuestPolicy;
+  /** qemu: accelerator, NIC and systemd scope (agent config guests.qemu). */
+  qemu?: QemuSettings;
+}
+
+/** The qemu driver's runtime folder: one per node namespace, so lab nodes on one host do not see each other's guests. */
+export function qemuRunDir(runRoot: string, nodeNs?: string): string {
+  return nodeNs ? join(runRoot, 'qemu', nodeNs) : join(runRoot, 'qemu');
 }
 
 export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver {
@@ -28,8 +35,14 @@ export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver
   const guard = policyGuard(opts.policy);
   switch (node.hypervisor) {
     case 'qemu':
-      // One directory per node namespace, so lab nodes on one host do not see each other's guests.
-      return new QemuDriver({ runDir: opts.nodeNs ? join(root, 'qemu', opts.nodeNs) : join(root, 'qemu'), netns: opts.nodeNs, guard });
+      return new QemuDriver({
+        runDir: qemuRunDir(root, opts.nodeNs),
+        netns: opts.nodeNs,
+        guard,
+        accel: opts.qemu?.accel,
+        nic: opts.qemu?.nic,
+        systemd: opts.qemu?.systemd === undefined || opts.qemu.systemd === 'auto' ? 'auto' : opts.qemu.systemd === 'on',
+      });
     case 'xen':
       return new XenDriver({ runDir: join(root, 'xen'), xl: opts.xl, guard });
     case 'netns':
@@ -40,6 +53,6 @@ export function driverFor(node: NodeSpec, opts: DriverOptions = {}): GuestDriver
 
 export * from './driver.js';
 export * from './policy.js';
-export { QemuDriver } from './qemu.js';
+export { QemuDriver, type QemuSettings } from './qemu.js';
 export { XenDriver } from './xen.js';
 export { NetnsDriver } from './netns.js';

@@ -44,7 +44,9 @@ export class Qmp {
   static async connect(path: string, timeoutMs = 3_000): Promise<Qmp> {
     const socket = connect(path);
     const qmp = new Qmp(socket);
-    const greeted = new Promise((resolve, reject) => (qmp.greeting = { resolve, reject }));
+    const greeted = new Promise((resolve, reject) => {
+      qmp.greeting = { resolve, reject };
+    });
     try {
       await withTimeout(greeted, timeoutMs, `QMP greeting on ${path}`);
       await qmp.execute('qmp_capabilities', undefined, timeoutMs);
@@ -107,8 +109,7 @@ export class Qmp {
 
   private onData(chunk: string): void {
     this.buffer += chunk;
-    let nl: number;
-    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+    for (let nl = this.buffer.indexOf('\n'); nl >= 0; nl = this.buffer.indexOf('\n')) {
       const line = this.buffer.slice(0, nl).trim();
       this.buffer = this.buffer.slice(nl + 1);
       if (line) this.onMessage(JSON.parse(line) as Record<string, unknown>);

@@ -10,6 +10,7 @@ import type { ClusterSettings, ClusterState, ForwardSpec } from '../state/types.
 import { runIn } from '../netns/netns.js';
 import type { LabNode, LabPlan, NsDev } from './plan.js';
 import { arpProbe, httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+import { vmArpProbe, vmTcpProbe } from './guest-exec.js';
 
 export type LabCheck =
   | {
@@ -21,6 +22,8 @@ export type LabCheck =
       port: number;
       /** The answer must contain this (the responder's whole answer, or a pattern of it). */
       expect: string | RegExp;
+      /** Run inside this VM guest (its serial shell socket) instead of namespace ns. */
+      vm?: string;
     }
   | {
       kind: 'arp';
@@ -30,6 +33,7 @@ export type LabCheck =
       ip: string;
       /** The only interface whose MAC may answer. */
       answeredBy: NsDev;
+      vm?: string;
     };
 
 export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
@@ -49,6 +53,7 @@ export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
       ip: plan.client.ip,
       port: 22,
       expect: from !== undefined ? `this is client OK from ${from} via tcp/22` : /^this is client OK from \S+ via tcp\/22$/,
+      vm: g.vm?.serial,
     });
     checks.push({
       kind: 'arp',
@@ -57,6 +62,7 @@ export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
       dev: g.dev,
       ip: state.cluster.gatewayIP,
       answeredBy: { ns: node.ns, dev: node.guestBridge },
+      vm: g.vm?.serial,
     });
   }
   return checks;
@@ -120,6 +126,11 @@ export function outboundSourceSeen(_nat: ClusterSettings['nat'], guestNode: LabN
 }
 
 export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeResult> {
+  if (c.vm !== undefined) {
+    if (c.kind === 'arp') return vmArpProbe(c.vm, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+    if (c.kind === 'tcp') return vmTcpProbe(c.vm, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
+    throw new Error(`${c.name}: ${c.kind} probes do not run inside a VM`);
+  }
   switch (c.kind) {
     case 'http':
       return httpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });

@@ -13,6 +13,7 @@
 //   check  the probes of src/lab/check.ts, expectations from the state at main's tip, plus
 //          one line per node saying whether it enforces that revision.
 //   down   topology.ts labDown: recorded processes, namespaces by prefix, the lab directory.
+//   restart git   the Git server again, on the port recorded in lab.json (the agents' URL).
 //
 // Lab directory (default /run/cgw-sync/lab/<prefix>):
 //   lab.json            the record (processes with PID + start time, repository, URL)
@@ -32,19 +33,26 @@ import type { ClusterState, NatMode } from '../state/types.js';
 import { statusBranchName } from '../git/status-branch.js';
 import { delay, waitUntil } from '../proc/process.js';
 import { planLab, type LabPlan } from './plan.js';
-import { assertNoLab, labDown, labRunDir, labUp, waitForResponder, type LabRunOptions } from './topology.js';
+import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
 import { checkoutRepo, seedLabRepo } from './repo.js';
 import { writeResponderScript } from './responder.js';
-import { isRunning, logTail, readLabRecord, spawnDetached, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
+import { isRunning, logTail, readLabRecord, spawnDetached, stopProcesses, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
 import { branchTip, nodeSettled, readNodeStatus } from './status.js';
 import { planChecks, runChecks } from './check.js';
-import type { ProbeResult } from './probes.js';
+import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+import { parseReply } from './responder.js';
+import { ensureVmImage, type VmImage } from './vm-image.js';
+import { labAccel } from './vm-accel.js';
+import type { Accel } from '../guests/qemu.js';
 
 export const DEFAULT_LAB_PREFIX = 'cgwlab-';
 /** Every 2 seconds (the cron package's six-field syntax, seconds first). */
 export const LAB_SCHEDULE = '*/2 * * * * *';
 const REPO_NAME = 'state.git';
 const GIT_READY_MS = 10_000;
+const GIT_SERVER = 'git-server';
+/** The Git server ends its open requests on SIGTERM; after this it is killed. */
+const GIT_STOP_GRACE_MS = 2_000;
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 
 export interface LabStartOptions extends LabRunOptions {
@@ -59,7 +67,16 @@ export interface LabStartOptions extends LabRunOptions {
   readyTimeoutMs?: number;
   /** Progress lines while it comes up. */
   progress?: (line: string) => void;
+  /** netns (default): guests are namespaces; qemu: real VMs (src/lab/vm-image.ts), started by the agents. */
+  guests?: LabGuestKind;
+  /** Where the VM images are cached (default /var/cache/cgw-sync/lab-images). */
+  imageCache?: string;
 }
+
+export type LabGuestKind = 'netns' | 'qemu';
+
+/** How long a VM gets from its qemu start to answering on all responder ports (TCG on a busy box). */
+const VM_BOOT_MS = 150_000;
 
 export interface Lab {
   prefix: string;
@@ -75,6 +92,8 @@ export interface Lab {
   revision: string;
   /** Agent config file per node. */
   agents: Record<string, string>;
+  /** VM guests: milliseconds from their qemu start to answering on every responder port. */
+  vmBootMs: Record<string, number>;
 }
 
 /** The package's root: the folder with package.json above this module (src/lab or dist/lab). */
@@ -106,15 +125,23 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   const prefix = opts.prefix ?? DEFAULT_LAB_PREFIX;
   const say = opts.progress ?? (() => {});
   const cli = distEntry('cli/bin.js');
-  const gitServe = distEntry('lab/git-serve.js');
   const stateDir = path.resolve(opts.stateDir ?? bundledStateDir());
   const brNetfilter = opts.brNetfilter ?? false;
   await loadOrThrow(stateDir); // the seed itself must be valid
   await assertNoLab(prefix, { ...opts, withRecord: true });
 
+  // The VM image before anything else exists: the only step that downloads (from the package registry).
+  let vm: { image: VmImage; accel: Accel } | undefined;
+  if (opts.guests === 'qemu') {
+    const image = await ensureVmImage({ cacheRoot: opts.imageCache, progress: say });
+    const verdict = await labAccel(image);
+    say(`vm image ${image.dir} (kernel ${image.kernelVersion}${image.built ? ', built now' : ', cached'}); accelerator ${verdict.accel}: ${verdict.why}${verdict.cached ? ' (cached)' : ''}`);
+    vm = { image, accel: verdict.accel };
+  }
+
   const dir = labRunDir(prefix, opts);
   await mkdir(dir, { recursive: true });
-  const record: LabRecord = { prefix, createdAt: new Date().toISOString(), mode: opts.mode, brNetfilter, seededFrom: stateDir, processes: [] };
+  const record: LabRecord = { prefix, createdAt: new Date().toISOString(), mode: opts.mode, brNetfilter, seededFrom: stateDir, guests: opts.guests ?? 'netns', accel: vm?.accel, processes: [] };
   await writeLabRecord(dir, record);
   const started = async (p: LabProcess) => {
     record.processes.push(p);
@@ -127,19 +154,20 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     await writeResponderScript(responder);
     const projectRoot = path.join(dir, 'git');
     await mkdir(projectRoot, { recursive: true });
-    const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, { mode: opts.mode, responderScript: responder });
+    const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, {
+      mode: opts.mode,
+      responderScript: responder,
+      vm: vm && { kernel: vm.image.kernel, initrd: vm.image.initrd },
+    });
     Object.assign(record, { repo: seeded.repo, revision: seeded.revision });
     const state = await stateAt(seeded.repo, 'main', dir);
     say(`state repository ${seeded.repo}: seeded from ${stateDir}, lab changes in ${seeded.revision.slice(0, 12)}`);
 
     say(`topology: namespaces ${prefix}* (br_netfilter ${brNetfilter ? 'on' : 'off'})`);
     // startGuests false: the agents start the guests, through the netns guest driver.
-    const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false });
+    const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false, labDir: dir });
 
-    const ready = path.join(dir, 'git-server.json');
-    const server = await spawnDetached('git-server', [process.execPath, gitServe, projectRoot, ready], path.join(dir, 'git-server.log'));
-    await started(server);
-    const url = `${await waitForGitServer(server, ready)}/${REPO_NAME}`;
+    const url = `${await startGitServer(dir, undefined, started)}/${REPO_NAME}`;
     record.url = url;
     say(`git server: ${url}`);
 
@@ -148,14 +176,15 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const nodeDir = path.join(dir, node.name);
       await mkdir(nodeDir, { recursive: true });
       const config = path.join(nodeDir, 'agent.yaml');
-      await writeFile(config, agentConfigYaml(node.name, node.ns, url));
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
       record.agents[node.name] = config;
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config], path.join(nodeDir, 'agent.log')));
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
 
-    await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
-    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents };
+    const vmBootMs = await waitSettled(record, state, plan, seeded.revision, opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    for (const [g, ms] of Object.entries(vmBootMs)) say(`vm ${g}: answering ${(ms / 1000).toFixed(1)} s after its qemu started (${vm?.accel})`);
+    return { prefix, dir, plan, state, record, repo: seeded.repo, url, revision: seeded.revision, agents: record.agents, vmBootMs };
   } catch (e) {
     const tails = await Promise.all(record.processes.map(async (p) => `--- ${p.name} (${p.log}):\n${await logTail(p.log)}`));
     await labDown(prefix, opts).catch(() => undefined);
@@ -169,7 +198,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
  * node's namespace for nft and guests, and state under the lab directory (relative paths are
  * relative to the file).
  */
-export function agentConfigYaml(node: string, ns: string, url: string): string {
+export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }): string {
   const doc = {
     apiVersion: 'cgw-sync/v1',
     kind: 'AgentConfig',
@@ -180,7 +209,14 @@ export function agentConfigYaml(node: string, ns: string, url: string): string {
     stateDir: './state',
     netns: ns,
     // Lab guests run the lab responder as their netns.command: state commands are allowed here only.
-    guests: { enabled: true, runDir: './run', stopTimeoutSeconds: 5, allowCommands: true },
+    guests: {
+      enabled: true,
+      runDir: './run',
+      stopTimeoutSeconds: 5,
+      allowCommands: true,
+      // VMs: the lab's image folder, the probed accelerator, a tap the driver makes in the node namespace.
+      ...(vm ? { imageDirs: [vm.imageDir], qemu: { accel: vm.accel, nic: 'tap' } } : {}),
+    },
   };
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
 }
@@ -201,10 +237,47 @@ export async function stateAt(repo: string, ref: string, scratch: string): Promi
   }
 }
 
-async function waitForGitServer(server: LabProcess, readyFile: string): Promise<string> {
-  const up = await waitUntil(() => existsSync(readyFile) || !isRunning(server), GIT_READY_MS);
-  if (!up || !existsSync(readyFile)) throw new Error(`the Git server did not come up within ${GIT_READY_MS} ms`);
-  return (JSON.parse(await readFile(readyFile, 'utf8')) as { url: string }).url;
+/**
+ * Start the lab's Git server (src/lab/git-serve.ts) serving `<dir>/git`, on `port` or a free
+ * one; `started` records the process before the wait, so `down` finds it whatever happens next.
+ * Resolves with its base URL once it listens.
+ */
+async function startGitServer(dir: string, port: number | undefined, started: (p: LabProcess) => Promise<void>): Promise<string> {
+  const ready = path.join(dir, 'git-server.json');
+  await rm(ready, { force: true });
+  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, ...(port === undefined ? [] : [String(port)])];
+  const server = await spawnDetached(GIT_SERVER, argv, path.join(dir, 'git-server.log'));
+  await started(server);
+  const up = await waitUntil(() => existsSync(ready) || !isRunning(server), GIT_READY_MS);
+  if (!up || !existsSync(ready)) {
+    throw new Error(`the Git server did not come up within ${GIT_READY_MS} ms:\n${await logTail(server.log)}`);
+  }
+  return (JSON.parse(await readFile(ready, 'utf8')) as { url: string }).url;
+}
+
+/** What `lab restart` can restart. */
+export const LAB_RESTARTABLE = ['git'] as const;
+
+/**
+ * `lab restart git`: stop the lab's Git server if it still runs, and start it again on the port
+ * recorded in lab.json, which is the URL the agents were configured with: they reconnect by
+ * themselves (for fault tests: an outage of Git, then its return). Resolves with the URL.
+ */
+export async function labRestart(prefix: string, what: string, opts: LabRunOptions = {}): Promise<string> {
+  if (!(LAB_RESTARTABLE as readonly string[]).includes(what)) throw new Error(`lab restart: cannot restart "${what}" (one of: ${LAB_RESTARTABLE.join(', ')})`);
+  const record = await readLab(prefix, opts);
+  const old = record.processes.find((p) => p.name === GIT_SERVER);
+  if (!old || !record.url) throw new Error(`lab ${prefix} has no Git server recorded in ${labRunDir(prefix, opts)}`);
+  await stopProcesses([old], GIT_STOP_GRACE_MS);
+  const dir = labRunDir(prefix, opts);
+  const port = Number(new URL(record.url).port);
+  const base = await startGitServer(dir, port, async (p) => {
+    record.processes = [...record.processes.filter((q) => q !== old), p];
+    await writeLabRecord(dir, record);
+  });
+  const url = `${base}/${REPO_NAME}`;
+  if (url !== record.url) throw new Error(`the Git server came back at ${url}, not at ${record.url} where the agents look`);
+  return url;
 }
 
 /** Placement of the guests: node -> guest names. */
@@ -218,7 +291,7 @@ function guestsByNode(state: ClusterState): Record<string, string[]> {
  * Wait until every node reports `revision` applied and runs exactly its guests, and the guests'
  * responders listen. Fails early when an agent process dies.
  */
-async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<void> {
+async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan, revision: string, timeoutMs: number): Promise<Record<string, number>> {
   const placement = guestsByNode(state);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -232,7 +305,30 @@ async function waitSettled(record: LabRecord, state: ClusterState, plan: LabPlan
     }
     await delay(250);
   }
-  for (const g of plan.guests) await waitForResponder(g.ns, `lab guest ${g.name}`);
+  const bootMs: Record<string, number> = {};
+  for (const g of plan.guests) {
+    if (g.vm) bootMs[g.name] = await waitForVmResponder(plan, g);
+    else {
+      await waitForGuestLinks(plan, g);
+      await waitForResponder(g.ns, `lab guest ${g.name}`);
+    }
+  }
+  return bootMs;
+}
+
+/**
+ * Wait until a VM answers on all responder ports, asked from its node (it boots for seconds after
+ * qemu starts); returns the time from its qemu start (the driver's record) to the answer.
+ */
+export async function waitForVmResponder(plan: LabPlan, g: LabPlan['guests'][number], timeoutMs = VM_BOOT_MS): Promise<number> {
+  const node = plan.nodes.find((n) => n.name === g.node)!;
+  const answers = async () => {
+    const probes = [httpProbe(node.ns, g.ip, 80, { timeoutS: 2 }), tcpProbe(node.ns, g.ip, 22, { timeoutS: 2 }), udpProbe(node.ns, g.ip, 123, { timeoutS: 2 })];
+    return (await Promise.all(probes)).every((r) => r.ok && parseReply(r.reply ?? '')?.guest === g.name);
+  };
+  if (!(await waitUntil(answers, timeoutMs, 500))) throw new Error(`lab VM ${g.name}: responder not answering on ${g.ip} after ${timeoutMs} ms`);
+  const meta = JSON.parse(await readFile(path.join(path.dirname(g.vm!.serial), `${g.name}.meta.json`), 'utf8')) as { startedAt: string };
+  return Date.now() - Date.parse(meta.startedAt);
 }
 
 function describeStatus(s: Awaited<ReturnType<typeof readNodeStatus>>): string {
@@ -263,7 +359,7 @@ export async function labCheck(prefix: string, opts: LabRunOptions & { timeoutS?
   const dir = labRunDir(prefix, opts);
   const revision = await branchTip(record.repo);
   const state = await stateAt(record.repo, revision, dir);
-  const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter });
+  const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter, labDir: dir });
   // The guests' own part of the NAT mode (stateless-nat: the tagged-port redirect), as a guest admin would.
   await configureLabGuests(state, plan);
   const placement = guestsByNode(state);
@@ -290,7 +386,7 @@ export function labSummary(lab: Lab): string {
     '',
     `  state repository  ${lab.url}`,
     `  status branches   ${lab.plan.nodes.map((n) => statusBranchName(n.name)).join(', ')} (same repository)`,
-    `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.map((g) => g.ns)].join(' ')}`,
+    `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.filter((g) => !g.vm).map((g) => g.ns)].join(' ')}`,
     `  public IPs        ${lab.plan.nodes.map((n) => `${n.name} ${n.publicIP}`).join(', ')}; client ${lab.plan.client.ip} in ${client}`,
     `  logs              ${lab.dir}/{git-server.log,${lab.plan.nodes.map((n) => `${n.name}/agent.log`).join(',')}}`,
     '',

@@ -9,6 +9,10 @@ import type { ClusterState } from '../state/types.js';
 import { runIn } from '../netns/netns.js';
 import { GUEST_TABLE, guestSnippet } from '../render/stateless.js';
 import type { LabPlan } from './plan.js';
+import { serialExec, writeFileScript } from './guest-exec.js';
+
+/** A VM's serial shell is slow under TCG: generous. */
+const VM_NFT_TIMEOUT_MS = 30_000;
 
 export async function configureLabGuests(state: ClusterState, plan: LabPlan): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-guest-'));
@@ -19,6 +23,12 @@ export async function configureLabGuests(state: ClusterState, plan: LabPlan): Pr
       const file = join(dir, `${g.name}.nft`);
       // `nft -f -` cannot read Node's stdin (FACTS): a file. Not stateless: an empty replace, then delete.
       const text = state.cluster.nat.mode === 'stateless-nat' ? guestSnippet(state, spec) : `table ip ${GUEST_TABLE}\ndelete table ip ${GUEST_TABLE}\n`;
+      if (g.vm) {
+        // Inside the VM: the same file, loaded by the nft the lab image carries.
+        const r = await serialExec(g.vm.serial, `${writeFileScript('/tmp/cgw-guest.nft', text)} && nft -f /tmp/cgw-guest.nft`, VM_NFT_TIMEOUT_MS);
+        if (r.exitCode !== 0) throw new Error(`loading the guest snippet in VM ${g.name} failed (exit ${r.exitCode}): ${r.output.trim()}`);
+        continue;
+      }
       await writeFile(file, text);
       await runIn(g.ns, 'nft', ['-f', file]);
     }

@@ -10,10 +10,15 @@
 //               segment; the guest bridge (e.g. guestbr0, node IP + shared gateway IP) with the
 //               trunk veths (e.g. eth1.100) as ports
 //   <p><node>.<guest>   the node's netns guests (made by the netns guest driver)
+// With `lab up --guests qemu` the nodes' hypervisor is qemu and each guest is a VM whose qemu runs
+// in its node's namespace, NIC a tap on the guest bridge; there is no guest namespace then, and
+// what must run inside the guest goes through its serial shell (LabGuest.vm, src/lab/guest-exec.ts).
 // Node names, addresses and interface names come from the state; the lab only adds the two
 // segments and the client.
 import type { ClusterState, GuestSpec, NodeSpec } from '../state/types.js';
 import { parseCidr, subnetContains } from '../state/ipv4.js';
+import { qemuRunDir } from '../guests/index.js';
+import { join } from 'node:path';
 
 export interface LabOptions {
   /** Prefix of every namespace the lab creates, e.g. `cgwlab-`. Must end in '-'. */
@@ -27,6 +32,8 @@ export interface LabOptions {
   publicSubnet?: string;
   /** The client's address on the public segment, default 192.168.122.100. */
   clientIP?: string;
+  /** The lab directory: where a VM guest's serial socket is (under its node agent's run folder). */
+  labDir?: string;
 }
 
 export const DEFAULT_PUBLIC_SUBNET = '192.168.122.0/24';
@@ -69,6 +76,8 @@ export interface LabGuest {
   dev: string;
   ip: string;
   mac: string;
+  /** A qemu guest (the node's hypervisor is qemu): its serial shell socket. No namespace then. */
+  vm?: { serial: string };
 }
 
 export interface LabPlan {
@@ -164,7 +173,8 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
   });
 
   const nodeByName = new Map(nodes.map((n) => [n.name, n]));
-  const guests = state.guests.map((g) => labGuest(g, nodeByName));
+  const hypervisor = new Map(state.nodes.map((n) => [n.name, n.hypervisor]));
+  const guests = state.guests.map((g) => labGuest(g, nodeByName, hypervisor.get(g.node) === 'qemu' ? opts.labDir : undefined));
   return { prefix: p, brNetfilter, namespaces, public: publicNs, client, trunk, nodes, guests, steps };
 }
 
@@ -193,10 +203,18 @@ function labNode(prefix: string, n: NodeSpec): LabNode {
   };
 }
 
-function labGuest(g: GuestSpec, nodes: Map<string, LabNode>): LabGuest {
+function labGuest(g: GuestSpec, nodes: Map<string, LabNode>, vmLabDir: string | undefined): LabGuest {
   const node = nodes.get(g.node);
   if (!node) throw new Error(`guest ${g.name} runs on unknown node ${g.node}`);
-  return { name: g.name, node: g.node, ns: node.guestPrefix + g.name, dev: GUEST_DEV, ip: g.ip, mac: g.mac };
+  const guest = { name: g.name, node: g.node, ns: node.guestPrefix + g.name, dev: GUEST_DEV, ip: g.ip, mac: g.mac };
+  if (vmLabDir === undefined) return guest;
+  // The node agent's guests.runDir is <lab dir>/<node>/run (lab.ts agentConfigYaml).
+  return { ...guest, vm: { serial: join(qemuRunDir(labNodeRunDir(vmLabDir, node.name), node.ns), `${g.name}.serial1`) } };
+}
+
+/** The guests.runDir of a lab node's agent. */
+export function labNodeRunDir(labDir: string, node: string): string {
+  return join(labDir, node, 'run');
 }
 
 /** Problems the state validation does not catch because they only matter in the lab. */

@@ -27,8 +27,13 @@ export interface ArpProbeResult extends ProbeResult {
 }
 
 const DEFAULT_TIMEOUT_S = 3;
-/** Grace on top of a probe's own timeout before the command itself is killed. */
-const KILL_GRACE_MS = 2_000;
+/**
+ * Grace on top of a probe's own timeout before the command itself is killed. Once running, a
+ * probe is bounded by its own timeout (curl --max-time, the ask program's timer, arping -w), so
+ * this only stops one that hangs; it must cover starting `ip netns exec` and the program, which
+ * took over 2 s with the load average at 16 on 2 cores (a probe killed holding its answer).
+ */
+export const KILL_GRACE_MS = 20_000;
 
 /** GET http://ip:port/ from namespace ns with curl; the reply is the body. */
 export async function httpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
@@ -36,7 +41,7 @@ export async function httpProbe(ns: string, ip: string, port: number, opts: Prob
   const r = await runInUnchecked(ns, 'curl', ['-sS', '--max-time', String(t), `http://${ip}:${port}/`], {
     timeout: t * 1000 + KILL_GRACE_MS,
   });
-  return result(opts.name ?? `http ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
+  return probeResult(opts.name ?? `http ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
 }
 
 /** Connect over TCP from namespace ns and read until the server closes (a banner). */
@@ -53,10 +58,11 @@ async function ask(protocol: 'tcp' | 'udp', ns: string, ip: string, port: number
   const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
   const [cmd, ...args] = askCommand(protocol, ip, port, t * 1000);
   const r = await runInUnchecked(ns, cmd, args, { timeout: t * 1000 + KILL_GRACE_MS });
-  return result(opts.name ?? `${protocol} ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
+  return probeResult(opts.name ?? `${protocol} ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
 }
 
-function result(
+/** The probe result for an answer (or none), checked against `expect`. */
+export function probeResult(
   name: string,
   answered: boolean,
   stdout: string,
@@ -99,18 +105,26 @@ export async function arpProbe(ns: string, dev: string, ip: string, opts: ArpPro
   if (r.exitCode !== 0 && r.exitCode !== 1) {
     return { name, ok: false, detail: `arping failed (exit ${r.exitCode}): ${r.stderr.trim()}`, macs };
   }
+  return arpResult(name, macs, opts.expectMacs);
+}
+
+/** ok when exactly expectMacs answered (any case), or without expectMacs when any MAC answered. */
+export function arpResult(name: string, macs: string[], expectMacs?: string[]): ArpProbeResult {
   const detail = macs.length ? `answered by ${macs.join(', ')}` : 'no answer';
-  if (opts.expectMacs) {
-    const want = [...new Set(opts.expectMacs.map((m) => m.toLowerCase()))].sort();
+  if (expectMacs) {
+    const want = [...new Set(expectMacs.map((m) => m.toLowerCase()))].sort();
     const ok = want.length === macs.length && want.every((m, i) => m === macs[i]);
     return { name, ok, detail: ok ? detail : `${detail} (wanted ${want.join(', ') || 'none'})`, macs };
   }
   return { name, ok: macs.length > 0, detail, macs };
 }
 
-/** Distinct MACs from arping reply lines ("60 bytes from 02:..:ff (10.5.5.254): index=0 ..."). */
+/**
+ * Distinct MACs from arping reply lines: Habets' arping ("60 bytes from 02:..:ff (10.5.5.254): ...")
+ * and busybox arping inside the lab VMs ("Unicast reply from 10.5.5.254 [02:..:ff] 0.9ms").
+ */
 export function parseArpingMacs(output: string): string[] {
   const macs = new Set<string>();
-  for (const m of output.matchAll(/\bfrom ((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\b/gi)) macs.add(m[1].toLowerCase());
+  for (const m of output.matchAll(/\b(?:from|reply from \S+) \[?((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\b/gi)) macs.add(m[1].toLowerCase());
   return [...macs].sort();
 }

@@ -26,6 +26,9 @@ export interface LabRecord {
   createdAt: string;
   mode?: string;
   brNetfilter?: boolean;
+  /** What the guests are (lab up --guests), and the VMs' accelerator. */
+  guests?: 'netns' | 'qemu';
+  accel?: 'kvm' | 'tcg';
   /** The state directory the lab repository was seeded from. */
   seededFrom?: string;
   /** Bare state repository on disk, and its clone URL once the Git server listens. */

@@ -1,14 +1,16 @@
 // `lab check`, reply paths: which node's uplink sends a guest's reply to a forward that entered
 // another node. For one TCP forward per (entering node, guest node) pair, the client captures the
-// forward's SYN-ACK while it connects and checks the frame's Ethernet source: it must be the uplink
-// of the node replyLeavesThrough (src/lab/check.ts) names for the cluster's NAT mode.
+// forward's first data segment (the banner) while it connects and checks the frame's Ethernet
+// source: it must be the uplink of the node replyLeavesThrough (src/lab/check.ts) names for the
+// cluster's NAT mode. Not the SYN-ACK: in ct-sync a SYN-ACK that beats the state synchronisation is
+// steered through the entering node on purpose (src/render/ctsync.ts); the data after it is not.
 import { entersNode } from '../render/node-view.js';
 import { execa } from 'execa';
 import type { ClusterState } from '../state/types.js';
 import { inNs } from '../netns/netns.js';
 import type { LabNode, LabPlan } from './plan.js';
 import { linkMac, replyLeavesThrough } from './check.js';
-import { tcpProbe, type ProbeResult } from './probes.js';
+import { KILL_GRACE_MS, tcpProbe, type ProbeResult } from './probes.js';
 
 export interface ReplyPathCheck {
   name: string;
@@ -36,14 +38,18 @@ export function planReplyPathChecks(state: ClusterState, plan: LabPlan): ReplyPa
   return checks;
 }
 
-const LISTENING_MS = 5_000;
+/** Bound on tcpdump attaching its filter (an event it prints); a loaded machine takes seconds. */
+const LISTENING_MS = 15_000;
+/** How long tcpdump may take to print a captured packet after the probe has ended. */
+const CAPTURE_GRACE_MS = 5_000;
 
-/** Capture the SYN-ACK at the client while connecting; compare its source MAC with the expected uplink. */
+/** Capture the first data segment at the client while connecting; compare its source MAC with the expected uplink. */
 export async function runReplyPathCheck(c: ReplyPathCheck, plan: LabPlan, timeoutS = 5): Promise<ProbeResult> {
   const want = await linkMac({ ns: c.expected.ns, dev: c.expected.uplink });
-  const filter = `tcp and src host ${c.entering.publicIP} and src port ${c.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)`;
+  const filter = `tcp and src host ${c.entering.publicIP} and src port ${c.port} and tcp[tcpflags] & tcp-push != 0`;
   const [cmd, args] = inNs(plan.client.ns, 'tcpdump', ['-i', plan.client.dev, '-e', '-n', '-l', '-c', '1', filter]);
-  const dump = execa(cmd, args, { reject: false, timeout: (timeoutS + 2) * 1000, encoding: 'utf8' });
+  // `-c 1` ends it at the captured SYN-ACK; the timeout covers its start, the probe and the probe's start.
+  const dump = execa(cmd, args, { reject: false, timeout: LISTENING_MS + timeoutS * 1000 + KILL_GRACE_MS, encoding: 'utf8' });
   // tcpdump says "listening on ..." once its filter is attached: only then connect.
   const listening = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), LISTENING_MS);
@@ -60,14 +66,17 @@ export async function runReplyPathCheck(c: ReplyPathCheck, plan: LabPlan, timeou
     return { name: c.name, ok: false, detail: `tcpdump did not start: ${String((await dump).stderr).trim()}` };
   }
   const probe = await tcpProbe(plan.client.ns, c.entering.publicIP, c.port, { timeoutS });
+  // A SYN-ACK came during the probe, if at all: tcpdump gets a moment to print it, then stops.
+  const stop = setTimeout(() => dump.kill(), CAPTURE_GRACE_MS);
   const out = await dump;
+  clearTimeout(stop);
   const mac = /^\S+ ((?:[0-9a-f]{2}:){5}[0-9a-f]{2}) >/m.exec(String(out.stdout))?.[1];
-  if (!mac) return { name: c.name, ok: false, detail: `no SYN-ACK captured (probe: ${probe.detail})` };
+  if (!mac) return { name: c.name, ok: false, detail: `no data segment captured (probe: ${probe.detail})` };
   const owner = await Promise.all(plan.nodes.map(async (n) => ((await linkMac({ ns: n.ns, dev: n.uplink })) === mac ? n.name : undefined)));
   const from = owner.find((x) => x) ?? 'an unknown host';
   return mac === want
-    ? { name: c.name, ok: true, detail: `SYN-ACK from ${mac} (${from}'s uplink)` }
-    : { name: c.name, ok: false, detail: `SYN-ACK from ${mac} (${from}), wanted ${want} (${c.expected.name}'s uplink)` };
+    ? { name: c.name, ok: true, detail: `data from ${mac} (${from}'s uplink)` }
+    : { name: c.name, ok: false, detail: `data from ${mac} (${from}), wanted ${want} (${c.expected.name}'s uplink)` };
 }
 
 export async function runReplyPathChecks(state: ClusterState, plan: LabPlan, timeoutS?: number): Promise<ProbeResult[]> {

@@ -15,13 +15,22 @@ import type { NatMode } from '../state/types.js';
 import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
 import { run } from '../netns/netns.js';
 import { responderScriptCommand } from './responder.js';
+import { vmAppend } from './vm-image.js';
 
 export interface LabStateOptions {
   /** cluster.yaml nat.mode; unchanged when undefined. */
   mode?: NatMode;
   /** The responder script (writeResponderScript) every guest runs as its netns command. */
   responderScript: string;
+  /**
+   * `lab up --guests qemu`: nodes get hypervisor qemu and every guest boots this kernel and
+   * initramfs (src/lab/vm-image.ts) with its IP and gateway on the kernel command line.
+   */
+  vm?: { kernel: string; initrd: string };
 }
+
+/** The most memory a lab VM gets (the guest's resources.memoryMiB is lowered to it). */
+export const LAB_VM_MEMORY_MIB = 256;
 
 /** Relative path (forward slashes) -> file text. */
 export type TextFiles = Record<string, string>;
@@ -40,11 +49,14 @@ export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFil
     if (change(doc)) changed[file] = doc.toString({ flowCollectionPadding: false });
   };
   let tag = 0;
+  const cluster = parseDocument(files['cluster.yaml'] ?? '');
+  const subnet = String(cluster.get('guestSubnet') ?? '');
+  const gateway = String(cluster.get('gatewayIP') ?? '');
   for (const file of Object.keys(files).sort()) {
     if (/^nodes\/[^/]+\.ya?ml$/.test(file)) {
       tag++;
       edit(file, (doc) => {
-        const netns = setNoted(doc, ['hypervisor'], 'netns');
+        const netns = setNoted(doc, ['hypervisor'], opts.vm ? 'qemu' : 'netns');
         // stateless-nat needs a tag per node (docs/nat-modes.md); number them in file order.
         const tagged = opts.mode === 'stateless-nat' && !doc.has('natTag') && setNoted(doc, ['natTag'], tag);
         return netns || tagged;
@@ -54,6 +66,7 @@ export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFil
         const name = doc.get('name');
         if (typeof name !== 'string') return false;
         doc.delete('netns');
+        if (opts.vm) return vmGuest(doc, name, opts.vm, subnet, gateway);
         const pair = doc.createPair('netns', { command: responderScriptCommand(opts.responderScript, name) });
         (pair.key as Scalar).commentBefore = NOTE;
         (doc.contents as YAMLMap).items.push(pair);
@@ -65,6 +78,19 @@ export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFil
     }
   }
   return changed;
+}
+
+/** A guest as a lab VM: the lab's kernel and initramfs, its network on the kernel command line. */
+function vmGuest(doc: Document, name: string, vm: { kernel: string; initrd: string }, subnet: string, gateway: string): boolean {
+  const ip = String(doc.get('ip') ?? '');
+  const prefixLen = Number(subnet.split('/')[1]);
+  doc.delete('boot');
+  const pair = doc.createPair('boot', { kernel: vm.kernel, initrd: vm.initrd, append: vmAppend(name, ip, prefixLen, gateway) });
+  (pair.key as Scalar).commentBefore = NOTE;
+  (doc.contents as YAMLMap).items.push(pair);
+  const mem = doc.getIn(['resources', 'memoryMiB']);
+  if (typeof mem !== 'number' || mem > LAB_VM_MEMORY_MIB) setNoted(doc, ['resources', 'memoryMiB'], LAB_VM_MEMORY_MIB);
+  return true;
 }
 
 /** Set a scalar and mark it as the lab's; false when it already had that value. */
@@ -80,11 +106,18 @@ function setNoted(doc: Document, at: string[], value: string | number): boolean 
 export function labCommitMessage(prefix: string, changed: TextFiles, opts: LabStateOptions): string {
   const files = Object.keys(changed);
   const lines = [`lab: run this state in the cgw-sync lab (prefix ${prefix})`, ''];
-  if (files.some((f) => f.startsWith('nodes/'))) {
+  if (files.some((f) => f.startsWith('nodes/')) && opts.vm) {
+    lines.push('- nodes/*.yaml: hypervisor qemu. In the lab a node is a network namespace; its guests are');
+    lines.push('  qemu VMs running in it, each with a tap on its guest bridge (lab up --guests qemu).');
+  } else if (files.some((f) => f.startsWith('nodes/'))) {
     lines.push('- nodes/*.yaml: hypervisor netns. In the lab a node is a network namespace, and its guests');
     lines.push('  are network namespaces attached to its guest bridge (the netns guest driver).');
   }
-  if (files.some((f) => f.startsWith('guests/'))) {
+  if (files.some((f) => f.startsWith('guests/')) && opts.vm) {
+    lines.push(`- guests/*.yaml: boot the lab's Debian kernel and busybox initramfs (${path.dirname(opts.vm.kernel)}),`);
+    lines.push('  IP and gateway on the kernel command line, at most 256 MiB; its /init runs the lab responder');
+    lines.push('  (HTTP :80, TCP :22, UDP :123: "this is <guest> OK from <source> via <service>").');
+  } else if (files.some((f) => f.startsWith('guests/'))) {
     lines.push('- guests/*.yaml: netns.command runs the lab responder: HTTP on :80, a banner on TCP :22 and');
     lines.push('  a UDP echo on :123, each answering "this is <guest> OK from <source> via <service>".');
   }

@@ -32,7 +32,8 @@ if (mode === 'serve') {
     .createServer((req, res) => res.end(answer(req.socket.remoteAddress, 'http/80') + '\n'))
     .listen(80, '0.0.0.0');
   // An SSH-like banner: one line, then close (probes read until the end of the stream).
-  net.createServer((s) => s.end(answer(s.remoteAddress, 'tcp/22') + '\r\n')).listen(22, '0.0.0.0');
+  // A client that resets the connection (ECONNRESET) must not take the service down with it.
+  net.createServer((s) => s.on('error', () => s.destroy()).end(answer(s.remoteAddress, 'tcp/22') + '\r\n')).listen(22, '0.0.0.0');
   const udp = dgram.createSocket('udp4');
   udp.on('message', (_msg, peer) => udp.send(answer(peer.address, 'udp/123') + '\n', peer.port, peer.address));
   udp.bind(123, '0.0.0.0');

@@ -19,15 +19,16 @@ import {
   listNamespaces,
   namespacePids,
   runIn,
-  runInUnchecked,
   setMaster,
   sysctl,
+  waitForLinks,
+  waitForListening,
 } from '../netns/netns.js';
 import { NetnsDriver } from '../guests/netns.js';
 import { DEFAULT_RUN_ROOT } from '../guests/runtime.js';
 import { DEFAULT_GUEST_POLICY, policyGuard } from '../guests/policy.js';
-import { processStartTime, terminate, waitUntil } from '../proc/process.js';
-import { assertLabPrefix, describeStep, planLab, type LabNode, type LabOptions, type LabPlan, type LabStep } from './plan.js';
+import { processStartTime, terminate } from '../proc/process.js';
+import { assertLabPrefix, describeStep, planLab, type LabGuest, type LabNode, type LabOptions, type LabPlan, type LabStep } from './plan.js';
 import { RESPONDER_PORTS, responderCommand } from './responder.js';
 import { readLabRecord, spawnDetached, stopProcesses } from './processes.js';
 
@@ -45,7 +46,7 @@ export interface LabUpOptions extends LabOptions, LabRunOptions {
 }
 
 /** How long `up` waits for a guest's responder to listen. */
-const RESPONDER_READY_MS = 5_000;
+const RESPONDER_READY_MS = 15_000;
 /** How long a process in a lab namespace gets to leave on SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 2_000;
 /** An agent finishes its running cycle on SIGTERM (never stopped mid-apply): more time. */
@@ -107,6 +108,8 @@ export async function buildTopology(plan: LabPlan): Promise<void> {
       throw new Error(`lab step failed: ${describeStep(step)}: ${(e as Error).message}`);
     }
   }
+  // Probes sent before the links carry traffic are lost: wait for carrier, forwarding bridge ports.
+  await Promise.all(plan.namespaces.map((ns) => waitForLinks(ns)));
 }
 
 async function applyStep(s: LabStep): Promise<void> {
@@ -151,8 +154,15 @@ export async function startGuests(state: ClusterState, plan: LabPlan, opts: LabR
     await labDriver(plan, node, opts).start(guest, { node: { ...nodeSpec, hypervisor: 'netns' }, cluster });
     // The driver's namespace got the default (IPv6 on); turning `all` off covers its eth0 too.
     await runIn(lg.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
+    await waitForGuestLinks(plan, lg);
     if (runsResponder) await waitForResponder(lg.ns, `lab guest ${lg.name}`);
   }
+}
+
+/** Wait until a started guest's links carry traffic: its own and the node's (its bridge port). */
+export async function waitForGuestLinks(plan: LabPlan, guest: LabGuest): Promise<void> {
+  const node = plan.nodes.find((n) => n.name === guest.node)!;
+  await Promise.all([waitForLinks(guest.ns), waitForLinks(node.ns)]);
 }
 
 /**
@@ -168,22 +178,8 @@ async function startClientResponder(plan: LabPlan, opts: LabRunOptions): Promise
 
 /** Wait until the responder in namespace ns listens on all its ports. */
 export async function waitForResponder(ns: string, what: string): Promise<void> {
-  if (!(await waitUntil(() => responderListening(ns), RESPONDER_READY_MS))) {
-    throw new Error(`${what}: responder not listening after ${RESPONDER_READY_MS} ms`);
-  }
-}
-
-async function responderListening(ns: string): Promise<boolean> {
-  const r = await runInUnchecked(ns, 'ss', ['-Hln', '-tu']);
-  const ports = new Set(
-    r.stdout
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => `${l.split(/\s+/)[0]}/${l.split(/\s+/)[4]?.split(':').pop()}`),
-  );
-  return (
-    RESPONDER_PORTS.tcp.every((p) => ports.has(`tcp/${p}`)) && RESPONDER_PORTS.udp.every((p) => ports.has(`udp/${p}`))
-  );
+  const ports = [...RESPONDER_PORTS.tcp.map((p) => `tcp/${p}`), ...RESPONDER_PORTS.udp.map((p) => `udp/${p}`)];
+  await waitForListening(ns, ports, `${what}: responder`, RESPONDER_READY_MS);
 }
 
 /**

@@ -2,6 +2,7 @@
 // driver and the tests. Every function acts inside a named namespace that the caller created;
 // nothing here touches the root namespace's links, routes or ruleset.
 import { execa, type Options } from 'execa';
+import { waitUntil } from '../proc/process.js';
 
 export interface RunResult {
   stdout: string;
@@ -96,4 +97,97 @@ export async function addAddress(ns: string, dev: string, cidr: string): Promise
 
 export async function sysctl(ns: string, key: string, value: string): Promise<void> {
   await runIn(ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+}
+
+/** One link as `ip -j -d link show` reports it (the fields readiness needs). */
+interface LinkJson {
+  ifname: string;
+  flags: string[];
+  operstate: string;
+  linkinfo?: { info_slave_kind?: string; info_slave_data?: { state?: string } };
+}
+
+interface AddrJson {
+  ifname: string;
+  addr_info: Array<{ local: string; tentative?: boolean; dadfailed?: boolean }>;
+}
+
+/**
+ * Why a link cannot carry a probe yet, or undefined when it can: administratively up with
+ * carrier, operational (the kernel's link watcher has activated its queues; until then it drops
+ * what is sent), in the `forwarding` state when it is a bridge port (a port learning or
+ * listening drops frames), and no address still in duplicate address detection (`tentative`).
+ */
+export function linkNotReady(link: LinkJson, addrs: AddrJson['addr_info']): string | undefined {
+  if (!link.flags.includes('UP')) return 'down';
+  if (!link.flags.includes('LOWER_UP')) return 'no carrier';
+  // UNKNOWN: devices without carrier reporting (lo, dummy) are operational once up.
+  if (link.operstate !== 'UP' && link.operstate !== 'UNKNOWN') return `operstate ${link.operstate}`;
+  const port = link.linkinfo?.info_slave_kind === 'bridge' ? link.linkinfo.info_slave_data?.state : undefined;
+  if (port !== undefined && port !== 'forwarding') return `bridge port ${port}`;
+  const tentative = addrs.filter((a) => a.tentative && !a.dadfailed).map((a) => a.local);
+  if (tentative.length) return `tentative ${tentative.join(', ')}`;
+  return undefined;
+}
+
+/**
+ * Links of ns that are not ready (see linkNotReady), as "dev: why". devs default to every link
+ * that is up and has carrier: a link left without a peer on purpose (a spare trunk) is no wait.
+ */
+export async function linksNotReady(ns: string, devs?: string[]): Promise<string[]> {
+  const links = JSON.parse((await runIn(ns, 'ip', ['-j', '-d', 'link', 'show'])).stdout) as LinkJson[];
+  const addrs = JSON.parse((await runIn(ns, 'ip', ['-j', 'addr', 'show'])).stdout) as AddrJson[];
+  const byName = new Map(links.map((l) => [l.ifname, l]));
+  const wanted = devs ?? links.filter((l) => l.flags.includes('UP') && l.flags.includes('LOWER_UP') && l.ifname !== 'lo').map((l) => l.ifname);
+  const out: string[] = [];
+  for (const dev of wanted) {
+    const link = byName.get(dev);
+    const why = link ? linkNotReady(link, addrs.find((a) => a.ifname === dev)?.addr_info ?? []) : 'missing';
+    if (why) out.push(`${dev}: ${why}`);
+  }
+  return out;
+}
+
+/** How long a link may take to become ready (DAD alone takes about a second). */
+const LINKS_READY_MS = 15_000;
+
+/**
+ * Wait until the links of ns can carry traffic (linkNotReady), polling their state with a
+ * deadline: a probe sent earlier is lost and the test fails by chance. Throws naming the links
+ * still not ready.
+ */
+export async function waitForLinks(ns: string, devs?: string[], timeoutMs = LINKS_READY_MS): Promise<void> {
+  let pending: string[] = [];
+  const ready = async () => {
+    pending = await linksNotReady(ns, devs);
+    return pending.length === 0;
+  };
+  if (!(await waitUntil(ready, timeoutMs))) {
+    throw new Error(`links in ${ns} not ready after ${timeoutMs} ms: ${pending.join('; ')}`);
+  }
+}
+
+/** Sockets listening in ns, as "tcp/80", "udp/123". */
+export async function listeningPorts(ns: string): Promise<Set<string>> {
+  const r = await runIn(ns, 'ss', ['-Hln', '-tu']);
+  return new Set(
+    r.stdout
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => {
+        const cols = l.trim().split(/\s+/);
+        return `${cols[0]}/${cols[4]?.split(':').pop()}`;
+      }),
+  );
+}
+
+/** Wait until ns listens on every one of ports ("tcp/80", "udp/123"); throws naming `what` after timeoutMs. */
+export async function waitForListening(ns: string, ports: string[], what: string, timeoutMs = 15_000): Promise<void> {
+  let missing: string[] = [];
+  const listening = async () => {
+    const open = await listeningPorts(ns);
+    missing = ports.filter((p) => !open.has(p));
+    return missing.length === 0;
+  };
+  if (!(await waitUntil(listening, timeoutMs))) throw new Error(`${what}: not listening on ${missing.join(', ')} after ${timeoutMs} ms`);
 }

@@ -1,8 +1,10 @@
 // The real nftables backend: runs the `nft` binary. Reads list only the owned tables; writes
 // go through one `nft -f <file>` per transaction (nft 1.0.6 cannot read a batch from Node's
-// stdin, see shared FACTS), so the kernel applies a transaction whole or not at all.
-import { execa } from 'execa';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// stdin, see shared FACTS), so the kernel applies a transaction whole or not at all. The file
+// has no name on disk (batchFile), so nothing is left behind however the process ends.
+import { execa, type StdinOption } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, openSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Family, Ruleset, NftTable } from './model.js';
@@ -54,10 +56,13 @@ export class NftCli implements NftBackend {
     this.prefix = opts.prefix ?? [];
   }
 
-  private async exec(args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+  /** Run nft; `stdinFd`, when given, is an open file passed to it as its standard input. */
+  private async exec(args: string[], stdinFd?: number): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const argv = [...this.prefix, this.nft, ...args];
     try {
-      const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin: 'ignore' });
+      // An integer is handed to the child as its fd 0 as is (execa's types list only 0-9).
+      const stdin = (stdinFd ?? 'ignore') as StdinOption;
+      const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin });
       // No exit code means the process never ran (e.g. ENOENT): handled below like a throw.
       if (r.exitCode === undefined) throw r;
       const stderr = String(r.stderr ?? '');
@@ -97,14 +102,35 @@ export class NftCli implements NftBackend {
 
   async run(tx: Transaction): Promise<void> {
     if (tx.empty) return;
-    const dir = await mkdtemp(join(tmpdir(), 'cgw-sync-nft-'));
-    const file = join(dir, 'batch.nft');
+    const fd = batchFile(tx.toText());
     try {
-      await writeFile(file, tx.toText(), { mode: 0o600 });
-      const r = await this.exec(['-f', file]);
+      // The file as nft's stdin (nft reads /dev/stdin from fd 0, at the offset it has: 0).
+      // Unlike Node's stdin pipe (a socketpair, which nft 1.0.6 cannot read), this is a file.
+      const r = await this.exec(['-f', '/dev/stdin'], fd);
       if (r.exitCode !== 0) throw new NftError(`nft transaction failed, nothing was changed: ${r.stderr.trim()}`, r.stderr);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      closeSync(fd);
     }
+  }
+}
+
+/**
+ * An open file descriptor holding `text`, with no name on disk: the file is unlinked the moment
+ * it is created (two system calls back to back, no await between), before anything is written.
+ * A named batch file outlived a `kill -9` during `nft -f`; this one vanishes with its last
+ * descriptor. (Node cannot open with O_TMPFILE or create a memfd.) Written with positional
+ * writes, so the descriptor's offset stays at 0 for the reader that inherits it.
+ */
+export function batchFile(text: string): number {
+  const path = join(tmpdir(), `cgw-sync-nft-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    unlinkSync(path);
+    const bytes = Buffer.from(text);
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, done);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
   }
 }

@@ -11,7 +11,7 @@ import { identifierProblem } from './syntax.js';
 export const OWNED_TABLE_PREFIX = 'cgw_';
 
 /** The tables the renderer creates with the default table names, per NAT mode: ip nat always, netdev arp on nodes with trunks, ip raw in ct-sync and stateless-nat. */
-export const DEFAULT_OWNED_TABLES: readonly string[] = ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw'];
+export const DEFAULT_OWNED_TABLES: readonly string[] = ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync'];
 
 export interface TableName {
   family: Family | string;

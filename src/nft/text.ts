@@ -139,6 +139,11 @@ function printStatement(s: Json): string {
       const m = body as Obj;
       return `${printOperand(m.key as Json)} set ${printValue(m.value as Json)}`;
     }
+    case 'dup': {
+      // `dup to <addr> device "<dev>"`: a copy to a next hop (ct-sync's early replies).
+      const d = body as Obj;
+      return `dup to ${printValue(d.addr as Json)}${d.dev !== undefined ? ` device ${printValue(d.dev as Json, true)}` : ''}`;
+    }
     case 'log':
       return isObj(body) && body.prefix ? `log prefix ${logPrefix(String(body.prefix))}` : 'log';
     default:

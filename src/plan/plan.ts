@@ -16,6 +16,7 @@ import { planNodeSettings, type SettingsPlanned } from '../settings/reconcile.js
 import type { LiveSettings } from '../settings/plan.js';
 import { formatSettingsPlanText, settingsPlanJson } from '../settings/plan.js';
 import type { Arrival } from '../agent/migration.js';
+import { describeStale, formatCleanupPlanText, planConntrackCleanup, type StaleForward } from '../conntrack/cleanup.js';
 
 export const PLAN_FORMAT = 'cgw-sync.plan/v1';
 
@@ -54,6 +55,8 @@ export interface NodePlan {
   nft: NftPlanned;
   /** The nft correction is held back (drift policy `report`): apply leaves the tables alone. */
   nftHeld?: boolean;
+  /** Forwards whose conntrack entries the nft change makes stale: deleted right after it. */
+  conntrack: StaleForward[];
   settings: SettingsPlanned;
   /** Absent when guests are not planned (disabled, or the driver could not list them: see guestsNote). */
   guests?: GuestPlan;
@@ -73,7 +76,8 @@ export function planNode(view: NodeView, live: NodeLive, gates: Gates = NO_GATES
   const nft: NftPlanned = { desired, live: live.nft, owned, plan: planNft(desired, live.nft, owned) };
   const settings = planNodeSettings(view.settings, live.settings, view.conntrackdPaths);
   const placement = Object.fromEntries(view.state.guests.map((g) => [g.name, g.node]));
-  const base = { node: view.node.name, ...(opts.revision !== undefined && { revision: opts.revision }), nft, settings };
+  const conntrack = planConntrackCleanup(view, nft);
+  const base = { node: view.node.name, ...(opts.revision !== undefined && { revision: opts.revision }), nft, conntrack, settings };
   if (!Array.isArray(live.guests)) return { ...base, guestsNote: live.guests.note, memory: { placement, arrivals: gates.arrivals } };
   const present = live.guests;
   const guests = planGuests(view, present, (g) => gates.waits[g], new Map(Object.entries(live.guestRefusals ?? {})));
@@ -85,7 +89,7 @@ export function planNode(view: NodeView, live: NodeLive, gates: Gates = NO_GATES
 
 /** The plan with its nft correction held back (report-only drift): shown, not applied. */
 export function holdNft(p: NodePlan): NodePlan {
-  return { ...p, nftHeld: true };
+  return { ...p, nftHeld: true, conntrack: [] };
 }
 
 /** The parts of a plan that apply would carry out. */
@@ -107,7 +111,7 @@ export function hasChanges(p: NodePlan): boolean {
 export function formatPlanBody(p: NodePlan, labels: DiffLabels = LIVE_DESIRED): string {
   const held = p.nftHeld ? 'nftables: held back (drift policy: report); the changes below are not applied.\n' : '';
   const guests = p.guests ? formatGuestPlanText(p.guests) : p.guestsNote ? `guests: not planned: ${p.guestsNote}\n` : '';
-  return `${held}${formatNftPlanText(p.nft.plan, labels)}\n${formatSettingsPlanText(p.settings.plan, labels)}${guests ? `\n${guests}` : ''}`;
+  return `${held}${formatNftPlanText(p.nft.plan, labels)}\n${formatCleanupPlanText(p.conntrack)}${formatSettingsPlanText(p.settings.plan, labels)}${guests ? `\n${guests}` : ''}`;
 }
 
 export function formatPlanText(p: NodePlan): string {
@@ -123,6 +127,7 @@ export function planJson(p: NodePlan) {
     revision: p.revision ?? null,
     changed: hasChanges(p),
     nft: { ...nftPlanJson(p.nft.plan), ...(p.nftHeld && { held: true }) },
+    conntrack: { cleanup: p.conntrack.map((s) => ({ ...s, summary: describeStale(s) })) },
     settings: settingsPlanJson(p.settings.plan),
     guests: p.guests ? { actions: p.guests.actions } : { actions: [], note: p.guestsNote ?? 'not planned' },
   };

@@ -6,7 +6,9 @@
 //   3. settings   sysctls, conntrackd.conf, conntrackd; read back. If this fails after the nft
 //                 transaction committed, the tables are put back to what they were before, in
 //                 one transaction, and verified: a failed apply leaves the node as it was.
-//   4. guest starts (after the network, so a new guest's forwards exist before it boots)
+//   4. conntrack  stale entries of removed or retargeted forwards deleted (src/conntrack), once the
+//                 new tables are known to stay; a failure here is reported, nothing is rolled back
+//   5. guest starts (after the network, so a new guest's forwards exist before it boots)
 import type { NftBackend } from '../nft/backend.js';
 import type { Ruleset } from '../nft/model.js';
 import type { TableRef } from '../nft/transaction.js';
@@ -18,12 +20,16 @@ import type { NodeView } from '../render/node-view.js';
 import { applyNodeSettings, settingsPrecheck, type SettingsPort } from '../settings/reconcile.js';
 import { applyNodeNft } from './nft.js';
 import { applyGuestStarts, applyGuestStops, type GuestOutcome } from './guests.js';
+import { cleanStale, type ConntrackPort } from '../conntrack/cli.js';
+import { formatCleanupOutcomes, type CleanupOutcome } from '../conntrack/cleanup.js';
 
 export interface Effectors {
   nft: NftBackend;
   settings: SettingsPort;
   /** Absent: guests are not touched (the plan's guest part is then only shown). */
   guests?: { driver: GuestDriver; view: NodeView; stopTimeoutMs: number };
+  /** Deletes stale conntrack entries in the node's namespace; absent: the plan's cleanup is only shown. */
+  conntrack?: ConntrackPort;
   /** Runs just before the nft transaction (the agent records what it is about to put in place). */
   beforeNft?: () => Promise<void>;
 }
@@ -37,6 +43,8 @@ export interface ApplyResult {
   settings: StepResult;
   /** The nft tables put back after a settings failure. */
   rollback: StepResult;
+  /** Stale entries deleted per forward after the transaction, and the deletions that failed. */
+  conntrack: { cleaned: CleanupOutcome[]; errors: string[] };
   guestStarts: GuestOutcome[];
 }
 
@@ -65,7 +73,7 @@ export async function restoreTables(previous: Ruleset, owned: TableRef[], backen
 export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<ApplyResult> {
   const work = pendingWork(plan);
   const problem = work.settings ? settingsPrecheck(plan.settings) : undefined;
-  const result: ApplyResult = { precheck: problem ? { status: 'failed', error: problem } : work.settings ? DONE : SKIPPED, guestStops: [], nft: SKIPPED, settings: SKIPPED, rollback: SKIPPED, guestStarts: [] };
+  const result: ApplyResult = { precheck: problem ? { status: 'failed', error: problem } : work.settings ? DONE : SKIPPED, guestStops: [], nft: SKIPPED, settings: SKIPPED, rollback: SKIPPED, conntrack: { cleaned: [], errors: [] }, guestStarts: [] };
   if (problem) return result;
   const guests = fx.guests && plan.guests && { ...fx.guests, plan: plan.guests };
   if (guests) result.guestStops = await applyGuestStops(guests.plan, guests);
@@ -79,6 +87,10 @@ export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<Appl
     result.rollback = await step(result.nft.status === 'done', () => restoreTables(plan.nft.live, plan.nft.owned, fx.nft));
     return result;
   }
+  if (result.nft.status === 'done' && fx.conntrack && plan.conntrack.length > 0) {
+    const c = await cleanStale(plan.conntrack, fx.conntrack);
+    result.conntrack = { cleaned: c.outcomes, errors: c.errors };
+  }
   if (guests) result.guestStarts = await applyGuestStarts(guests.plan, guests);
   return result;
 }
@@ -91,8 +103,14 @@ export function applyErrors(r: ApplyResult): string[] {
   if (r.settings.status === 'failed') errors.push(`node settings: ${r.settings.error}`);
   if (r.rollback.status === 'done') errors.push('the nft tables were put back to the previous ruleset (rolled back after the settings failure)');
   if (r.rollback.status === 'failed') errors.push(`rollback of the nft tables failed: ${r.rollback.error}`);
+  for (const e of r.conntrack.errors) errors.push(`conntrack cleanup failed (the new tables are in place): ${e}`);
   for (const o of [...r.guestStops, ...r.guestStarts].filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
   return errors;
+}
+
+/** What the apply cleaned, as report lines. */
+export function applyNotes(r: ApplyResult): string[] {
+  return formatCleanupOutcomes(r.conntrack.cleaned);
 }
 
 /** The apply failed as a whole (what was planned did not take effect). Guest failures are per guest. */

@@ -119,7 +119,12 @@ export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext):
   const out: GuestOutcome[] = [];
   for (const a of plan.actions) {
     if (a.action === 'start') {
-      out.push(await attempt(a.guest, 'start', async () => (await ctx.driver.start(spec(a.guest), startCtx), 'started')));
+      out.push(
+        await attempt(a.guest, 'start', async () => {
+          await ctx.driver.start(spec(a.guest), startCtx);
+          return 'started';
+        }),
+      );
     } else if (a.action === 'restart') {
       out.push(
         await attempt(a.guest, 'restart', async () => {

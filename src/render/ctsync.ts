@@ -6,7 +6,7 @@ import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import type { Json, NftChain, NftMap } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
 import type { NodeView } from './node-view.js';
-import { concat, mangle, mapLookup, match, meta, notrack, payload, rule, setOf } from './expr.js';
+import { concat, dupTo, mangle, mapLookup, match, meta, notrack, oneOrSet, payload, rule, setOf } from './expr.js';
 
 const PROTOCOLS: Protocol[] = ['tcp', 'udp'];
 
@@ -48,20 +48,42 @@ function targets({ state, guestIP }: NodeView, protocol: Protocol): Json[] {
  * Forward filter: a forward target's reply that finds no conntrack entry here came before the
  * entering node's state was synchronised (the guest answers within microseconds, the sync takes a
  * fraction of a millisecond). Forwarded untranslated it would confuse the client, and a UDP reply
- * would create an entry that blocks the synchronised one. Dropped, the guest retransmits (TCP
- * SYN-ACK after ~1 s) or the client asks again (UDP), and by then the state is here.
+ * would create an entry that blocks the synchronised one.
+ *
+ * So such a reply, straight from a guest (its MAC), is steered instead: a copy goes to every other
+ * node's guest-bridge IP (`dup`), and the original is dropped here. The entering node has the state
+ * (it DNATed the request), so it translates its copy and sends it to the client at once; a node
+ * without the state drops its copy with the rule below (a copy's source MAC is a node's, so it is
+ * never copied again). Without the steering the guest's SYN-ACK retransmission cost ~1 s per
+ * cross-node connection (docs/nat-modes.md).
  */
 export function ctSyncForward(view: NodeView): NftChain | undefined {
+  const { state, node } = view;
+  const peers = state.nodes.filter((n) => n.name !== node.name).map((n) => n.guestBridge.nodeIP);
+  const guestMacs = [...new Set(state.guests.map((g) => g.mac))];
   const rules = PROTOCOLS.flatMap((p) => {
     const t = targets(view, p);
     if (t.length === 0) return [];
     // A TCP SYN-ACK without an entry is "invalid"; a UDP reply without one would be "new".
     const states = p === 'tcp' ? match({ ct: { key: 'state' } }, setOf(['invalid', 'new'])) : match({ ct: { key: 'state' } }, 'new', 'in');
+    const early = [match(concat(payload('ip', 'saddr'), payload(p, 'sport')), setOf(t)), states];
+    const steer =
+      peers.length > 0 && guestMacs.length > 0
+        ? [
+            rule(
+              `ct-sync: ${p} replies that beat the state synchronisation go to the other nodes (the entering one has the state)`,
+              ...early,
+              match(payload('ether', 'saddr'), oneOrSet(guestMacs)),
+              ...peers.map((ip) => dupTo(ip, node.guestBridge.interface)),
+              { drop: null },
+            ),
+          ]
+        : [];
     return [
+      ...steer,
       rule(
         `ct-sync: ${p} replies that beat the state synchronisation are dropped (retransmitted)`,
-        match(concat(payload('ip', 'saddr'), payload(p, 'sport')), setOf(t)),
-        states,
+        ...early,
         { drop: null },
       ),
     ];

@@ -15,6 +15,10 @@ export const mangle = (key: Json, value: Json): Json => ({ mangle: { key, value 
 /** `<key> map @name`: a lookup in a named map; a key that is not in the map ends the rule. */
 export const mapLookup = (key: Json, name: string): Json => ({ map: { key, data: `@${name}` } });
 export const notrack: Json = { notrack: null };
+/** A set of plain values (not concatenations): nft lists a one-element one as the element itself. */
+export const oneOrSet = (items: Json[]): Json => (items.length === 1 ? (items[0] as Json) : setOf(items));
+/** `dup to <addr> device <dev>`: a copy of the packet sent to that next hop. */
+export const dupTo = (addr: string, dev: string): Json => ({ dup: { addr, dev } });
 
 export function prefix(cidr: string): Json {
   const [addr, len] = cidr.split('/');

@@ -4,12 +4,13 @@
 // freshly applied ruleset plans as "no changes". test/render.test.ts and the nft integration
 // tests hold that promise.
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
-import { byName, type Json, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { byName, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
 import { assertOwnedTables } from '../nft/ownership.js';
 import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { findNode, resolveNode, type NodeView } from './node-view.js';
+import { syncGuardTable, syncTableName } from './syncguard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 
 // Kept here for callers that import it from the renderer.
@@ -164,6 +165,7 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     { family: 'ip', name: state.cluster.tables.nat },
     { family: 'netdev', name: state.cluster.tables.arp },
     { family: 'ip', name: rawTableName(state) },
+    { family: 'bridge', name: syncTableName(state) },
   ];
 }
 
@@ -180,5 +182,7 @@ export function renderView(view: NodeView): Ruleset {
   if (view.node.trunks.length > 0) tables.push(arpTable(view.state, view.node));
   const raw = rawTable(view);
   if (raw) tables.push(raw);
+  const guard = syncGuardTable(view);
+  if (guard) tables.push(guard);
   return { tables };
 }

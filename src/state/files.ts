@@ -11,8 +11,8 @@
 //    exhaust memory or time;
 //  - a file must be UTF-8 text without control characters; file names must be printable ASCII.
 // Every refusal is a diagnostic naming the file; nothing of a refused file's content is shown.
-import { constants } from 'node:fs';
-import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises';
+import { constants, type Dirent } from 'node:fs';
+import { lstat, open, readdir, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { escapeText } from './diagnostics.js';
 import type { Diagnostic } from './types.js';
@@ -138,7 +138,7 @@ async function walkTree(root: string, limits: StateLimits): Promise<{ kinds: Map
   const pending: Array<{ rel: string; depth: number }> = [{ rel: '', depth: 0 }];
   while (pending.length > 0) {
     const { rel, depth } = pending.pop()!;
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(path.join(root, rel), { withFileTypes: true });
     } catch (e) {
@@ -197,7 +197,7 @@ type ReadResult = { file: string; text: string } | { diagnostic: Diagnostic };
 async function readStateFile(root: string, file: string, limits: StateLimits, budget: { totalBytes: number; over: boolean }): Promise<ReadResult> {
   const abs = path.join(root, file);
   const refuse = (message: string): ReadResult => ({ diagnostic: wholeFile(file, message) });
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
@@ -256,6 +256,7 @@ export function decodeText(bytes: Uint8Array): { text: string } | { problem: str
     const lossy = new TextDecoder('utf-8').decode(body);
     return { problem: 'is not valid UTF-8; state files must be UTF-8 text', ...lineColumn(lossy, lossy.indexOf('\ufffd')) };
   }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control bytes is the point
   const control = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/.exec(text);
   if (control) {
     const shown = escapeText(control[0]);

@@ -11,6 +11,7 @@ import type {
   Diagnostic,
   ForwardSpec,
   GuestSpec,
+  HealthCheckSpec,
   NodeSpec,
   SourceRef,
 } from './types.js';
@@ -36,7 +37,7 @@ const STATE_KINDS: readonly Kind[] = ['Cluster', 'Node', 'Guest', 'Forwards'];
 interface LoadedDocument {
   kind: Kind;
   source: YamlSource;
-  data: any; // shape guaranteed by the schema for every object without problems
+  data: unknown; // shape guaranteed by the schema for every object without problems
   /** Where the problems are that make the object holding them unusable for the semantic checks. */
   problems: ProblemIndex;
 }
@@ -103,7 +104,7 @@ function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBud
 
   if (syntaxErrors.length > 0) return unusable(syntaxErrors);
   if (source.doc.contents === null) return unusable([wholeFile(file, `empty document; expected kind ${expected}`)]);
-  const kind = data.kind;
+  const kind = member(data, 'kind');
   if (typeof kind === 'string' && kind !== expected) {
     const message = STATE_KINDS.includes(kind as Kind)
       ? `a ${kind} document does not belong in ${folderOf(file)} (expected kind ${expected})`
@@ -141,7 +142,8 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
     // A problem inside the object, or at a parent of it (a YAML syntax error makes the whole
     // document unusable: problem path []), leaves the object out.
     if (doc.problems.touches(base)) return undefined;
-    const data = base.reduce((value: any, segment) => value[segment], doc.data);
+    // No problem inside: the schema guarantees the shape.
+    const data = base.reduce(member, doc.data) as Checked<T>;
     const object = make(data, sourceRef(doc.source, base));
     origins.set(object, { source: doc.source, base });
     return object;
@@ -150,15 +152,19 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
   const single = <T extends Located>(doc: LoadedDocument, make: Converter<T>, specs: T[], brokenNames: string[]) => {
     const object = objectAt(doc, [], make);
     if (object) specs.push(object);
-    else if (typeof doc.data.name === 'string') brokenNames.push(doc.data.name);
+    else {
+      const name = member(doc.data, 'name');
+      if (typeof name === 'string') brokenNames.push(name);
+    }
   };
 
   for (const doc of documents) {
     if (doc.kind === 'Cluster') cluster = objectAt(doc, [], toCluster);
     if (doc.kind === 'Node') single(doc, toNode, nodes, unchecked.nodes);
     if (doc.kind === 'Guest') single(doc, toGuest, guests, unchecked.guests);
-    if (doc.kind === 'Forwards' && Array.isArray(doc.data.forwards)) {
-      doc.data.forwards.forEach((_: unknown, i: number) => {
+    const list = doc.kind === 'Forwards' ? member(doc.data, 'forwards') : undefined;
+    if (Array.isArray(list)) {
+      list.forEach((_: unknown, i: number) => {
         const forward = objectAt(doc, ['forwards', i], toForward);
         if (forward) forwards.push(forward);
       });
@@ -174,9 +180,16 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
 
 // The converters pick fields explicitly (dropping apiVersion/kind); values are schema-checked and
 // defaulted already.
-type Converter<T> = (data: any, source: SourceRef) => T;
+type Converter<T> = (data: Checked<T>, source: SourceRef) => T;
+/** A schema-checked, defaulted object: the spec's fields without the source reference. */
+type Checked<T> = Omit<T, 'source'>;
 
-function toCluster(d: any, source: SourceRef): ClusterSettings {
+/** `value[key]` when value is an object (or array), else undefined: for data not yet checked. */
+function member(value: unknown, key: string | number): unknown {
+  return typeof value === 'object' && value !== null ? (value as Record<string | number, unknown>)[key] : undefined;
+}
+
+function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSettings {
   return {
     name: d.name,
     guestSubnet: d.guestSubnet,
@@ -187,12 +200,18 @@ function toCluster(d: any, source: SourceRef): ClusterSettings {
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync },
+    // The schema fills in health and rollout (useDefaults), so both are present here.
+    health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
+    rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
+    ...(d.windows?.length && { windows: d.windows.map((w) => ({ ...w })) }),
     source,
   };
 }
 
-function toNode(d: any, source: SourceRef): NodeSpec {
+function toNode(d: Checked<NodeSpec> & { health?: { checks?: HealthCheckSpec[] } }, source: SourceRef): NodeSpec {
+  // The file's `health.checks` is the spec's healthChecks.
   return {
     name: d.name,
     uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP },
@@ -200,11 +219,13 @@ function toNode(d: any, source: SourceRef): NodeSpec {
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),
+    ...(d.health?.checks && { healthChecks: d.health.checks.map((c) => ({ ...c })) }),
+    ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
     source,
   };
 }
 
-function toGuest(d: any, source: SourceRef): GuestSpec {
+function toGuest(d: Checked<GuestSpec>, source: SourceRef): GuestSpec {
   return {
     name: d.name,
     node: d.node,
@@ -218,13 +239,15 @@ function toGuest(d: any, source: SourceRef): GuestSpec {
   };
 }
 
-function toForward(d: any, source: SourceRef): ForwardSpec {
+function toForward(d: Checked<ForwardSpec>, source: SourceRef): ForwardSpec {
   return {
     name: d.name,
     protocol: d.protocol,
     port: d.port,
     target: { guest: d.target.guest, port: d.target.port },
     ...(d.nodes && { nodes: [...d.nodes].sort(compareStrings) }),
+    ...(d.health && { health: { ...d.health } }),
+    ...(d.conntrackCleanup !== undefined && { conntrackCleanup: d.conntrackCleanup }),
     source,
   };
 }

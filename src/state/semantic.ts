@@ -8,6 +8,7 @@ import { hasHostBits, ipv4ToNumber, numberToIPv4, parseCidr, subnetContains } fr
 import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, SourceRef } from './types.js';
 import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
 import { tableNames } from './table-checks.js';
+import { changeWindows, healthCheckSettings, rolloutWaves } from '../health/state-checks.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -209,4 +210,7 @@ const checks: Check[] = [
   statelessNatSettings,
   ctSyncSettings,
   tableNames,
+  healthCheckSettings,
+  rolloutWaves,
+  changeWindows,
 ];

@@ -44,8 +44,48 @@ export interface ClusterSettings {
      * (priority raw) and ct-sync's forward filter. Absent on nodes in full-nat. Default cgw_raw.
      */
     raw?: string;
+    /**
+     * `table bridge <sync>` (ct-sync): conntrackd's sync traffic only between trunks and the node
+     * itself, never from or to a guest's port. Absent in the other modes. Default cgw_sync.
+     */
+    sync?: string;
   };
+  /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
+  health?: ClusterHealth;
+  /** Waves of a rollout (src/rollout/waves.ts). Absent: one wave. */
+  rollout?: { waves: string[][]; soakSeconds: number };
+  /** The whole fleet applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
+  /** Change windows (src/rollout/windows.ts). */
+  windows?: ChangeWindow[];
   source: SourceRef;
+}
+
+import type { ChangeWindow } from '../rollout/windows.js';
+
+export type ProbeKind = 'tcp' | 'udp' | 'http';
+
+/** How a health check probes (schema/common.schema.json forwardHealthCheck). */
+export interface ProbeSettings {
+  type: ProbeKind;
+  send?: string;
+  expect?: string;
+  path?: string;
+  status?: number;
+  timeoutSeconds: number;
+}
+
+/** A declared health check with its own address (cluster-wide or per node). */
+export interface HealthCheckSpec extends ProbeSettings {
+  name: string;
+  ip: string;
+  port: number;
+}
+
+export interface ClusterHealth {
+  windowSeconds: number;
+  intervalSeconds: number;
+  checks: HealthCheckSpec[];
 }
 
 export interface NodeSpec {
@@ -66,6 +106,10 @@ export interface NodeSpec {
   hypervisor: HypervisorDriver;
   /** stateless-nat: this node's tag, unique in the cluster (1..), see docs/nat-modes.md. */
   natTag?: number;
+  /** Health checks of this node only. */
+  healthChecks?: HealthCheckSpec[];
+  /** This node applies nothing (src/rollout/suspend.ts). */
+  suspend?: { reason: string };
   source: SourceRef;
 }
 
@@ -99,6 +143,14 @@ export interface ForwardSpec {
   target: { guest: string; port: number };
   /** Nodes the forward enters on; undefined means every node. */
   nodes?: string[];
+  /** Probed on each entering node at its publicIP and `port`. */
+  health?: ProbeSettings;
+  /**
+   * TCP forwards: after an apply that retargets this forward, delete the conntrack entries still
+   * DNATed to the old target (default false: open TCP connections finish). UDP forwards are
+   * always cleaned (src/conntrack/cleanup.ts).
+   */
+  conntrackCleanup?: boolean;
   source: SourceRef;
 }
 

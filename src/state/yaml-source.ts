@@ -33,7 +33,7 @@ export function parseYamlSource(
   file: string,
   text: string,
   budget: NodeBudget = { nodes: STATE_LIMITS.yamlNodes },
-): { source: YamlSource; data: any; diagnostics: Diagnostic[] } {
+): { source: YamlSource; data: unknown; diagnostics: Diagnostic[] } {
   const lineCounter = new LineCounter();
   const at = (offset: number, message: string): Diagnostic => {
     const { line, col } = lineCounter.linePos(offset);
@@ -69,7 +69,7 @@ export function parseYamlSource(
     diagnostics.push(at(lexed.firstTag.offset, `YAML tag ${escapeText(lexed.firstTag.tag)} is not allowed; state files hold plain data, without tags`));
   }
 
-  let data: any = {};
+  let data: unknown = {};
   try {
     data = doc.toJS({ maxAliasCount: STATE_LIMITS.aliasExpansion }) ?? {};
   } catch (e) {

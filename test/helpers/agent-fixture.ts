@@ -123,3 +123,18 @@ export async function readPublished(fx: GitFixture, node: string): Promise<Publi
 export async function mainTip(fx: GitFixture): Promise<string> {
   return gitCli(['--git-dir', fx.repo, 'rev-parse', 'refs/heads/main']);
 }
+
+/** An Io for the CLI's main() that keeps what it prints. */
+export function capture() {
+  const io = {
+    outText: '',
+    errText: '',
+    out: (s: string) => {
+      io.outText += s;
+    },
+    err: (s: string) => {
+      io.errText += s;
+    },
+  };
+  return io;
+}

@@ -14,15 +14,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
-import { labCheck, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
-import { labDown, labNamespaces, labRunDir } from '../../src/lab/topology.js';
-import { nodeSettled, readNodeStatus, statusHistory, type StatusCommit } from '../../src/lab/status.js';
+import { labCheck, labRestart, labStart, LAB_SCHEDULE, type Lab } from '../../src/lab/lab.js';
+import { labDown, labNamespaces, labRunDir, waitForGuestLinks, waitForResponder } from '../../src/lab/topology.js';
+import { statusHistory, type StatusCommit } from '../../src/lab/status.js';
 import { readLabRecord } from '../../src/lab/processes.js';
 import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/probes.js';
 import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/netns/netns.js';
-import { delay, processAlive, processCmdline, processStartTime } from '../../src/proc/process.js';
+import { delay, processAlive, processCmdline, processStartTime, terminate, waitUntil } from '../../src/proc/process.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { gitCli } from './git-server.js';
+import { waitApplied as waitAppliedIn } from './lab-git.js';
 
 const STATE_DIR = path.join(import.meta.dirname, '..', '..', 'state-example');
 /** The agents' schedule (LAB_SCHEDULE: every 2 s) and the margin a cycle gets on a busy CI box. */
@@ -67,23 +68,9 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       return doc.toString();
     }
 
-    /**
-     * Wait until every node reports `revision` applied and runs exactly the guests `placement`
-     * gives it; returns the time it took. `onPoll` runs on every poll (transition checks).
-     */
-    async function waitApplied(revision: string, placement: Record<string, string[]>, timeoutMs: number, onPoll?: () => Promise<void>): Promise<number> {
-      const t0 = Date.now();
-      for (;;) {
-        await onPoll?.();
-        const settled = await Promise.all(lab.plan.nodes.map(async (n) => nodeSettled(await readNodeStatus(lab.repo, n.name), revision, placement[n.name] ?? [])));
-        if (settled.every(Boolean)) return Date.now() - t0;
-        if (Date.now() - t0 > timeoutMs) {
-          const reports = await Promise.all(lab.plan.nodes.map(async (n) => JSON.stringify(await readNodeStatus(lab.repo, n.name))));
-          throw new Error(`nodes did not apply ${revision.slice(0, 12)} within ${timeoutMs} ms:\n${reports.join('\n')}`);
-        }
-        await delay(100);
-      }
-    }
+    /** Wait until every node applied `revision` with `placement` (helpers/lab-git.ts); the time it took. */
+    const waitApplied = (revision: string, placement: Record<string, string[]>, timeoutMs: number, onPoll?: () => Promise<void>) =>
+      waitAppliedIn(lab, revision, placement, timeoutMs, onPoll);
 
     const homePlacement = { node1: ['guest1'], node2: ['guest2'] };
 
@@ -187,6 +174,32 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       expect(r.reply, r.detail).toBe(`this is guest2 OK from ${n1.nodeIP} via tcp/22`);
     });
 
+    it('lab restart git: back on the same port; the agents see the outage, then apply a new commit', async () => {
+      const record = (await readLabRecord(lab.dir))!;
+      const server = record.processes.find((p) => p.name === 'git-server')!;
+      const agents = record.processes.filter((p) => p.name.startsWith('agent'));
+      const stoppedAt = Date.now();
+      await terminate(server.pid, server.start, 2_000);
+      // Each agent logs a cycle that found the source unavailable.
+      const sawOutage = async (log: string) =>
+        (await readFile(log, 'utf8'))
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { time?: string; source?: string })
+          .some((l) => l.source === 'unavailable' && Date.parse(l.time ?? '') >= stoppedAt);
+      const noticed = await waitUntil(async () => (await Promise.all(agents.map((a) => sawOutage(a.log)))).every(Boolean), INTERVAL_MS + MARGIN_MS, 200);
+      expect(noticed, 'an agent never reported the Git outage in its log').toBe(true);
+
+      expect(await labRestart(prefix, 'git', runOpts())).toBe(lab.url);
+      const restarted = (await readLabRecord(lab.dir))!.processes.filter((p) => p.name === 'git-server');
+      expect(restarted).toHaveLength(1);
+      expect(restarted[0].pid).not.toBe(server.pid);
+      await gitCli(['-c', 'user.name=lab test', '-c', 'user.email=test@example.org', 'commit', '--quiet', '--allow-empty', '-m', 'after the Git server restart'], clone);
+      await gitCli(['push', '--quiet', 'origin', 'HEAD:main'], clone);
+      const tookMs = await waitApplied(await gitCli(['rev-parse', 'HEAD'], clone), homePlacement, 2 * INTERVAL_MS + MARGIN_MS);
+      console.log(`[${prefix}] after the Git server restart both nodes applied a new commit within ${tookMs} ms`);
+    });
+
     it('negative control: without the forward SNAT only same-node flows work; reverting restores all', async () => {
       const cluster = await editYaml('cluster.yaml', (doc) => doc.setIn(['nat', 'forwardSnat'], false));
       const off = await push('negative control: nat.forwardSnat false', { 'cluster.yaml': cluster });
@@ -199,7 +212,7 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
         { via: n1, port: 2202, same: false },
       ];
       const results = await Promise.all(cases.map((c) => tcpProbe(client(), c.via.publicIP, c.port, { timeoutS: SHORT_PROBE_S })));
-      cases.forEach((c, i) => expect(results[i].ok, `tcp ${c.via.name}:${c.port}: ${results[i].detail}`).toBe(c.same));
+      for (const [i, c] of cases.entries()) expect(results[i].ok, `tcp ${c.via.name}:${c.port}: ${results[i].detail}`).toBe(c.same);
       // lab check tells the same story: exactly the cross-node forwards fail (web, ssh, ntp).
       const report = await labCheck(prefix, { ...runOpts(), timeoutS: SHORT_PROBE_S });
       const crossNode = [
@@ -249,6 +262,9 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
       expect(Date.parse(meta.startedAt)).toBeGreaterThan(Date.parse(stopReport!.status.time));
       expect(Date.parse(startReport!.status.time)).toBeGreaterThan(Date.parse(stopReport!.status.time));
 
+      // The agent reports guest2 running once it is started; probes wait until it can answer.
+      await waitForGuestLinks(lab.plan, { ...lab.plan.guests.find((g) => g.name === 'guest2')!, node: 'node1', ns: ns1 });
+      await waitForResponder(ns1, 'guest2 on node1');
       // Forwards follow the guest: tcp/2202 answers from guest2, now on node1, via both nodes.
       for (const n of lab.plan.nodes) {
         const r = await tcpProbe(client(), n.publicIP, 2202);
@@ -315,7 +331,13 @@ export function labCrashSuite(tag: string): void {
       expect(again.stderr).toContain(`lab ${prefix} already exists`);
       expect(again.stderr).toContain(`cgw-sync lab down --prefix ${prefix}`);
 
-      const procs = record.processes.map((p) => ({ pid: p.pid, start: p.start as string | undefined }));
+      // `lab restart git` from the CLI: the same URL, a new recorded process that `down` stops too.
+      const restart = await runUnchecked(process.execPath, [cli, 'lab', 'restart', 'git', '--prefix', prefix]);
+      expect(restart.exitCode, restart.stderr).toBe(0);
+      expect(restart.stdout).toContain(`the Git server listens again at ${record.url}`);
+      const after = (await readLabRecord(dir))!;
+
+      const procs = [...record.processes, ...after.processes].map((p) => ({ pid: p.pid, start: p.start as string | undefined }));
       for (const ns of await labNamespaces(prefix)) {
         for (const pid of await namespacePids(ns)) procs.push({ pid, start: processStartTime(pid) });
       }

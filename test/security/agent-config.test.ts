@@ -42,7 +42,10 @@ interface ConfigCase {
 }
 
 const configPath = (c: CaseDir) => path.join(c.dir, 'agent.yaml');
-const write = async (c: CaseDir, text: string) => (await writeFile(configPath(c), text), configPath(c));
+const write = async (c: CaseDir, text: string) => {
+  await writeFile(configPath(c), text);
+  return configPath(c);
+};
 /** The base document with `change` merged one level deep (source, status, schedule), as YAML. */
 const withDoc = (change: Record<string, unknown>) => (c: CaseDir) => {
   const doc: Record<string, unknown> = { ...c.base };
@@ -64,9 +67,15 @@ const BILLION_LAUGHS = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]', ...Array.from(
 
 const CASES: ConfigCase[] = [
   // The file itself.
-  { name: 'the config path is a folder', setup: async (c) => (await mkdir(configPath(c)), configPath(c)), message: /cannot read the agent configuration: it is a folder, not a file/ },
+  { name: 'the config path is a folder', setup: async (c) => {
+      await mkdir(configPath(c));
+      return configPath(c);
+    }, message: /cannot read the agent configuration: it is a folder, not a file/ },
   { name: 'the config file does not exist', setup: async (c) => configPath(c), message: /cannot read the agent configuration: no such file/ },
-  { name: 'the config is a FIFO (would block a plain read)', setup: async (c) => (await fifo(configPath(c)), configPath(c)), message: /not a regular file/ },
+  { name: 'the config is a FIFO (would block a plain read)', setup: async (c) => {
+      await fifo(configPath(c));
+      return configPath(c);
+    }, message: /not a regular file/ },
   { name: 'the config is a device', setup: async () => '/dev/zero', message: /not a regular file/ },
   { name: 'the config is too large', setup: (c) => write(c, `# ${'x'.repeat(CONFIG_SIZE_LIMIT)}\n`), message: /too large \(\d+ bytes; at most \d+\)/ },
   { name: 'the config is binary garbage', setup: (c) => write(c, '\u0000\u0001ELF\u0000garbage'), message: /not a YAML text file \(it contains NUL bytes\)/ },
@@ -97,10 +106,13 @@ const CASES: ConfigCase[] = [
   { name: 'a source URL with a space', setup: withDoc({ source: { url: 'http://git.exa mple.org/state.git' } }), field: 'source.url', line: 'url:', message: /is not a valid URL: it contains spaces/ },
   { name: 'a source URL with a broken host', setup: withDoc({ source: { url: 'http://[::1/state.git' } }), field: 'source.url', line: 'url:', message: /is not a valid URL \(expected http:\/\/host/ },
   { name: 'a source URL without a host', setup: withDoc({ source: { url: 'https:///state.git' } }), field: 'source.url', line: 'url:', message: /names no host/ },
-  { name: 'a source URL over ssh://', setup: withDoc({ source: { url: 'ssh://git@example.org/state.git' } }), field: 'source.url', line: 'url:', message: /unsupported URL scheme "ssh:"/ },
-  { name: 'a source in scp syntax', setup: withDoc({ source: { url: 'git@example.org:infra/state.git' } }), field: 'source.url', line: 'url:', message: /looks like an SSH address/ },
+  { name: 'a source URL over ssh:// without source.ssh', setup: withDoc({ source: { url: 'ssh://git@example.org/state.git' } }), field: 'source.url', line: 'url:', message: /an ssh URL needs source\.ssh with identityFile .* and knownHostsFile/ },
+  { name: 'a source in scp syntax without source.ssh', setup: withDoc({ source: { url: 'git@example.org:infra/state.git' } }), field: 'source.url', line: 'url:', message: /an ssh URL needs source\.ssh/ },
+  { name: 'an ssh:// URL without a path', setup: withDoc({ source: { url: 'ssh://git@example.org' } }), field: 'source.url', line: 'url:', message: /is not a valid ssh URL \(expected ssh:\/\/HOST\[:PORT\]\/PATH/ },
+  { name: 'an ssh key other users can read', setup: withFile('id_ed25519', (f) => writeFile(f, 'key\n', { mode: 0o644 }), (f) => ({ source: { url: 'git@example.org:state.git', ssh: { identityFile: f, knownHostsFile: f } } })), field: 'source.ssh.identityFile', line: 'identityFile:', message: /id_ed25519 is accessible by other users \(mode 644\); ssh refuses such a key/ },
+  { name: 'a known_hosts file that does not exist', setup: withFile('known_hosts', (f) => writeFile(`${f}.key`, 'key\n', { mode: 0o600 }), (f) => ({ source: { url: 'git@example.org:state.git', ssh: { identityFile: `${f}.key`, knownHostsFile: f } } })), field: 'source.ssh.knownHostsFile', line: 'knownHostsFile:', message: /cannot read known_hosts file \/\S+\/known_hosts: no such file/ },
   { name: 'a source URL missing its //', setup: withDoc({ source: { url: 'https:example.org/state.git' } }), field: 'source.url', line: 'url:', message: /is not a valid URL: it names no host/ },
-  { name: 'a status URL that is a folder', setup: withDoc({ status: { url: '/srv/status' } }), field: 'status.url', line: 'url: /srv/status', message: /is not an http\(s\):\/\/ URL/ },
+  { name: 'a status URL that is a folder', setup: withDoc({ status: { url: '/srv/status' } }), field: 'status.url', line: 'url: /srv/status', message: /is not an http\(s\) or ssh URL/ },
   { name: 'a source branch with ".."', setup: withDoc({ source: { branch: 'main..evil' } }), field: 'source.branch', line: 'branch:', message: /"main\.\.evil" is not a valid Git branch name/ },
   { name: 'a status branch ending in .lock', setup: withDoc({ status: { branch: 'status/{node}.lock' } }), field: 'status.branch', line: 'branch: status', message: /is not a valid Git branch name/ },
   { name: 'a netns name that is an option', setup: withDoc({ netns: '-all' }), field: 'netns', line: 'netns:', message: /"-all" is not a network namespace name/ },
@@ -115,7 +127,10 @@ const CASES: ConfigCase[] = [
   { name: 'a huge trusted key file', setup: withFile('key.asc', (f) => writeFile(f, 'x'.repeat(KEY_FILE_SIZE_LIMIT + 1)), (f) => ({ source: { trustedKeys: [f] } })), field: 'source.trustedKeys[0]', line: 'key.asc', message: /too large/ },
   {
     name: 'a hooks folder anyone may write to',
-    setup: withFile('hooks', async (f) => (await mkdir(f), await chmod(f, 0o777)), (f) => ({ hooksDir: f })),
+    setup: withFile('hooks', async (f) => {
+      await mkdir(f);
+      await chmod(f, 0o777);
+    }, (f) => ({ hooksDir: f })),
     field: 'hooksDir',
     line: 'hooksDir:',
     message: /is writable by other users \(mode 777\)/,

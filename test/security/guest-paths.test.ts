@@ -191,7 +191,10 @@ describe('defence in depth: each driver checks again right before it starts', ()
 
   it('xen: a symlink escaping the image folder is refused before `xl create`', async () => {
     const calls: string[][] = [];
-    const xl: XlRunner = async (args) => (calls.push(args), { stdout: args[1] === '-l' ? '[]' : '', stderr: '', exitCode: 0, timedOut: false });
+    const xl: XlRunner = async (args) => {
+      calls.push(args);
+      return { stdout: args[1] === '-l' ? '[]' : '', stderr: '', exitCode: 0, timedOut: false };
+    };
     const driver = new XenDriver({ runDir: join(scratch.dir, 'run-xen'), xl, guard: policyGuard(policy()) });
     await expect(driver.start(guest({ boot: { kernel: join(images, 'evil') } }), ctx('xen'))).rejects.toThrow(/resolves to \/etc\/passwd/);
     expect(calls.filter((a) => a[0] === 'create')).toEqual([]);

@@ -115,7 +115,7 @@ function oifnameCompared(netlinkDebug: string): Array<string | null> {
     const words = (lines[i + 1]?.match(/0x[0-9a-f]{8}/g) ?? []).map((w) => Number.parseInt(w, 16));
     if (words.length !== 4) return [null];
     const bytes = Buffer.alloc(16);
-    words.forEach((w, j) => bytes.writeUInt32LE(w, j * 4));
+    for (const [j, w] of words.entries()) bytes.writeUInt32LE(w, j * 4);
     return [bytes.toString('latin1').replace(/\0+$/, '')];
   });
 }
@@ -177,7 +177,7 @@ describe('printer property: random strings in every string position', () => {
     const listed = (await probe.nft.list([{ family: 'ip', name: 'cgw_prop' }])).tables[0]!;
     const rules = listed.chains.find((c) => c.name === 'c')!.rules;
     const byTag = new Map(rules.map((r) => [r.comment, r]));
-    accepted.interface.forEach((s, i) => expect((byTag.get(`if${i}`)?.expr[0] as { match: { right: Json } }).match.right).toBe(s));
+    for (const [i, s] of accepted.interface.entries()) expect((byTag.get(`if${i}`)?.expr[0] as { match: { right: Json } }).match.right).toBe(s);
     const comments = rules.filter((r) => r.expr.length === 1).map((r) => r.comment);
     expect(comments).toEqual(accepted.comment);
     expect(listed.chains.map((c) => c.name).sort()).toEqual([...new Set(['c', ...accepted.chain])].sort());
@@ -247,13 +247,13 @@ interface FieldCase {
 
 const q = (v: string) => JSON.stringify(v);
 const fields: FieldCase[] = [
-  { field: 'uplink.interface', value: ATTACK, set: (s, v) => (s.nodes[0]!.uplink.interface = v), edit: (v) => ['nodes/node1.yaml', 'interface: xenbr0', `interface: ${q(v)}`] },
-  { field: 'guestBridge.interface', value: ATTACK, set: (s, v) => (s.nodes[0]!.guestBridge.interface = v), edit: (v) => ['nodes/node1.yaml', 'interface: guestbr0', `interface: ${q(v)}`] },
-  { field: 'trunks[0]', value: 'eth1"; flush ruleset; #', set: (s, v) => (s.nodes[0]!.trunks[0] = v), edit: (v) => ['nodes/node1.yaml', 'trunks: [eth1.100', `trunks: [${q(v)}`] },
-  { field: 'uplink.publicIP', value: '203.0.113.1 ; flush ruleset', set: (s, v) => (s.nodes[0]!.uplink.publicIP = v), edit: (v) => ['nodes/node1.yaml', 'publicIP: ', `publicIP: ${q(v)} #`] },
-  { field: 'guestBridge.nodeIP', value: '10.5.5.251\nflush ruleset', set: (s, v) => (s.nodes[0]!.guestBridge.nodeIP = v), edit: (v) => ['nodes/node1.yaml', 'nodeIP: ', `nodeIP: ${q(v)} #`] },
-  { field: 'gatewayIP', value: '10.5.5.254 } ; flush ruleset', set: (s, v) => (s.cluster.gatewayIP = v), edit: (v) => ['cluster.yaml', 'gatewayIP: 10.5.5.254', `gatewayIP: ${q(v)}`] },
-  { field: 'ip', value: '10.5.5.201 ; flush ruleset', set: (s, v) => (s.guests[0]!.ip = v), edit: (v) => ['guests/guest1.yaml', 'ip: 10.5.5.201', `ip: ${q(v)}`] },
+  { field: 'uplink.interface', value: ATTACK, set: (s, v) => { s.nodes[0]!.uplink.interface = v; }, edit: (v) => ['nodes/node1.yaml', 'interface: xenbr0', `interface: ${q(v)}`] },
+  { field: 'guestBridge.interface', value: ATTACK, set: (s, v) => { s.nodes[0]!.guestBridge.interface = v; }, edit: (v) => ['nodes/node1.yaml', 'interface: guestbr0', `interface: ${q(v)}`] },
+  { field: 'trunks[0]', value: 'eth1"; flush ruleset; #', set: (s, v) => { s.nodes[0]!.trunks[0] = v; }, edit: (v) => ['nodes/node1.yaml', 'trunks: [eth1.100', `trunks: [${q(v)}`] },
+  { field: 'uplink.publicIP', value: '203.0.113.1 ; flush ruleset', set: (s, v) => { s.nodes[0]!.uplink.publicIP = v; }, edit: (v) => ['nodes/node1.yaml', 'publicIP: ', `publicIP: ${q(v)} #`] },
+  { field: 'guestBridge.nodeIP', value: '10.5.5.251\nflush ruleset', set: (s, v) => { s.nodes[0]!.guestBridge.nodeIP = v; }, edit: (v) => ['nodes/node1.yaml', 'nodeIP: ', `nodeIP: ${q(v)} #`] },
+  { field: 'gatewayIP', value: '10.5.5.254 } ; flush ruleset', set: (s, v) => { s.cluster.gatewayIP = v; }, edit: (v) => ['cluster.yaml', 'gatewayIP: 10.5.5.254', `gatewayIP: ${q(v)}`] },
+  { field: 'ip', value: '10.5.5.201 ; flush ruleset', set: (s, v) => { s.guests[0]!.ip = v; }, edit: (v) => ['guests/guest1.yaml', 'ip: 10.5.5.201', `ip: ${q(v)}`] },
 ];
 
 describe.each(['full-nat', 'ct-sync', 'stateless-nat'] as NatMode[])('injection through every string field of the state (%s)', (mode) => {

@@ -167,7 +167,10 @@ function describeAgent(variant: 'tokenEnv' | 'tokenFile', cases: HostileCase[]) 
     beforeAll(async () => {
       example = await stateExampleFiles();
       fx = await startGitFixture({ files: example, token: canaries.token });
-      for (const id of await objectIds(fx.repo)) (book.testMade.add(id), book.seen.add(id));
+      for (const id of await objectIds(fx.repo)) {
+        book.testMade.add(id);
+        book.seen.add(id);
+      }
       const secret = await fx.tmp('outside');
       // Shaped like state files, so a loader that follows the link echoes the canary in errors.
       const canaryFile = path.join(secret, 'secret.yaml');

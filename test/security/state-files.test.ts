@@ -61,7 +61,7 @@ interface StateCase {
   /** Seconds of CPU to make or to refuse: run alone, not next to other cases, so its time is its own. */
   heavy?: boolean;
   /** Makes the copy of state-example in `dir` hostile; may return the path to pass as --state instead. */
-  make: (dir: string) => Promise<string | void>;
+  make: ((dir: string) => Promise<void>) | ((dir: string) => Promise<string>);
   expected: RegExp;
 }
 

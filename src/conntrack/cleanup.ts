@@ -1,0 +1,96 @@
+// Stale connections after a forward changes. conntrack keeps DNATing an existing flow to the old
+// target for as long as its packets keep the entry alive, so a UDP client that sends every few
+// seconds from one port never reaches a retargeted forward's new guest (kube-proxy met the same:
+// kubernetes #19029; its reconciler deletes only the stale UDP entries, since deleting more broke
+// QUIC and graceful TCP shutdown). After the nft transaction the applier deletes exactly the
+// entries whose original destination is the forward's public IP:port and whose reply source is the
+// OLD target: UDP always, TCP only for forwards with `conntrackCleanup: true`. Planning is pure and
+// reads only the nft plan (the live and desired forward maps); the deletion is filtered in the
+// kernel by the `conntrack` tool (src/conntrack/cli.ts).
+import type { Protocol } from '../state/types.js';
+import { elementKey, jsonEqual, tableId, type Json, type MapElement, type NftTable } from '../nft/model.js';
+import type { NftPlanned } from '../reconcile/nft.js';
+import type { NodeView } from '../render/node-view.js';
+import { forwardMapName, PROTOCOLS } from '../render/render.js';
+
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+/** One public port whose DNAT target was removed or changed: its entries to `from` are stale. */
+export interface StaleForward {
+  protocol: Protocol;
+  /** The forward's name in the desired state; absent when the forward was removed. */
+  forward?: string;
+  /** The original destination of the stale entries (this node's public IP and the public port). */
+  publicIP: string;
+  port: number;
+  /** The target the live map still names: the reply source of the stale entries. */
+  from: Endpoint;
+  /** The desired target; absent when the forward no longer enters this node. */
+  to?: Endpoint;
+}
+
+/** What the applier deleted for one stale forward. */
+export interface CleanupOutcome extends StaleForward {
+  deleted: number;
+}
+
+/** `ip . port` as a forward map stores it. */
+function endpoint(value: Json): Endpoint | undefined {
+  const parts = (value as { concat?: Json[] }).concat;
+  if (!Array.isArray(parts) || typeof parts[0] !== 'string' || typeof parts[1] !== 'number') return undefined;
+  return { ip: parts[0], port: parts[1] };
+}
+
+function mapElements(table: NftTable | undefined, name: string): MapElement[] {
+  return table?.maps.find((m) => m.name === name)?.elements ?? [];
+}
+
+/**
+ * The public ports whose conntrack entries the apply of this nft plan makes stale: live forward map
+ * elements that the desired tables drop or point elsewhere, whatever the depth of the change
+ * (element update, table replaced, table deleted by a mode switch). TCP only where the desired
+ * forward asks for it; a removed TCP forward's connections are left to finish (its option left
+ * with it). Pure.
+ */
+export function planConntrackCleanup(view: NodeView, nft: NftPlanned): StaleForward[] {
+  const id = tableId({ family: 'ip', name: view.state.cluster.tables.nat });
+  const live = nft.live.tables.find((t) => tableId(t) === id);
+  const desired = nft.desired.tables.find((t) => tableId(t) === id);
+  return PROTOCOLS.flatMap((protocol) => {
+    const want = new Map(mapElements(desired, forwardMapName(protocol)).map((e) => [elementKey(e), e]));
+    return mapElements(live, forwardMapName(protocol)).flatMap((old): StaleForward[] => {
+      const now = want.get(elementKey(old));
+      const from = endpoint(old.value);
+      if (typeof old.key !== 'number' || !from || (now && jsonEqual(now.value, old.value))) return [];
+      const forward = view.forwards.find((f) => f.protocol === protocol && f.port === old.key);
+      if (protocol === 'tcp' && !forward?.conntrackCleanup) return [];
+      const to = now && endpoint(now.value);
+      return [{ protocol, ...(forward && { forward: forward.name }), publicIP: view.node.uplink.publicIP, port: old.key, from, ...(to && { to }) }];
+    });
+  });
+}
+
+/** `conntrack -D` arguments that select exactly the stale entries of one forward (kernel-side filters). */
+export function cleanupArgs(s: StaleForward): string[] {
+  return ['-D', '-p', s.protocol, '--orig-dst', s.publicIP, '--orig-port-dst', String(s.port), '--reply-src', s.from.ip, '--reply-port-src', String(s.from.port)];
+}
+
+export function describeStale(s: StaleForward): string {
+  const name = s.forward ? `forward ${s.forward}` : 'removed forward';
+  const to = s.to ? `${s.to.ip}:${s.to.port}` : 'nothing';
+  return `${name} (${s.protocol} ${s.publicIP}:${s.port}): entries to ${s.from.ip}:${s.from.port} (now ${to})`;
+}
+
+/** Human plan lines. */
+export function formatCleanupPlanText(stale: StaleForward[]): string {
+  if (stale.length === 0) return '';
+  return ['conntrack: stale entries deleted after the transaction:', ...stale.map((s) => `  - ${describeStale(s)}`)].join('\n') + '\n';
+}
+
+/** Report lines: what was deleted, per forward. */
+export function formatCleanupOutcomes(outcomes: CleanupOutcome[]): string[] {
+  return outcomes.map((o) => `conntrack: ${describeStale(o)}: ${o.deleted} deleted`);
+}

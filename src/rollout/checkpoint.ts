@@ -1,0 +1,168 @@
+// The checkpoint around an apply (nmstate-style): the node's health before the apply, the checks
+// after it for a window, and the automatic rollback to the previous applied revision (its state
+// is kept in last-good/) when the apply broke something that worked. Restoring goes through the
+// same prepareNode/executePlan as any apply (one nft transaction), then is verified by reading back.
+import type { AgentConfig } from '../agent/config.js';
+import { executePlan, prepareNode, type Executed, type NodeRuntime, type Prepared } from '../agent/node.js';
+import type { GuestMemory, NodePlan, NodeLive } from '../plan/plan.js';
+import { pendingWork } from '../plan/plan.js';
+import { summaryLine } from '../plan/format.js';
+import { applyChanged, applyFailed } from '../reconcile/apply.js';
+import { runUnchecked } from '../netns/netns.js';
+import type { ClusterState } from '../state/types.js';
+import { resolveNode, type NodeView } from '../render/node-view.js';
+import { checkWindow, describeFailures, nodeHealthChecks, type BuiltinCheck, type CheckResult } from '../health/checks.js';
+import { commandProber, runCheckpoint, runHealthRound, type HealthPorts, type Verdict } from '../health/runner.js';
+
+/** What the edge provides to the checks; tests replace parts of it. */
+export interface HealthEdge {
+  probe: HealthPorts['probe'];
+  /** IPv4 addresses on an interface of the node. */
+  addresses(dev: string): Promise<string[]>;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+function nodePrefix(config: AgentConfig): string[] {
+  return config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
+}
+
+export function hostHealthEdge(config: AgentConfig): HealthEdge {
+  const prefix = nodePrefix(config);
+  return {
+    probe: commandProber(prefix),
+    addresses: async (dev) => {
+      const [cmd, ...args] = [...prefix, 'ip', '-j', '-4', 'addr', 'show', 'dev', dev];
+      const r = await runUnchecked(cmd!, args, { timeout: 5000 });
+      if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `ip addr failed (exit ${r.exitCode})`);
+      const links = JSON.parse(r.stdout || '[]') as Array<{ addr_info?: Array<{ local?: string }> }>;
+      return links.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? '')).filter(Boolean);
+    },
+  };
+}
+
+// --- the built-in checks, pure over what was read --------------------------------------------
+
+export function readbackVerdict(plan: NodePlan): Verdict {
+  const w = pendingWork({ ...plan, nftHeld: false });
+  if (!w.nft && !w.settings && !w.guests) return { ok: true, detail: 'nothing to change' };
+  const parts = [w.nft && `nftables: ${summaryLine(plan.nft.plan)}`, w.settings && `settings: ${plan.settings.plan.changes.length} change(s)`, w.guests && 'guests differ'].filter(Boolean);
+  return { ok: false, detail: `the node differs from its state: ${parts.join('; ')}` };
+}
+
+export function gatewayVerdict(view: NodeView, addresses: string[] | Error): Verdict {
+  const { gatewayIP } = view.state.cluster;
+  const dev = view.node.guestBridge.interface;
+  if (addresses instanceof Error) return { ok: false, detail: `cannot read ${dev}: ${addresses.message}` };
+  return addresses.includes(gatewayIP) ? { ok: true, detail: `${gatewayIP} on ${dev}` } : { ok: false, detail: `${gatewayIP} is not on ${dev}` };
+}
+
+/** Every guest the node should run (not waiting for a migration gate, not refused) runs. */
+export function guestsVerdict(plan: NodePlan, live: NodeLive): Verdict {
+  if (!plan.guests || !Array.isArray(live.guests)) return { ok: true, detail: plan.guestsNote ? `not checked: ${plan.guestsNote}` : 'not checked' };
+  const excused = new Set(plan.guests.actions.filter((a) => a.action === 'wait' || a.action === 'refused').map((a) => a.guest));
+  const running = new Set(live.guests.filter((g) => g.state === 'running').map((g) => g.name));
+  const missing = placedHere(plan).filter((g) => !excused.has(g) && !running.has(g));
+  return missing.length === 0 ? { ok: true, detail: 'all running' } : { ok: false, detail: `not running: ${missing.join(', ')}` };
+}
+
+function placedHere(plan: NodePlan): string[] {
+  return Object.entries(plan.memory.placement).filter(([, n]) => n === plan.node).map(([g]) => g).sort();
+}
+
+/** The ports of one node's checks, for the state it should enforce. */
+export function healthPorts(rt: NodeRuntime, edge: HealthEdge, state: ClusterState, revision: string, memory: Partial<GuestMemory>): HealthPorts {
+  return {
+    probe: edge.probe,
+    builtins: async (): Promise<Record<BuiltinCheck, Verdict>> => {
+      const fresh = await prepareNode(rt, state, revision, memory);
+      const addresses = await edge.addresses(fresh.view.node.guestBridge.interface).catch((e: Error) => e);
+      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, addresses), guests: guestsVerdict(fresh.plan, fresh.live) };
+    },
+  };
+}
+
+/** The report's health part. Only failing checks are listed (their details are stable). */
+export interface HealthReport {
+  state: 'healthy' | 'unhealthy';
+  checks: number;
+  failing: CheckResult[];
+}
+
+export function healthReport(results: CheckResult[]): HealthReport {
+  const failing = results.filter((r) => !r.ok);
+  return { state: failing.length ? 'unhealthy' : 'healthy', checks: results.length, failing };
+}
+
+export interface RollbackReport {
+  /** The revision that was rolled back (and is now held). */
+  revision: string;
+  /** The revision restored. */
+  restored: string;
+  failing: CheckResult[];
+  /** How long the checkpoint ran before deciding (ms). */
+  checkedMs: number;
+  /** Restore and verification. */
+  ok: boolean;
+  errors: string[];
+}
+
+/** One line for reports and halts: "<check>: <detail>; ...". */
+export const rollbackReason = (r: Pick<RollbackReport, 'failing'>) => describeFailures(r.failing);
+
+export interface GuardInputs {
+  rt: NodeRuntime;
+  edge: HealthEdge;
+  prepared: Prepared;
+  state: ClusterState;
+  revision: string;
+  memory: Partial<GuestMemory>;
+  /** The previous applied revision's state and id, when a rollback to it is possible. */
+  previous?: { state: ClusterState; revision: string };
+}
+
+/**
+ * The health before an apply: the previous revision's checks, as the node runs it now (the
+ * read-back and guest checks are left out: the pending apply is what they would report). A check
+ * that passes here and fails after the apply (by name) was broken by the new revision.
+ */
+export async function healthBefore(g: GuardInputs): Promise<CheckResult[] | undefined> {
+  if (!g.previous) return undefined;
+  const { state, revision } = g.previous;
+  const view = resolveNode(state, g.prepared.view.node.name, g.rt.config.stateDir);
+  const checks = nodeHealthChecks(view).filter((c) => !('builtin' in c) || c.builtin === 'gateway');
+  return runHealthRound(checks, healthPorts(g.rt, g.edge, state, revision, g.memory));
+}
+
+export interface Guarded {
+  health: HealthReport;
+  rollback?: RollbackReport;
+  /** The rollback's own apply (guest memory is settled from it). */
+  restored?: { prepared: Prepared; executed: Executed };
+}
+
+/** After the apply (or instead of one): the checkpoint, and the rollback when the apply broke a check. */
+export async function guardApply(g: GuardInputs, executed: Executed, before: CheckResult[] | undefined): Promise<Guarded> {
+  const checks = nodeHealthChecks(g.prepared.view);
+  const ports = healthPorts(g.rt, g.edge, g.state, g.revision, g.memory);
+  const r = executed.result;
+  // Nothing to roll back to (first apply, drift correction, no change): one round, reported.
+  if (!r || applyFailed(r) || !applyChanged(r) || !g.previous) return { health: healthReport(await runHealthRound(checks, ports)) };
+  const cp = await runCheckpoint(checks, ports, before, checkWindow(g.prepared.view), g.edge.sleep);
+  if (cp.caused.length === 0) return { health: healthReport(cp.results) };
+  const { state, revision } = g.previous;
+  // No hooks: a pre-apply hook must not be able to veto putting back what worked.
+  const rt: NodeRuntime = { ...g.rt, hooks: false };
+  const prepared = await prepareNode(rt, state, revision, g.memory);
+  const restoredExec = await executePlan(rt, prepared);
+  const errors: string[] = [];
+  if (restoredExec.result && applyFailed(restoredExec.result)) errors.push('the restore failed');
+  const after = await runHealthRound(nodeHealthChecks(prepared.view), healthPorts(g.rt, g.edge, state, revision, g.memory));
+  const readback = after.find((x) => x.name === checks[0]!.name);
+  if (readback && !readback.ok) errors.push(`after the restore: ${readback.detail}`);
+  return {
+    health: healthReport(after),
+    rollback: { revision: g.revision, restored: revision, failing: cp.caused, checkedMs: cp.ms, ok: errors.length === 0, errors },
+    restored: { prepared, executed: restoredExec },
+  };
+}
+
