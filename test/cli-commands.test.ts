@@ -38,12 +38,12 @@ describe('per-command help', () => {
     expect((await cliMain(['--help', '--plan'])).out).toBe((await cliMain(['plan', '--help'])).out);
   });
 
-  it('a group without its subcommand: `lab --help` lists up/check/down (0); `lab` alone is an error (1)', async () => {
+  it('a group without its subcommand: `lab --help` lists up/check/restart/down (0); `lab` alone is an error (1)', async () => {
     const help = await cliMain(['lab', '--help']);
     expect(help.code).toBe(0);
-    expect(listedCommands(help.out)).toEqual(['lab check', 'lab down', 'lab up']);
+    expect(listedCommands(help.out)).toEqual(['lab check', 'lab down', 'lab restart', 'lab up']);
     const bare = await cliMain(['lab']);
-    expect(bare).toMatchObject({ code: 1, err: expect.stringContaining('lab needs one of: up, check, down') });
+    expect(bare).toMatchObject({ code: 1, err: expect.stringContaining('lab needs one of: up, check, restart, down') });
   });
 });
 

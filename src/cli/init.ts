@@ -11,6 +11,7 @@ import type { ClusterState } from '../state/types.js';
 import { locate, parseYamlSource } from '../state/yaml-source.js';
 import { stateTables } from '../render/render.js';
 import { ownershipProblem } from '../render/ownership.js';
+import { DEFAULT_OWNED_TABLES } from '../nft/ownership.js';
 import { UsageError, type Io, type Values } from './args.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/cgw-sync';
@@ -66,7 +67,7 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
     '  #   - /etc/cgw-sync/keys/admins.asc',
     ...(tables
       ? ['# The nftables tables the state names (cluster.yaml tables); a state naming others is refused.', 'ownedTables:', ...tables.map((t) => `  - ${t}`)]
-      : ['# ownedTables: the default accepts ip cgw_nat, netdev cgw_arp, ip cgw_raw (init --state derives them).']),
+      : [`# ownedTables: the default accepts ${DEFAULT_OWNED_TABLES.join(', ')} (init --state derives them).`]),
     '# Executables pre-apply / post-apply (or pre-apply.d/*, post-apply.d/*); examples in hooks/.',
     `hooksDir: ${q(o.hooksDir)}`,
     '# Cache, last good revision, lock and memory.',
