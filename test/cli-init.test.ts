@@ -57,6 +57,14 @@ describe('cgw-sync init', () => {
     expect((await loadAgentConfig(file)).node).toBe('node1');
   });
 
+  it('an ssh source: the deploy key and known_hosts are named, and check-config says they are missing', async () => {
+    const file = path.join(tmp, 'ssh.yaml');
+    const r = await cliMain(['init', '--source', 'ssh://git@git.example.org/cgw-state.git', '--node', 'node1', '--config', file, '--state-dir', path.join(tmp, 'ssh-state')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(new RegExp(`^${file}:\\d+:\\d+: source\\.ssh\\.identityFile: .*/etc/cgw-sync/ssh/id_ed25519`, 'm'));
+    expect((await loadAgentConfig(file, { checkFiles: false })).source.ssh).toEqual({ identityFile: '/etc/cgw-sync/ssh/id_ed25519', knownHostsFile: '/etc/cgw-sync/ssh/known_hosts' });
+  });
+
   it('a node the state does not have: nothing written', async () => {
     const file = path.join(tmp, 'node9.yaml');
     const r = await cliMain(['init', '--source', 'https://x.example/s.git', '--node', 'node9', '--state', EXAMPLE, '--config', file]);

@@ -12,6 +12,7 @@ import { locate, parseYamlSource } from '../state/yaml-source.js';
 import { stateTables } from '../render/render.js';
 import { ownershipProblem } from '../render/ownership.js';
 import { DEFAULT_OWNED_TABLES } from '../nft/ownership.js';
+import { isSshUrl } from '../git/ssh.js';
 import { UsageError, type Io, type Values } from './args.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/cgw-sync';
@@ -59,6 +60,15 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
           '  # with read access and push access to status/* only. Put it in a 0600 root file and uncomment:',
           '  # tokenFile: /etc/cgw-sync/token',
           '  # (or name an environment variable: tokenEnv: CGW_SYNC_TOKEN)',
+        ]
+      : []),
+    ...(isSshUrl(o.source)
+      ? [
+          "  # ssh: the deploy key (read access, push to status/*) and the server's host key in known_hosts",
+          '  # format. Host keys are always checked; ssh never prompts. check-config names them until they exist.',
+          '  ssh:',
+          '    identityFile: /etc/cgw-sync/ssh/id_ed25519',
+          '    knownHostsFile: /etc/cgw-sync/ssh/known_hosts',
         ]
       : []),
     '  # Apply only commits signed by one of these armored OpenPGP public keys; uncomment once the',

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { execa } from 'execa';
 import { main } from '../../src/cli/main.js';
-import { CLI_BIN } from './agent-fixture.js';
+import { capture, CLI_BIN } from './agent-fixture.js';
 
 export interface CliResult {
   code: number;
@@ -11,24 +11,9 @@ export interface CliResult {
   err: string;
 }
 
-/** An Io for main() that keeps what was written. */
-export function captureIo() {
-  const io = {
-    outText: '',
-    errText: '',
-    out: (s: string) => {
-      io.outText += s;
-    },
-    err: (s: string) => {
-      io.errText += s;
-    },
-  };
-  return io;
-}
-
 /** main(args) in this process. */
 export async function cliMain(args: string[]): Promise<CliResult> {
-  const io = captureIo();
+  const io = capture();
   const code = await main(args, io);
   return { code, out: io.outText, err: io.errText };
 }
