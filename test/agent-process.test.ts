@@ -172,7 +172,7 @@ describe('agent: kill -9 during an apply', () => {
 
   /** A fresh `cgw-sync once` process; returns its log line. */
   async function onceCli(): Promise<Record<string, unknown>> {
-    const r = await execa(process.execPath, [CLI_BIN, 'once', '--config', agent.configFile], { reject: false, timeout: 30_000 });
+    const r = await execa(process.execPath, [CLI_BIN, 'once', '--config', agent.configFile, '--log', 'json'], { reject: false, timeout: 30_000 });
     expect(r.exitCode, r.stderr).toBe(0);
     return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
   }
@@ -247,7 +247,7 @@ describe('agent: cgw-sync run', () => {
   });
 
   it('the CLI process stops on SIGTERM with exit 0 and a final log line', async () => {
-    const child = track(spawn(process.execPath, [CLI_BIN, 'run', '--config', agent.configFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawn(process.execPath, [CLI_BIN, 'run', '--config', agent.configFile, '--log', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] }));
     const exited = once(child, 'exit');
     const lines: Record<string, unknown>[] = [];
     let buf = '';

@@ -143,12 +143,14 @@ describe('agent: Git server down, then back', () => {
     // Drift made during the outage is still corrected, from the last good copy.
     await agent.ns.raw(['delete', 'table', 'netdev', 'cgw_arp']);
     const down1 = await agent.cycle();
-    expect(down1).toMatchObject({ outcome: 'applied', appliedRevision: seed, source: { state: 'unavailable' } });
+    // Enforced, but the node cannot report: an error outcome (the next report carries it as applied).
+    expect(down1).toMatchObject({ outcome: 'error', appliedRevision: seed, source: { state: 'unavailable' } });
+    expect(down1.errors.at(-1)).toMatch(/^the report could not be published: /);
     expect(down1.drift).toMatchObject({ corrected: true, items: [expect.objectContaining({ kind: 'table-deleted' })] });
     expect(await agent.tables()).toEqual(['ip cgw_nat', 'netdev cgw_arp']);
     expect(agent.logs.at(-1)?.published).toMatch(/^failed: /);
     const down2 = await agent.cycle();
-    expect(down2).toMatchObject({ outcome: 'converged', source: { state: 'unavailable' }, outage: { failures: 2 } });
+    expect(down2).toMatchObject({ outcome: 'error', source: { state: 'unavailable' }, outage: { failures: 2 } });
     expect(down2.outage?.until).toBeUndefined();
 
     await fx.server.start();

@@ -32,7 +32,7 @@ import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type Executed, type NodeRuntime, type Prepared } from './node.js';
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
-import { cycleOutcome, settled } from './outcome.js';
+import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
 import { publishReport, statusReader, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
@@ -53,8 +53,8 @@ export interface CycleDeps {
   /** Default: the driver the node's hypervisor names. */
   guestDriver?: (view: NodeView) => GuestDriver;
   now?: () => Date;
-  /** One structured line per cycle (the agent's log). */
-  log?: (line: Record<string, unknown>) => void;
+  /** One structured line per cycle (the agent's log), with the cycle's whole report. */
+  log?: (line: Record<string, unknown>, status?: NodeStatus) => void;
   /** Sees each cycle's NodePlan as it goes to the hooks and the applier (tests, debugging). */
   onPlan?: (plan: NodePlan) => void;
   /**
@@ -218,7 +218,11 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   });
   const published = await publishIfNew(config, status, memory);
   if (published.kind === 'failed' && gitOk) noteOutage(memory, now(), published.error);
-  if (published.kind === 'failed') rememberUnpublished(memory, status);
+  if (published.kind === 'failed') {
+    rememberUnpublished(memory, status);
+    // The next report carries this cycle as it was; what once/run say now is that it failed.
+    Object.assign(status, { outcome: reportedOutcome(status.outcome, published), errors: [...status.errors, `the report could not be published: ${published.error}`] });
+  }
   c.sw.lap('publish');
   c.sw.total();
   let saved = true;
@@ -231,7 +235,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
-  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings });
+  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
 }
 

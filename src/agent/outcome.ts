@@ -27,6 +27,14 @@ export function cycleOutcome(f: CycleFacts): Outcome {
   return r ? 'applied' : 'converged';
 }
 
+/**
+ * The outcome once the report went out or not: a node that cannot report (a refused push, an
+ * unreachable status remote) looks healthy to nobody, so its cycle is an error whatever it applied.
+ */
+export function reportedOutcome(o: Outcome, published: { kind: string }): Outcome {
+  return published.kind === 'failed' ? 'error' : o;
+}
+
 /** The outcomes after which the node enforces the plan's revision. */
 export function settled(o: Outcome): boolean {
   return o === 'applied' || o === 'converged';

@@ -2,7 +2,6 @@
 // over the state, render, plan and reconcile modules.
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
@@ -20,119 +19,241 @@ import { allSecrets, maskSecrets } from '../git/remote.js';
 import { conntrackCli, defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
 import { readMemory, writeMemory } from '../agent/memory.js';
 import { gitSource } from '../agent/source.js';
-import { runOnce, type MemoryCarry } from '../agent/cycle.js';
+import { runOnce, type CycleDeps, type MemoryCarry } from '../agent/cycle.js';
+import type { NodeStatus } from '../agent/report.js';
+import { resolveRevision } from '../git/source.js';
 import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
 import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
 import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
 import { labDown, LabExists } from '../lab/topology.js';
 import { formatResults } from '../lab/check.js';
+import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
+import { cycleLine, logLine as humanLogLine } from './human.js';
+import { checkConfigCommand, initCommand } from './init.js';
+
+export type { Io } from './args.js';
 
 /** Exit codes, as `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 error. */
 export const EXIT = { ok: 0, error: 1, changes: 2 } as const;
 
 const DEFAULT_CONFIG = '/etc/cgw-sync/agent.yaml';
 
-const USAGE = `Usage: cgw-sync <command> [options]
+const NAT_MODES = ['full-nat', 'ct-sync', 'stateless-nat'] as const;
 
-Commands:
-  validate            check the state directory; every problem with file:line:column and field
-  render              print the node's desired nftables tables; with --guest <name>, what that
-                      guest needs inside (stateless-nat: the tagged-port redirect)
-  plan | --plan       show what apply would change: nftables, node settings, guests
-                      (exit 0: none, 2: changes, 1: error)
-  apply               what the agent's cycle does with a state folder, under the agent's node
-                      lock: pre-apply hooks, guest stops, one atomic nft transaction, node
-                      settings (rolled back with the tables if they fail), guest starts,
-                      post-apply hooks; a guest moving here starts only once the old node's
-                      report says it stopped (needs a status source: --config)
-  once                one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)
-  run                 the long-running agent: a cycle at start and on the configured schedule
-  guest release <guest> --from <node>
-                      let this node's agent start <guest> without <node>'s confirmation
-                      that it stopped it (for a node that is dead; see the README)
-  plan --all-nodes --rev <rev> [--base <rev>]
-                      review a Git revision offline: every node's change as Markdown
-  lab up [--prefix P] [--mode M] [--br-netfilter on|off] [--guests netns|qemu] [--state DIR]
-                      (root) a two-node cluster in network namespaces: topology, a Git server
-                      on 127.0.0.1 with a state repository seeded from DIR (default: the
-                      bundled state-example/), one agent per node; waits until both apply it
-  lab check [--prefix P]
-                      (root) probe the lab from its client and guests; ends "N passed, M failed"
-  lab down [--prefix P]
-                      (root) remove everything lab up made (also after a crash)
-  lab restart git [--prefix P]
-                      (root) stop the lab's Git server if it runs and start it again on the
-                      same port, so the agents reconnect (fault tests: a Git outage)
-  suspend --reason "..."
-                      this node's agent plans and reports, and applies nothing (--config)
-  resume              lift this node's suspension (--config)
-  status --all [--state DIR] [--max-age S] [--json]
-                      every node's latest report, one line each (--config for the status
-                      source); exit 1 when a node failed, rolled back or is silent > S (3600)
+/** Options several commands share; a command may reword the help. */
+const OPT = {
+  state: { type: 'string', value: 'DIR', help: 'state directory (default: current directory)' },
+  node: { type: 'string', value: 'NAME', help: "node to act for (default: this host's name up to the first dot)" },
+  nft: { type: 'string', value: 'PATH', help: 'nft binary (default: the config\'s nft, else nft from PATH)' },
+  json: { type: 'boolean', help: 'machine-readable output' },
+  agentConfig: { type: 'string', value: 'FILE', help: `agent configuration (default: ${DEFAULT_CONFIG})` },
+  nodeConfig: { type: 'string', value: 'FILE', help: 'agent configuration: stateDir, hooks, guests, netns and the status source come from it' },
+  stateDir: { type: 'string', value: 'DIR', help: "the node's state dir: lock, memory, conntrackd files (default: the config's stateDir, else /var/lib/cgw-sync)" },
+  log: { type: 'string', value: 'human|json', default: 'human', help: 'one line per cycle: the outcome and why (human), or a JSON object (json)' },
+  prefix: { type: 'string', value: 'P', default: DEFAULT_LAB_PREFIX, help: `prefix of every namespace the lab owns (default: ${DEFAULT_LAB_PREFIX})` },
+} satisfies Record<string, OptionSpec>;
 
-Options:
-  --state <dir>       state directory (default: current directory); with --all-nodes the
-                      state repository's checkout
-  --node <name>       node to act for (default: this host's name)
-  --nft <path>        nft binary (default: nft from PATH)
-  --json              machine-readable output (render, plan, apply, once)
-  --config <file>     agent configuration (once, run, guest: default /etc/cgw-sync/agent.yaml);
-                      plan/apply read stateDir, hooks, guests, netns and the status source from it
-  --state-dir <dir>   plan/apply: the node's state dir (lock, memory, conntrackd files);
-                      default the config's stateDir, else /var/lib/cgw-sync
-  --no-hooks          apply: do not run the pre-/post-apply hooks
-  --lock-wait <s>     apply: how long to wait for a running agent cycle (default 60)
-  --all-nodes         plan every node offline (with --rev)
-  --rev <rev>         revision to review (branch, tag, oid)
-  --base <rev>        revision to compare with (default: main)
-  --path <dir>        folder of the state inside the repository (default: .)
-  --prefix <p>        lab: prefix of every namespace the lab owns (default: ${DEFAULT_LAB_PREFIX})
-  --mode <m>          lab up: cluster nat.mode in the lab repository (full-nat, ct-sync, stateless-nat)
-  --br-netfilter on|off
-                      lab up: bridged traffic passes the nodes' ip hooks (default: off)
-  --guests netns|qemu lab up: guests as network namespaces (default) or as real qemu VMs
-                      (Debian kernel + busybox, built from the package registry, KVM if a probe
-                      boot works, TCG otherwise)
-  -h, --help          this help
-`;
+const COMMANDS: CommandSpec[] = [
+  {
+    name: 'validate',
+    summary: 'check the state directory; every problem with file:line:column and field',
+    options: { state: OPT.state },
+    exits: { 0: 'valid', 1: 'invalid' },
+    run: async (v, _a, io) => validate(str(v, 'state') ?? '.', io),
+  },
+  {
+    name: 'render',
+    summary: "print the node's desired nftables tables",
+    details: 'With --guest NAME: what that guest needs inside (stateless-nat: the tagged-port redirect).',
+    options: { state: OPT.state, node: OPT.node, json: OPT.json, guest: { type: 'string', value: 'NAME', help: 'what this guest needs inside instead (no --node needed)' } },
+    exits: { 0: 'printed', 1: 'invalid state, unknown node or guest' },
+    run: async (v, _a, io) => {
+      const state = await load(str(v, 'state') ?? '.', io);
+      if (!state) return EXIT.error;
+      // A guest's snippet is the same whichever node asks: no --node needed.
+      const guestName = str(v, 'guest');
+      if (guestName) return renderGuest(state, guestName, io);
+      return render(resolveNode(state, str(v, 'node') ?? defaultNode()), !!v.json, io);
+    },
+  },
+  {
+    name: 'plan',
+    summary: 'show what apply would change: nftables, node settings, guests (also: cgw-sync --plan)',
+    details: [
+      'With --all-nodes --rev REV: review a Git revision offline, every node\'s change as Markdown,',
+      'against --base (default: main, or origin/main in a clone that has no local main).',
+    ].join('\n'),
+    options: {
+      state: { ...OPT.state, help: 'state directory (default: current directory); with --all-nodes the repository checkout' },
+      node: OPT.node,
+      nft: OPT.nft,
+      json: OPT.json,
+      config: OPT.nodeConfig,
+      'state-dir': OPT.stateDir,
+      'all-nodes': { type: 'boolean', help: 'review every node offline (needs --rev)' },
+      rev: { type: 'string', value: 'REV', help: 'revision to review (branch, tag, oid)' },
+      base: { type: 'string', value: 'REV', help: 'revision to compare with (default: main, else origin/main)' },
+      path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
+    },
+    exits: { 0: 'no changes', 1: 'error (with --all-nodes: also an invalid revision)', 2: 'changes pending (with --all-nodes: on some node)' },
+    run: async (v, _a, io) => {
+      if (v['all-nodes']) return review(str(v, 'state') ?? '.', str(v, 'base'), str(v, 'rev'), str(v, 'path') ?? '.', io);
+      for (const only of ['rev', 'base', 'path']) if (v[only] !== undefined) throw new UsageError(`--${only} needs --all-nodes`);
+      return nodeCommand('plan', v, io);
+    },
+  },
+  {
+    name: 'apply',
+    summary: "apply the state to this node the way the agent's cycle does, under its node lock",
+    details: [
+      'Pre-apply hooks, guest stops, one atomic nft transaction, node settings (rolled back with the',
+      'tables if they fail), guest starts, post-apply hooks. A guest moving here starts only once the',
+      "old node's report says it stopped (needs a status source: --config).",
+    ].join('\n'),
+    options: {
+      state: OPT.state,
+      node: OPT.node,
+      nft: OPT.nft,
+      json: OPT.json,
+      config: OPT.nodeConfig,
+      'state-dir': OPT.stateDir,
+      'no-hooks': { type: 'boolean', help: 'do not run the pre-/post-apply hooks' },
+      'lock-wait': { type: 'string', value: 'S', default: '60', help: 'how long to wait for a running agent cycle (default 60)' },
+    },
+    exits: { 0: 'converged', 1: 'error or vetoed' },
+    run: async (v, _a, io) => nodeCommand('apply', v, io),
+  },
+  {
+    name: 'once',
+    summary: 'one agent cycle: fetch, verify, plan, apply, report (for a systemd timer)',
+    options: { config: OPT.agentConfig, json: { type: 'boolean', help: "print the cycle's status document (status.json) instead of the log line" }, log: OPT.log },
+    exits: { 0: 'converged or applied', 1: 'error, vetoed, rolled back or suspended, a revision not applied (invalid, refused, not owned), or the report could not be published', 2: 'drift reported (drift: report)' },
+    run: async (v, _a, io) => agent('once', v, io),
+  },
+  {
+    name: 'run',
+    summary: 'the long-running agent: a cycle at start and on the configured schedule',
+    options: { config: OPT.agentConfig, log: OPT.log, json: { type: 'boolean', help: 'the same as --log json' } },
+    exits: { 0: 'stopped by SIGTERM or SIGINT', 1: 'invalid configuration' },
+    run: async (v, _a, io) => agent('run', v, io),
+  },
+  {
+    name: 'guest release',
+    args: ['guest'],
+    summary: "let this node's agent start <guest> without --from's confirmation that it stopped it",
+    details: 'For a node that is dead: make sure it really is down first (see the README).',
+    options: { from: { type: 'string', value: 'NODE', help: 'the node the guest was on (required)' }, config: OPT.agentConfig },
+    exits: { 0: 'released', 1: 'error' },
+    run: async (v, a, io) => guest(a[0] as string, str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'from'), io),
+  },
+  {
+    name: 'suspend',
+    summary: "this node's agent plans and reports, and applies nothing until `cgw-sync resume`",
+    options: { reason: { type: 'string', value: 'TEXT', help: 'why (1-200 printable characters; shown in the reports); required' }, config: OPT.agentConfig },
+    exits: { 0: 'suspended', 1: 'error' },
+    run: async (v, _a, io) => {
+      const reason = str(v, 'reason');
+      if (reason === undefined) throw new UsageError('suspend needs --reason "..."');
+      io.out(await suspendCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG), reason));
+      return EXIT.ok;
+    },
+  },
+  {
+    name: 'resume',
+    summary: "lift this node's suspension: the next cycle applies again",
+    options: { config: OPT.agentConfig },
+    exits: { 0: 'resumed (or was not suspended here)', 1: 'error' },
+    run: async (v, _a, io) => {
+      io.out(await resumeCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG)));
+      return EXIT.ok;
+    },
+  },
+  {
+    name: 'status',
+    summary: "status --all: every node's latest report, one line each (revision, outcome, health, age, why)",
+    details: 'The nodes are those of --state (default: the state this node applied last); the reports come from the status source of --config.',
+    options: {
+      all: { type: 'boolean', help: 'every node (required: there is no single-node form yet)' },
+      state: { type: 'string', value: 'DIR', help: "the state naming the nodes (default: the one this node applied last)" },
+      'max-age': { type: 'string', value: 'S', default: '3600', help: 'a node whose last report is older is silent (default 3600)' },
+      json: OPT.json,
+      config: { ...OPT.agentConfig, help: `agent configuration with the status source (default: ${DEFAULT_CONFIG})` },
+    },
+    exits: { 0: 'every node reported and none failed', 1: 'a node failed, rolled back or is silent, or an error' },
+    run: async (v, _a, io) => fleetStatusCommand(v, io),
+  },
+  {
+    name: 'init',
+    summary: 'write an agent configuration for a node, consistent with the state (like flux bootstrap)',
+    details: [
+      'Owned tables come from the state (--state); the state dir, hooks dir and run dir are created.',
+      'Token and signing keys are left as explained comments. Check it with `cgw-sync check-config`.',
+    ].join('\n'),
+    options: {
+      source: { type: 'string', value: 'URL', help: 'the state repository (http(s) URL or a local folder); required' },
+      node: { type: 'string', value: 'NAME', help: "this node's name in the state; required" },
+      state: { type: 'string', value: 'DIR', help: 'a checkout of the state to derive owned tables from and check the node against' },
+      config: { type: 'string', value: 'FILE', help: `where to write it (default: ${DEFAULT_CONFIG})` },
+      'state-dir': { type: 'string', value: 'DIR', help: "the agent's state dir (default: /var/lib/cgw-sync)" },
+      force: { type: 'boolean', help: 'overwrite an existing file' },
+    },
+    exits: { 0: 'written, and check-config finds no problem', 1: 'error, a problem, or the file exists (without --force)' },
+    run: async (v, _a, io) => initCommand(v, DEFAULT_CONFIG, io),
+  },
+  {
+    name: 'check-config',
+    summary: "check an agent configuration before the first cycle: every problem with the file's line:column",
+    details: 'Files it names, folders, the schedule, the network namespace; with --state, whether its ownedTables accept the state.',
+    options: { config: OPT.agentConfig, state: { type: 'string', value: 'DIR', help: 'a checkout of the state the node will apply' } },
+    exits: { 0: 'no problems', 1: 'problems' },
+    run: async (v, _a, io) => checkConfigCommand(str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'state'), io),
+  },
+  {
+    name: 'lab up',
+    summary: '(root) a two-node cluster in network namespaces, a Git server on 127.0.0.1, one agent per node',
+    details: 'The state repository is seeded from --state (default: the bundled state-example/); waits until both nodes apply it.',
+    options: {
+      prefix: OPT.prefix,
+      mode: { type: 'string', value: 'M', help: `cluster nat.mode in the lab repository (${NAT_MODES.join(', ')})` },
+      'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: "bridged traffic passes the nodes' ip hooks (default: off)" },
+      guests: { type: 'string', value: 'netns|qemu', default: 'netns', help: 'guests as network namespaces (default) or real qemu VMs (Debian kernel + busybox; KVM if a probe boot works, else TCG)' },
+      state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
+    },
+    exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
+    run: async (v, _a, io) => labUp(v, io),
+  },
+  {
+    name: 'lab check',
+    summary: '(root) probe the lab from its client and guests; ends "N passed, M failed"',
+    options: { prefix: OPT.prefix },
+    exits: { 0: 'all passed', 1: 'a probe failed or no lab with that prefix' },
+    run: async (v, _a, io) => labCheckCommand(str(v, 'prefix') as string, io),
+  },
+  {
+    name: 'lab restart',
+    args: ['what'],
+    summary: `(root) restart a lab part (${LAB_RESTARTABLE.join(', ')}) on the same port, so the agents reconnect (fault tests)`,
+    details: 'git: stop the lab\'s Git server if it runs and start it again at the URL the agents use.',
+    options: { prefix: OPT.prefix },
+    exits: { 0: 'restarted', 1: 'error or no lab with that prefix' },
+    run: async (v, a, io) => labRestartCommand(str(v, 'prefix') as string, a[0] as string, io),
+  },
+  {
+    name: 'lab down',
+    summary: '(root) remove everything lab up made (also after a crash)',
+    options: { prefix: OPT.prefix },
+    exits: { 0: 'removed (or nothing was left)', 1: 'error' },
+    run: async (v, _a, io) => labDownCommand(str(v, 'prefix') as string, io),
+  },
+];
 
-const OPTIONS = {
-  // No default here: `lab up` defaults to the bundled state-example/, every other command to '.'.
-  state: { type: 'string' },
-  node: { type: 'string' },
-  nft: { type: 'string' },
-  json: { type: 'boolean', default: false },
-  plan: { type: 'boolean', default: false },
-  help: { type: 'boolean', short: 'h', default: false },
-  // No default here: once/run/guest default to DEFAULT_CONFIG; plan/apply use it only when given.
-  config: { type: 'string' },
-  'state-dir': { type: 'string' },
-  'no-hooks': { type: 'boolean', default: false },
-  'lock-wait': { type: 'string', default: '60' },
-  'all-nodes': { type: 'boolean', default: false },
-  rev: { type: 'string' },
-  base: { type: 'string', default: 'main' },
-  path: { type: 'string', default: '.' },
-  prefix: { type: 'string', default: DEFAULT_LAB_PREFIX },
-  mode: { type: 'string' },
-  'br-netfilter': { type: 'string', default: 'off' },
-  guests: { type: 'string', default: 'netns' },
-  from: { type: 'string' },
-  guest: { type: 'string' },
-  reason: { type: 'string' },
-  all: { type: 'boolean', default: false },
-  'max-age': { type: 'string', default: '3600' },
-} as const;
+/** Every command's definition (help, README and tests read them). */
+export const commands: readonly CommandSpec[] = COMMANDS;
 
-export interface Io {
-  out: (s: string) => void;
-  err: (s: string) => void;
-}
+const str = (v: Values, key: string) => v[key] as string | undefined;
 
 const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
-
-class UsageError extends Error {}
 
 async function load(dir: string, io: Io): Promise<ClusterState | undefined> {
   const { state, diagnostics } = await loadState(dir);
@@ -148,54 +269,31 @@ function defaultNode(): string {
 }
 
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
-  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    io.err(`cgw-sync: ${(e as Error).message}\n\n${USAGE}`);
-    return EXIT.error;
+  // `--plan` anywhere is the `plan` command (terraform habit).
+  const args = argv.includes('--plan') ? ['plan', ...argv.filter((a) => a !== '--plan')] : argv;
+  if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
+    (args.length ? io.out : io.err)(overview(COMMANDS));
+    return args.length ? EXIT.ok : EXIT.error;
   }
-  const { values, positionals } = parsed;
-  const command = values.plan ? 'plan' : positionals[0];
-  if (values.help || !command) {
-    io.out(USAGE);
-    return values.help ? EXIT.ok : EXIT.error;
+  const group = COMMANDS.filter((c) => c.name.startsWith(`${args[0]} `));
+  if (group.length && (args[1] === '--help' || args[1] === '-h')) {
+    io.out(overview(group));
+    return EXIT.ok;
   }
+  let parsed: Parsed | undefined;
   try {
-    switch (command) {
-      case 'validate':
-        return await validate(values.state ?? '.', io);
-      case 'lab':
-        return await lab(positionals.slice(1), values, io);
-      case 'once':
-      case 'run':
-        return await agent(command, values.config ?? DEFAULT_CONFIG, values.json, io);
-      case 'guest':
-        return await guest(positionals.slice(1), values.config ?? DEFAULT_CONFIG, values.from, io);
-      case 'render':
-      case 'plan':
-      case 'apply': {
-        if (command === 'plan' && values['all-nodes']) return await review(values.state ?? '.', values.base, values.rev, values.path, io);
-        const state = await load(values.state ?? '.', io);
-        if (!state) return EXIT.error;
-        // A guest's snippet is the same whichever node asks: no --node needed.
-        if (command === 'render' && values.guest) return renderGuest(state, values.guest, io);
-        if (command === 'render') return render(resolveNode(state, values.node ?? defaultNode()), values.json, io);
-        const opts: CliNodeOptions = { nft: values.nft, json: values.json, config: values.config, stateDir: values['state-dir'], hooks: !values['no-hooks'], lockWaitMs: Number(values['lock-wait']) * 1000 };
-        if (!(opts.lockWaitMs >= 0)) throw new UsageError('--lock-wait must be a number of seconds');
-        const config = await nodeConfig(values.node, opts);
-        return await planOrApply(command, state, values.state ?? '.', opts, config, io);
-      }
-      case 'suspend':
-      case 'resume':
-      case 'status':
-        return await rollout(command, values, io);
-      default:
-        throw new UsageError(`unknown command "${command}"`);
+    parsed = parseCommand(args, COMMANDS);
+    if (parsed.help) {
+      io.out(commandHelp(parsed.spec));
+      return EXIT.ok;
     }
+    return await parsed.spec.run(parsed.values, parsed.args, io);
   } catch (e) {
     io.err(`cgw-sync: ${redactText((e as Error).message, allSecrets())}\n`);
-    if (e instanceof UsageError) io.err(`\n${USAGE}`);
+    if (e instanceof UsageError) {
+      const spec = parsed?.spec ?? ((e.cause as CommandSpec | undefined)?.name ? (e.cause as CommandSpec) : undefined);
+      io.err(spec ? `see \`cgw-sync ${spec.name} --help\`\n` : 'see `cgw-sync --help`\n');
+    }
     return EXIT.error;
   }
 }
@@ -285,20 +383,57 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
   }
 }
 
-async function review(repoDir: string, base: string, rev: string | undefined, subPath: string, io: Io): Promise<number> {
+/** `plan` / `apply` for one node: the state folder through the agent's path. */
+async function nodeCommand(command: 'plan' | 'apply', v: Values, io: Io): Promise<number> {
+  const dir = str(v, 'state') ?? '.';
+  const state = await load(dir, io);
+  if (!state) return EXIT.error;
+  const opts: CliNodeOptions = { nft: str(v, 'nft'), json: !!v.json, config: str(v, 'config'), stateDir: str(v, 'state-dir'), hooks: !v['no-hooks'], lockWaitMs: Number(v['lock-wait'] ?? 0) * 1000 };
+  if (!(opts.lockWaitMs >= 0)) throw new UsageError('--lock-wait must be a number of seconds');
+  const config = await nodeConfig(str(v, 'node'), opts);
+  return planOrApply(command, state, dir, opts, config, io);
+}
+
+/** The review's base: --base, else main, else origin/main (a CI clone has only the remote-tracking branch). */
+async function reviewBase(repoDir: string, base: string | undefined): Promise<string> {
+  if (base) return base;
+  for (const candidate of ['main', 'origin/main']) {
+    if (await resolveRevision(repoDir, candidate).then(() => true, () => false)) return candidate;
+  }
+  throw new Error(`neither main nor origin/main exists in ${repoDir}: name the base revision with --base`);
+}
+
+async function review(repoDir: string, base: string | undefined, rev: string | undefined, subPath: string, io: Io): Promise<number> {
   if (!rev) throw new UsageError('plan --all-nodes needs --rev <revision>');
-  const r = await reviewRevisions(repoDir, base, rev, subPath);
+  const r = await reviewRevisions(repoDir, await reviewBase(repoDir, base), rev, subPath);
   // A CI job's environment (its tokens) must not reach a pull request comment, whatever the state did.
   io.out(maskSecrets(r.markdown, allSecrets()));
   if (r.diagnostics.length) return EXIT.error;
   return r.changed ? EXIT.changes : EXIT.ok;
 }
 
-function logLine(line: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(redactDeep(line))}\n`);
+/** How once and run log each cycle: the human line (default) or the JSON object. */
+function cycleLogger(format: string, io: Io): NonNullable<CycleDeps['log']> {
+  if (format !== 'human' && format !== 'json') throw new UsageError(`--log must be human or json (got "${format}")`);
+  if (format === 'json') return (line) => io.out(`${JSON.stringify(redactDeep(line))}\n`);
+  return (line, status) => io.out(`${redactText(status ? cycleLine(status) : humanLogLine(line), allSecrets())}\n`);
 }
 
-async function agent(command: 'once' | 'run', configFile: string, json: boolean, io: Io): Promise<number> {
+/**
+ * once's exit code, terraform-like. A node that could not save what it did says so too; so does a
+ * revision that is in Git but was not applied (invalid, refused, not ours): it needs a person,
+ * even though the node still converged on its last good revision.
+ */
+export function onceExit(status: NodeStatus, unsaved: boolean): number {
+  if (unsaved || ['invalid', 'refused', 'not-owned'].includes(status.source.state)) return EXIT.error;
+  if (status.outcome === 'drift-reported') return EXIT.changes;
+  return status.outcome === 'converged' || status.outcome === 'applied' ? EXIT.ok : EXIT.error;
+}
+
+async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number> {
+  const configFile = str(v, 'config') ?? DEFAULT_CONFIG;
+  const statusJson = command === 'once' && !!v.json;
+  const log = cycleLogger(command === 'run' && v.json ? 'json' : (str(v, 'log') as string), io);
   let config: AgentConfig;
   try {
     config = await loadAgentConfig(configFile);
@@ -311,69 +446,79 @@ async function agent(command: 'once' | 'run', configFile: string, json: boolean,
   }
   for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
-  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log: logLine };
+  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
   if (command === 'run') {
     await startAgent(deps, { handleSignals: true }).done;
     return EXIT.ok;
   }
   const carry: MemoryCarry = { unsaved: false };
-  const status = await runOnce({ ...deps, carry, log: json ? undefined : logLine });
-  if (json) io.out(`${JSON.stringify(status, null, 2)}\n`);
-  // A node that could not save what it did says so in its exit code too; so does a revision that
-  // is in Git but was not applied (invalid, refused, not ours): it needs a person, even though the
-  // node still converged on its last good revision.
-  const stateRefused = ['invalid', 'refused', 'not-owned'].includes(status.source.state);
-  return (status.outcome === 'converged' || status.outcome === 'applied') && !carry.unsaved && !stateRefused ? EXIT.ok : EXIT.error;
+  const status = await runOnce({ ...deps, carry, log: statusJson ? undefined : log });
+  if (statusJson) io.out(`${JSON.stringify(status, null, 2)}\n`);
+  return onceExit(status, carry.unsaved);
 }
 
-async function guest(args: string[], configFile: string, from: string | undefined, io: Io): Promise<number> {
-  const [verb, name] = args;
-  if (verb !== 'release' || !name || !from) throw new UsageError('usage: cgw-sync guest release <guest> --from <node> [--config FILE]');
+async function guest(name: string, configFile: string, from: string | undefined, io: Io): Promise<number> {
+  if (!from) throw new UsageError('guest release needs --from <node>: the node the guest was on');
   const config = await loadAgentConfig(configFile);
   await releaseGuest(config.stateDir, name, from);
   io.out(`released ${name} from ${from}: node ${config.node} will start it without ${from}'s confirmation (make sure ${from} is really down)\n`);
   return EXIT.ok;
 }
 
-const NAT_MODES = ['full-nat', 'ct-sync', 'stateless-nat'] as const;
-
-/** `lab up | check | down | restart`: a thin layer over src/lab/lab.ts. */
-async function lab(
-  [sub, target]: string[],
-  values: { prefix: string; mode?: string; 'br-netfilter': string; guests: string; state?: string },
-  io: Io,
-): Promise<number> {
-  if (sub !== 'up' && sub !== 'check' && sub !== 'down' && sub !== 'restart') throw new UsageError('lab needs one of: up, check, down, restart');
-  if (sub === 'restart' && !(LAB_RESTARTABLE as readonly string[]).includes(target ?? '')) throw new UsageError(`usage: cgw-sync lab restart ${LAB_RESTARTABLE.join('|')} [--prefix P]`);
+function needRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('lab needs root: it creates network namespaces');
-  const prefix = values.prefix;
-  const prefixOpt = prefix === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${prefix}`;
-  if (sub === 'restart') {
-    io.out(`lab ${prefix}: the Git server listens again at ${await labRestart(prefix, target)}\n`);
-    return EXIT.ok;
-  }
-  if (sub === 'down') {
-    const removed = await labDown(prefix);
-    io.out(removed.length ? `lab ${prefix} removed: ${removed.join(' ')}\n` : `no namespaces with prefix ${prefix} were left; its recorded processes and directory are gone too\n`);
-    return EXIT.ok;
-  }
-  if (sub === 'check') {
-    const report = await labCheck(prefix);
-    const failed = report.results.filter((r) => !r.ok).length;
-    io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
-    io.out(`${report.results.length - failed} passed, ${failed} failed\n`);
-    return failed === 0 ? EXIT.ok : EXIT.error;
-  }
-  const mode = values.mode;
+}
+
+/** `status --all`: a thin layer over src/rollout/commands.ts (fleetStatus). */
+async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
+  const maxAgeSeconds = Number(str(v, 'max-age'));
+  if (!v.all) throw new UsageError('status needs --all (every node\'s report)');
+  if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
+  const config = await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG);
+  const state = str(v, 'state');
+  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
+  io.out(r.text);
+  if (r.problems.length && !v.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  return r.problems.length ? EXIT.error : EXIT.ok;
+}
+
+/** `lab up | check | restart | down`: thin layers over src/lab/lab.ts. */
+async function labRestartCommand(prefix: string, what: string, io: Io): Promise<number> {
+  if (!(LAB_RESTARTABLE as readonly string[]).includes(what)) throw new UsageError(`lab restart: cannot restart "${what}" (one of: ${LAB_RESTARTABLE.join(', ')})`);
+  needRoot();
+  io.out(`lab ${prefix}: the Git server listens again at ${await labRestart(prefix, what)}\n`);
+  return EXIT.ok;
+}
+
+async function labDownCommand(prefix: string, io: Io): Promise<number> {
+  needRoot();
+  const removed = await labDown(prefix);
+  io.out(removed.length ? `lab ${prefix} removed: ${removed.join(' ')}\n` : `no namespaces with prefix ${prefix} were left; its recorded processes and directory are gone too\n`);
+  return EXIT.ok;
+}
+
+async function labCheckCommand(prefix: string, io: Io): Promise<number> {
+  needRoot();
+  const report = await labCheck(prefix);
+  const failed = report.results.filter((r) => !r.ok).length;
+  io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
+  io.out(`${report.results.length - failed} passed, ${failed} failed\n`);
+  return failed === 0 ? EXIT.ok : EXIT.error;
+}
+
+async function labUp(v: Values, io: Io): Promise<number> {
+  needRoot();
+  const prefix = str(v, 'prefix') as string;
+  const mode = str(v, 'mode');
   if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
-  const brnf = values['br-netfilter'];
+  const brnf = str(v, 'br-netfilter');
   if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
-  const guests = values.guests;
+  const guests = str(v, 'guests');
   if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
   try {
     const up = await labStart({
       prefix,
-      stateDir: values.state,
+      stateDir: str(v, 'state'),
       mode: mode as (typeof NAT_MODES)[number] | undefined,
       brNetfilter: brnf === 'on',
       guests,
@@ -383,27 +528,8 @@ async function lab(
     return EXIT.ok;
   } catch (e) {
     if (!(e instanceof LabExists)) throw e;
+    const prefixOpt = prefix === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${prefix}`;
     io.err(`cgw-sync: ${e.message}\n  \`cgw-sync lab check${prefixOpt}\` tests the running lab.\n`);
     return EXIT.error;
   }
-}
-
-/** `suspend`, `resume`, `status --all`: a thin layer over src/rollout/commands.ts. */
-async function rollout(command: 'suspend' | 'resume' | 'status', values: { config?: string; reason?: string; all: boolean; state?: string; json: boolean; 'max-age': string }, io: Io): Promise<number> {
-  const config = await loadAgentConfig(values.config ?? DEFAULT_CONFIG);
-  if (command === 'suspend') {
-    if (values.reason === undefined) throw new UsageError('usage: cgw-sync suspend --reason "..." [--config FILE]');
-    io.out(await suspendCommand(config, values.reason));
-    return EXIT.ok;
-  }
-  if (command === 'resume') {
-    io.out(await resumeCommand(config));
-    return EXIT.ok;
-  }
-  const maxAgeSeconds = Number(values['max-age']);
-  if (!values.all || !(maxAgeSeconds >= 0)) throw new UsageError('usage: cgw-sync status --all [--state DIR] [--max-age SECONDS] [--json] [--config FILE]');
-  const r = await fleetStatus(config, { ...(values.state !== undefined && { stateDir: values.state }), json: values.json, maxAgeSeconds });
-  io.out(r.text);
-  if (r.problems.length && !values.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
-  return r.problems.length ? EXIT.error : EXIT.ok;
 }

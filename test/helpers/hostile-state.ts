@@ -3,12 +3,11 @@
 // byte-identical whatever cgw-sync is fed; for the "state files" group, a sandbox whose secrets
 // carry a canary that must never come out of the CLI.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
-import { CLI_BIN, PROJECT_ROOT } from './agent-fixture.js';
+import { PROJECT_ROOT } from './agent-fixture.js';
+import { cliBin, type CliResult as BinResult } from './cli.js';
 import { gitCli } from './git-server.js';
 import { nftNamespace, type NftNamespace } from './nft-netns.js';
 
@@ -39,24 +38,16 @@ export async function editedState(scratch: string, edits: StateEdit[]): Promise<
   return dir;
 }
 
-export interface CliResult {
-  code: number | undefined;
-  out: string;
-  err: string;
+export interface CliResult extends BinResult {
   /** Wall time of the run. */
   ms: number;
 }
 
-/**
- * The built CLI, inside `ns` when given (as an operator would aim it: `ip netns exec`), with `env`
- * added to its environment.
- */
+/** The built CLI, inside `ns` when given, with `env` added to its environment. */
 export async function cli(args: string[], ns?: string, env: Record<string, string> = {}): Promise<CliResult> {
-  if (!existsSync(CLI_BIN)) throw new Error(`${CLI_BIN} is missing: run \`npm run build\` (scripts/test.sh does)`);
-  const argv = ns ? ['ip', 'netns', 'exec', ns, process.execPath, CLI_BIN, ...args] : [process.execPath, CLI_BIN, ...args];
   const started = performance.now();
-  const r = await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: 20_000, env, maxBuffer: 64 * 1024 * 1024 });
-  return { code: r.exitCode, out: String(r.stdout), err: String(r.stderr), ms: performance.now() - started };
+  const r = await cliBin(args, { ...(ns && { ns }), env, timeoutMs: 20_000 });
+  return { ...r, ms: performance.now() - started };
 }
 
 /**
