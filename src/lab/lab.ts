@@ -178,7 +178,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const config = path.join(nodeDir, 'agent.yaml');
       await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
       record.agents[node.name] = config;
-      await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config], path.join(nodeDir, 'agent.log')));
+      await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config, '--log', 'json'], path.join(nodeDir, 'agent.log')));
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
 
