@@ -52,9 +52,17 @@ const repliesAfter = (port: number, t: number) => sender!.replies.filter((r) => 
 const guestOf = (text: string) => /this is (\S+) OK/.exec(text)?.[1];
 
 /** node1's entries of the 1232 flow, without the timeout column (it counts down). */
+/**
+ * The 1232 flow's entries by identity: the kernel's entry id and both tuples. The timeout and the
+ * status flags ([ASSURED] once the flow has seen replies) change while the flow lives; a deleted and
+ * re-created entry gets a new id.
+ */
 async function entries1232(): Promise<string[]> {
-  const r = await runIn(node1().ns, 'conntrack', ['-L', '-p', 'udp', '--orig-port-dst', '1232'], { stderr: 'ignore' } as never);
-  return r.stdout.split('\n').filter((l) => l.includes('dport=1232')).map((l) => l.split(/\s+/).filter((_, i) => i !== 2).join(' '));
+  const r = await runIn(node1().ns, 'conntrack', ['-L', '-p', 'udp', '--orig-port-dst', '1232', '-o', 'id'], { stderr: 'ignore' } as never);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.includes('dport=1232'))
+    .map((l) => l.split(/\s+/).filter((t) => /^(id|src|dst|sport|dport)=/.test(t)).join(' '));
 }
 
 beforeAll(async () => {
@@ -98,6 +106,7 @@ describe('conntrack cleanup after a forward is retargeted (UDP, one source port,
   it('with the cleanup step the flow reaches the new guest at once; only its entry is deleted', async () => {
     const before1232 = await entries1232();
     expect(before1232).toHaveLength(1);
+    expect(before1232[0]).toMatch(/\bid=\d+/);
     const t0 = Date.now();
     const { result, appliedAt } = await applyNode1(withNtp1At('guest2'), true);
     expect(result.conntrack.errors).toEqual([]);
