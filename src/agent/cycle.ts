@@ -34,7 +34,8 @@ import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
 import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
-import { publishReport, statusReader, type PublishResult } from './status-source.js';
+import type { Intrusion } from '../git/status-branch.js';
+import { findIntrusion, publishReport, readReports, statusReader, statusTrust, unverifiedNote, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
@@ -185,6 +186,11 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
+  const unverified = loaded && unverifiedNote(loaded.state, config.node);
+  if (unverified) c.notes.push(unverified);
+  // Every cycle, not only when the report changes: a forged tip must not stand until then.
+  const intrusion = await findIntrusion(config, c.memory.statusTip);
+  if (intrusion) c.notes.push(intrusionNote(intrusion));
 
   // --- report -----------------------------------------------------------------------------
   const { memory, sourceStatus, now } = c;
@@ -214,6 +220,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
+    ...(intrusion && { intrusion: { ...intrusion, at: now() } }),
     timings: c.sw.timings,
   });
   const published = await publishIfNew(config, status, memory);
@@ -290,9 +297,8 @@ async function rolloutOpen(c: Cycle, state: ClusterState, revision: string): Pro
   const wave = waveOf(state, c.config.node) + 1;
   const others = earlierNodes(state, c.config.node);
   if (others.length === 0) return true;
-  const read = statusReader(c.config);
-  const reports = new Map(await Promise.all(others.map(async (n) => [n, read ? await read(n).catch(() => null) : null] as const)));
-  const gate = waveGate({ state, node: c.config.node, revision, reports, now: new Date(c.now()) });
+  const read = statusReader(c.config, statusTrust(state));
+  const gate = waveGate({ state, node: c.config.node, revision, ...(await readReports(read, others)), now: new Date(c.now()) });
   if (gate.go) return true;
   c.rollout = { wave, revision, ...(gate.halted ? { halted: gate.reason } : { waiting: read ? gate.reason : `${gate.reason} (no status source is configured to read their reports from)` }) };
   return false;
@@ -371,14 +377,22 @@ async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Ca
   memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }
 
+function intrusionNote(i: Intrusion): string {
+  const what = i.oid ? `commit ${i.oid.slice(0, 12)} at the tip of ${i.branch}` : `${i.branch} gone`;
+  return `intrusion: found ${what}, which this node did not make (${i.reason}; it pushed ${i.expected.slice(0, 12)} last); its own report is put back on top`;
+}
+
 type PublishOutcome = PublishResult | { kind: 'unchanged' };
 
 /** Commit the report if it says something new, or records the end of a Git outage. */
 async function publishIfNew(config: AgentConfig, status: NodeStatus, memory: AgentMemory): Promise<PublishOutcome> {
   const key = significantKey(status);
-  if (key === memory.lastReportKey && !status.outage?.until) return { kind: 'unchanged' };
-  const r = await publishReport(config, status);
+  if (key === memory.lastReportKey && !status.outage?.until && !status.intrusion) return { kind: 'unchanged' };
+  // After an intrusion the node's own signed report goes on top of the foreign commit, even when
+  // its content is unchanged: the branch keeps its history (no force-push), its tip is the node's.
+  const r = await publishReport(config, status, { always: !!status.intrusion });
   if (r.kind === 'failed') return r;
+  if (r.kind === 'committed' && r.oid) memory.statusTip = r.oid;
   memory.lastReportKey = key;
   // The outage (if any) and the cycles carried by this report are now on record: forget them.
   if (status.outage?.until) delete memory.outage;

@@ -19,7 +19,7 @@ import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
 import type { GuestReport } from './report.js';
 import type { Source } from './source.js';
-import { statusReader } from './status-source.js';
+import { statusReader, statusTrust } from './status-source.js';
 import { acquireLock, LockBusy, type Lock } from './lock.js';
 import { agentPaths } from './memory.js';
 import { validateDocument } from '../state/schema.js';
@@ -82,7 +82,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         memory,
         running: live.guests.filter((g) => g.state === 'running').map((g) => g.name),
         releases: await readReleases(config.stateDir),
-        readStatus: statusReader(config),
+        readStatus: statusReader(config, statusTrust(state)),
         isAtOrAfter: rt.isAtOrAfter,
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
