@@ -100,7 +100,7 @@ export function commitSigner(key: openpgp.PrivateKey): (args: { payload: string 
 
 /** A new key pair for a node (init, the lab). Ed25519: small keys, fast signatures. */
 export async function generateNodeKey(node: string): Promise<{ privateKey: string; publicKey: string; fingerprint: string }> {
-  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'ed25519Legacy', userIDs: [{ name: `cgw-sync ${node}`, email: `cgw-sync@${node}` }], format: 'armored' });
+  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'ed25519Legacy', userIDs: [{ name: `cgw-sync node ${node}` }], format: 'armored' });
   const fingerprint = (await openpgp.readKey({ armoredKey: publicKey })).getFingerprint();
   return { privateKey, publicKey, fingerprint };
 }

@@ -17,6 +17,9 @@ export function statusKeyShapeProblem(text: string): string | undefined {
   if (/PRIVATE KEY/.test(text)) return 'is a private key: the state may only hold the public key (`gpg --armor --export`); the private key is now compromised: make a new one and remove this one from the Git history';
   if (text.length > STATUS_KEY_MAX_CHARS) return `is ${text.length} characters long; an armored public key is far shorter (limit ${STATUS_KEY_MAX_CHARS})`;
   if (!text.trimStart().startsWith(PUBLIC_ARMOR)) return `must be an armored OpenPGP public key starting with ${PUBLIC_ARMOR}`;
+  // openpgp reads the first armored block and ignores the rest: one block, or the rest is unseen.
+  const blocks = text.split('-----BEGIN PGP').length - 1;
+  if (blocks > 1) return `holds ${blocks} armored blocks; give exactly one public key per node`;
   return undefined;
 }
 
