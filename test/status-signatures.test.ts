@@ -70,6 +70,8 @@ describe('signed status reports (real git server)', () => {
     const first = await node1.cycle();
     expect(guest1(first)?.detail).toMatch(/waiting for node node2: it has not reported \(down or silent\?\)/);
     expect(first.notes).toContain('the reports of node2 are unverified: the state declares no statusKey for it (docs/status-signatures.md)');
+    const fleet = await fleetStatus(node1.config, { stateDir: k.c.state, json: true, maxAgeSeconds: 3600 });
+    expect(JSON.parse(fleet.text).nodes.find((r: { node: string }) => r.node === 'node1').note).toMatch(/^unverified report/);
     await forgeReport(fx, k.branch('node2'), forgedReport(await k.revision()));
     const second = await node1.cycle();
     expect(guest1(second)).toEqual({ name: 'guest1', state: 'running', detail: 'started' });

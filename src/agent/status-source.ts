@@ -85,7 +85,7 @@ export function statusReader(config: AgentConfig, trust: StatusTrust): StatusRea
     if (key instanceof Error) return `${where}: ${node}'s statusKey ${key.message}`;
     const check = await verifyCommitSignature(gpgsig, payload, [key]);
     if (check.ok) return undefined;
-    if (check.refusal === 'untrusted-key') return `${where}: signature not by ${node}'s key (${check.reason.replace(/, which is not trusted$/, '')})`;
+    if (check.signedBy) return `${where}: signature not by ${node}'s key (${check.signedBy})`;
     return `${where}: ${check.refusal === 'unsigned' ? `not signed, but ${node}'s reports must be signed by its statusKey` : check.reason}`;
   };
   const believe = async (node: string, where: string, text: string | undefined, signed: { gpgsig?: string; payload: string }): Promise<StatusRead> => {

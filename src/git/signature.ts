@@ -8,7 +8,7 @@ export type SignatureRefusal = 'unsigned' | 'bad-signature' | 'untrusted-key';
 
 export type SignatureCheck =
   | { ok: true; fingerprint: string }
-  | { ok: false; refusal: SignatureRefusal; reason: string };
+  | { ok: false; refusal: SignatureRefusal; reason: string; signedBy?: string };
 
 /** Parse armored public keys (each text may hold several keys). Throws on malformed input. */
 export async function readTrustedKeys(armored: string[]): Promise<openpgp.PublicKey[]> {
@@ -37,7 +37,8 @@ export async function verifyCommitSignature(
   const signerIds = signature.getSigningKeyIDs().map((id) => id.toHex());
   const signer = trusted.find((k) => k.getKeyIDs().some((id) => signerIds.includes(id.toHex())));
   if (!signer) {
-    return { ok: false, refusal: 'untrusted-key', reason: `signed by key ${signerIds.join(', ') || '(no key id)'}, which is not trusted` };
+    const signedBy = `signed by key ${signerIds.join(', ') || '(no key id)'}`;
+    return { ok: false, refusal: 'untrusted-key', reason: `${signedBy}, which is not trusted`, signedBy };
   }
   try {
     const result = await openpgp.verify({

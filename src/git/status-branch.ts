@@ -152,7 +152,7 @@ export async function checkOwnBranch(opts: StatusBranchOptions, lastPushed: stri
   const dir = opts.workDir;
   const { commit, payload } = await git.readCommit({ fs, dir, oid: tip });
   const signature = ownKey ? await verifyCommitSignature(commit.gpgsig, payload, [ownKey]) : undefined;
-  if (signature && !signature.ok) return { ...found, oid: tip, reason: signature.refusal === 'untrusted-key' ? `${signature.reason.replace(/, which is not trusted$/, '')}, not this node's key` : signature.reason };
+  if (signature && !signature.ok) return { ...found, oid: tip, reason: signature.signedBy ? `${signature.signedBy}, not this node's key` : signature.reason };
   const after = await git.isDescendent({ fs, dir, oid: tip, ancestor: lastPushed, depth: -1 }).catch(() => false);
   if (!after) return { ...found, oid: tip, reason: signature ? 'an older commit of this node was put back (the branch was reset)' : 'not the commit this node pushed last, nor a descendant of it' };
   // Unsigned setups cannot tell a later commit of their own from a forged one.
