@@ -166,6 +166,17 @@ describe('signed status reports (real git server)', () => {
     expect(strict.refused.get('node2')).toBe(`${k.branch('node2')}: not believed: cluster.statusSignatures is required and the state declares no statusKey for node2`);
   });
 
+  it("a node whose signing key is not the state's statusKey for it (or is missing) says the others ignore its reports", async () => {
+    const k = await cluster('mismatch', { keys: true });
+    const wrong = await nodeKey(k.c.root, 'wrong');
+    const ignored = 'the other nodes ignore its reports (migration gate, waves, fleet status)';
+    const n = k.node('node1');
+    expect((await n.cycle()).errors).toEqual([]);
+    expect((await n.cycle({ status: { ...n.config.status, signingKey: wrong.file } })).errors).toContain(`status.signingKey ${wrong.file} is key ${wrong.fingerprint}, but the state's statusKey for node1 is ${k.keys.node1?.fingerprint}: ${ignored}`);
+    const { signingKey: _, ...unsigned } = n.config.status;
+    expect((await n.cycle({ status: unsigned })).errors).toContain(`the state declares a statusKey for node1, and status.signingKey is not set: ${ignored}`);
+  });
+
   it('a node finds an older commit of its own put back (a reset) and a deleted branch', async () => {
     const k = await cluster('reset', { keys: true });
     const node2 = k.node('node2');

@@ -35,7 +35,7 @@ import { conntrackdProblem, settingsReport, type SettingsReport } from './settin
 import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
 import type { Intrusion } from '../git/status-branch.js';
-import { findIntrusion, publishReport, readReports, statusReader, statusTrust, unverifiedNote, type PublishResult } from './status-source.js';
+import { findIntrusion, ownKeyProblem, publishReport, readReports, statusReader, statusTrust, unverifiedNote, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
@@ -188,6 +188,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
   const unverified = loaded && unverifiedNote(loaded.state, config.node);
   if (unverified) c.notes.push(unverified);
+  const keyProblem = loaded && (await ownKeyProblem(config, loaded.state));
+  if (keyProblem) c.errors.push(keyProblem);
   // Every cycle, not only when the report changes: a forged tip must not stand until then.
   const intrusion = await findIntrusion(config, c.memory.statusTip);
   if (intrusion) c.notes.push(intrusionNote(intrusion));

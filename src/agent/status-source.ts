@@ -202,10 +202,24 @@ export async function findIntrusion(config: AgentConfig, lastPushed: string | un
   const signingKey = await nodeSigningKey(config).catch(() => undefined);
   const branch = ownBranch(config, signingKey);
   if (!branch || !lastPushed) return undefined;
-  try {
-    return await checkOwnBranch(branch, lastPushed, signingKey?.toPublic());
-  } catch (e) {
-    if (e instanceof RemoteUnavailable) return undefined;
-    throw e;
-  }
+  // Unreachable, or a broken local status repository: the publish that follows says what is wrong.
+  return checkOwnBranch(branch, lastPushed, signingKey?.toPublic()).catch(() => undefined);
+}
+
+/**
+ * Why the other nodes will not believe this node's reports, when the state declares a statusKey
+ * for it that its signing key does not match (or it has none). Undefined when they will.
+ */
+export async function ownKeyProblem(config: AgentConfig, state: ClusterState): Promise<string | undefined> {
+  const declared = state.nodes.find((n) => n.name === config.node)?.statusKey;
+  const required = state.cluster.statusSignatures === 'required';
+  if (!declared && !required) return undefined;
+  const key = await nodeSigningKey(config).catch((e: Error) => e);
+  const ignored = 'the other nodes ignore its reports (migration gate, waves, fleet status)';
+  if (key instanceof Error) return `${key.message}: ${ignored}`;
+  if (!key) return `the state declares ${declared ? `a statusKey for ${config.node}` : 'statusSignatures: required'}, and status.signingKey is not set: ${ignored}`;
+  if (!declared) return undefined;
+  const expected = await readNodePublicKey(declared).then((k) => k.getFingerprint());
+  const own = key.getFingerprint();
+  return own === expected ? undefined : `status.signingKey ${config.status.signingKey} is key ${own}, but the state's statusKey for ${config.node} is ${expected}: ${ignored}`;
 }
