@@ -109,7 +109,13 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
         const config = await loadAgentConfig(cmd[4]);
         expect(config.netns).toBe(node(config.node).ns);
         expect(config.schedule).toEqual({ cron: LAB_SCHEDULE, jitterSeconds: 0 });
+        expect(config.status.signingKey).toBe(path.join(path.dirname(cmd[4]), 'status.key'));
       }
+      // The lab runs signed: every node has its statusKey, unsigned reports are never believed,
+      // and each status branch's tip carries its node's signature.
+      expect(lab.state.cluster.statusSignatures).toBe('required');
+      expect(lab.state.nodes.every((n) => n.statusKey?.startsWith('-----BEGIN PGP PUBLIC KEY BLOCK-----'))).toBe(true);
+      for (const n of lab.plan.nodes) expect(await gitCli(['--git-dir', lab.repo, 'cat-file', '-p', `refs/heads/status/${n.name}`])).toMatch(/^gpgsig -----BEGIN PGP SIGNATURE-----$/m);
       for (const n of lab.plan.nodes) {
         const r = await runIn(n.ns, 'sysctl', ['-n', 'net.bridge.bridge-nf-call-iptables']);
         expect(r.stdout.trim()).toBe(brNetfilter ? '1' : '0');
