@@ -140,6 +140,8 @@ function parseReport(text: string): NodeStatus | null {
   }
 }
 
+let signingKeyCache: { text: string; key: PrivateKey } | undefined;
+
 /** The node's own signing key (status.signingKey), undefined when reports go unsigned. */
 export async function nodeSigningKey(config: AgentConfig): Promise<PrivateKey | undefined> {
   const file = config.status.signingKey;
@@ -147,7 +149,9 @@ export async function nodeSigningKey(config: AgentConfig): Promise<PrivateKey | 
   const read = await readSmallFile(file, KEY_FILE_SIZE_LIMIT);
   if ('error' in read) throw new Error(`cannot read the status signing key ${file} (status.signingKey): ${read.error}`);
   try {
-    return await readSigningKey(read.text);
+    // Parsed once per content: a cycle asks for it up to three times, a long-running agent every cycle.
+    if (signingKeyCache?.text !== read.text) signingKeyCache = { text: read.text, key: await readSigningKey(read.text) };
+    return signingKeyCache.key;
   } catch (e) {
     throw new Error(`status signing key ${file} (status.signingKey): ${(e as Error).message}`);
   }
