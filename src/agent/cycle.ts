@@ -65,6 +65,8 @@ export interface CycleDeps {
   carry?: MemoryCarry;
   /** The health checks' edge (network probes, interface addresses); default: through the node's namespace. */
   health?: Partial<HealthEdge>;
+  /** What started this cycle (start, schedule, a trigger's reason), for the log. */
+  reason?: string;
 }
 
 export interface MemoryCarry {
@@ -244,7 +246,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
-  deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
+  deps.log?.({ time: status.time, node: config.node, ...(deps.reason && { trigger: deps.reason }), outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
 }
 

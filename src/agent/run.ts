@@ -13,6 +13,11 @@ export interface Agent {
   stop(): Promise<void>;
   /** Cycles started so far (for tests and the log). */
   cycles(): number;
+  /**
+   * Start a cycle now (a webhook, a foreign nft change). While one runs, triggers are coalesced
+   * into one more cycle right after it. Resolves when the cycle that covers this trigger ended.
+   */
+  trigger(reason: string): Promise<void>;
 }
 
 export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; random?: () => number; backoff?: BackoffPolicy } = {}): Agent {
@@ -33,8 +38,10 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   // Memory carried from cycle to cycle, for when memory.json cannot be written (full disk).
   const carry = { unsaved: false };
   let retryTimer: NodeJS.Timeout | undefined;
+  // Triggers that arrived while a cycle ran: one more cycle covers them all.
+  let pending: { reasons: string[]; done: Promise<void>; resolve: () => void } | undefined;
 
-  const cycle = async (jitterSeconds: number) => {
+  const cycle = async (jitterSeconds: number, reason = 'schedule') => {
     if (jitterSeconds > 0) {
       // An interruptible wait: stop() must not hang on a pending jitter delay.
       await new Promise<void>((resolve) => {
@@ -45,7 +52,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (stopping || running) return;
     count++;
     if (retryTimer) clearTimeout(retryTimer);
-    running = runOnce({ ...deps, carry }).then((status) => {
+    running = runOnce({ ...deps, carry, reason }).then((status) => {
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
       if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {
@@ -54,6 +61,23 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     });
     await running;
     running = undefined;
+    const next = pending;
+    pending = undefined;
+    if (next) void cycle(0, next.reasons.join(', ')).then(next.resolve);
+  };
+
+  const trigger = (reason: string): Promise<void> => {
+    if (stopping) return Promise.resolve();
+    if (!running) return cycle(0, reason);
+    if (!pending) {
+      let resolve!: () => void;
+      const done = new Promise<void>((r) => {
+        resolve = r;
+      });
+      pending = { reasons: [], done, resolve };
+    }
+    if (!pending.reasons.includes(reason)) pending.reasons.push(reason);
+    return pending.done;
   };
 
   const job = CronJob.from({
@@ -72,6 +96,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (retryTimer) clearTimeout(retryTimer);
     wakeJitter?.();
     await running;
+    pending?.resolve();
     if (opts.handleSignals) {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
@@ -87,8 +112,8 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   }
 
   // Reconcile at start (no jitter: a freshly booted node should converge at once), then schedule.
-  void cycle(0).then(() => {
+  void cycle(0, 'start').then(() => {
     if (!stopping) job.start();
   });
-  return { done, stop, cycles: () => count };
+  return { done, stop, cycles: () => count, trigger };
 }
