@@ -36,7 +36,8 @@ export interface AgentConfig {
     allowNonDescendant: boolean;
     timeoutSeconds: number;
   };
-  schedule: { cron: string; jitterSeconds: number };
+  /** fullReadSeconds: the longest the agent plans against its in-memory ruleset without a full read (0: always read; absent: 300). */
+  schedule: { cron: string; jitterSeconds: number; fullReadSeconds?: number };
   ownedTables: string[];
   drift: 'correct' | 'report';
   /** signingKey: this node's private OpenPGP key; its report commits are signed with it. */

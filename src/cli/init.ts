@@ -83,6 +83,12 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
     ...(tables
       ? ['# The nftables tables the state names (cluster.yaml tables); a state naming others is refused.', 'ownedTables:', ...tables.map((t) => `  - ${t}`)]
       : [`# ownedTables: the default accepts ${DEFAULT_OWNED_TABLES.join(', ')} (init --state derives them).`]),
+    '# Reconcile every minute (and at once when nft monitor sees a change to our tables by hand).',
+    '# Between full reads of its tables, at least every fullReadSeconds, the agent plans against',
+    '# the ruleset it committed (0: read the tables in full every cycle).',
+    'schedule:',
+    "  cron: '*/1 * * * *'",
+    '  fullReadSeconds: 300',
     '# Executables pre-apply / post-apply (or pre-apply.d/*, post-apply.d/*); examples in hooks/.',
     `hooksDir: ${q(o.hooksDir)}`,
     '# Cache, last good revision, lock and memory.',

@@ -18,6 +18,11 @@ export interface NftBackend {
   run(tx: Transaction): Promise<void>;
   /** Headers of every base chain on the node, any table (read-only; for shadowing reports). */
   listBaseChains(): Promise<BaseChainInfo[]>;
+  /**
+   * run() with `nft --echo -j`: what nft reports it committed, as JSON (elements added, with
+   * their values; deletions are not echoed). Optional: backends without it are read back by list().
+   */
+  runEchoed?(tx: Transaction): Promise<string>;
 }
 
 /** A base chain as `nft -j list chains` shows it. */
@@ -47,22 +52,44 @@ export interface NftCliOptions {
   prefix?: string[];
 }
 
+/** How many of the latest transactions' PIDs are remembered (their monitor events are ours). */
+const OWN_WRITERS_KEPT = 64;
+
 export class NftCli implements NftBackend {
   private readonly nft: string;
   private readonly prefix: string[];
+  /** PIDs of the latest `nft -f` children, oldest first: `nft monitor` names the writer of each generation. */
+  private readonly writers: number[] = [];
 
   constructor(opts: NftCliOptions = {}) {
     this.nft = opts.nft ?? 'nft';
     this.prefix = opts.prefix ?? [];
   }
 
+  /** The full command line of `nft <args>` on this node (the prefix aims it at the node's namespace). */
+  command(args: string[]): string[] {
+    return [...this.prefix, this.nft, ...args];
+  }
+
+  /** Whether this backend's own transaction ran as process `pid` (one of the latest few). */
+  wroteAs(pid: number): boolean {
+    return this.writers.includes(pid);
+  }
+
   /** Run nft; `stdinFd`, when given, is an open file passed to it as its standard input. */
   private async exec(args: string[], stdinFd?: number): Promise<{ stdout: string; stderr: string; exitCode: number }> {
-    const argv = [...this.prefix, this.nft, ...args];
+    const argv = this.command(args);
     try {
       // An integer is handed to the child as its fd 0 as is (execa's types list only 0-9).
       const stdin = (stdinFd ?? 'ignore') as StdinOption;
-      const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin });
+      const child = execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin });
+      // A prefix like `ip netns exec` execs nft in the same process, so this is nft's PID; it is
+      // known before the transaction can commit, hence before its monitor event.
+      if (stdinFd !== undefined && child.pid !== undefined) {
+        this.writers.push(child.pid);
+        if (this.writers.length > OWN_WRITERS_KEPT) this.writers.shift();
+      }
+      const r = await child;
       // No exit code means the process never ran (e.g. ENOENT): handled below like a throw.
       if (r.exitCode === undefined) throw r;
       const stderr = String(r.stderr ?? '');
@@ -101,13 +128,22 @@ export class NftCli implements NftBackend {
   }
 
   async run(tx: Transaction): Promise<void> {
-    if (tx.empty) return;
+    await this.runBatch(tx, []);
+  }
+
+  async runEchoed(tx: Transaction): Promise<string> {
+    return this.runBatch(tx, ['--echo', '-j']);
+  }
+
+  private async runBatch(tx: Transaction, flags: string[]): Promise<string> {
+    if (tx.empty) return '';
     const fd = batchFile(tx.toText());
     try {
       // The file as nft's stdin (nft reads /dev/stdin from fd 0, at the offset it has: 0).
       // Unlike Node's stdin pipe (a socketpair, which nft 1.0.6 cannot read), this is a file.
-      const r = await this.exec(['-f', '/dev/stdin'], fd);
+      const r = await this.exec([...flags, '-f', '/dev/stdin'], fd);
       if (r.exitCode !== 0) throw new NftError(`nft transaction failed, nothing was changed: ${r.stderr.trim()}`, r.stderr);
+      return r.stdout;
     } finally {
       closeSync(fd);
     }

@@ -11,7 +11,8 @@ function typeName(t: Json | undefined): string {
   return String(t);
 }
 
-function element(raw: Json): MapElement {
+/** One `[key, value]` pair of a listed (or echoed) map's `elem` array. */
+export function parseElement(raw: Json): MapElement {
   if (!Array.isArray(raw) || raw.length !== 2) throw new Error(`unexpected map element in nft listing: ${JSON.stringify(raw)}`);
   return { key: unwrapElem(raw[0] as Json), value: unwrapElem(raw[1] as Json) };
 }
@@ -89,7 +90,7 @@ export function parseTableListing(json: string): NftTable {
       chains.set(chain.name, chain);
     } else if (item.map) {
       const m = item.map as Obj;
-      const elems = Array.isArray(m.elem) ? m.elem.map(element) : [];
+      const elems = Array.isArray(m.elem) ? m.elem.map(parseElement) : [];
       maps.push({
         name: String(m.name),
         keyType: typeName(m.type),
