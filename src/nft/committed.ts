@@ -119,6 +119,8 @@ export class CommittedRuleset implements NftBackend {
 /** Elements nft echoed as added, per "family table map" (deletions are not echoed by nft 1.0.6). */
 export function echoedAdds(echoed: string): Map<string, MapElement[]> {
   const out = new Map<string, MapElement[]>();
+  // A batch of deletions only echoes nothing at all.
+  if (echoed.trim() === '') return out;
   const items = (JSON.parse(echoed) as { nftables?: { add?: { element?: Record<string, Json> } }[] }).nftables ?? [];
   for (const i of items) {
     const e = i.add?.element;
@@ -153,7 +155,13 @@ export function afterTransaction(tables: ReadonlyMap<string, NftTable | null>, o
     g.ops.push(o);
     byTable.set(id, g);
   }
-  const adds = echoed === undefined ? undefined : echoedAdds(echoed);
+  let adds: Map<string, MapElement[]> | undefined;
+  try {
+    adds = echoed === undefined ? undefined : echoedAdds(echoed);
+  } catch {
+    // An echo we cannot read confirms nothing: read the touched tables back.
+    return { patched: new Map(), reread: [...byTable.values()].map((g) => g.ref) };
+  }
   const patched = new Map<string, NftTable>();
   const reread: TableRef[] = [];
   for (const [id, g] of byTable) {
