@@ -8,7 +8,7 @@ import { NftCli, NftError } from '../src/nft/backend.js';
 import { afterTransaction, CommittedRuleset } from '../src/nft/committed.js';
 import { parseMonitorOutput, startNftMonitor, touchedTables, type MonitorBatch } from '../src/nft/monitor.js';
 import { Transaction } from '../src/nft/transaction.js';
-import { planNft, planToTransaction } from '../src/plan/nft-plan.js';
+import { diffElements, planNft, planToTransaction } from '../src/plan/nft-plan.js';
 import { ownedTables, renderNode } from '../src/render/render.js';
 import { syntheticState } from '../src/bench/synthetic.js';
 import { waitUntil } from '../src/proc/process.js';
@@ -141,6 +141,19 @@ describe('committed ruleset in memory (real nft)', () => {
     expect(afterTransaction(tables, flush.ops).reread).toEqual([nat]);
     // A table memory does not hold is read, never guessed.
     expect(afterTransaction(new Map(), add.ops, echo(40003)).reread).toEqual([nat]);
+  });
+
+  it('the merge-walk diff of port-ordered maps gives what the general diff gives', () => {
+    const el = (port: number, ip: string) => ({ key: port, value: { concat: [ip, 22] } });
+    const desired = [el(1, 'a'), el(3, 'b'), el(4, 'c'), el(7, 'd'), el(9, 'e')];
+    const live = [el(0, 'z'), el(3, 'b'), el(4, 'x'), el(8, 'y'), el(9, 'e'), el(10, 'w')];
+    const ordered = diffElements('m', desired, live);
+    // Out of order, the same elements take the general (hashing) path.
+    const general = diffElements('m', desired, [...live].reverse());
+    expect(ordered).toEqual({ map: 'm', add: [el(1, 'a'), el(4, 'c'), el(7, 'd')], remove: [el(4, 'x'), el(0, 'z'), el(8, 'y'), el(10, 'w')] });
+    expect(new Set(general!.add)).toEqual(new Set(ordered!.add));
+    expect(new Set(general!.remove)).toEqual(new Set(ordered!.remove));
+    expect(diffElements('m', desired, desired)).toBeUndefined();
   });
 
   it('the monitor process reports a foreign change with its writer, and stops by PID', async () => {

@@ -10,7 +10,8 @@
 // The memory is only as good as the events that invalidate it: use it only with a monitor
 // running (src/agent/watch.ts). Returned rulesets are shared, never to be mutated.
 import { canonicalJson, elementKey, tableId, type Json, type MapElement, type NftTable, type Ruleset } from './model.js';
-import { parseElement } from './normalize.js';
+import { parseElement, sortElements } from './normalize.js';
+import { numericKeyOrder } from '../plan/nft-plan.js';
 import type { BaseChainInfo, NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
 
@@ -189,9 +190,37 @@ function patchElements(table: NftTable, ops: Operation[]): NftTable | undefined 
     if (o.op !== 'add-elements' && o.op !== 'delete-elements') return undefined;
     const m = maps.get(o.map);
     if (!m) return undefined;
-    const keys = new Set(o.elements.map(elementKey));
-    const kept = m.elements.filter((e) => !keys.has(elementKey(e)));
-    maps.set(o.map, { ...m, elements: o.op === 'add-elements' ? [...kept, ...o.elements] : kept });
+    maps.set(o.map, { ...m, elements: patchedElements(m.elements, o.elements, o.op === 'add-elements') });
   }
   return { ...table, maps: table.maps.map((m) => maps.get(m.name) ?? m) };
+}
+
+/** The elements with `changes` added (replacing equal keys) or deleted, kept in the listing's order. */
+function patchedElements(elements: MapElement[], changes: MapElement[], add: boolean): MapElement[] {
+  if (numericKeyOrder(elements) && changes.every((c) => typeof c.key === 'number')) {
+    // Port maps: binary search per change, O(changes x log n) plus one copy.
+    const out = elements.slice();
+    for (const c of changes) {
+      const i = lowerBound(out, c.key as number);
+      const hit = out[i]?.key === c.key;
+      if (add) out.splice(i, hit ? 1 : 0, c);
+      else if (hit) out.splice(i, 1);
+    }
+    return out;
+  }
+  const keys = new Set(changes.map(elementKey));
+  const kept = elements.filter((e) => !keys.has(elementKey(e)));
+  return sortElements(add ? [...kept, ...changes] : kept);
+}
+
+/** First index whose (numeric) key is >= key. */
+function lowerBound(es: MapElement[], key: number): number {
+  let lo = 0;
+  let hi = es.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((es[mid]!.key as number) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
