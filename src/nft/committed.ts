@@ -9,9 +9,8 @@
 //                 the next list() reads the node again
 // The memory is only as good as the events that invalidate it: use it only with a monitor
 // running (src/agent/watch.ts). Returned rulesets are shared, never to be mutated.
-import { canonicalJson, elementKey, tableId, type Json, type MapElement, type NftTable, type Ruleset } from './model.js';
+import { canonicalJson, elementKey, numericKeyOrder, tableId, type Json, type MapElement, type NftTable, type Ruleset } from './model.js';
 import { parseElement, sortElements } from './normalize.js';
-import { numericKeyOrder } from '../plan/nft-plan.js';
 import type { BaseChainInfo, NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
 

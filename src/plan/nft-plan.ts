@@ -5,7 +5,7 @@
 //   - rules of a chain       -> flush that chain and add its rules again (order is preserved);
 //   - anything structural    -> replace the whole table (add; delete; add) in the same batch.
 // Whatever the depth, the result runs as one nft transaction.
-import { canonicalJson, elementKey, jsonEqual, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { canonicalJson, elementKey, jsonEqual, numericKeyOrder, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { Transaction, type TableRef } from '../nft/transaction.js';
 
 export interface ChainRulesChange {
@@ -77,16 +77,6 @@ function diffRules(desired: NftChain, live: NftChain): ChainRulesChange | undefi
     removed: live.rules.filter((_, i) => !wantSet.has(have[i] as string)),
     added: desired.rules.filter((_, i) => !haveSet.has(want[i] as string)),
   };
-}
-
-/** Keys are numbers in strictly increasing order (port maps as rendered, listed and kept in memory). */
-export function numericKeyOrder(es: MapElement[]): boolean {
-  let last = -Infinity;
-  for (const e of es) {
-    if (typeof e.key !== 'number' || e.key <= last) return false;
-    last = e.key;
-  }
-  return true;
 }
 
 /** diffElements of two port-ordered maps in one merge walk: no hashing, no key strings (50,000 elements in a few ms). */
