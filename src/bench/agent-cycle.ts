@@ -3,7 +3,6 @@
 //   - one-forward change: plan against the live tables, one transaction, read back;
 //   - a no-op cycle: fetch with nothing new, plan, nothing to apply or publish.
 // Root and a namespace whose nft holds nothing else are the caller's (src/bench/main.ts).
-import { performance } from 'node:perf_hooks';
 import type { AgentConfig } from '../agent/config.js';
 import { runOnce } from '../agent/cycle.js';
 import { startAgent } from '../agent/run.js';
@@ -14,19 +13,8 @@ import { planNft } from '../plan/nft-plan.js';
 import { applyNodeNft } from '../reconcile/nft.js';
 import type { ClusterState } from '../state/types.js';
 
-/** Median in ms of `rounds` timed runs of fn; `setup` runs untimed before each. */
-export async function medianMs(rounds: number, fn: () => Promise<unknown>, setup: () => Promise<unknown> = async () => {}): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    await setup();
-    (globalThis as { gc?: () => void }).gc?.();
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
-}
+/** The caller's timer (src/bench/main.ts `median`): median ms of fn over its rounds, `setup` untimed before each. */
+export type Median = (fn: () => Promise<unknown>, setup?: () => Promise<unknown>) => Promise<number>;
 
 export interface OneForwardTimes {
   /** Read the tables, plan, one transaction, read them back (the one-shot `apply`). */
@@ -38,10 +26,10 @@ export interface OneForwardTimes {
 }
 
 /**
- * One forward more, `rounds` times, between `base` and `changed` (untimed: back to `base`).
+ * One forward more, timed by `median`, between `base` and `changed` (untimed: back to `base`).
  * Leaves the node at `base`.
  */
-export async function oneForwardChange(nft: NftCli, node: string, base: ClusterState, changed: ClusterState, rounds: number): Promise<OneForwardTimes> {
+export async function oneForwardChange(nft: NftCli, node: string, base: ClusterState, changed: ClusterState, median: Median): Promise<OneForwardTimes> {
   const owned = ownedTables(base);
   const desiredBase = renderNode(base, node);
   const desiredChanged = renderNode(changed, node);
@@ -51,11 +39,11 @@ export async function oneForwardChange(nft: NftCli, node: string, base: ClusterS
   };
   const toBase = (backend: NftBackend) => () => apply(backend, desiredBase);
   await toBase(nft)();
-  const fullReads = await medianMs(rounds, () => apply(nft, desiredChanged), toBase(nft));
+  const fullReads = await median(() => apply(nft, desiredChanged), toBase(nft));
   const memory = new CommittedRuleset(nft);
   await memory.list(owned);
-  const inMemory = await medianMs(rounds, () => apply(memory, desiredChanged), toBase(memory));
-  const withRender = await medianMs(rounds, () => apply(memory, renderNode(changed, node)), toBase(memory));
+  const inMemory = await median(() => apply(memory, desiredChanged), toBase(memory));
+  const withRender = await median(() => apply(memory, renderNode(changed, node)), toBase(memory));
   await toBase(memory)();
   if (planNft(desiredBase, await nft.list(owned), owned).changes.length > 0) throw new Error('the node did not end at the base state: the measurement is void');
   return { fullReads, memory: inMemory, memoryWithRender: withRender };
@@ -72,14 +60,14 @@ export interface NoopCycleTimes {
  * No-op cycles of an agent whose config points at a state repository it has converged to (or
  * will at its first cycle). The config's schedule must not fire during the measurement.
  */
-export async function noopCycle(config: AgentConfig, nft: NftCli, rounds: number): Promise<NoopCycleTimes> {
+export async function noopCycle(config: AgentConfig, nft: NftCli, median: Median): Promise<NoopCycleTimes> {
   const converged = async (run: () => Promise<{ outcome: string; errors: string[] }>) => {
     const s = await run();
     if (s.outcome !== 'converged' && s.outcome !== 'applied') throw new Error(`bench agent cycle was ${s.outcome}: ${s.errors.join('; ')}`);
   };
   const once = () => runOnce({ config, nft });
   await converged(once);
-  const fullReads = await medianMs(rounds, () => converged(once));
+  const fullReads = await median(() => converged(once));
   let last: { outcome: string; errors: string[] } | undefined;
   const agent = startAgent({
     config,
@@ -95,7 +83,7 @@ export async function noopCycle(config: AgentConfig, nft: NftCli, rounds: number
     };
     // The start cycle (a full read) and one more: the memory is warm.
     await agent.trigger('bench warm-up');
-    const memory = await medianMs(rounds, cycle);
+    const memory = await median(cycle);
     return { fullReads, memory };
   } finally {
     await agent.stop();
