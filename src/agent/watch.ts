@@ -99,13 +99,13 @@ export function watchNft(cli: NftCli, opts: WatchOptions): NftWatch {
       const delay = backoffDelay(failures - 1, MONITOR_BACKOFF, opts.random);
       // Without the monitor, memory cannot be trusted: plan from full reads until it is back.
       committed.trust(false);
-      opts.log({ time: stamp(), outcome: 'nft-monitor', event: 'exited', reason: why, restartInMs: delay });
+      opts.log({ time: stamp(), outcome: 'nft-monitor', event: 'exited', reason: `${why}; restarting in ${delay} ms, reading the tables in full meanwhile`, restartInMs: delay });
       restartTimer = setTimeout(() => {
         restartTimer = undefined;
         start();
         if (monitor) {
           committed.trust(true);
-          opts.log({ time: stamp(), outcome: 'nft-monitor', event: 'restarted', pid: monitor.pid });
+          opts.log({ time: stamp(), outcome: 'nft-monitor', event: 'restarted', pid: monitor.pid, reason: `restarted as pid ${monitor.pid}` });
           fullReadNow('nft monitor restarted: full read');
         }
       }, delay);
