@@ -18,11 +18,6 @@ export interface NftBackend {
   run(tx: Transaction): Promise<void>;
   /** Headers of every base chain on the node, any table (read-only; for shadowing reports). */
   listBaseChains(): Promise<BaseChainInfo[]>;
-  /**
-   * run() with `nft --echo -j`: what nft reports it committed, as JSON (elements added, with
-   * their values; deletions are not echoed). Optional: backends without it are read back by list().
-   */
-  runEchoed?(tx: Transaction): Promise<string>;
 }
 
 /** A base chain as `nft -j list chains` shows it. */
@@ -128,22 +123,13 @@ export class NftCli implements NftBackend {
   }
 
   async run(tx: Transaction): Promise<void> {
-    await this.runBatch(tx, []);
-  }
-
-  async runEchoed(tx: Transaction): Promise<string> {
-    return this.runBatch(tx, ['--echo', '-j']);
-  }
-
-  private async runBatch(tx: Transaction, flags: string[]): Promise<string> {
-    if (tx.empty) return '';
+    if (tx.empty) return;
     const fd = batchFile(tx.toText());
     try {
       // The file as nft's stdin (nft reads /dev/stdin from fd 0, at the offset it has: 0).
       // Unlike Node's stdin pipe (a socketpair, which nft 1.0.6 cannot read), this is a file.
-      const r = await this.exec([...flags, '-f', '/dev/stdin'], fd);
+      const r = await this.exec(['-f', '/dev/stdin'], fd);
       if (r.exitCode !== 0) throw new NftError(`nft transaction failed, nothing was changed: ${r.stderr.trim()}`, r.stderr);
-      return r.stdout;
     } finally {
       closeSync(fd);
     }

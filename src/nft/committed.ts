@@ -2,15 +2,19 @@
 // an NftBackend around the real one that lists the owned tables once, then answers list() from
 // what it read plus what its own transactions committed. Listing a 50,000-element table costs
 // ~0.5 s; a cycle with nothing new must not pay it.
-//   run()         element-only transactions are read back through `nft --echo` (what nft says it
-//                 added) and patched into memory; anything structural re-lists just those tables
+//   run()         a transaction that only adds and deletes map elements is patched into memory:
+//                 nft applies a batch whole or not at all, so exit code 0 means exactly these
+//                 changes are in the kernel. (A cheaper read-back does not exist in nft 1.0.6:
+//                 `--echo` and `get element` both load the whole set first, measured 1.1 s and
+//                 1.5 s at 50,000 elements against 0.01 s for the batch itself.) Anything
+//                 structural re-lists just the tables it touched.
 //   a failure     forgets everything: the next list() reads the node again
 //   invalidate()  a foreign change (nft monitor), a restarted monitor or the full-read interval:
 //                 the next list() reads the node again
 // The memory is only as good as the events that invalidate it: use it only with a monitor
 // running (src/agent/watch.ts). Returned rulesets are shared, never to be mutated.
-import { canonicalJson, elementKey, numericKeyOrder, tableId, type Json, type MapElement, type NftTable, type Ruleset } from './model.js';
-import { parseElement, sortElements } from './normalize.js';
+import { elementKey, numericKeyOrder, tableId, type MapElement, type NftTable, type Ruleset } from './model.js';
+import { sortElements } from './normalize.js';
 import type { BaseChainInfo, NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
 
@@ -89,10 +93,8 @@ export class CommittedRuleset implements NftBackend {
   async run(tx: Transaction): Promise<void> {
     const epoch = this.epoch;
     const elementsOnly = tx.ops.every((o) => ELEMENT_OPS.has(o.op));
-    let echoed: string | undefined;
     try {
-      if (elementsOnly && this.inner.runEchoed) echoed = await this.inner.runEchoed(tx);
-      else await this.inner.run(tx);
+      await this.inner.run(tx);
     } catch (e) {
       // Nothing of the transaction applied, but whatever made it fail may be a change we missed.
       this.invalidate();
@@ -100,7 +102,7 @@ export class CommittedRuleset implements NftBackend {
     }
     if (epoch !== this.epoch || !this.trusting) return;
     if (!elementsOnly) this.baseChains = undefined;
-    const { patched, reread } = afterTransaction(this.tables, tx.ops, echoed);
+    const { patched, reread } = afterTransaction(this.tables, tx.ops);
     for (const [id, t] of patched) this.tables.set(id, t);
     this.answer = undefined;
     if (reread.length === 0) return;
@@ -116,38 +118,11 @@ export class CommittedRuleset implements NftBackend {
   }
 }
 
-/** Elements nft echoed as added, per "family table map" (deletions are not echoed by nft 1.0.6). */
-export function echoedAdds(echoed: string): Map<string, MapElement[]> {
-  const out = new Map<string, MapElement[]>();
-  // A batch of deletions only echoes nothing at all.
-  if (echoed.trim() === '') return out;
-  const items = (JSON.parse(echoed) as { nftables?: { add?: { element?: Record<string, Json> } }[] }).nftables ?? [];
-  for (const i of items) {
-    const e = i.add?.element;
-    if (!e) continue;
-    const elem = e.elem as Json;
-    const list = (elem !== null && typeof elem === 'object' && !Array.isArray(elem) && Array.isArray(elem.set) ? elem.set : Array.isArray(elem) ? elem : []) as Json[];
-    const id = `${String(e.family)} ${String(e.table)} ${String(e.name)}`;
-    out.set(id, [...(out.get(id) ?? []), ...list.map(parseElement)]);
-  }
-  return out;
-}
-
-const pairKey = (e: MapElement) => canonicalJson([e.key, e.value]);
-
-function sameElements(a: MapElement[], b: MapElement[]): boolean {
-  if (a.length !== b.length) return false;
-  const want = a.map(pairKey).sort();
-  const got = b.map(pairKey).sort();
-  return want.every((k, i) => k === got[i]);
-}
-
 /**
  * Pure: the memory after a committed transaction. Tables changed only in their map elements are
- * patched (when the echo, if any, shows exactly the elements sent); every other touched table,
- * and any table memory does not hold, is to be read again.
+ * patched; every other touched table, and any table memory does not hold, is to be read again.
  */
-export function afterTransaction(tables: ReadonlyMap<string, NftTable | null>, ops: Operation[], echoed?: string): { patched: Map<string, NftTable>; reread: TableRef[] } {
+export function afterTransaction(tables: ReadonlyMap<string, NftTable | null>, ops: Operation[]): { patched: Map<string, NftTable>; reread: TableRef[] } {
   const byTable = new Map<string, { ref: TableRef; ops: Operation[] }>();
   for (const o of ops) {
     const id = tableId(o.table);
@@ -155,31 +130,15 @@ export function afterTransaction(tables: ReadonlyMap<string, NftTable | null>, o
     g.ops.push(o);
     byTable.set(id, g);
   }
-  let adds: Map<string, MapElement[]> | undefined;
-  try {
-    adds = echoed === undefined ? undefined : echoedAdds(echoed);
-  } catch {
-    // An echo we cannot read confirms nothing: read the touched tables back.
-    return { patched: new Map(), reread: [...byTable.values()].map((g) => g.ref) };
-  }
   const patched = new Map<string, NftTable>();
   const reread: TableRef[] = [];
   for (const [id, g] of byTable) {
     const held = tables.get(id);
     const table = held && g.ops.every((o) => ELEMENT_OPS.has(o.op)) ? patchElements(held, g.ops) : undefined;
-    const confirmed = table && (!adds || echoConfirms(id, g.ops, adds));
-    if (table && confirmed) patched.set(id, table);
+    if (table) patched.set(id, table);
     else reread.push(g.ref);
   }
   return { patched, reread };
-}
-
-function echoConfirms(id: string, ops: Operation[], adds: Map<string, MapElement[]>): boolean {
-  const sent = new Map<string, MapElement[]>();
-  for (const o of ops) if (o.op === 'add-elements') sent.set(o.map, [...(sent.get(o.map) ?? []), ...o.elements]);
-  const echoedMaps = [...adds.keys()].filter((k) => k.startsWith(`${id} `));
-  if (echoedMaps.length !== sent.size) return false;
-  return [...sent].every(([map, es]) => sameElements(es, adds.get(`${id} ${map}`) ?? []));
 }
 
 /** The table with the ops' element deletions and additions applied in order; undefined if a map is missing. */

@@ -11,8 +11,7 @@ function typeName(t: Json | undefined): string {
   return String(t);
 }
 
-/** One `[key, value]` pair of a listed (or echoed) map's `elem` array. */
-export function parseElement(raw: Json): MapElement {
+function element(raw: Json): MapElement {
   if (!Array.isArray(raw) || raw.length !== 2) throw new Error(`unexpected map element in nft listing: ${JSON.stringify(raw)}`);
   return { key: unwrapElem(raw[0] as Json), value: unwrapElem(raw[1] as Json) };
 }
@@ -92,7 +91,7 @@ export function parseTableListing(json: string): NftTable {
       chains.set(chain.name, chain);
     } else if (item.map) {
       const m = item.map as Obj;
-      const elems = Array.isArray(m.elem) ? m.elem.map(parseElement) : [];
+      const elems = Array.isArray(m.elem) ? m.elem.map(element) : [];
       maps.push({
         name: String(m.name),
         keyType: typeName(m.type),
