@@ -22,6 +22,7 @@ import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/p
 import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/netns/netns.js';
 import { delay, processAlive, processCmdline, processStartTime, terminate, waitUntil } from '../../src/proc/process.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
+import { DEFAULT_FULL_READ_SECONDS } from '../../src/agent/watch.js';
 import { gitCli } from './git-server.js';
 import { waitApplied as waitAppliedIn } from './lab-git.js';
 
@@ -108,7 +109,7 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
         expect(cmd.slice(1, 3)).toEqual([path.join(import.meta.dirname, '..', '..', 'dist', 'cli', 'bin.js'), 'run']);
         const config = await loadAgentConfig(cmd[4]);
         expect(config.netns).toBe(node(config.node).ns);
-        expect(config.schedule).toEqual({ cron: LAB_SCHEDULE, jitterSeconds: 0 });
+        expect(config.schedule).toEqual({ cron: LAB_SCHEDULE, jitterSeconds: 0, fullReadSeconds: DEFAULT_FULL_READ_SECONDS });
         expect(config.status.signingKey).toBe(path.join(path.dirname(cmd[4]), 'status.key'));
       }
       // The lab runs signed: every node has its statusKey, unsigned reports are never believed,
