@@ -35,6 +35,8 @@ export interface NodeRuntime {
   guestDriver?: (view: NodeView) => GuestDriver;
   /** The source's answer to "is this revision at or after that one" (migration gate). */
   isAtOrAfter: Source['isAtOrAfter'];
+  /** The source's placement history (migration gate of a guest whose previous node is unknown); absent: none. */
+  placementHistory?: Source['placementHistory'];
   /** False: hooks are skipped (`apply --no-hooks`). */
   hooks: boolean;
 }
@@ -73,6 +75,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
       driver = (e as Error).message;
     }
   }
+  const history = rt.placementHistory;
   const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
   const gates = Array.isArray(live.guests)
     ? await readGates({
@@ -84,6 +87,8 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         releases: await readReleases(config.stateDir),
         readStatus: statusReader(config),
         isAtOrAfter: rt.isAtOrAfter,
+        ...(history && revision !== undefined && { placementHistory: () => history(revision) }),
+        ...(config.file && { configFile: config.file }),
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
   const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }) });

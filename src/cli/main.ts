@@ -344,7 +344,8 @@ interface CliNodeOptions {
  * the agent's, in the same state dir.
  */
 async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: string, opts: CliNodeOptions, config: AgentConfig, io: Io): Promise<number> {
-  const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), trustedKeys: [] } });
+  // The state folder is the source (its Git history too, when it is a repository's top).
+  const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), path: '.', trustedKeys: [] } });
   const { revision } = await source.fetch(undefined);
   const rt: NodeRuntime = {
     config,
@@ -352,6 +353,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     settings: settingsHost(config),
     conntrack: conntrackCli(config),
     isAtOrAfter: source.isAtOrAfter,
+    placementHistory: source.placementHistory,
     hooks: opts.hooks,
   };
   if (command === 'plan') {

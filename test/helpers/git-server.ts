@@ -67,13 +67,21 @@ export async function writeTree(dir: string, files: FileMap): Promise<void> {
  * parent: the branch tip by default, `null` for an unrelated (orphan) commit.
  * sign: an armored private key to sign with; `tamper` signs different bytes (an invalid signature).
  */
-export async function commitFiles(
-  repo: string,
-  files: FileMap,
-  opts: { message?: string; branch?: string; parent?: string | null; sign?: string; tamper?: boolean } = {},
-): Promise<string> {
+export async function commitFiles(repo: string, files: FileMap, opts: CommitOptions = {}): Promise<string> {
+  return commitTree(repo, await writeFilesTree({ gitdir: repo }, files), opts);
+}
+
+export interface CommitOptions {
+  message?: string;
+  branch?: string;
+  parent?: string | null;
+  sign?: string;
+  tamper?: boolean;
+}
+
+/** Commit a tree already written in the repository (see commitFiles for the options). */
+export async function commitTree(repo: string, tree: string, opts: CommitOptions = {}): Promise<string> {
   const branch = opts.branch ?? 'main';
-  const tree = await writeFilesTree({ gitdir: repo }, files);
   const parent =
     opts.parent === null ? [] : [opts.parent ?? (await git.resolveRef({ fs, gitdir: repo, ref: `refs/heads/${branch}` }))];
   return git.commit({
