@@ -11,7 +11,7 @@ import { fetchSource } from '../src/git/source.js';
 import { writeFilesTree } from '../src/git/tree.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { stateExampleFiles } from './helpers/agent-fixture.js';
-import { commitFiles, commitTree, startGitFixture, type GitFixture } from './helpers/git-server.js';
+import { commitFiles, commitHugeGuestTrees, commitTree, startGitFixture, type GitFixture } from './helpers/git-server.js';
 
 let fx: GitFixture;
 let files: Record<string, string>;
@@ -88,15 +88,10 @@ describe('placement history', () => {
   it('a hostile history: huge trees and bad guest files are skipped, and each walk stays within its budget', async () => {
     const cache = path.join(await fx.tmp('cache'), 'state');
     const gitdir = fx.repo;
+    // 12 commits whose guests folder holds 20,000 files naming guest1 on node2.
+    await commitHugeGuestTrees(gitdir, { commits: 12, entries: 20_000, guestText: guestOn('guest1', 'node2') });
     const base = await git.readTree({ fs, gitdir, oid: (await git.readCommit({ fs, gitdir, oid: await git.resolveRef({ fs, gitdir, ref: 'main' }) })).commit.tree });
     const withGuests = (guests: string) => git.writeTree({ fs, gitdir, tree: [...base.tree.filter((e) => e.path !== 'guests'), { mode: '040000', path: 'guests', type: 'tree', oid: guests }] });
-    // 12 commits whose guests folder holds 20,000 files naming guest1 on node2 (one name differs per commit).
-    const namingNode2 = await git.writeBlob({ fs, gitdir, blob: new TextEncoder().encode(guestOn('guest1', 'node2')) });
-    const bigEntries = Array.from({ length: 20_000 }, (_, i) => ({ mode: '100644', path: `g${String(i).padStart(5, '0')}.yaml`, type: 'blob' as const, oid: namingNode2 }));
-    for (let c = 0; c < 12; c++) {
-      const guests = await git.writeTree({ fs, gitdir, tree: [...bigEntries.slice(1), { mode: '100644', path: `z${c}.yaml`, type: 'blob', oid: namingNode2 }] });
-      await commitTree(gitdir, await withGuests(guests), { message: `huge ${c}` });
-    }
     // Guest files a loader refuses, each naming a node: too large, not UTF-8, an alias bomb, a symlink.
     const blob = (text: string | Uint8Array) => git.writeBlob({ fs, gitdir, blob: typeof text === 'string' ? new TextEncoder().encode(text) : text });
     const bomb = `a: &a ["x","x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nname: guest1\nnode: node4\n`;

@@ -125,3 +125,23 @@ export async function gitCli(args: string[], cwd?: string): Promise<string> {
   const r = await run('git', args, { cwd, env: { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0' } });
   return r.stdout.trim();
 }
+
+/**
+ * A hostile history: `commits` commits on `branch` whose guests folder holds `entries` copies of
+ * `guestText` (each tree differs from the others by one name, so none is read only once). The
+ * rest of each commit's tree is the branch tip's. Returns the last commit.
+ */
+export async function commitHugeGuestTrees(repo: string, opts: { commits: number; entries: number; guestText: string; branch?: string }): Promise<string> {
+  const gitdir = repo;
+  const tip = await git.resolveRef({ fs, gitdir, ref: `refs/heads/${opts.branch ?? 'main'}` });
+  const { tree: top } = await git.readTree({ fs, gitdir, oid: (await git.readCommit({ fs, gitdir, oid: tip })).commit.tree });
+  const oid = await git.writeBlob({ fs, gitdir, blob: new TextEncoder().encode(opts.guestText) });
+  const entries = Array.from({ length: opts.entries - 1 }, (_, i) => ({ mode: '100644', path: `g${String(i).padStart(6, '0')}.yaml`, type: 'blob' as const, oid }));
+  let last = tip;
+  for (let c = 0; c < opts.commits; c++) {
+    const guests = await git.writeTree({ fs, gitdir, tree: [...entries, { mode: '100644', path: `z${c}.yaml`, type: 'blob', oid }] });
+    const root = await git.writeTree({ fs, gitdir, tree: [...top.filter((e) => e.path !== 'guests'), { mode: '040000', path: 'guests', type: 'tree', oid: guests }] });
+    last = await commitTree(repo, root, { message: `huge guests folder ${c}`, branch: opts.branch });
+  }
+  return last;
+}
