@@ -93,8 +93,8 @@ describe('the migration gate reads the state history', () => {
     const ms = Date.now() - t0;
     expect(guestState(capped, 'guest1')).toMatchObject({ state: 'waiting' });
     expect(guestState(capped, 'guest1')?.detail).toMatch(/waiting for node node2: it has not reported \(down or silent\?\); every other node must confirm: this node has no record of where guest1 was placed before, and the state's Git history could not tell: the history was read only in part .*; `cgw-sync guest release guest1 --from node2 --config /);
-    // The budget bounds the cycle (12 x 20,000 tree entries are more than one walk reads).
-    expect(ms).toBeLessThan(30_000);
+    // The budget bounds the cycle (12 x 20,000 tree entries are more than one walk reads); generous for a loaded machine.
+    expect(ms).toBeLessThan(60_000);
     let s = capped;
     for (let i = 0; i < 3 && guestState(s, 'guest1')?.state !== 'running'; i++) s = await fresh.cycle();
     expect(guestState(s, 'guest1')).toMatchObject({ state: 'running', detail: 'started' });

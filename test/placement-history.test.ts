@@ -53,9 +53,11 @@ describe('placement history', () => {
     expect(reader.lastWalk).toMatchObject({ commits: 1, blobs: 0 });
     expect(second.nodesOf('guest2')).toEqual(['node1', 'node2']);
 
-    // Same revision again: nothing to walk.
-    await reader.read(await fetchInto(cache));
+    // Same revision again, twice at once (walks of one reader take turns): nothing to walk.
+    const tip = await fetchInto(cache);
+    const both = await Promise.all([reader.read(tip), reader.read(tip)]);
     expect(reader.lastWalk.commits).toBe(0);
+    expect(both.map((h) => h.nodesOf('guest2'))).toEqual([['node1', 'node2'], ['node1', 'node2']]);
   });
 
   it('a state in a folder of the repository: its guests folder is the one read', async () => {

@@ -74,6 +74,9 @@ export class PlacementHistoryReader {
   private tooLong = false;
   /** Commits named by the history that the repository does not hold (a shallow clone, a wrong revision). */
   private readonly missing = new Set<string>();
+  private readonly guestsPath: string[];
+  /** The walk under way: walks of one reader run one after the other. */
+  private walking: Promise<unknown> = Promise.resolve();
   /** Counts of the last walk. */
   lastWalk: WalkStats = { commits: 0, entries: 0, bytes: 0, blobs: 0 };
 
@@ -86,17 +89,21 @@ export class PlacementHistoryReader {
     this.guestsPath = [...stateSegments(statePath), 'guests'];
   }
 
-  private readonly guestsPath: string[];
+  read(tip: string): Promise<PlacementHistory> {
+    const walk = this.walking.then(() => this.walk(tip));
+    this.walking = walk.catch(() => undefined);
+    return walk;
+  }
 
-  async read(tip: string): Promise<PlacementHistory> {
+  private async walk(tip: string): Promise<PlacementHistory> {
     this.enqueue(tip);
-    const budget = { ...this.limits };
+    const { limits } = this;
     const stats: WalkStats = { commits: 0, entries: 0, bytes: 0, blobs: 0 };
     this.lastWalk = stats;
     // One cache per walk: isomorphic-git keeps the packfiles it opened in it.
     const cache = {};
     while (this.pending.length > 0) {
-      if (stats.commits >= budget.commitsPerWalk || stats.entries >= budget.entriesPerWalk || stats.bytes >= budget.bytesPerWalk) break;
+      if (stats.commits >= limits.commitsPerWalk || stats.entries >= limits.entriesPerWalk || stats.bytes >= limits.bytesPerWalk) break;
       const oid = this.pending.pop() as string;
       if (!(await this.readCommit(oid, stats, cache))) {
         // Out of budget inside this commit: it is read again (what it read is not) next time.
