@@ -34,8 +34,9 @@ describe('agent decisions on fakes', () => {
     expect(n.settings.sysctls['net.ipv4.ip_forward']).toBe('1');
     expect(first.settings?.changes).toEqual(['~ sysctl net.ipv4.ip_forward: 0 -> 1']);
     expect((await n.published())?.time).toBe(first.time);
-    // A fresh node knows no earlier placement: its guest waits for every other node's word.
-    expect(first.guests).toEqual([{ name: 'guest1', state: 'waiting', detail: expect.stringMatching(/^wait: is not running; waiting for node node2: it has not reported/) }]);
+    // A fresh node knows no earlier placement, and a folder source has no Git history to ask:
+    // its guest waits for every other node's word, and says why.
+    expect(first.guests).toEqual([{ name: 'guest1', state: 'waiting', detail: expect.stringMatching(/^wait: is not running; waiting for node node2: it has not reported .*every other node must confirm: .*a folder without Git history/) }]);
     expect(n.guests.history).toEqual([]);
 
     const second = await n.cycle();

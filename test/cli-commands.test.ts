@@ -1,5 +1,6 @@
 // The command line itself: every command has its own --help listing exactly its options, and
 // anything a command does not take is an error naming the option and the command. No root needed.
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { commands } from '../src/cli/main.js';
 import { cycleLine } from '../src/cli/human.js';
@@ -76,6 +77,16 @@ describe('usage errors: exit 1, naming what is wrong', () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(message);
     expect(r.out).toBe('');
+  });
+
+  // On a host without the default config file (a test machine, a node before `cgw-sync init`).
+  it.skipIf(existsSync('/etc/cgw-sync/agent.yaml'))('guest release without --config and without the default file says to name it', async () => {
+    const r = await cliMain(['guest', 'release', 'guest1', '--from', 'node2']);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("cgw-sync: guest release acts for this node's agent, and /etc/cgw-sync/agent.yaml does not exist: name the agent's configuration with --config FILE\nsee `cgw-sync guest release --help`\n");
+    const named = await cliMain(['guest', 'release', 'guest1', '--from', 'node2', '--config', '/nonexistent.yaml']);
+    expect(named.err).toContain('/nonexistent.yaml: cannot read the agent configuration: no such file');
+    expect(named.err).not.toMatch(/ENOENT/);
   });
 
   it('the error points at the help of the command it is about', async () => {

@@ -4,7 +4,8 @@ import { syntheticState } from '../src/bench/synthetic.js';
 import { planGuests } from '../src/reconcile/guests.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { desiredFingerprint, type RunningGuest } from '../src/guests/driver.js';
-import { buildMigrationGate, updateArrivals, placementOf, type Arrival } from '../src/agent/migration.js';
+import { buildMigrationGate, confirmersOf, releaseCommand, updateArrivals, placementOf, type Arrival } from '../src/agent/migration.js';
+import type { PlacementHistory } from '../src/git/placement-history.js';
 import type { NodeStatus } from '../src/agent/report.js';
 
 const state = syntheticState(0);
@@ -65,7 +66,7 @@ describe('migration gate', () => {
     buildMigrationGate({ node: 'node1', state: moved, arrivals: { guest2: { from: 'node2', since: 'r2' } as Arrival }, releases, readStatus: async () => ({ status: s }), isAtOrAfter });
 
   it('blocks while the old node is silent, behind the move, or still runs the guest', async () => {
-    expect((await gate(null)).guest2).toMatch(/waiting for node node2: it has not reported .*guest release guest2 --from node2/);
+    expect((await gate(null)).guest2).toMatch(/waiting for node node2: it has not reported .*`cgw-sync guest release guest2 --from node2 --config FILE` overrides/);
     expect((await gate(status({ appliedRevision: 'r1' }))).guest2).toMatch(/waiting for node node2 to apply revision r2 \(it reports r1/);
     expect((await gate(status({ appliedRevision: 'r2', guests: [{ name: 'guest2', state: 'running' }] }))).guest2).toMatch(/waiting for node node2 to stop it/);
   });
@@ -73,5 +74,27 @@ describe('migration gate', () => {
   it('lets the guest start once the old node reports it stopped at or after the move, or on release', async () => {
     expect((await gate(status({ appliedRevision: 'r3', guests: [{ name: 'guest2', state: 'stopped' }] }))).guest2).toBeUndefined();
     expect((await gate(null, { guest2: { from: 'node2', at: 'now' } })).guest2).toBeUndefined();
+  });
+
+  it('a guest the node has no record of: the history says who must confirm; without one, every other node', async () => {
+    const threeNodes = syntheticState(0);
+    threeNodes.nodes.push({ ...threeNodes.nodes[1]!, name: 'node3' });
+    const history = (placed: Record<string, string[]>, incomplete?: string): PlacementHistory => ({ nodesOf: (g) => placed[g] ?? [], ...(incomplete && { incomplete }) });
+    const unknown: Arrival = { from: null, since: 'r2' };
+    expect(confirmersOf('guest1', unknown, 'node1', threeNodes, history({ guest1: ['node1'] }))).toEqual({ nodes: [] });
+    expect(confirmersOf('guest1', unknown, 'node1', threeNodes, history({ guest1: ['node1', 'node3', 'gone'] }))).toEqual({ nodes: ['node3'] });
+    expect(confirmersOf('guest1', { from: 'node2', since: 'r2' }, 'node1', threeNodes, history({}))).toEqual({ nodes: ['node2'] });
+    expect(confirmersOf('guest1', unknown, 'node1', threeNodes, undefined)).toEqual({ nodes: ['node2', 'node3'], why: expect.stringMatching(/folder without Git history/) });
+    expect(confirmersOf('guest1', unknown, 'node1', threeNodes, history({ guest1: ['node1'] }, 'cut short'))).toEqual({ nodes: ['node2', 'node3'], why: expect.stringMatching(/history could not tell: cut short$/) });
+
+    const first = await buildMigrationGate({ node: 'node1', state: threeNodes, arrivals: { guest1: unknown }, releases: {}, readStatus: async () => ({ status: null }), isAtOrAfter, placementHistory: async () => history({ guest1: ['node1'] }) });
+    expect(first).toEqual({});
+    const noHistory = await buildMigrationGate({ node: 'node1', state: threeNodes, arrivals: { guest1: unknown }, releases: {}, readStatus: async () => ({ status: null }), isAtOrAfter, configFile: '/etc/cgw sync/agent.yaml' });
+    expect(noHistory.guest1).toBe("waiting for node node2: it has not reported (down or silent?); every other node must confirm: this node has no record of where guest1 was placed before, and its source is a folder without Git history to tell; `cgw-sync guest release guest1 --from node2 --config '/etc/cgw sync/agent.yaml'` overrides if that node is dead");
+  });
+
+  it('the release command is the whole command line, quoted only where a shell needs it', () => {
+    expect(releaseCommand('guest2', 'node2', '/etc/cgw-sync/agent.yaml')).toBe('cgw-sync guest release guest2 --from node2 --config /etc/cgw-sync/agent.yaml');
+    expect(releaseCommand('guest2', 'node2', "/tmp/it's here.yaml")).toBe(`cgw-sync guest release guest2 --from node2 --config '/tmp/it'\\''s here.yaml'`);
   });
 });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { validateCronExpression } from 'cron';
 import { stat } from 'node:fs/promises';
 import { readSmallFile } from './small-file.js';
-import { rememberSecret, splitUserinfo } from '../git/remote.js';
+import { environmentSecrets, rememberSecret, splitUserinfo } from '../git/remote.js';
 import { readSigningKey, readTrustedKeys } from '../git/signature.js';
 import type { FieldPath } from '../state/diagnostics.js';
 import { statusBranchName } from '../git/status-branch.js';
@@ -227,6 +227,8 @@ function rememberConfigSecrets(c: AgentConfig): void {
   rememberSecret(splitUserinfo(c.source.url).password);
   if (c.status.url) rememberSecret(splitUserinfo(c.status.url).password);
   if (c.source.tokenEnv) rememberSecret(process.env[c.source.tokenEnv]?.trim());
+  // Hooks get hookEnv and often print what they got: judged like the agent's own environment.
+  for (const value of environmentSecrets(c.hookEnv ?? {})) rememberSecret(value);
 }
 
 /** Checks of the files the configuration names (token, trusted keys, hooks folder). */

@@ -249,7 +249,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('fetch');
   const loaded = await statePhase(c, candidate);

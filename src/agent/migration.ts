@@ -2,12 +2,17 @@
 // until A has stopped it, or two nodes would run the same disk. A says so in its status branch;
 // B reads it and starts the guest only once A reports, at a revision at or after the move, that
 // the guest does not run there. A node that is down or silent blocks the start; an operator can
-// release a guest from a dead node (`cgw-sync guest release <guest> --from <node>`).
+// release a guest from a dead node (`cgw-sync guest release <guest> --from <node> --config <file>`).
+// A node that does not remember where a guest was (a fresh node, a guest new to the state) asks
+// the state's Git history: a guest never placed on another node starts at once, one placed
+// elsewhere waits for those nodes. Without a readable history, every other node must confirm.
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterState } from '../state/types.js';
 import type { Gates } from '../plan/plan.js';
 import type { StatusRead, StatusReader } from './status-source.js';
+import type { PlacementHistory } from '../git/placement-history.js';
+import { shellQuote } from '../git/ssh.js';
 
 /** A guest placed on this node that has not started here yet. */
 export interface Arrival {
@@ -52,6 +57,43 @@ export interface GateInputs {
   readStatus: StatusReader | undefined;
   /** Whether revision `rev` is `since` or a descendant of it. */
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
+  /** Where the state's history placed each guest (read only when an arrival's previous node is unknown); undefined: no history. */
+  placementHistory?: () => Promise<PlacementHistory | undefined>;
+  /** The agent configuration file, for the release command the messages give. */
+  configFile?: string;
+}
+
+/** The nodes whose word an arrival waits for; `why` says why all others when its previous node is unknown. */
+export interface Confirmers {
+  nodes: string[];
+  why?: string;
+}
+
+/**
+ * Who must confirm that `guest` stopped before this node starts it: the node it moved from; if
+ * this node does not know that, the other nodes the state's history ever placed it on (none: a
+ * first placement, it starts at once); without a complete history, every other node. Nodes no
+ * longer in the state are not asked (they have no agent that reports).
+ */
+export function confirmersOf(guest: string, arrival: Arrival, node: string, state: ClusterState, history: PlacementHistory | undefined): Confirmers {
+  if (arrival.from) return { nodes: [arrival.from] };
+  const others = state.nodes.map((n) => n.name).filter((n) => n !== node);
+  const unknown = `this node has no record of where ${guest} was placed before`;
+  if (!history) return { nodes: others, why: `${unknown}, and its source is a folder without Git history to tell` };
+  if (history.incomplete) return { nodes: others, why: `${unknown}, and the state's Git history could not tell: ${history.incomplete}` };
+  const placed = new Set(history.nodesOf(guest));
+  return { nodes: others.filter((n) => placed.has(n)) };
+}
+
+/** The whole command that lets this node start `guest` without `from`'s word. */
+export function releaseCommand(guest: string, from: string, configFile: string | undefined): string {
+  const config = configFile ? shellWord(configFile) : 'FILE';
+  return `cgw-sync guest release ${shellWord(guest)} --from ${shellWord(from)} --config ${config}`;
+}
+
+/** A word a shell reads back as itself (quoted only when it needs to be, so the usual command reads plainly). */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : shellQuote(s);
 }
 
 /** Guest -> why it must wait, for every arrival that may not start yet. */
@@ -62,18 +104,24 @@ export async function buildMigrationGate(inp: GateInputs): Promise<Record<string
     if (!cache.has(n)) cache.set(n, read ? read(n).catch(() => ({ status: null })) : Promise.resolve({ status: null }));
     return cache.get(n) as Promise<StatusRead>;
   };
+  let history: Promise<PlacementHistory | undefined> | undefined;
+  const placements = () => {
+    history ??= inp.placementHistory ? inp.placementHistory() : Promise.resolve(undefined);
+    return history;
+  };
   const blockers = new Map<string, string>();
   for (const [guest, arrival] of Object.entries(inp.arrivals)) {
-    const others = arrival.from ? [arrival.from] : inp.state.nodes.map((n) => n.name).filter((n) => n !== inp.node);
-    for (const other of others) {
+    const confirm = confirmersOf(guest, arrival, inp.node, inp.state, arrival.from ? undefined : await placements());
+    const all = confirm.why ? `; every other node must confirm: ${confirm.why}` : '';
+    for (const other of confirm.nodes) {
       if (inp.releases[guest]?.from === other) continue;
       const { status: s, refused } = await status(other);
-      const release = `\`cgw-sync guest release ${guest} --from ${other}\` overrides if that node is dead`;
+      const release = `\`${releaseCommand(guest, other, inp.configFile)}\` overrides if that node is dead`;
       let why: string | undefined;
-      if (!read) why = `waits for node ${other}'s report that it stopped ${guest}, and no status source is configured to read it from (status.url, an http(s) source, or status.dir with {node}); ${release}`;
-      else if (!s) why = `waiting for node ${other}: it has not reported (${refused ?? 'down or silent?'}); ${release}`;
+      if (!read) why = `waits for node ${other}'s report that it stopped ${guest}, and no status source is configured to read it from (status.url, an http(s) source, or status.dir with {node})${all}; ${release}`;
+      else if (!s) why = `waiting for node ${other}: it has not reported (${refused ?? 'down or silent?'})${all}; ${release}`;
       else if (!s.appliedRevision || !(await inp.isAtOrAfter(s.appliedRevision, arrival.since)))
-        why = `waiting for node ${other} to apply revision ${arrival.since.slice(0, 12)} (it reports ${s.appliedRevision?.slice(0, 12) ?? 'none'} at ${s.time}); ${release}`;
+        why = `waiting for node ${other} to apply revision ${arrival.since.slice(0, 12)} (it reports ${s.appliedRevision?.slice(0, 12) ?? 'none'} at ${s.time})${all}; ${release}`;
       else if (s.guests.some((g) => g.name === guest && HOLDS_DISK.has(g.state)))
         why = `waiting for node ${other} to stop it (reported ${s.guests.find((g) => g.name === guest)?.state} at ${s.time})`;
       if (why) {

@@ -39,6 +39,8 @@ export interface NodeRuntime {
   guestDriver?: (view: NodeView) => GuestDriver;
   /** The source's answer to "is this revision at or after that one" (migration gate). */
   isAtOrAfter: Source['isAtOrAfter'];
+  /** The source's placement history (migration gate of a guest whose previous node is unknown); absent: none. */
+  placementHistory?: Source['placementHistory'];
   /** False: hooks are skipped (`apply --no-hooks`). */
   hooks: boolean;
   /** The long-running agent's memo (its states are never mutated); one-shot commands have none. */
@@ -101,6 +103,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
       driver = (e as Error).message;
     }
   }
+  const history = rt.placementHistory;
   const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
   const gates = Array.isArray(live.guests)
     ? await readGates({
@@ -112,6 +115,8 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         releases: await readReleases(config.stateDir),
         readStatus: statusReader(config, statusTrust(state)),
         isAtOrAfter: rt.isAtOrAfter,
+        ...(history && revision !== undefined && { placementHistory: () => history(revision) }),
+        ...(config.file && { configFile: config.file }),
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
   const memoized = memo && { desired: rememberedFor(memo.rendered, view, '', () => renderView(view)), diff: memoPlanNft(memo) };

@@ -162,6 +162,41 @@ export function mdCode(text: string): string {
   return `${fence}${pad}${inner}${pad}${fence}`;
 }
 
+/** How much of a failing hook's output REPORT.md shows (status.json keeps all the hook runner kept). */
+export const HOOK_TAIL = { lines: 20, bytes: 2000 } as const;
+
+/**
+ * The last lines of a hook's output, at most `limits.lines` lines and `limits.bytes` bytes of
+ * UTF-8 (a single longer line keeps its end); `omitted` counts the lines left out before them.
+ */
+export function outputTail(output: string, limits: { lines: number; bytes: number } = HOOK_TAIL): { text: string; lines: number; omitted: number } {
+  const all = output.replace(/\n+$/, '').split('\n');
+  const kept: string[] = [];
+  let bytes = 0;
+  for (let i = all.length - 1; i >= 0 && kept.length < limits.lines; i--) {
+    const line = all[i] as string;
+    const size = Buffer.byteLength(line) + 1;
+    if (bytes + size > limits.bytes) {
+      if (kept.length === 0) kept.push(endOf(line, limits.bytes));
+      break;
+    }
+    kept.unshift(line);
+    bytes += size;
+  }
+  return { text: kept.join('\n'), lines: kept.length, omitted: all.length - kept.length };
+}
+
+const ELLIPSIS_BYTES = Buffer.byteLength('…');
+
+/** The end of a line in at most `bytes` bytes of UTF-8 (with the ellipsis), never half a character. */
+function endOf(line: string, bytes: number): string {
+  const chars = Array.from(line);
+  let size = 0;
+  let start = chars.length;
+  while (start > 0 && size + Buffer.byteLength(chars[start - 1] as string) <= bytes - ELLIPSIS_BYTES) size += Buffer.byteLength(chars[--start] as string);
+  return `…${chars.slice(start).join('')}`;
+}
+
 /** A fenced block no content can close (longer fence than any backtick run inside). */
 export function mdBlock(text: string): string[] {
   const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((r) => r.length));
@@ -226,7 +261,14 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
     if (ct) L.push(`conntrackd: ${ct.running ? `running (pid ${ct.pid})` : '**not running**'}, ${ct.answering ? 'answering on its socket' : `**not answering**${ct.error ? `: ${t(ct.error)}` : ''}`}`, '');
   }
   if (s.guests.length) L.push('## Guests', '', '| guest | state | detail |', '|---|---|---|', ...s.guests.map((g) => `| ${t(g.name)} | ${t(g.state)} | ${t(g.detail ?? '')} |`), '');
-  if (s.hooks.length) L.push('## Hooks', '', ...s.hooks.map((h) => `- ${t(h.phase)} ${c(h.hook)}: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
+  if (s.hooks.length) {
+    L.push('## Hooks', '', ...s.hooks.map((h) => `- ${t(h.phase)} ${c(h.hook)}: ${h.ok ? 'ok' : `FAILED (exit ${h.exitCode})`} in ${h.durationMs} ms`), '');
+    for (const h of s.hooks.filter((x) => !x.ok && x.output.trim())) {
+      const tail = outputTail(h.output);
+      const shown = tail.omitted ? `its last ${tail.lines} of ${tail.lines + tail.omitted} lines` : 'its output';
+      L.push(`${t(h.phase)} ${c(h.hook)} failed; ${shown}:`, '', ...mdBlock(tail.text), '');
+    }
+  }
   L.push('## Timings (ms)', '', ...Object.entries(s.timings).map(([k, v]) => `- ${t(k)}: ${v}`), '');
   return L.join('\n');
 }

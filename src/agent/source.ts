@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import git from 'isomorphic-git';
-import { contentHash, fetchSource, type SourceResult } from '../git/source.js';
+import { contentHash, fetchSource, leadingOid, type SourceResult } from '../git/source.js';
+import { placementHistory, type PlacementHistory } from '../git/placement-history.js';
 import { isRemoteUrl } from '../git/ssh.js';
 import { readTrustedKeyFiles, type AgentConfig } from './config.js';
 import { agentPaths } from './memory.js';
@@ -15,12 +16,18 @@ export interface Source {
   fetch(lastApplied: string | undefined): Promise<SourceResult>;
   /** Whether `rev` is `since` or a descendant of it, as far as this source can tell. */
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
+  /**
+   * Where the state's history placed each guest, in the commits reachable from `revision`;
+   * absent (or undefined for a revision) when the source has no history (a plain folder).
+   */
+  placementHistory?(revision: string): Promise<PlacementHistory | undefined>;
 }
 
 /** The Git source of an agent configuration (http(s) or ssh remote, or a local folder or repository). */
 export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;
   const remote = isRemoteUrl(config.source.url);
+  const repoDir = remote ? cacheDir : config.source.url;
   return {
     fetch: async (lastApplied) =>
       fetchSource({
@@ -34,7 +41,12 @@ export function gitSource(config: AgentConfig): Source {
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
       }),
-    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: remote ? cacheDir : config.source.url, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
+    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: repoDir, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
+    // A folder without Git has content-hash revisions; a dirty working copy's is "<HEAD>-dirty-<hash>".
+    placementHistory: async (revision) => {
+      const head = leadingOid(revision);
+      return head ? placementHistory(repoDir, config.source.path, head) : undefined;
+    },
   };
 }
 

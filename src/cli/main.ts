@@ -1,5 +1,6 @@
 // The cgw-sync command line. Parsing and exit codes live here; every command is a thin layer
 // over the state, render, plan and reconcile modules.
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { loadState } from '../state/load.js';
@@ -145,7 +146,7 @@ const COMMANDS: CommandSpec[] = [
     details: 'For a node that is dead: make sure it really is down first (see the README).',
     options: { from: { type: 'string', value: 'NODE', help: 'the node the guest was on (required)' }, config: OPT.agentConfig },
     exits: { 0: 'released', 1: 'error' },
-    run: async (v, a, io) => guest(a[0] as string, str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'from'), io),
+    run: async (v, a, io) => guest(a[0] as string, str(v, 'config'), str(v, 'from'), io),
   },
   {
     name: 'suspend',
@@ -155,7 +156,7 @@ const COMMANDS: CommandSpec[] = [
     run: async (v, _a, io) => {
       const reason = str(v, 'reason');
       if (reason === undefined) throw new UsageError('suspend needs --reason "..."');
-      io.out(await suspendCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG), reason));
+      io.out(await suspendCommand(await agentConfigFor('suspend', str(v, 'config')), reason));
       return EXIT.ok;
     },
   },
@@ -165,7 +166,7 @@ const COMMANDS: CommandSpec[] = [
     options: { config: OPT.agentConfig },
     exits: { 0: 'resumed (or was not suspended here)', 1: 'error' },
     run: async (v, _a, io) => {
-      io.out(await resumeCommand(await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG)));
+      io.out(await resumeCommand(await agentConfigFor('resume', str(v, 'config'))));
       return EXIT.ok;
     },
   },
@@ -346,7 +347,8 @@ interface CliNodeOptions {
  * the agent's, in the same state dir.
  */
 async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: string, opts: CliNodeOptions, config: AgentConfig, io: Io): Promise<number> {
-  const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), trustedKeys: [] } });
+  // The state folder is the source (its Git history too, when it is a repository's top).
+  const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), path: '.', trustedKeys: [] } });
   const { revision } = await source.fetch(undefined);
   const rt: NodeRuntime = {
     config,
@@ -354,6 +356,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     settings: settingsHost(config),
     conntrack: conntrackCli(config),
     isAtOrAfter: source.isAtOrAfter,
+    placementHistory: source.placementHistory,
     hooks: opts.hooks,
   };
   if (command === 'plan') {
@@ -459,9 +462,24 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
   return onceExit(status, carry.unsaved);
 }
 
-async function guest(name: string, configFile: string, from: string | undefined, io: Io): Promise<number> {
+/**
+ * The agent configuration a command acts for (--config, else the default file). Without --config
+ * and without the default file, the error says to name it, rather than only that it is missing.
+ */
+async function agentConfigFor(command: string, configFile: string | undefined): Promise<AgentConfig> {
+  try {
+    return await loadAgentConfig(configFile ?? DEFAULT_CONFIG);
+  } catch (e) {
+    if (configFile === undefined && e instanceof AgentConfigError && !existsSync(DEFAULT_CONFIG)) {
+      throw new UsageError(`${command} acts for this node's agent, and ${DEFAULT_CONFIG} does not exist: name the agent's configuration with --config FILE`);
+    }
+    throw e;
+  }
+}
+
+async function guest(name: string, configFile: string | undefined, from: string | undefined, io: Io): Promise<number> {
   if (!from) throw new UsageError('guest release needs --from <node>: the node the guest was on');
-  const config = await loadAgentConfig(configFile);
+  const config = await agentConfigFor('guest release', configFile);
   await releaseGuest(config.stateDir, name, from);
   io.out(`released ${name} from ${from}: node ${config.node} will start it without ${from}'s confirmation (make sure ${from} is really down)\n`);
   return EXIT.ok;
@@ -476,7 +494,7 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   const maxAgeSeconds = Number(str(v, 'max-age'));
   if (!v.all) throw new UsageError('status needs --all (every node\'s report)');
   if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
-  const config = await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG);
+  const config = await agentConfigFor('status', str(v, 'config'));
   const state = str(v, 'state');
   const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
   io.out(r.text);

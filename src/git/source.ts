@@ -179,7 +179,7 @@ async function checkRevision(
 }
 
 /** The commit oid a revision string starts with (folder revisions carry a suffix). */
-function leadingOid(revision: string | undefined): string | undefined {
+export function leadingOid(revision: string | undefined): string | undefined {
   return revision?.match(/^[0-9a-f]{40}/)?.[0];
 }
 

@@ -26,7 +26,7 @@ export function isRemoteUrl(url: string): boolean {
 }
 
 /** One word for /bin/sh (GIT_SSH_COMMAND is run by a shell). */
-function shellQuote(s: string): string {
+export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 

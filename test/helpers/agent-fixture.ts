@@ -138,3 +138,13 @@ export function capture() {
   };
   return io;
 }
+
+/** State files whose nodes run netns guests (a namespace per guest, running `sleep`), as the lab does. */
+export function withNetnsGuests(files: Record<string, string>): Record<string, string> {
+  const out = { ...files };
+  for (const [p, text] of Object.entries(files)) {
+    if (p.startsWith('nodes/')) out[p] = text.replace('hypervisor: xen', 'hypervisor: netns');
+    if (p.startsWith('guests/')) out[p] = `${text}netns:\n  command: [sleep, "600"]\n`;
+  }
+  return out;
+}

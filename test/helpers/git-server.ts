@@ -68,13 +68,21 @@ export async function writeTree(dir: string, files: FileMap): Promise<void> {
  * parent: the branch tip by default, `null` for an unrelated (orphan) commit.
  * sign: an armored private key to sign with; `tamper` signs different bytes (an invalid signature).
  */
-export async function commitFiles(
-  repo: string,
-  files: FileMap,
-  opts: { message?: string; branch?: string; parent?: string | null; sign?: string; tamper?: boolean } = {},
-): Promise<string> {
+export async function commitFiles(repo: string, files: FileMap, opts: CommitOptions = {}): Promise<string> {
+  return commitTree(repo, await writeFilesTree({ gitdir: repo }, files), opts);
+}
+
+export interface CommitOptions {
+  message?: string;
+  branch?: string;
+  parent?: string | null;
+  sign?: string;
+  tamper?: boolean;
+}
+
+/** Commit a tree already written in the repository (see commitFiles for the options). */
+export async function commitTree(repo: string, tree: string, opts: CommitOptions = {}): Promise<string> {
   const branch = opts.branch ?? 'main';
-  const tree = await writeFilesTree({ gitdir: repo }, files);
   const parent =
     opts.parent === null ? [] : [opts.parent ?? (await git.resolveRef({ fs, gitdir: repo, ref: `refs/heads/${branch}` }))];
   return git.commit({
@@ -115,4 +123,24 @@ export async function generateKey(name: string): Promise<{ privateKey: string; p
 export async function gitCli(args: string[], cwd?: string): Promise<string> {
   const r = await run('git', args, { cwd, env: { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0' } });
   return r.stdout.trim();
+}
+
+/**
+ * A hostile history: `commits` commits on `branch` whose guests folder holds `entries` copies of
+ * `guestText` (each tree differs from the others by one name, so none is read only once). The
+ * rest of each commit's tree is the branch tip's. Returns the last commit.
+ */
+export async function commitHugeGuestTrees(repo: string, opts: { commits: number; entries: number; guestText: string; branch?: string }): Promise<string> {
+  const gitdir = repo;
+  const tip = await git.resolveRef({ fs, gitdir, ref: `refs/heads/${opts.branch ?? 'main'}` });
+  const { tree: top } = await git.readTree({ fs, gitdir, oid: (await git.readCommit({ fs, gitdir, oid: tip })).commit.tree });
+  const oid = await git.writeBlob({ fs, gitdir, blob: new TextEncoder().encode(opts.guestText) });
+  const entries = Array.from({ length: opts.entries - 1 }, (_, i) => ({ mode: '100644', path: `g${String(i).padStart(6, '0')}.yaml`, type: 'blob' as const, oid }));
+  let last = tip;
+  for (let c = 0; c < opts.commits; c++) {
+    const guests = await git.writeTree({ fs, gitdir, tree: [...entries, { mode: '100644', path: `z${c}.yaml`, type: 'blob', oid }] });
+    const root = await git.writeTree({ fs, gitdir, tree: [...top.filter((e) => e.path !== 'guests'), { mode: '040000', path: 'guests', type: 'tree', oid: guests }] });
+    last = await commitTree(repo, root, { message: `huge guests folder ${c}`, branch: opts.branch });
+  }
+  return last;
 }
