@@ -42,6 +42,7 @@ function expectSameReading(file: string, text: string): void {
   expect(fast, `${file} was declined`).toBeDefined();
   expect(fast!.data).toEqual(slow.data);
   expect(fast!.values).toBeGreaterThanOrEqual(slow.values);
+  expect(fast!.values).toBeLessThanOrEqual(slow.values * 1.1);
   const positions = fastPositions(file, text, fast!);
   const isObject = (v: unknown) => typeof v === 'object' && v !== null;
   const objectPaths: Array<Array<string | number>> = [[]];

@@ -7,6 +7,7 @@
 import {
   constructFromEvents,
   defineScalarTag,
+  COLLECTION_STYLE_FLOW,
   EVENT_ID,
   getScalarValue,
   mapTag,
@@ -25,7 +26,7 @@ import { lineCounterOf, parseYamlSource, positionsOf, type NodeBudget, type Posi
 /** A file read the fast way. */
 export interface FastParse {
   data: Record<string, unknown>;
-  /** The file's YAML values as counted against the state's NodeBudget (never fewer than the careful count). */
+  /** The file's YAML values as the careful parser counts them against the NodeBudget (never fewer). */
   values: number;
   /** Offset where the mapping or list at `path` starts, for the root and the first two levels; else undefined. */
   startOf(path: FieldPath): number | undefined;
@@ -90,6 +91,8 @@ interface Frame {
   kind: 'document' | 'mapping' | 'sequence';
   /** Mappings: the next node is a key. */
   atKey: boolean;
+  /** A block sequence: each item has a `-`. */
+  blockSequence?: boolean;
   /** The root mapping: the last key read. */
   key?: string;
   /** A sequence directly under the root mapping: where each item starts. */
@@ -105,8 +108,7 @@ interface Scan {
 /**
  * One pass over the events: refuses what the fast way must not take (tags, anchors, aliases,
  * directives, several documents, a root that is not a mapping, unusual keys, more values than
- * `budget`), counts
- * the values as the careful parser's budget does (a sequence item counts its `-` too), and notes
+ * `budget`), counts the values as the careful parser's budget does, and notes
  * where the objects of the first two levels start.
  */
 function scanEvents(events: Event[], text: string, budget: number): Scan | undefined {
@@ -128,7 +130,8 @@ function scanEvents(events: Event[], text: string, budget: number): Scan | undef
     if (event.type === EVENT_ID.ALIAS || event.anchorStart !== -1 || event.tagStart !== -1) return undefined;
     const parent = stack[stack.length - 1];
     if (!parent) return undefined;
-    values += parent.kind === 'sequence' ? 2 : 1;
+    // As the careful lexer counts: scalars, flow collections (their `[`/`{`), block list items (their `-`).
+    values += (event.type === EVENT_ID.SCALAR || event.style === COLLECTION_STYLE_FLOW ? 1 : 0) + (parent.blockSequence ? 1 : 0);
     if (values > budget) return undefined;
     // A scalar's start is not where the careful parser places it (quotes, block headers): unknown.
     const start = event.type === EVENT_ID.SCALAR ? undefined : event.start;
@@ -144,7 +147,10 @@ function scanEvents(events: Event[], text: string, budget: number): Scan | undef
       items = event.type === EVENT_ID.SEQUENCE ? [] : undefined;
       children.set(parent.key, { start, items });
     } else if (depth === 3) parent.items?.push(start);
-    if (event.type !== EVENT_ID.SCALAR) stack.push({ kind: event.type === EVENT_ID.MAPPING ? 'mapping' : 'sequence', atKey: true, items });
+    if (event.type !== EVENT_ID.SCALAR) {
+      const kind = event.type === EVENT_ID.MAPPING ? 'mapping' : 'sequence';
+      stack.push({ kind, atKey: true, items, blockSequence: kind === 'sequence' && event.style !== COLLECTION_STYLE_FLOW });
+    }
   }
   return documents === 1 && root !== undefined ? { values, root, children } : undefined;
 }
