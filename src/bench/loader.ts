@@ -1,7 +1,7 @@
 // `npm run bench:loader`: the cost of loading a state as a process, the way an operator and the
 // agent pay it: `cgw-sync validate` of state-example beside a bare `node -e 0`, and of a state
 // repository on disk with many forwards. Wall time (median) and the child's max RSS. Prints, never
-// asserts.
+// asserts. CPU time (user + system) is shown too: on a shared machine it says more than wall time.
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,13 +15,14 @@ const SIZES = (process.env.CGW_BENCH_SIZES ?? '10000,50000').split(',').map(Numb
 const BIN = fileURLToPath(new URL('../cli/bin.js', import.meta.url));
 const EXAMPLE = fileURLToPath(new URL('../../state-example/', import.meta.url));
 
-/** Makes the child write its own max RSS (KiB) to $CGW_RSS_FILE as it exits. */
+/** Makes the child write its resource usage (max RSS in KiB, CPU times in µs) to $CGW_RSS_FILE as it exits. */
 const RSS_REPORTER = `data:text/javascript,${encodeURIComponent(
-  'import { writeFileSync } from "node:fs"; process.on("exit", () => writeFileSync(process.env.CGW_RSS_FILE, String(process.resourceUsage().maxRSS)));',
+  'import { writeFileSync } from "node:fs"; process.on("exit", () => writeFileSync(process.env.CGW_RSS_FILE, JSON.stringify(process.resourceUsage())));',
 )}`;
 
 interface Run {
   ms: number;
+  cpuMs: number;
   rssMiB: number;
 }
 
@@ -34,18 +35,19 @@ async function runOnce(args: string[], rssFile: string): Promise<Run> {
   });
   const ms = performance.now() - t0;
   if (code !== 0) throw new Error(`node ${args.join(' ')} exited ${code}`);
-  return { ms, rssMiB: Number(await readFile(rssFile, 'utf8')) / 1024 };
+  const usage = JSON.parse(await readFile(rssFile, 'utf8')) as NodeJS.ResourceUsage;
+  return { ms, cpuMs: (usage.userCPUTime + usage.systemCPUTime) / 1000, rssMiB: usage.maxRSS / 1024 };
 }
 
 async function median(args: string[], rssFile: string): Promise<Run> {
   const runs: Run[] = [];
   for (let i = 0; i < ROUNDS; i++) runs.push(await runOnce(args, rssFile));
   const mid = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-  return { ms: mid(runs.map((r) => r.ms)), rssMiB: mid(runs.map((r) => r.rssMiB)) };
+  return { ms: mid(runs.map((r) => r.ms)), cpuMs: mid(runs.map((r) => r.cpuMs)), rssMiB: mid(runs.map((r) => r.rssMiB)) };
 }
 
 function row(what: string, r: Run, target: string): string {
-  return `${what.padEnd(40)} ${r.ms.toFixed(0).padStart(6)} ms  ${r.rssMiB.toFixed(0).padStart(5)} MiB max RSS   (target ${target})`;
+  return `${what.padEnd(40)} ${r.ms.toFixed(0).padStart(6)} ms wall ${r.cpuMs.toFixed(0).padStart(6)} ms CPU ${r.rssMiB.toFixed(0).padStart(5)} MiB max RSS   (target ${target})`;
 }
 
 async function main(): Promise<void> {
