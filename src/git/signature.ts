@@ -2,11 +2,7 @@
 // plugin is broken). A commit object carries its signature in the `gpgsig` header; the signed
 // data is the commit object without that header (isomorphic-git's readCommit gives it as
 // `payload`). Git signs those exact bytes, so the payload is verified as binary data.
-import type * as OpenPGP from 'openpgp';
-
-// openpgp is large: it loads with the first key or signature read, not with every command that
-// imports this module.
-const loadOpenpgp = () => import('openpgp');
+import * as openpgp from 'openpgp';
 
 export type SignatureRefusal = 'unsigned' | 'bad-signature' | 'untrusted-key';
 
@@ -15,9 +11,8 @@ export type SignatureCheck =
   | { ok: false; refusal: SignatureRefusal; reason: string; signedBy?: string };
 
 /** Parse armored public keys (each text may hold several keys). Throws on malformed input. */
-export async function readTrustedKeys(armored: string[]): Promise<OpenPGP.PublicKey[]> {
-  const openpgp = await loadOpenpgp();
-  const keys: OpenPGP.PublicKey[] = [];
+export async function readTrustedKeys(armored: string[]): Promise<openpgp.PublicKey[]> {
+  const keys: openpgp.PublicKey[] = [];
   for (const text of armored) {
     const parsed = await openpgp.readKeys({ armoredKeys: text });
     // A private key handed in by mistake still only contributes its public part.
@@ -30,11 +25,10 @@ export async function readTrustedKeys(armored: string[]): Promise<OpenPGP.Public
 export async function verifyCommitSignature(
   gpgsig: string | undefined,
   payload: string,
-  trusted: OpenPGP.PublicKey[],
+  trusted: openpgp.PublicKey[],
 ): Promise<SignatureCheck> {
   if (!gpgsig) return { ok: false, refusal: 'unsigned', reason: 'commit is not signed' };
-  const openpgp = await loadOpenpgp();
-  let signature: OpenPGP.Signature;
+  let signature: openpgp.Signature;
   try {
     signature = await openpgp.readSignature({ armoredSignature: gpgsig });
   } catch (e) {
