@@ -60,6 +60,9 @@ describe('Debian package', () => {
     for (const p of [
       '/usr/bin/cgw-sync',
       '/usr/lib/cgw-sync/dist/cli/bin.js',
+      // The schemas precompiled by the build (else every start compiles them).
+      '/usr/lib/cgw-sync/dist/state/schema-validators.js',
+      '/usr/lib/cgw-sync/node_modules/js-yaml/package.json',
       '/usr/lib/cgw-sync/schema/agent.schema.json',
       '/usr/lib/cgw-sync/state-example/cluster.yaml',
       '/usr/lib/cgw-sync/node_modules/isomorphic-git/package.json',

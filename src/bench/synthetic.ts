@@ -1,6 +1,8 @@
 // A generated cluster shaped like state-example (two nodes, the design's addresses) with any
 // number of forwards: for the benchmark and for tests that need scale. Not read from YAML, so
 // it measures render/plan/apply rather than the loader.
+import { cp, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ClusterState, ForwardSpec, GuestSpec, NodeSpec } from '../state/types.js';
 
 const src = (file: string) => ({ file, line: 1, column: 1 });
@@ -55,4 +57,21 @@ export function syntheticState(forwards: number, opts: { tableSuffix?: string } 
     guests: [syntheticGuest(1, 'node1'), syntheticGuest(2, 'node2')],
     forwards: fw,
   };
+}
+
+/**
+ * A state repository on disk in `dir`: state-example's cluster, nodes and guests (which define
+ * guest1 and guest2) and one forwards file with `forwards` synthetic forwards, for measuring the
+ * loader and `cgw-sync validate` at scale.
+ */
+export async function writeSyntheticStateRepo(dir: string, forwards: number): Promise<void> {
+  const example = new URL('../../state-example/', import.meta.url);
+  for (const part of ['cluster.yaml', 'nodes', 'guests']) await cp(new URL(part, example), join(dir, part), { recursive: true });
+  await mkdir(join(dir, 'forwards'), { recursive: true });
+  // Block style, as people write it (and as state-example does): 50,000 forwards stay under the
+  // limit of YAML values, which flow style's braces would pass.
+  const items = syntheticState(forwards).forwards.map(
+    (f) => `  - name: ${f.name}\n    protocol: ${f.protocol}\n    port: ${f.port}\n    target:\n      guest: ${f.target.guest}\n      port: ${f.target.port}`,
+  );
+  await writeFile(join(dir, 'forwards', 'bench.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${items.join('\n')}\n`);
 }

@@ -6,32 +6,23 @@ import path from 'node:path';
 import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
-import { NftCli } from '../nft/backend.js';
 import { printTable } from '../nft/text.js';
 import { renderView } from '../render/render.js';
 import { resolveNode, type NodeView } from '../render/node-view.js';
 import { guestSnippet } from '../render/stateless.js';
-import { formatPlanText, hasChanges, planJson } from '../plan/plan.js';
-import { reviewRevisions } from '../plan/review.js';
-import { applyErrors, applyFailed, applyNotes } from '../reconcile/apply.js';
-import { AgentConfigError, loadAgentConfig, type AgentConfig } from '../agent/config.js';
-import { redactDeep, redactText } from '../agent/redact.js';
-import { allSecrets, maskSecrets } from '../git/remote.js';
-import { conntrackCli, defaultAgentConfig, executePlan, lockNode, prepareNode, settingsHost, settleGuests, type NodeRuntime } from '../agent/node.js';
-import { readMemory, writeMemory } from '../agent/memory.js';
-import { gitSource } from '../agent/source.js';
-import { runOnce, type CycleDeps, type MemoryCarry } from '../agent/cycle.js';
+import type { AgentConfig } from '../agent/config.js';
+import type { CycleDeps, MemoryCarry } from '../agent/cycle.js';
 import type { NodeStatus } from '../agent/report.js';
-import { resolveRevision } from '../git/source.js';
-import { startAgent } from '../agent/run.js';
-import { releaseGuest } from '../agent/migration.js';
-import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
-import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
-import { labDown, LabExists } from '../lab/topology.js';
-import { formatResults } from '../lab/check.js';
+import type { NodeRuntime } from '../agent/node.js';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE } from '../lab/names.js';
 import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
+
 import { cycleLine, logLine as humanLogLine } from './human.js';
-import { checkConfigCommand, initCommand } from './init.js';
+
+// Heavy modules (Git, OpenPGP, execa, cron, the agent, the lab) are imported by the commands that
+// use them, so `validate`, `render` and `--help` start without loading them.
+const loadAgentConfig = async (file: string) => (await import('../agent/config.js')).loadAgentConfig(file);
+const secrets = async () => (await import('../git/remote.js')).allSecrets();
 
 export type { Io } from './args.js';
 
@@ -156,6 +147,7 @@ const COMMANDS: CommandSpec[] = [
     run: async (v, _a, io) => {
       const reason = str(v, 'reason');
       if (reason === undefined) throw new UsageError('suspend needs --reason "..."');
+      const { suspendCommand } = await import('../rollout/commands.js');
       io.out(await suspendCommand(await agentConfigFor('suspend', str(v, 'config')), reason));
       return EXIT.ok;
     },
@@ -166,6 +158,7 @@ const COMMANDS: CommandSpec[] = [
     options: { config: OPT.agentConfig },
     exits: { 0: 'resumed (or was not suspended here)', 1: 'error' },
     run: async (v, _a, io) => {
+      const { resumeCommand } = await import('../rollout/commands.js');
       io.out(await resumeCommand(await agentConfigFor('resume', str(v, 'config'))));
       return EXIT.ok;
     },
@@ -202,7 +195,7 @@ const COMMANDS: CommandSpec[] = [
       force: { type: 'boolean', help: 'overwrite an existing file' },
     },
     exits: { 0: 'written, and check-config finds no problem', 1: 'error, a problem, or the file exists (without --force)' },
-    run: async (v, _a, io) => initCommand(v, DEFAULT_CONFIG, io),
+    run: async (v, _a, io) => (await import('./init.js')).initCommand(v, DEFAULT_CONFIG, io),
   },
   {
     name: 'check-config',
@@ -210,7 +203,7 @@ const COMMANDS: CommandSpec[] = [
     details: 'Files it names, folders, the schedule, the network namespace; with --state, whether its ownedTables accept the state.',
     options: { config: OPT.agentConfig, state: { type: 'string', value: 'DIR', help: 'a checkout of the state the node will apply' } },
     exits: { 0: 'no problems', 1: 'problems' },
-    run: async (v, _a, io) => checkConfigCommand(str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'state'), io),
+    run: async (v, _a, io) => (await import('./init.js')).checkConfigCommand(str(v, 'config') ?? DEFAULT_CONFIG, str(v, 'state'), io),
   },
   {
     name: 'lab up',
@@ -292,7 +285,8 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     }
     return await parsed.spec.run(parsed.values, parsed.args, io);
   } catch (e) {
-    io.err(`cgw-sync: ${redactText((e as Error).message, allSecrets())}\n`);
+    const { redactText } = await import('../agent/redact.js');
+    io.err(`cgw-sync: ${redactText((e as Error).message, await secrets())}\n`);
     if (e instanceof UsageError) {
       const spec = parsed?.spec ?? ((e.cause as CommandSpec | undefined)?.name ? (e.cause as CommandSpec) : undefined);
       io.err(spec ? `see \`cgw-sync ${spec.name} --help\`\n` : 'see `cgw-sync --help`\n');
@@ -328,7 +322,7 @@ function renderGuest(state: ClusterState, name: string, io: Io): number {
 
 /** The agent configuration `plan`/`apply` act with: --config's, or the defaults; flags win. */
 async function nodeConfig(node: string | undefined, opts: CliNodeOptions): Promise<AgentConfig> {
-  const base = opts.config ? await loadAgentConfig(opts.config) : defaultAgentConfig(defaultNode());
+  const base = opts.config ? await loadAgentConfig(opts.config) : (await import('../agent/node.js')).defaultAgentConfig(defaultNode());
   return { ...base, node: node ?? base.node, ...(opts.stateDir && { stateDir: path.resolve(opts.stateDir) }), ...(opts.nft && { nft: opts.nft }) };
 }
 
@@ -347,6 +341,8 @@ interface CliNodeOptions {
  * the agent's, in the same state dir.
  */
 async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: string, opts: CliNodeOptions, config: AgentConfig, io: Io): Promise<number> {
+  const [{ gitSource }, { NftCli }, { conntrackCli, executePlan, lockNode, prepareNode, settingsHost, settleGuests }, { readMemory, writeMemory }, { formatPlanText, hasChanges, planJson }, { applyErrors, applyFailed, applyNotes }] =
+    await Promise.all([import('../agent/source.js'), import('../nft/backend.js'), import('../agent/node.js'), import('../agent/memory.js'), import('../plan/plan.js'), import('../reconcile/apply.js')]);
   // The state folder is the source (its Git history too, when it is a repository's top).
   const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), path: '.', trustedKeys: [] } });
   const { revision } = await source.fetch(undefined);
@@ -402,6 +398,7 @@ async function nodeCommand(command: 'plan' | 'apply', v: Values, io: Io): Promis
 /** The review's base: --base, else main, else origin/main (a CI clone has only the remote-tracking branch). */
 async function reviewBase(repoDir: string, base: string | undefined): Promise<string> {
   if (base) return base;
+  const { resolveRevision } = await import('../git/source.js');
   for (const candidate of ['main', 'origin/main']) {
     if (await resolveRevision(repoDir, candidate).then(() => true, () => false)) return candidate;
   }
@@ -410,16 +407,19 @@ async function reviewBase(repoDir: string, base: string | undefined): Promise<st
 
 async function review(repoDir: string, base: string | undefined, rev: string | undefined, subPath: string, io: Io): Promise<number> {
   if (!rev) throw new UsageError('plan --all-nodes needs --rev <revision>');
+  const { reviewRevisions } = await import('../plan/review.js');
+  const { maskSecrets } = await import('../git/remote.js');
   const r = await reviewRevisions(repoDir, await reviewBase(repoDir, base), rev, subPath);
   // A CI job's environment (its tokens) must not reach a pull request comment, whatever the state did.
-  io.out(maskSecrets(r.markdown, allSecrets()));
+  io.out(maskSecrets(r.markdown, await secrets()));
   if (r.diagnostics.length) return EXIT.error;
   return r.changed ? EXIT.changes : EXIT.ok;
 }
 
 /** How once and run log each cycle: the human line (default) or the JSON object. */
-function cycleLogger(format: string, io: Io): NonNullable<CycleDeps['log']> {
+async function cycleLogger(format: string, io: Io): Promise<NonNullable<CycleDeps['log']>> {
   if (format !== 'human' && format !== 'json') throw new UsageError(`--log must be human or json (got "${format}")`);
+  const [{ redactDeep, redactText }, { allSecrets }] = await Promise.all([import('../agent/redact.js'), import('../git/remote.js')]);
   if (format === 'json') return (line) => io.out(`${JSON.stringify(redactDeep(line))}\n`);
   return (line, status) => io.out(`${redactText(status ? cycleLine(status) : humanLogLine(line), allSecrets())}\n`);
 }
@@ -438,7 +438,8 @@ export function onceExit(status: NodeStatus, unsaved: boolean): number {
 async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number> {
   const configFile = str(v, 'config') ?? DEFAULT_CONFIG;
   const statusJson = command === 'once' && !!v.json;
-  const log = cycleLogger(command === 'run' && v.json ? 'json' : (str(v, 'log') as string), io);
+  const log = await cycleLogger(command === 'run' && v.json ? 'json' : (str(v, 'log') as string), io);
+  const { AgentConfigError } = await import('../agent/config.js');
   let config: AgentConfig;
   try {
     config = await loadAgentConfig(configFile);
@@ -450,12 +451,15 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
     throw e;
   }
   for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
+  const [{ NftCli }, { conntrackCli }] = await Promise.all([import('../nft/backend.js'), import('../agent/node.js')]);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
   const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
   if (command === 'run') {
+    const { startAgent } = await import('../agent/run.js');
     await startAgent(deps, { handleSignals: true }).done;
     return EXIT.ok;
   }
+  const { runOnce } = await import('../agent/cycle.js');
   const carry: MemoryCarry = { unsaved: false };
   const status = await runOnce({ ...deps, carry, log: statusJson ? undefined : log });
   if (statusJson) io.out(`${JSON.stringify(status, null, 2)}\n`);
@@ -467,6 +471,7 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
  * and without the default file, the error says to name it, rather than only that it is missing.
  */
 async function agentConfigFor(command: string, configFile: string | undefined): Promise<AgentConfig> {
+  const { AgentConfigError } = await import('../agent/config.js');
   try {
     return await loadAgentConfig(configFile ?? DEFAULT_CONFIG);
   } catch (e) {
@@ -480,6 +485,7 @@ async function agentConfigFor(command: string, configFile: string | undefined): 
 async function guest(name: string, configFile: string | undefined, from: string | undefined, io: Io): Promise<number> {
   if (!from) throw new UsageError('guest release needs --from <node>: the node the guest was on');
   const config = await agentConfigFor('guest release', configFile);
+  const { releaseGuest } = await import('../agent/migration.js');
   await releaseGuest(config.stateDir, name, from);
   io.out(`released ${name} from ${from}: node ${config.node} will start it without ${from}'s confirmation (make sure ${from} is really down)\n`);
   return EXIT.ok;
@@ -496,6 +502,7 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
   const config = await agentConfigFor('status', str(v, 'config'));
   const state = str(v, 'state');
+  const { fleetStatus } = await import('../rollout/commands.js');
   const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
   io.out(r.text);
   if (r.problems.length && !v.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
@@ -506,12 +513,14 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
 async function labRestartCommand(prefix: string, what: string, io: Io): Promise<number> {
   if (!(LAB_RESTARTABLE as readonly string[]).includes(what)) throw new UsageError(`lab restart: cannot restart "${what}" (one of: ${LAB_RESTARTABLE.join(', ')})`);
   needRoot();
+  const { labRestart } = await import('../lab/lab.js');
   io.out(`lab ${prefix}: the Git server listens again at ${await labRestart(prefix, what)}\n`);
   return EXIT.ok;
 }
 
 async function labDownCommand(prefix: string, io: Io): Promise<number> {
   needRoot();
+  const { labDown } = await import('../lab/topology.js');
   const removed = await labDown(prefix);
   io.out(removed.length ? `lab ${prefix} removed: ${removed.join(' ')}\n` : `no namespaces with prefix ${prefix} were left; its recorded processes and directory are gone too\n`);
   return EXIT.ok;
@@ -519,6 +528,7 @@ async function labDownCommand(prefix: string, io: Io): Promise<number> {
 
 async function labCheckCommand(prefix: string, io: Io): Promise<number> {
   needRoot();
+  const [{ labCheck }, { formatResults }] = await Promise.all([import('../lab/lab.js'), import('../lab/check.js')]);
   const report = await labCheck(prefix);
   const failed = report.results.filter((r) => !r.ok).length;
   io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
@@ -535,6 +545,7 @@ async function labUp(v: Values, io: Io): Promise<number> {
   if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
   const guests = str(v, 'guests');
   if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
+  const [{ labStart, labSummary }, { LabExists }] = await Promise.all([import('../lab/lab.js'), import('../lab/topology.js')]);
   try {
     const up = await labStart({
       prefix,

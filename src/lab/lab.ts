@@ -46,7 +46,9 @@ import { ensureVmImage, type VmImage } from './vm-image.js';
 import { labAccel } from './vm-accel.js';
 import type { Accel } from '../guests/qemu.js';
 
-export const DEFAULT_LAB_PREFIX = 'cgwlab-';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE } from './names.js';
+
+export { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE } from './names.js';
 /** Every 2 seconds (the cron package's six-field syntax, seconds first). */
 export const LAB_SCHEDULE = '*/2 * * * * *';
 const REPO_NAME = 'state.git';
@@ -271,9 +273,6 @@ async function startGitServer(dir: string, port: number | undefined, started: (p
   }
   return (JSON.parse(await readFile(ready, 'utf8')) as { url: string }).url;
 }
-
-/** What `lab restart` can restart. */
-export const LAB_RESTARTABLE = ['git'] as const;
 
 /**
  * `lab restart git`: stop the lab's Git server if it still runs, and start it again on the port

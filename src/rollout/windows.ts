@@ -3,7 +3,14 @@
 // exist, one of them is; otherwise it waits ("waiting for window"). Drift of the applied
 // revision is corrected or only reported, as the window that holds changes says. Pure but for
 // the cron arithmetic (`nextAfter`, the cron package's CronTime at the edge).
-import { CronTime } from 'cron';
+import { createRequire } from 'node:module';
+
+// The cron package (with luxon) loads on first use: a state without change windows, validated by
+// `cgw-sync validate`, never needs it.
+const cronTime = (schedule: string) => {
+  const { CronTime } = createRequire(import.meta.url)('cron') as typeof import('cron');
+  return new CronTime(schedule, 'UTC');
+};
 
 export interface ChangeWindow {
   kind: 'allow' | 'deny';
@@ -17,12 +24,12 @@ export interface ChangeWindow {
 /** The first time `schedule` fires strictly after `from`. */
 export type NextAfter = (schedule: string, from: Date) => Date;
 
-export const cronNextAfter: NextAfter = (schedule, from) => new CronTime(schedule, 'UTC').getNextDateFrom(from).toJSDate();
+export const cronNextAfter: NextAfter = (schedule, from) => cronTime(schedule).getNextDateFrom(from).toJSDate();
 
 /** A cron schedule's problem, if any (for the state checks). */
 export function scheduleProblem(schedule: string): string | undefined {
   try {
-    new CronTime(schedule, 'UTC');
+    cronTime(schedule);
     return undefined;
   } catch (e) {
     return `not a cron schedule (minute hour day month weekday): ${(e as Error).message}`;

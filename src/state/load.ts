@@ -16,7 +16,8 @@ import type {
   NodeSpec,
   SourceRef,
 } from './types.js';
-import { locate, parseYamlSource, sourceRef, type NodeBudget, type YamlSource } from './yaml-source.js';
+import { fastPositions, parseYamlFast } from './yaml-fast.js';
+import { locate, parseYamlSource, positionsOf, type NodeBudget, type Positions } from './yaml-source.js';
 
 export interface LoadResult {
   /** Present exactly when `diagnostics` is empty. */
@@ -37,7 +38,7 @@ const STATE_KINDS: readonly Kind[] = ['Cluster', 'Node', 'Guest', 'Forwards'];
 /** A parsed, schema-checked document; `data` has the schema defaults applied. */
 interface LoadedDocument {
   kind: Kind;
-  source: YamlSource;
+  positions: Positions;
   data: unknown; // shape guaranteed by the schema for every object without problems
   /** Where the problems are that make the object holding them unusable for the semantic checks. */
   problems: ProblemIndex;
@@ -92,15 +93,36 @@ export async function loadStateOrThrow(dir: string): Promise<ClusterState> {
   return state;
 }
 
+type ReadDocument = { document: LoadedDocument; diagnostics: Diagnostic[] };
+
 /**
- * Parses and schema-checks one file. A document that cannot be used as a whole (YAML syntax error,
- * wrong kind) comes back with a problem at the root path; its partial data still tells which name it
- * meant to declare.
+ * Parses and schema-checks one file: the fast way when that finds a valid document, else carefully,
+ * with positions for every problem.
  */
-function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBudget): { document: LoadedDocument; diagnostics: Diagnostic[] } {
+function readDocument(file: StateFile, expected: Kind, budget: NodeBudget): ReadDocument {
+  return readValidFast(file, expected, budget) ?? readCarefully(file, expected, budget);
+}
+
+/** A plain, schema-valid document read without positions; undefined for anything else. */
+function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBudget): ReadDocument | undefined {
+  const parsed = parseYamlFast(text, budget);
+  // Any schema problem (a wrong kind too) is reported by the careful reading, with its position.
+  if (!parsed || validateDocument(expected, parsed.data).length > 0) return undefined;
+  budget.nodes -= parsed.values;
+  const positions = fastPositions(file, text, parsed);
+  return { document: { kind: expected, positions, data: parsed.data, problems: new ProblemIndex([]) }, diagnostics: [] };
+}
+
+/**
+ * Parses and schema-checks one file with positions. A document that cannot be used as a whole (YAML
+ * syntax error, wrong kind) comes back with a problem at the root path; its partial data still
+ * tells which name it meant to declare.
+ */
+function readCarefully({ file, text }: StateFile, expected: Kind, budget: NodeBudget): ReadDocument {
   const { source, data, diagnostics: syntaxErrors } = parseYamlSource(file, text, budget);
+  const positions = positionsOf(source);
   const unusable = (diagnostics: Diagnostic[]) => ({
-    document: { kind: expected, source, data, problems: new ProblemIndex([[]]) },
+    document: { kind: expected, positions, data, problems: new ProblemIndex([[]]) },
     diagnostics,
   });
 
@@ -117,7 +139,7 @@ function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBud
   const problems = validateDocument(expected, data);
   const blocking = problems.filter((p) => !p.unknownProperty);
   return {
-    document: { kind: expected, source, data, problems: new ProblemIndex(blocking.map((p) => p.path)) },
+    document: { kind: expected, positions, data, problems: new ProblemIndex(blocking.map((p) => p.path)) },
     // Locating is per problem; a hostile file may have hundreds of thousands: show the first ones.
     diagnostics: [
       ...problems.slice(0, STATE_LIMITS.diagnostics).map((p) => ({ ...locate(source, p.path, { key: p.unknownProperty }), message: p.message })),
@@ -132,7 +154,7 @@ function readDocument({ file, text }: StateFile, expected: Kind, budget: NodeBud
  * reported a second time.
  */
 function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locator: Locator } {
-  const origins = new Map<Located, { source: YamlSource; base: FieldPath }>();
+  const origins = new Map<Located, { positions: Positions; base: FieldPath }>();
   let cluster: ClusterSettings | undefined;
   const nodes: NodeSpec[] = [];
   const guests: GuestSpec[] = [];
@@ -146,8 +168,8 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
     if (doc.problems.touches(base)) return undefined;
     // No problem inside: the schema guarantees the shape.
     const data = base.reduce(member, doc.data) as Checked<T>;
-    const object = make(data, sourceRef(doc.source, base));
-    origins.set(object, { source: doc.source, base });
+    const object = make(data, doc.positions.ref(base));
+    origins.set(object, { positions: doc.positions, base });
     return object;
   };
   /** A one-object document: its spec or, when broken, at least the name it meant to declare. */
@@ -175,7 +197,7 @@ function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locato
 
   const locator: Locator = (object, fieldPath) => {
     const origin = origins.get(object);
-    return origin ? locate(origin.source, [...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
+    return origin ? origin.positions.locate([...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
   };
   return { input: { cluster, nodes, guests, forwards, unchecked }, locator };
 }

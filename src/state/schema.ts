@@ -1,22 +1,12 @@
 // Structural validation of one state document against the JSON Schemas in schema/ (the same files
 // editors use through `# yaml-language-server: $schema=...`). Also applies the schema defaults.
-import { readFileSync } from 'node:fs';
-import Ajv2020, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import { quoteValue, type FieldPath } from './diagnostics.js';
+import { schemaHash, type Kind } from './schema-files.js';
 
-export type Kind = 'Cluster' | 'Node' | 'Guest' | 'Forwards' | 'AgentConfig';
-
-const schemaFiles: Record<Kind, string> = {
-  Cluster: 'cluster.schema.json',
-  Node: 'node.schema.json',
-  Guest: 'guest.schema.json',
-  Forwards: 'forwards.schema.json',
-  AgentConfig: 'agent.schema.json',
-};
-
-// schema/ sits at the package root: two levels up from both src/state/ (vitest) and dist/state/ (tsc).
-const schemaDir = new URL('../../schema/', import.meta.url);
+export type { Kind } from './schema-files.js';
 
 /** A schema violation, before it is given a file position. */
 export interface SchemaProblem {
@@ -29,31 +19,27 @@ export interface SchemaProblem {
   message: string;
 }
 
-let ajv: Ajv2020.default | undefined;
-const validators = new Map<Kind, ValidateFunction>();
+export type Validators = (kind: Kind) => ValidateFunction;
 
-/** One Ajv with every schema added; each kind is compiled the first time it is needed. */
-function createAjv(): Ajv2020.default {
-  // useDefaults fills in omitted optional fields, so the schema is the single place defaults live.
-  const instance = new Ajv2020.default({ allErrors: true, useDefaults: true, verbose: true, strict: true });
-  addFormats.default(instance, ['ipv4']);
-  // Non-standard but understood by VS Code's YAML/JSON support; we use it for our own messages too.
-  instance.addKeyword('patternErrorMessage');
-  const readSchema = (file: string) => JSON.parse(readFileSync(new URL(file, schemaDir), 'utf8'));
-  // Keyed by file name, so relative "$ref": "common.schema.json#/..." resolves as it does in editors.
-  for (const file of ['common.schema.json', ...Object.values(schemaFiles)]) instance.addSchema(readSchema(file), file);
-  return instance;
+/** Written by the build (scripts/compile-schemas.mjs) next to the compiled schema.js. */
+export const PRECOMPILED_VALIDATORS = new URL('./schema-validators.js', import.meta.url);
+
+/**
+ * The build's precompiled validators, when present and made from the schema/ files as they are
+ * now; else undefined (then they are compiled in-process, as under vitest, which runs from src/).
+ */
+export async function precompiledValidators(url: URL = PRECOMPILED_VALIDATORS): Promise<Validators | undefined> {
+  const file = fileURLToPath(url);
+  if (!existsSync(file)) return undefined;
+  // Checked before the import: a stale module is never even run.
+  const made = /^export const schemaHash = "([0-9a-f]{64})";$/m.exec(readFileSync(file, 'utf8'))?.[1];
+  if (made !== schemaHash()) return undefined;
+  const module = (await import(url.href)) as Record<string, unknown>;
+  return (kind) => module[kind] as ValidateFunction;
 }
 
-function validatorFor(kind: Kind): ValidateFunction {
-  let validate = validators.get(kind);
-  if (!validate) {
-    ajv ??= createAjv();
-    validate = ajv.getSchema(schemaFiles[kind])!;
-    validators.set(kind, validate);
-  }
-  return validate;
-}
+// Compiling the schemas takes Ajv's compiler and most of a CLI start: a build does it ahead of time.
+const validatorFor: Validators = (await precompiledValidators()) ?? (await import('./schema-ajv.js')).compileValidators();
 
 /**
  * Validates `data` (plain JS from YAML) as a document of `kind`. Mutates `data`: omitted optional

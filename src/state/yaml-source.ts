@@ -88,6 +88,13 @@ function countLines(text: string, lineCounter: LineCounter): void {
   for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lineCounter.addNewLine(i + 1);
 }
 
+/** Line and column lookup for `text` without parsing it. */
+export function lineCounterOf(text: string): LineCounter {
+  const lineCounter = new LineCounter();
+  countLines(text, lineCounter);
+  return lineCounter;
+}
+
 /** Lexemes that are markers of yaml's lexer, not text of the file. */
 const MARKERS = new Set([CST.DOCUMENT, CST.FLOW_END, CST.SCALAR]);
 
@@ -168,6 +175,22 @@ export function locate(source: YamlSource, path: FieldPath, options: { key?: boo
 export function sourceRef(source: YamlSource, path: FieldPath): SourceRef {
   const { file, line, column } = locate(source, path);
   return { file, line, column };
+}
+
+/**
+ * Where things are in one file: every object's SourceRef, and the position of any field for a
+ * diagnostic. A file read the fast way answers the second only by reading itself again, carefully.
+ */
+export interface Positions {
+  file: string;
+  /** Where the object at `path` starts. */
+  ref(path: FieldPath): SourceRef;
+  /** Where the field at `path` is written (see `locate`). */
+  locate(path: FieldPath, options?: { key?: boolean }): DiagnosticLocation;
+}
+
+export function positionsOf(source: YamlSource): Positions {
+  return { file: source.file, ref: (path) => sourceRef(source, path), locate: (path, options) => locate(source, path, options) };
 }
 
 function child(node: unknown, segment: string | number): { key: unknown; value: unknown } | undefined {

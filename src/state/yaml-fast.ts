@@ -1,0 +1,213 @@
+// The fast way to read a state file: js-yaml's event parser, which keeps no syntax tree and no
+// positions, for the common case of a plain, valid file. It takes only files it can read exactly
+// as the careful parser in yaml-source.ts would; for anything else (a syntax error, a tag, an
+// anchor or alias, a directive, more than one document, a root that is not a mapping, a file near
+// a limit) it declines, and the caller reads the file the careful way, which reports the problem
+// with its position. Positions of fields are computed only when a diagnostic needs one.
+import {
+  constructFromEvents,
+  defineScalarTag,
+  COLLECTION_STYLE_FLOW,
+  EVENT_ID,
+  getScalarValue,
+  mapTag,
+  NOT_RESOLVED,
+  parseEvents,
+  Schema,
+  seqTag,
+  strTag,
+  type Event,
+} from 'js-yaml';
+import { isScalar, type LineCounter, Schema as YamlSchema } from 'yaml';
+import { STATE_LIMITS } from './files.js';
+import type { FieldPath } from './diagnostics.js';
+import { lineCounterOf, parseYamlSource, positionsOf, type NodeBudget, type Positions } from './yaml-source.js';
+
+/** A file read the fast way. */
+export interface FastParse {
+  data: Record<string, unknown>;
+  /** The file's YAML values as the careful parser counts them against the NodeBudget (never fewer). */
+  values: number;
+  /** Offset where the mapping or list at `path` starts, for the root and the first two levels; else undefined. */
+  startOf(path: FieldPath): number | undefined;
+}
+
+/**
+ * How many separators per value the budget has left a file may hold and still be tried the fast
+ * way. A value follows a separator, at most two values each one, so this bounds the parser's event
+ * list (about 110 bytes an event) for a hostile file to 2 * 1.5 * 700,000 events (~230 MB, less
+ * than the careful parser spent on a legitimate file at the limit) before the budget refuses it;
+ * block-style forwards have about 14 separators for 13 values.
+ */
+const SEPARATOR_SLACK = 1.5;
+
+/**
+ * Reads `text` the fast way, or returns undefined when the careful parser must read it. Never
+ * throws, never changes `budget` (the caller charges `values` once it uses the result).
+ */
+export function parseYamlFast(text: string, budget: NodeBudget): FastParse | undefined {
+  // A bound on the events the parser would make, checked before it makes them.
+  if (countSeparators(text) > SEPARATOR_SLACK * Math.max(0, budget.nodes)) return undefined;
+  let events: Event[];
+  try {
+    events = parseEvents(text, { maxDepth: STATE_LIMITS.yamlDepth });
+  } catch {
+    return undefined;
+  }
+  const scan = scanEvents(events, text, budget.nodes);
+  if (!scan) return undefined;
+  let docs: unknown[];
+  try {
+    docs = constructFromEvents(events, { source: text, schema: fastSchema(), maxAliases: 0 });
+  } catch {
+    return undefined; // e.g. a duplicate key: the careful parser says where
+  }
+  const data = docs[0];
+  if (docs.length !== 1 || typeof data !== 'object' || data === null || Array.isArray(data)) return undefined;
+  const { values, root, children } = scan;
+  return {
+    data: data as Record<string, unknown>,
+    values,
+    startOf: (path) => {
+      if (path.length === 0) return root;
+      const child = children.get(String(path[0]));
+      if (path.length === 1) return child?.start;
+      return path.length === 2 && typeof path[1] === 'number' ? child?.items?.[path[1]] : undefined;
+    },
+  };
+}
+
+/** Newlines and the indicators a YAML value can follow: `- : ? , [ {`. */
+function countSeparators(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x0a || c === 0x2c || c === 0x2d || c === 0x3a || c === 0x3f || c === 0x5b || c === 0x7b) n++;
+  }
+  return n;
+}
+
+interface Frame {
+  kind: 'document' | 'mapping' | 'sequence';
+  /** Mappings: the next node is a key. */
+  atKey: boolean;
+  /** A block sequence: each item has a `-`. */
+  blockSequence?: boolean;
+  /** The root mapping: the last key read. */
+  key?: string;
+  /** A sequence directly under the root mapping: where each item starts. */
+  items?: Array<number | undefined>;
+}
+
+interface Scan {
+  values: number;
+  root: number;
+  children: Map<string, { start?: number; items?: Array<number | undefined> }>;
+}
+
+/**
+ * One pass over the events: refuses what the fast way must not take (tags, anchors, aliases,
+ * directives, several documents, a root that is not a mapping, unusual keys, more values than
+ * `budget`), counts the values as the careful parser's budget does, and notes
+ * where the objects of the first two levels start.
+ */
+function scanEvents(events: Event[], text: string, budget: number): Scan | undefined {
+  const stack: Frame[] = [];
+  const children: Scan['children'] = new Map();
+  let documents = 0;
+  let values = 0;
+  let root: number | undefined;
+  for (const event of events) {
+    if (event.type === EVENT_ID.POP) {
+      stack.pop();
+      continue;
+    }
+    if (event.type === EVENT_ID.DOCUMENT) {
+      if (++documents > 1 || event.directives.length > 0) return undefined;
+      stack.push({ kind: 'document', atKey: false });
+      continue;
+    }
+    if (event.type === EVENT_ID.ALIAS || event.anchorStart !== -1 || event.tagStart !== -1) return undefined;
+    const parent = stack[stack.length - 1];
+    if (!parent) return undefined;
+    // As the careful lexer counts: scalars, flow collections (their `[`/`{`), block list items (their `-`).
+    values += (event.type === EVENT_ID.SCALAR || event.style === COLLECTION_STYLE_FLOW ? 1 : 0) + (parent.blockSequence ? 1 : 0);
+    if (values > budget) return undefined;
+    // A scalar's start is not where the careful parser places it (quotes, block headers): unknown.
+    const start = event.type === EVENT_ID.SCALAR ? undefined : event.start;
+    const isKey = parent.kind === 'mapping' && parent.atKey;
+    if (isKey && event.type === EVENT_ID.SCALAR && !isOrdinaryKey(text, event.valueStart, event.valueEnd)) return undefined;
+    if (parent.kind === 'mapping') parent.atKey = !parent.atKey;
+    const depth = stack.length; // 1: the root, 2: under the root, 3: inside one of those
+    if (depth === 1 && event.type !== EVENT_ID.MAPPING) return undefined;
+    if (depth === 1) root = start;
+    let items: Frame['items'];
+    if (depth === 2 && isKey) parent.key = event.type === EVENT_ID.SCALAR ? getScalarValue(text, event) : undefined;
+    else if (depth === 2 && parent.key !== undefined) {
+      items = event.type === EVENT_ID.SEQUENCE ? [] : undefined;
+      children.set(parent.key, { start, items });
+    } else if (depth === 3) parent.items?.push(start);
+    if (event.type !== EVENT_ID.SCALAR) {
+      const kind = event.type === EVENT_ID.MAPPING ? 'mapping' : 'sequence';
+      stack.push({ kind, atKey: true, items, blockSequence: kind === 'sequence' && event.style !== COLLECTION_STYLE_FLOW });
+    }
+  }
+  return documents === 1 && root !== undefined ? { values, root, children } : undefined;
+}
+
+/**
+ * The careful parser refuses a key longer than 1024 characters and names a null key "" where
+ * js-yaml names it "null": such keys are left to it.
+ */
+function isOrdinaryKey(text: string, start: number, end: number): boolean {
+  if (end - start > 1024) return false;
+  return end - start > 4 || !/^(?:~|[Nn]ull|NULL)?$/.test(text.slice(start, end));
+}
+
+let schema: Schema | undefined;
+
+/**
+ * Plain scalars resolve exactly as in the careful parser: its own YAML 1.2 core schema tags
+ * (null, bool, int, float, in its order) decide.
+ */
+function fastSchema(): Schema {
+  if (schema) return schema;
+  const coreScalars = new YamlSchema({ schema: 'core' }).tags.filter((tag) => 'test' in tag && tag.test instanceof RegExp);
+  const resolvers = coreScalars.map((tag, i) =>
+    defineScalarTag(`tag:cgw-sync,core:${i}`, {
+      implicit: true,
+      identify: () => false,
+      resolve: (source) => {
+        if (!(tag as { test: RegExp }).test.test(source)) return NOT_RESOLVED;
+        const value = (tag as { resolve: (s: string, onError: (m: string) => void, options: object) => unknown }).resolve(source, () => {}, {});
+        return isScalar(value) ? value.value : value;
+      },
+    }),
+  );
+  schema = new Schema([strTag, seqTag, mapTag, ...resolvers]);
+  return schema;
+}
+
+/**
+ * The positions of a file read the fast way. Object starts come from the fast parse; anything else
+ * (a field a diagnostic points at) parses the file once more with positions, on first use.
+ */
+export function fastPositions(file: string, text: string, parsed: FastParse): Positions {
+  let lines: LineCounter | undefined;
+  let careful: Positions | undefined;
+  const carefully = () => {
+    careful ??= positionsOf(parseYamlSource(file, text).source);
+    return careful;
+  };
+  return {
+    file,
+    ref: (path) => {
+      const offset = parsed.startOf(path);
+      if (offset === undefined) return carefully().ref(path);
+      lines ??= lineCounterOf(text);
+      const { line, col } = lines.linePos(offset);
+      return { file, line, column: col };
+    },
+    locate: (path, options) => carefully().locate(path, options),
+  };
+}

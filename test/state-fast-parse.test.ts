@@ -1,0 +1,187 @@
+// The fast reading of a state file (src/state/yaml-fast.ts) must give exactly what the careful one
+// (src/state/yaml-source.ts) gives, or decline: same data, same object positions, a value count
+// never below the careful one, and every hostile or unusual file left to the careful reading, which
+// enforces the limits and reports the problem with its position.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
+import { STATE_LIMITS } from '../src/state/files.js';
+import { loadState } from '../src/state/load.js';
+import { fastPositions, parseYamlFast } from '../src/state/yaml-fast.js';
+import { parseYamlSource, sourceRef } from '../src/state/yaml-source.js';
+
+const exampleDir = fileURLToPath(new URL('../state-example/', import.meta.url));
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'cgw-state-fast-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+const fullBudget = () => ({ nodes: STATE_LIMITS.yamlNodes });
+
+/** Every YAML file below `dir`, as [relative path, text]. */
+function yamlFiles(dir: string): Array<[string, string]> {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .map((f) => [f, readFileSync(path.join(dir, f), 'utf8')]);
+}
+
+/** The careful reading: data, diagnostics, and how much of the value budget it charged. */
+function careful(file: string, text: string) {
+  const budget = fullBudget();
+  const parsed = parseYamlSource(file, text, budget);
+  return { ...parsed, values: STATE_LIMITS.yamlNodes - budget.nodes };
+}
+
+/** Fast and careful agree on `text`: the same data, and each mapping's and list's position. */
+function expectSameReading(file: string, text: string): void {
+  const fast = parseYamlFast(text, fullBudget());
+  const slow = careful(file, text);
+  expect(slow.diagnostics).toEqual([]);
+  expect(fast, `${file} was declined`).toBeDefined();
+  expect(fast!.data).toEqual(slow.data);
+  expect(fast!.values).toBeGreaterThanOrEqual(slow.values);
+  expect(fast!.values).toBeLessThanOrEqual(slow.values * 1.1);
+  const positions = fastPositions(file, text, fast!);
+  const isObject = (v: unknown) => typeof v === 'object' && v !== null;
+  const objectPaths: Array<Array<string | number>> = [[]];
+  for (const [key, value] of Object.entries(fast!.data).filter(([, v]) => isObject(v))) {
+    objectPaths.push([key]);
+    if (Array.isArray(value)) value.forEach((item, i) => void (isObject(item) && objectPaths.push([key, i])));
+  }
+  for (const p of objectPaths) expect(positions.ref(p), `${file} ${JSON.stringify(p)}`).toEqual(sourceRef(slow.source, p));
+}
+
+describe('the fast reading gives what the careful one gives', () => {
+  it.each(yamlFiles(exampleDir))('state-example/%s', (file, text) => expectSameReading(file, text));
+
+  it('a generated forwards file (block style, 2,000 forwards)', async () => {
+    const dir = path.join(scratch, 'synthetic');
+    await writeSyntheticStateRepo(dir, 2000);
+    expectSameReading('forwards/bench.yaml', readFileSync(path.join(dir, 'forwards/bench.yaml'), 'utf8'));
+  });
+
+  it('flow style, comments, quoting, folding and every core scalar form', () => {
+    const text = [
+      '# a comment: with [brackets] and - dashes',
+      '---',
+      'apiVersion: cgw-sync/v1',
+      'kind: Forwards',
+      'forwards:',
+      '  - { name: a, protocol: tcp, port: 0x50, target: { guest: "g\\u00e91", port: 0o17 } }',
+      '  - name: b   # trailing comment',
+      "    protocol: 'udp'",
+      '    port: +22',
+      '    target:',
+      '      guest: g2',
+      '      port: 1_000',
+      'numbers: [1, -0, .5, 1e3, .inf, -.Inf, .nan, 010, 0b1]',
+      'words: [true, True, FALSE, yes, no, on, ~, null, Null, "", 2024-01-01, 1:30]',
+      'text: >',
+      '  folded',
+      '  lines',
+      '',
+      '  kept',
+      'literal: |-',
+      '  one',
+      '   two',
+      'plain: multi',
+      '  line',
+      'windows: "a\\r\\nb"\r',
+      'empty:',
+      '...',
+      '',
+    ].join('\n');
+    expectSameReading('forwards/mixed.yaml', text);
+  });
+});
+
+describe('the fast reading declines what only the careful one may judge', () => {
+  const head = 'apiVersion: cgw-sync/v1\nkind: Forwards\n';
+  const billionLaughs = () => {
+    let text = `${head}a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n`;
+    for (let i = 1; i < 10; i++) text += `a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]\n`;
+    return `${text}forwards: *a9\n`;
+  };
+  const cases: Record<string, string> = {
+    'a billion laughs (aliases)': billionLaughs(),
+    'an anchor without an alias': `${head}forwards: &x []\n`,
+    'an explicit !!str tag': `${head}name: !!str x\n`,
+    'a local tag': `${head}forwards: !custom []\n`,
+    'a %YAML 1.1 directive (yes would be true)': `%YAML 1.1\n---\n${head}x: yes\n`,
+    'two documents': `${head}---\nkind: Node\n`,
+    'a duplicate key': `${head}kind: Node\n`,
+    'flow nesting deeper than the limit': `${head}forwards: ${'['.repeat(STATE_LIMITS.yamlDepth + 1)}${']'.repeat(STATE_LIMITS.yamlDepth + 1)}\n`,
+    'block nesting deeper than the limit': `${head}forwards:\n${Array.from({ length: 100 }, (_, i) => `${' '.repeat(i + 2)}- `).join('\n')}x\n`,
+    'a list at the root': '- a\n- b\n',
+    'a scalar at the root': 'just text\n',
+    'an empty file': '',
+    'only comments': '# nothing here\n',
+    'a syntax error': `${head}forwards: [\n`,
+    'tab indentation': `${head}forwards:\n\t- x\n`,
+    'a null key': `${head}~: 1\n`,
+    'an empty key': `${head}: 1\n`,
+    'a key over 1024 characters': `${head}${'k'.repeat(1025)}: 1\n`,
+    'keys 1 and "1"': `${head}1: a\n"1": b\n`,
+    'a complex key': `${head}? [a]\n: b\n`,
+  };
+  it.each(Object.entries(cases))('%s', (_name, text) => {
+    expect(parseYamlFast(text, fullBudget())).toBeUndefined();
+  });
+
+  it('a file with more values than the budget has left, and a file after the budget ran out', () => {
+    const text = `${head}forwards: [${Array(50).fill('1').join(', ')}]\n`;
+    expect(parseYamlFast(text, { nodes: 1000 })).toBeDefined();
+    expect(parseYamlFast(text, { nodes: 40 })).toBeUndefined();
+    expect(parseYamlFast(text, { nodes: -1 })).toBeUndefined();
+  });
+
+  it('a file of separators is declined before it is parsed (its events would not fit the budget)', () => {
+    // {a,b,c,...}: two values for each comma; the parse would make millions of events.
+    const text = `${head}x: {${Array(1_100_000).fill('a').join(',')}}\n`;
+    const t0 = performance.now();
+    expect(parseYamlFast(text, fullBudget())).toBeUndefined();
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
+  it('does not change the budget: the loader charges it for files it uses', () => {
+    const budget = fullBudget();
+    const parsed = parseYamlFast(`${head}forwards: []\n`, budget);
+    expect(parsed?.values).toBeGreaterThan(0);
+    expect(budget.nodes).toBe(STATE_LIMITS.yamlNodes);
+  });
+});
+
+describe('diagnostics in files read the fast way', () => {
+  it('a semantic problem pointing into a large valid file is located exactly (read again with positions)', async () => {
+    const dir = path.join(scratch, 'semantic');
+    await writeSyntheticStateRepo(dir, 500);
+    // A forward deep inside the generated file takes tcp port 80, and so does forwards/web.yaml.
+    const bench = path.join(dir, 'forwards/bench.yaml');
+    writeFileSync(bench, readFileSync(bench, 'utf8').replace('    port: 10321\n', '    port: 80\n'));
+    const web = '  - name: web\n    protocol: tcp\n    port: 80\n    target: { guest: guest1, port: 80 }\n';
+    writeFileSync(path.join(dir, 'forwards/web.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${web}`);
+    const line = readFileSync(bench, 'utf8').split('\n').indexOf('    port: 80') + 1;
+    expect(line).toBeGreaterThan(1000);
+    const { diagnostics } = await loadState(dir);
+    expect(diagnostics.length).toBeGreaterThan(0);
+    for (const d of diagnostics) {
+      expect(d).toMatchObject({ file: 'forwards/web.yaml', line: 6, column: 11, field: 'forwards[0].port' });
+      expect(d.message).toContain(`is already taken by forward "fwd-321" (forwards/bench.yaml:${line}:11)`);
+    }
+  });
+
+  it('a valid state loads with every object at the position the careful reading gives', async () => {
+    const dir = path.join(scratch, 'valid');
+    await writeSyntheticStateRepo(dir, 300);
+    const { state, diagnostics } = await loadState(dir);
+    expect(diagnostics).toEqual([]);
+    const text = readFileSync(path.join(dir, 'forwards/bench.yaml'), 'utf8');
+    const { source, data } = careful('forwards/bench.yaml', text);
+    const names = (data as { forwards: Array<{ name: string }> }).forwards.map((f) => f.name);
+    for (const forward of state!.forwards.filter((f) => f.source.file === 'forwards/bench.yaml')) {
+      expect(forward.source).toEqual(sourceRef(source, ['forwards', names.indexOf(forward.name)]));
+    }
+  });
+});
