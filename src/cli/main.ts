@@ -26,6 +26,7 @@ import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
 import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
 import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
+import { formatFleet } from '../rollout/fleet.js';
 import { labDown, LabExists } from '../lab/topology.js';
 import { formatResults } from '../lab/check.js';
 import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
@@ -171,13 +172,14 @@ const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'status',
-    summary: "status --all: every node's latest report, one line each (revision, outcome, health, age, why)",
+    summary: "status --all: every node's latest report, one line each (revision vs main, outcome, health, age, drift, why)",
     details: 'The nodes are those of --state (default: the state this node applied last); the reports come from the status source of --config.',
     options: {
       all: { type: 'boolean', help: 'every node (required: there is no single-node form yet)' },
       state: { type: 'string', value: 'DIR', help: "the state naming the nodes (default: the one this node applied last)" },
       'max-age': { type: 'string', value: 'S', default: '3600', help: 'a node whose last report is older is silent (default 3600)' },
       json: OPT.json,
+      markdown: { type: 'boolean', help: 'a Markdown table (for a pull request or a chat)' },
       config: { ...OPT.agentConfig, help: `agent configuration with the status source (default: ${DEFAULT_CONFIG})` },
     },
     exits: { 0: 'every node reported and none failed', 1: 'a node failed, rolled back or is silent, or an error' },
@@ -478,9 +480,11 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
   const config = await loadAgentConfig(str(v, 'config') ?? DEFAULT_CONFIG);
   const state = str(v, 'state');
-  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
+  if (v.json && v.markdown) throw new UsageError('--json and --markdown exclude each other');
+  const format = v.json ? 'json' : v.markdown ? 'markdown' : 'text';
+  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), format, maxAgeSeconds });
   io.out(r.text);
-  if (r.problems.length && !v.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  if (r.problems.length && format === 'text') io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
   return r.problems.length ? EXIT.error : EXIT.ok;
 }
 
@@ -505,6 +509,7 @@ async function labCheckCommand(prefix: string, io: Io): Promise<number> {
   const failed = report.results.filter((r) => !r.ok).length;
   io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
   io.out(`${report.results.length - failed} passed, ${failed} failed\n`);
+  io.out(`\nfleet (status/* branches):\n${formatFleet(report.fleet)}`);
   return failed === 0 ? EXIT.ok : EXIT.error;
 }
 
