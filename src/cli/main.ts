@@ -105,6 +105,25 @@ const COMMANDS: CommandSpec[] = [
     },
   },
   {
+    name: 'verify',
+    summary: '(root) run a revision in a throwaway lab and probe every forward, outbound and the gateway ARP rule; Markdown for the pull request',
+    details: [
+      "The revision's nodes become network namespaces with its interfaces and addresses, its guests netns",
+      'guests running the lab responder (boot paths and commands of the state are never used), in its',
+      "NAT mode; each node's ruleset is applied as the agent would, then `lab check`'s probes run.",
+      'Everything is made under one namespace prefix and removed at the end, also on failure and Ctrl-C.',
+    ].join('\n'),
+    options: {
+      rev: { type: 'string', value: 'REV', help: 'revision to verify (branch, tag, oid); required' },
+      state: { type: 'string', value: 'DIR|URL', help: 'the repository: a checkout (default: current directory) or an http(s) URL' },
+      path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
+      json: { type: 'boolean', help: 'the report as JSON instead of Markdown' },
+      'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: 'net.bridge.bridge-nf-call-iptables on the lab nodes (default off)' },
+    },
+    exits: { 0: 'every probe passed', 1: 'a probe failed, the revision is invalid, verify cannot run it (refused) or was interrupted, or an error' },
+    run: async (v, _a, io) => verifyCommand(v, io),
+  },
+  {
     name: 'apply',
     summary: "apply the state to this node the way the agent's cycle does, under its node lock",
     details: [
@@ -486,6 +505,21 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   io.out(r.text);
   if (r.problems.length && format === 'text') io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
   return r.problems.length ? EXIT.error : EXIT.ok;
+}
+
+/** `verify`: a thin layer over src/verify/ (the report goes to stdout, progress to stderr). */
+async function verifyCommand(v: Values, io: Io): Promise<number> {
+  const rev = str(v, 'rev');
+  if (!rev) throw new UsageError('verify needs --rev <revision>');
+  const brnf = str(v, 'br-netfilter');
+  if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
+  if (process.getuid?.() !== 0) throw new Error('verify needs root: it builds the lab in network namespaces');
+  const { verifyRevision } = await import('../verify/verify.js');
+  const { verifyJson, verifyMarkdown } = await import('../verify/report.js');
+  const r = await verifyRevision({ repo: str(v, 'state') ?? '.', rev, path: str(v, 'path'), brNetfilter: brnf === 'on', handleSignals: true, progress: (line) => io.err(`verify: ${line}\n`) });
+  // A pull request comment must not carry the CI job's secrets, whatever the state or a probe answer says.
+  io.out(maskSecrets(v.json ? verifyJson(r) : verifyMarkdown(r), allSecrets()));
+  return r.verdict === 'passed' ? EXIT.ok : EXIT.error;
 }
 
 /** `lab up | check | restart | down`: thin layers over src/lab/lab.ts. */
