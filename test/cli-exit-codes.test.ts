@@ -15,6 +15,7 @@ import { gitCli, startGitFixture, type GitFixture } from './helpers/git-server.j
 import { CLI_BIN, PROJECT_ROOT, startTestAgent, stateExampleFiles, type TestAgent } from './helpers/agent-fixture.js';
 import { nftNamespace, type NftNamespace } from './helpers/nft-netns.js';
 import { cliBin, type CliResult } from './helpers/cli.js';
+import { editedRepo } from './helpers/verify-run.js';
 
 const EXAMPLE = path.join(PROJECT_ROOT, 'state-example');
 const LAB_PREFIX = `cgwt${process.pid}ec-`;
@@ -109,6 +110,19 @@ const CASES: Record<string, () => Promise<CliResult>> = {
   },
   'plan 1': () => cliBin(['plan', '--state', EXAMPLE, '--node', 'node9']),
   'plan 2': async () => cliBin(['plan', '--state', EXAMPLE, '--node', 'node1', '--state-dir', path.join(tmp, 'p2')], { ns: (await freshNs('ecp2')).ns }),
+  'verify 0': async () => {
+    const repo = await editedRepo(tmp, []);
+    const r = await cliBin(['verify', '--rev', 'main', '--state', repo], { timeoutMs: 180_000 });
+    expect(r.out).toMatch(/^### cgw-sync verify `[0-9a-f]{12}`: passed$/m);
+    return r;
+  },
+  'verify 1': async () => {
+    // Refused before anything is built: node1's uplink takes the name of the lab's own port.
+    const repo = await editedRepo(tmp, [['nodes/node1.yaml', 'interface: xenbr0', 'interface: pub0']]);
+    const r = await cliBin(['verify', '--rev', 'main', '--state', repo]);
+    expect(r.out).toContain('NOT RUN: verify cannot run this state');
+    return r;
+  },
   'apply 0': async () => {
     const ns = await freshNs('eca0');
     const r = await cliBin(['apply', '--state', EXAMPLE, '--node', 'node1', '--state-dir', path.join(tmp, 'a0')], { ns: ns.ns });
