@@ -62,7 +62,7 @@ describe('usage errors: exit 1, naming what is wrong', () => {
     [['status', '--all', '--max-age', 'soon', '--config', '/nonexistent.yaml'], '--max-age must be a number of seconds'],
     [['validate', '--bogus'], 'unknown option --bogus for `validate`'],
     [['validate', '--node', 'node1'], '`validate` does not take --node (render, plan, apply, init do)'],
-    [['apply', '--rev', 'x'], '`apply` does not take --rev (plan does)'],
+    [['apply', '--rev', 'x'], '`apply` does not take --rev (plan, verify do)'],
     [['lab', 'check', '--mode', 'ct-sync'], '`lab check` does not take --mode (lab up does)'],
     [['once', '--state', '.'], '`once` does not take --state'],
     [['plan', '--state'], "plan: Option '--state <value>' argument missing"],

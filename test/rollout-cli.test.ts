@@ -32,9 +32,10 @@ describe('rollout commands', () => {
     const silent = await cli(['status', '--all', '--state', c.state, '--config', config]);
     expect(silent.exitCode).toBe(1);
     const lines = silent.stdout.split('\n');
-    expect(lines[0]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+NOTE$/);
-    expect(lines[1]).toMatch(/^node1\s+sha256-[0-9a-f]{5}\S*\s+applied\s+healthy\s+\d+s/);
-    expect(lines[2]).toMatch(/^node2\s+-\s+silent\s+-\s+-\s+never reported$/);
+    expect(lines[0]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+MAIN\s+DRIFT\s+NOTE$/);
+    // A folder source has no branch tip to compare with: MAIN is '?'.
+    expect(lines[1]).toMatch(/^node1\s+sha256-[0-9a-f]{5}\S*\s+applied\s+healthy\s+\d+s\s+\?\s+none$/);
+    expect(lines[2]).toMatch(/^node2\s+-\s+silent\s+-\s+-\s+-\s+-\s+never reported$/);
     expect(silent.stderr).toContain('node2: never reported');
 
     const suspended = await cli(['suspend', '--reason', 'disk swap', '--config', config]);
