@@ -234,6 +234,11 @@ const CASES: Record<string, () => Promise<CliResult>> = {
     let r = await cliBin(['lab', 'check', '--prefix', LAB_PREFIX], { timeoutMs: 180_000 });
     while (r.code !== 0 && Date.now() < deadline) r = await cliBin(['lab', 'check', '--prefix', LAB_PREFIX], { timeoutMs: 180_000 });
     expect(r.out).toMatch(/^\d+ passed, 0 failed$/m);
+    // Then the fleet, as `status --all` shows it: both nodes enforce main's tip.
+    const fleet = r.out.slice(r.out.indexOf('fleet (status/* branches):')).split('\n');
+    expect(fleet[1]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+MAIN\s+DRIFT\s+NOTE$/);
+    expect(fleet[2]).toMatch(/^node1\s+[0-9a-f]{12}\s+(applied|converged)\s+\S+\s+\d+[sm]\s+main\s/);
+    expect(fleet[3]).toMatch(/^node2\s+[0-9a-f]{12}\s+(applied|converged)\s+\S+\s+\d+[sm]\s+main\s/);
     return r;
   },
   'lab restart 0': async () => {

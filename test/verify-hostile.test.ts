@@ -11,6 +11,8 @@ import { containForVerify, VERIFY_LIMITS } from '../src/verify/contain.js';
 import { waitUntil } from '../src/proc/process.js';
 import { EXAMPLE_DIR, scratchDir } from './helpers/hostile-state.js';
 import { editedRepo, hostNetwork, namespacesWith, startVerify } from './helpers/verify-run.js';
+import { startGitFixture } from './helpers/git-server.js';
+import { mainTip, stateExampleFiles } from './helpers/agent-fixture.js';
 
 let scratch: Awaited<ReturnType<typeof scratchDir>>;
 let example: ClusterState;
@@ -59,6 +61,21 @@ describe('verify on hostile states', () => {
     expect(r.err).not.toContain(`lab ${v.prefix}`); // never reached the build
     expect(await hostNetwork()).toEqual(before);
     expect(await namespacesWith(v.prefix)).toEqual([]);
+  }, 60_000);
+
+  it('the repository by URL (a real Git server): fetched into its scratch folder, refused there the same way', async () => {
+    const files = await stateExampleFiles();
+    const fx = await startGitFixture({ files: { ...files, 'nodes/node1.yaml': files['nodes/node1.yaml']!.replace('interface: xenbr0', 'interface: pub0') } });
+    try {
+      const v = startVerify(['--rev', 'main', '--state', fx.url]);
+      const r = await v.result;
+      expect(r.code).toBe(1);
+      expect(r.out).toMatch(new RegExp(`^### cgw-sync verify \`${(await mainTip(fx)).slice(0, 12)}\`: NOT RUN: verify cannot run this state$`, 'm'));
+      expect(r.out).toContain('- node node1: interface name pub0 is used twice (the lab itself uses pub0)');
+      expect(await namespacesWith(v.prefix)).toEqual([]);
+    } finally {
+      await fx.cleanup();
+    }
   }, 60_000);
 
   it('more nodes than verify runs, public IPs on different segments: refused with the reasons (pure)', () => {

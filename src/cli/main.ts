@@ -52,6 +52,7 @@ const OPT = {
   nodeConfig: { type: 'string', value: 'FILE', help: 'agent configuration: stateDir, hooks, guests, netns and the status source come from it' },
   stateDir: { type: 'string', value: 'DIR', help: "the node's state dir: lock, memory, conntrackd files (default: the config's stateDir, else /var/lib/cgw-sync)" },
   log: { type: 'string', value: 'human|json', default: 'human', help: 'one line per cycle: the outcome and why (human), or a JSON object (json)' },
+  statePath: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
   prefix: { type: 'string', value: 'P', default: DEFAULT_LAB_PREFIX, help: `prefix of every namespace the lab owns (default: ${DEFAULT_LAB_PREFIX})` },
 } satisfies Record<string, OptionSpec>;
 
@@ -95,7 +96,7 @@ const COMMANDS: CommandSpec[] = [
       'all-nodes': { type: 'boolean', help: 'review every node offline (needs --rev)' },
       rev: { type: 'string', value: 'REV', help: 'revision to review (branch, tag, oid)' },
       base: { type: 'string', value: 'REV', help: 'revision to compare with (default: main, else origin/main)' },
-      path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
+      path: OPT.statePath,
     },
     exits: { 0: 'no changes', 1: 'error (with --all-nodes: also an invalid revision)', 2: 'changes pending (with --all-nodes: on some node)' },
     run: async (v, _a, io) => {
@@ -116,7 +117,7 @@ const COMMANDS: CommandSpec[] = [
     options: {
       rev: { type: 'string', value: 'REV', help: 'revision to verify (branch, tag, oid); required' },
       state: { type: 'string', value: 'DIR|URL', help: 'the repository: a checkout (default: current directory) or an http(s) URL' },
-      path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
+      path: OPT.statePath,
       json: { type: 'boolean', help: 'the report as JSON instead of Markdown' },
       'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: 'net.bridge.bridge-nf-call-iptables on the lab nodes (default off)' },
     },
