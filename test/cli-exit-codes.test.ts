@@ -16,6 +16,7 @@ import { CLI_BIN, PROJECT_ROOT, startTestAgent, stateExampleFiles, type TestAgen
 import { nftNamespace, type NftNamespace } from './helpers/nft-netns.js';
 import { cliBin, type CliResult } from './helpers/cli.js';
 import { editedRepo } from './helpers/verify-run.js';
+import { inBatches } from './helpers/hostile-state.js';
 
 const EXAMPLE = path.join(PROJECT_ROOT, 'state-example');
 const LAB_PREFIX = `cgwt${process.pid}ec-`;
@@ -281,14 +282,15 @@ describe('exit codes: the README table, cell by cell', () => {
   it('the README has one row per command, with the meanings its --help shows', async () => {
     const table = await readmeExitCodes();
     expect([...table.keys()].sort()).toEqual(commands.map((c) => c.name).sort());
-    for (const c of commands) {
-      expect(table.get(c.name), c.name).toEqual(c.exits);
+    for (const c of commands) expect(table.get(c.name), c.name).toEqual(c.exits);
+    // One process per command's --help, two at a time (CI has 2 cores; each start takes seconds under load).
+    await inBatches([...commands], 2, async (c) => {
       const help = await cliBin([...c.name.split(' '), '--help']);
       expect(help.out).toContain(`Exit codes: ${Object.entries(c.exits).map(([code, m]) => `${code} ${m}`).join('; ')}`);
-    }
+    });
     // Every cell has a case below.
     expect(Object.keys(CASES).sort()).toEqual(commands.flatMap((c) => Object.keys(c.exits).map((code) => `${c.name} ${code}`)).sort());
-  });
+  }, 120_000);
 
   const cells = commands.flatMap((c) => Object.entries(c.exits).map(([code, meaning]) => [c.name, Number(code), meaning] as const));
   it.each(cells)('%s exits %i: %s', async (name, code) => {
