@@ -78,6 +78,16 @@ describe('verify on hostile states', () => {
     }
   }, 60_000);
 
+  it('an unknown revision: still a report for the pull request, exit 1, nothing made', async () => {
+    const repo = await editedRepo(scratch.dir, []);
+    const v = startVerify(['--rev', 'no-such-branch', '--state', repo, '--json']);
+    const r = await v.result;
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out)).toMatchObject({ rev: 'no-such-branch', verdict: 'error', error: `unknown revision "no-such-branch" in ${repo}`, results: [] });
+    expect(r.err).toContain('cgw-sync: verify: unknown revision "no-such-branch"');
+    expect(await namespacesWith(v.prefix)).toEqual([]);
+  }, 60_000);
+
   it('more nodes than verify runs, public IPs on different segments: refused with the reasons (pure)', () => {
     const nodes = Array.from({ length: VERIFY_LIMITS.nodes + 1 }, (_, i) => ({ ...example.nodes[0]!, name: `n${i}`, uplink: { ...example.nodes[0]!.uplink, publicIP: `198.51.${i}.10` } }));
     const r = containForVerify({ ...example, nodes }, { prefix: 'cgwvtest-', brNetfilter: false });

@@ -520,6 +520,7 @@ async function verifyCommand(v: Values, io: Io): Promise<number> {
   const r = await verifyRevision({ repo: str(v, 'state') ?? '.', rev, path: str(v, 'path'), brNetfilter: brnf === 'on', handleSignals: true, progress: (line) => io.err(`verify: ${line}\n`) });
   // A pull request comment must not carry the CI job's secrets, whatever the state or a probe answer says.
   io.out(maskSecrets(v.json ? verifyJson(r) : verifyMarkdown(r), allSecrets()));
+  if (r.error) io.err(`cgw-sync: verify: ${redactText(r.error, allSecrets())}\n`);
   return r.verdict === 'passed' ? EXIT.ok : EXIT.error;
 }
 

@@ -10,6 +10,7 @@ const HEADLINE: Record<VerifyReport['verdict'], string> = {
   invalid: 'FAILED: the revision is not a valid state',
   refused: 'NOT RUN: verify cannot run this state',
   interrupted: 'NOT FINISHED: interrupted',
+  error: 'NOT RUN: error',
 };
 
 const mark = (ok: boolean) => (ok ? '✅' : '❌');
@@ -22,6 +23,7 @@ export function verifyMarkdown(r: VerifyReport): string {
     out.push(`${r.lab.nodes.length} node(s) (${r.lab.nodes.join(', ')}), ${r.lab.guests} guest(s), ${r.lab.forwards} forward(s), NAT mode ${r.lab.mode}, br_netfilter ${r.lab.brNetfilter ? 'on' : 'off'}: **${passed} passed, ${r.results.length - passed} failed** on the real kernel in ${(r.ms / 1000).toFixed(1)} s.`, '');
   }
   if (r.diagnostics) out.push('```', r.diagnostics.replace(/```/g, "'''"), '```', '');
+  if (r.error) out.push('```', r.error.replace(/```/g, "'''"), '```', '');
   if (r.refusals?.length) out.push(...r.refusals.map((x) => `- ${mdCell(x)}`), '');
   const failed = r.results.filter((x) => !x.ok);
   if (failed.length) out.push('**Failing probes:**', '', ...failed.map((x) => `- ❌ ${mdCell(x.name)}: ${mdCell(x.detail)}`), '');

@@ -26,7 +26,7 @@ import type { ProbeResult } from '../lab/probes.js';
 import { assertNoLab, labDown, labUp } from '../lab/topology.js';
 import { containForVerify } from './contain.js';
 
-export type VerifyVerdict = 'passed' | 'failed' | 'invalid' | 'refused' | 'interrupted';
+export type VerifyVerdict = 'passed' | 'failed' | 'invalid' | 'refused' | 'interrupted' | 'error';
 
 export interface VerifyReport {
   /** The revision as asked for, and the commit it resolved to (when it did). */
@@ -37,6 +37,8 @@ export interface VerifyReport {
   diagnostics?: string;
   /** refused: why verify cannot run this state. */
   refusals?: string[];
+  /** error: what went wrong (an unknown revision, a fetch, a lab step the kernel refused). */
+  error?: string;
   lab?: { nodes: string[]; guests: number; forwards: number; mode: string; brNetfilter: boolean; prefix: string };
   /** What of the state was replaced or not exercised. */
   notes: string[];
@@ -175,9 +177,10 @@ export async function verifyRevision(opts: VerifyOptions): Promise<VerifyReport>
     report.verdict = report.results.every((r) => r.ok) ? 'passed' : 'failed';
     return done();
   } catch (e) {
-    if (!(e instanceof Interrupted)) throw e;
-    report.verdict = 'interrupted';
-    report.notes.push(e.message);
+    // Still a report: the pull request says why there is no proof.
+    report.verdict = e instanceof Interrupted ? 'interrupted' : 'error';
+    if (e instanceof Interrupted) report.notes.push(e.message);
+    else report.error = (e as Error).message;
     return done();
   } finally {
     await tearDown();
