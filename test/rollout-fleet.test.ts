@@ -33,7 +33,7 @@ describe('fleet rows and Markdown', () => {
     ['node3', report({ node: 'node3', outcome: 'applied', appliedRevision: OLD, rollout: { wave: 2, revision: MAIN, halted: 'node1 rolled back aaaa: forward web: ECONNREFUSED' } })],
     ['node4', null],
   ]);
-  const rows = fleetRows(['node1', 'node2', 'node3', 'node4'], reports, NOW, MAIN);
+  const rows = fleetRows(['node1', 'node2', 'node3', 'node4'], reports, NOW, { main: MAIN });
 
   it('says per node: revision against main, age, drift, health and why', () => {
     expect(rows.map((r) => [r.node, r.outcome, r.main, r.ageSeconds, r.drift, r.health, r.note])).toEqual([

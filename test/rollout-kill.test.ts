@@ -150,7 +150,7 @@ describe('an agent killed mid-rollback converges on its next start', () => {
     const lines = r.out.trim().split('\n');
     expect(lines[0]).toBe(`| node | outcome | applied revision (main \`${bad.slice(0, 12)}\`) | age of report | drift | health | waiting / halted / suspended |`);
     expect(lines[1]).toBe('|---|---|---|---|---|---|---|');
-    expect(lines[2]).toMatch(new RegExp(`^\\| node1 \\| (applied|converged) \\| \`${good.slice(0, 12)}\` behind main \\| \\d+s \\| none \\| healthy \\| holding back ${bad.slice(0, 12)}: forward ssh-guest1: ECONNREFUSED \\|$`));
+    expect(lines[2]).toMatch(new RegExp(`^\\| node1 \\| (applied|converged) \\| \`${good.slice(0, 12)}\` behind main \\| \\d+s \\| none \\| healthy \\| unverified report; holding back ${bad.slice(0, 12)}: forward ssh-guest1: ECONNREFUSED \\|$`));
     expect(lines[3]).toBe('| node2 | silent | - | - | - | - | never reported |');
     expect(lines.at(-1)).toBe('**1 node(s) need attention:** node2: never reported');
   });
