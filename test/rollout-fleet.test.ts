@@ -2,29 +2,14 @@
 // text from the nodes (errors, reasons) cannot break a Markdown table.
 import { describe, expect, it } from 'vitest';
 import type { NodeStatus } from '../src/agent/report.js';
+import { nodeStatus } from './helpers/node-status.js';
 import { fleetProblems, fleetRows, formatFleetMarkdown, mdCell } from '../src/rollout/fleet.js';
 
 const NOW = new Date('2026-11-30T12:00:00Z');
 const MAIN = 'a'.repeat(40);
 const OLD = 'b'.repeat(40);
 
-function report(over: Partial<NodeStatus>): NodeStatus {
-  return {
-    format: 1,
-    node: 'node1',
-    time: '2026-11-30T11:59:30Z',
-    outcome: 'converged',
-    source: { url: 'http://127.0.0.1/state.git', branch: 'main', state: 'ok' },
-    appliedRevision: MAIN,
-    plan: null,
-    drift: { items: [], corrected: false },
-    guests: [],
-    hooks: [],
-    errors: [],
-    timings: {},
-    ...over,
-  } as NodeStatus;
-}
+const report = (over: Partial<NodeStatus>) => nodeStatus({ time: '2026-11-30T11:59:30Z', appliedRevision: MAIN, ...over });
 
 describe('fleet rows and Markdown', () => {
   const reports = new Map<string, NodeStatus | null>([
