@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { commands } from '../src/cli/main.js';
 import { cycleLine } from '../src/cli/human.js';
 import type { NodeStatus } from '../src/agent/report.js';
+import { nodeStatus } from './helpers/node-status.js';
 import { cliBin, cliMain } from './helpers/cli.js';
 
 /** The long options a help text lists under "Options:". */
@@ -63,7 +64,7 @@ describe('usage errors: exit 1, naming what is wrong', () => {
     [['status', '--all', '--max-age', 'soon', '--config', '/nonexistent.yaml'], '--max-age must be a number of seconds'],
     [['validate', '--bogus'], 'unknown option --bogus for `validate`'],
     [['validate', '--node', 'node1'], '`validate` does not take --node (render, plan, apply, init do)'],
-    [['apply', '--rev', 'x'], '`apply` does not take --rev (plan does)'],
+    [['apply', '--rev', 'x'], '`apply` does not take --rev (plan, verify do)'],
     [['lab', 'check', '--mode', 'ct-sync'], '`lab check` does not take --mode (lab up does)'],
     [['once', '--state', '.'], '`once` does not take --state'],
     [['plan', '--state'], "plan: Option '--state <value>' argument missing"],
@@ -104,20 +105,7 @@ describe('usage errors: exit 1, naming what is wrong', () => {
 });
 
 describe('the human line of a cycle', () => {
-  const base: NodeStatus = {
-    format: 'cgw-sync.status/v1',
-    node: 'node1',
-    time: '2026-01-01T00:00:00.000Z',
-    outcome: 'converged',
-    source: { url: 'http://127.0.0.1/state.git', branch: 'main', state: 'ok' },
-    appliedRevision: 'a'.repeat(40),
-    plan: null,
-    drift: { items: [], corrected: false },
-    guests: [],
-    hooks: [],
-    errors: [],
-    timings: {},
-  };
+  const base: NodeStatus = nodeStatus();
 
   it('says why, on one line, for an error, a veto, refused revisions and drift', () => {
     const invalid = 'revision b is invalid; nothing of it was applied:\nnodes/node1.yaml:3:4: uplink: bad\nnodes/node2.yaml:5:6: uplink: bad';

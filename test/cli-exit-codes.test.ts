@@ -15,6 +15,8 @@ import { gitCli, startGitFixture, type GitFixture } from './helpers/git-server.j
 import { CLI_BIN, PROJECT_ROOT, startTestAgent, stateExampleFiles, type TestAgent } from './helpers/agent-fixture.js';
 import { nftNamespace, type NftNamespace } from './helpers/nft-netns.js';
 import { cliBin, type CliResult } from './helpers/cli.js';
+import { editedRepo } from './helpers/verify-run.js';
+import { inBatches } from './helpers/hostile-state.js';
 
 const EXAMPLE = path.join(PROJECT_ROOT, 'state-example');
 const LAB_PREFIX = `cgwt${process.pid}ec-`;
@@ -109,6 +111,19 @@ const CASES: Record<string, () => Promise<CliResult>> = {
   },
   'plan 1': () => cliBin(['plan', '--state', EXAMPLE, '--node', 'node9']),
   'plan 2': async () => cliBin(['plan', '--state', EXAMPLE, '--node', 'node1', '--state-dir', path.join(tmp, 'p2')], { ns: (await freshNs('ecp2')).ns }),
+  'verify 0': async () => {
+    const repo = await editedRepo(tmp, []);
+    const r = await cliBin(['verify', '--rev', 'main', '--state', repo], { timeoutMs: 180_000 });
+    expect(r.out).toMatch(/^### cgw-sync verify `[0-9a-f]{12}`: passed$/m);
+    return r;
+  },
+  'verify 1': async () => {
+    // Refused before anything is built: node1's uplink takes the name of the lab's own port.
+    const repo = await editedRepo(tmp, [['nodes/node1.yaml', 'interface: xenbr0', 'interface: pub0']]);
+    const r = await cliBin(['verify', '--rev', 'main', '--state', repo]);
+    expect(r.out).toContain('NOT RUN: verify cannot run this state');
+    return r;
+  },
   'apply 0': async () => {
     const ns = await freshNs('eca0');
     const r = await cliBin(['apply', '--state', EXAMPLE, '--node', 'node1', '--state-dir', path.join(tmp, 'a0')], { ns: ns.ns });
@@ -220,6 +235,11 @@ const CASES: Record<string, () => Promise<CliResult>> = {
     let r = await cliBin(['lab', 'check', '--prefix', LAB_PREFIX], { timeoutMs: 180_000 });
     while (r.code !== 0 && Date.now() < deadline) r = await cliBin(['lab', 'check', '--prefix', LAB_PREFIX], { timeoutMs: 180_000 });
     expect(r.out).toMatch(/^\d+ passed, 0 failed$/m);
+    // Then the fleet, as `status --all` shows it: both nodes enforce main's tip.
+    const fleet = r.out.slice(r.out.indexOf('fleet (status/* branches):')).split('\n');
+    expect(fleet[1]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+MAIN\s+DRIFT\s+NOTE$/);
+    expect(fleet[2]).toMatch(/^node1\s+[0-9a-f]{12}\s+(applied|converged)\s+\S+\s+\d+[sm]\s+main\s/);
+    expect(fleet[3]).toMatch(/^node2\s+[0-9a-f]{12}\s+(applied|converged)\s+\S+\s+\d+[sm]\s+main\s/);
     return r;
   },
   'lab restart 0': async () => {
@@ -262,14 +282,15 @@ describe('exit codes: the README table, cell by cell', () => {
   it('the README has one row per command, with the meanings its --help shows', async () => {
     const table = await readmeExitCodes();
     expect([...table.keys()].sort()).toEqual(commands.map((c) => c.name).sort());
-    for (const c of commands) {
-      expect(table.get(c.name), c.name).toEqual(c.exits);
+    for (const c of commands) expect(table.get(c.name), c.name).toEqual(c.exits);
+    // One process per command's --help, two at a time (CI has 2 cores; each start takes seconds under load).
+    await inBatches([...commands], 2, async (c) => {
       const help = await cliBin([...c.name.split(' '), '--help']);
       expect(help.out).toContain(`Exit codes: ${Object.entries(c.exits).map(([code, m]) => `${code} ${m}`).join('; ')}`);
-    }
+    });
     // Every cell has a case below.
     expect(Object.keys(CASES).sort()).toEqual(commands.flatMap((c) => Object.keys(c.exits).map((code) => `${c.name} ${code}`)).sort());
-  });
+  }, 120_000);
 
   const cells = commands.flatMap((c) => Object.entries(c.exits).map(([code, meaning]) => [c.name, Number(code), meaning] as const));
   it.each(cells)('%s exits %i: %s', async (name, code) => {

@@ -32,9 +32,10 @@ describe('rollout commands', () => {
     const silent = await cli(['status', '--all', '--state', c.state, '--config', config]);
     expect(silent.exitCode).toBe(1);
     const lines = silent.stdout.split('\n');
-    expect(lines[0]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+NOTE$/);
-    expect(lines[1]).toMatch(/^node1\s+sha256-[0-9a-f]{5}\S*\s+applied\s+healthy\s+\d+s/);
-    expect(lines[2]).toMatch(/^node2\s+-\s+silent\s+-\s+-\s+never reported$/);
+    expect(lines[0]).toMatch(/^NODE\s+REVISION\s+OUTCOME\s+HEALTH\s+AGE\s+MAIN\s+DRIFT\s+NOTE$/);
+    // A folder source has no branch tip to compare with: MAIN is '?'.
+    expect(lines[1]).toMatch(/^node1\s+sha256-[0-9a-f]{5}\S*\s+applied\s+healthy\s+\d+s\s+\?\s+none\s+unverified report$/);
+    expect(lines[2]).toMatch(/^node2\s+-\s+silent\s+-\s+-\s+-\s+-\s+never reported$/);
     expect(silent.stderr).toContain('node2: never reported');
 
     const suspended = await cli(['suspend', '--reason', 'disk swap', '--config', config]);
@@ -50,7 +51,8 @@ describe('rollout commands', () => {
     const doc = JSON.parse(json.stdout);
     expect(doc.problems).toEqual([]);
     expect(doc.nodes.map((r: { node: string; outcome: string }) => [r.node, r.outcome])).toEqual([['node1', 'suspended'], ['node2', 'applied']]);
-    expect(doc.nodes[0].note).toMatch(/^suspended by \S+: disk swap$/);
+    // No statusKey in this state: every report is marked unverified (docs/status-signatures.md).
+    expect(doc.nodes[0].note).toMatch(/^unverified report; suspended by \S+: disk swap$/);
 
     expect((await cli(['resume', '--config', config])).stdout).toContain('node node1 resumed');
     expect(await node1.cycle()).toMatchObject({ outcome: 'applied' });

@@ -70,7 +70,7 @@ describe('signed status reports (real git server)', () => {
     const first = await node1.cycle();
     expect(guest1(first)?.detail).toMatch(/waiting for node node2: it has not reported \(down or silent\?\)/);
     expect(first.notes).toContain('the reports of node2 are unverified: the state declares no statusKey for it (docs/status-signatures.md)');
-    const fleet = await fleetStatus(node1.config, { stateDir: k.c.state, json: true, maxAgeSeconds: 3600 });
+    const fleet = await fleetStatus(node1.config, { stateDir: k.c.state, format: 'json', maxAgeSeconds: 3600 });
     expect(JSON.parse(fleet.text).nodes.find((r: { node: string }) => r.node === 'node1').note).toMatch(/^unverified report/);
     await forgeReport(fx, k.branch('node2'), forgedReport(await k.revision()));
     const second = await node1.cycle();
@@ -136,7 +136,7 @@ describe('signed status reports (real git server)', () => {
       expect(node1.nft.history).toEqual([]);
     }
     // The fleet status says the same.
-    const fleet = await fleetStatus(node1.config, { stateDir: k.c.state, json: false, maxAgeSeconds: 3600 });
+    const fleet = await fleetStatus(node1.config, { stateDir: k.c.state, format: 'text', maxAgeSeconds: 3600 });
     expect(fleet.problems.find((p) => p.startsWith('node2:'))).toMatch(new RegExp(`^node2: ${k.branch('node2')}: signature not by node2's key \\(signed by key [0-9a-f]+\\)$`));
     expect(fleet.text).toMatch(new RegExp(`node2 .*silent .*${k.branch('node2')}: signature not by node2's key`));
 

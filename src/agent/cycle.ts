@@ -428,7 +428,12 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
     c.errors.push(...applyErrors(executed.result));
     c.notes.push(...applyNotes(executed.result));
   }
-  const guarded = await guardApply(guard, executed, before);
+  // The hold is on disk before the restore runs (the transaction record stays: the live tables
+  // may still be the new revision's): a restart after a kill mid-rollback restores, never retries.
+  const guarded = await guardApply(guard, executed, before, async (rb) => {
+    memory.held = { revision: rb.revision, at: c.now(), reason: rollbackReason(rb) };
+    await writeMemory(config.stateDir, { ...memory, applying: { revision: loaded.revision, desired: nft.desired } }).catch((e: Error) => c.errors.push(`could not record the rollback in ${agentPaths(config.stateDir).memory}: ${e.message}`));
+  });
   sw.lap('health');
   if (guarded.rollback) c.errors.push(`rolled back ${guarded.rollback.revision} to ${guarded.rollback.restored}: ${rollbackReason(guarded.rollback)}`, ...guarded.rollback.errors);
   const settings = await settingsReport(prepared.plan, executed.result, rt.settings);

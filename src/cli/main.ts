@@ -43,6 +43,7 @@ const OPT = {
   nodeConfig: { type: 'string', value: 'FILE', help: 'agent configuration: stateDir, hooks, guests, netns and the status source come from it' },
   stateDir: { type: 'string', value: 'DIR', help: "the node's state dir: lock, memory, conntrackd files (default: the config's stateDir, else /var/lib/cgw-sync)" },
   log: { type: 'string', value: 'human|json', default: 'human', help: 'one line per cycle: the outcome and why (human), or a JSON object (json)' },
+  statePath: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
   prefix: { type: 'string', value: 'P', default: DEFAULT_LAB_PREFIX, help: `prefix of every namespace the lab owns (default: ${DEFAULT_LAB_PREFIX})` },
 } satisfies Record<string, OptionSpec>;
 
@@ -86,7 +87,7 @@ const COMMANDS: CommandSpec[] = [
       'all-nodes': { type: 'boolean', help: 'review every node offline (needs --rev)' },
       rev: { type: 'string', value: 'REV', help: 'revision to review (branch, tag, oid)' },
       base: { type: 'string', value: 'REV', help: 'revision to compare with (default: main, else origin/main)' },
-      path: { type: 'string', value: 'DIR', help: 'folder of the state inside the repository (default: .)' },
+      path: OPT.statePath,
     },
     exits: { 0: 'no changes', 1: 'error (with --all-nodes: also an invalid revision)', 2: 'changes pending (with --all-nodes: on some node)' },
     run: async (v, _a, io) => {
@@ -94,6 +95,25 @@ const COMMANDS: CommandSpec[] = [
       for (const only of ['rev', 'base', 'path']) if (v[only] !== undefined) throw new UsageError(`--${only} needs --all-nodes`);
       return nodeCommand('plan', v, io);
     },
+  },
+  {
+    name: 'verify',
+    summary: '(root) run a revision in a throwaway lab and probe every forward, outbound and the gateway ARP rule; Markdown for the pull request',
+    details: [
+      "The revision's nodes become network namespaces with its interfaces and addresses, its guests netns",
+      'guests running the lab responder (boot paths and commands of the state are never used), in its',
+      "NAT mode; each node's ruleset is applied as the agent would, then `lab check`'s probes run.",
+      'Everything is made under one namespace prefix and removed at the end, also on failure and Ctrl-C.',
+    ].join('\n'),
+    options: {
+      rev: { type: 'string', value: 'REV', help: 'revision to verify (branch, tag, oid); required' },
+      state: { type: 'string', value: 'DIR|URL', help: 'the repository: a checkout (default: current directory) or an http(s) URL' },
+      path: OPT.statePath,
+      json: { type: 'boolean', help: 'the report as JSON instead of Markdown' },
+      'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: 'net.bridge.bridge-nf-call-iptables on the lab nodes (default off)' },
+    },
+    exits: { 0: 'every probe passed', 1: 'a probe failed, the revision is invalid, verify cannot run it (refused) or was interrupted, or an error' },
+    run: async (v, _a, io) => verifyCommand(v, io),
   },
   {
     name: 'apply',
@@ -165,13 +185,14 @@ const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'status',
-    summary: "status --all: every node's latest report, one line each (revision, outcome, health, age, why)",
+    summary: "status --all: every node's latest report, one line each (revision vs main, outcome, health, age, drift, why)",
     details: 'The nodes are those of --state (default: the state this node applied last); the reports come from the status source of --config.',
     options: {
       all: { type: 'boolean', help: 'every node (required: there is no single-node form yet)' },
       state: { type: 'string', value: 'DIR', help: "the state naming the nodes (default: the one this node applied last)" },
       'max-age': { type: 'string', value: 'S', default: '3600', help: 'a node whose last report is older is silent (default 3600)' },
       json: OPT.json,
+      markdown: { type: 'boolean', help: 'a Markdown table (for a pull request or a chat)' },
       config: { ...OPT.agentConfig, help: `agent configuration with the status source (default: ${DEFAULT_CONFIG})` },
     },
     exits: { 0: 'every node reported and none failed', 1: 'a node failed, rolled back or is silent, or an error' },
@@ -502,11 +523,29 @@ async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
   const config = await agentConfigFor('status', str(v, 'config'));
   const state = str(v, 'state');
+  if (v.json && v.markdown) throw new UsageError('--json and --markdown exclude each other');
+  const format = v.json ? 'json' : v.markdown ? 'markdown' : 'text';
   const { fleetStatus } = await import('../rollout/commands.js');
-  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), json: !!v.json, maxAgeSeconds });
+  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), format, maxAgeSeconds });
   io.out(r.text);
-  if (r.problems.length && !v.json) io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  if (r.problems.length && format === 'text') io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
   return r.problems.length ? EXIT.error : EXIT.ok;
+}
+
+/** `verify`: a thin layer over src/verify/ (the report goes to stdout, progress to stderr). */
+async function verifyCommand(v: Values, io: Io): Promise<number> {
+  const rev = str(v, 'rev');
+  if (!rev) throw new UsageError('verify needs --rev <revision>');
+  const brnf = str(v, 'br-netfilter');
+  if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
+  if (process.getuid?.() !== 0) throw new Error('verify needs root: it builds the lab in network namespaces');
+  const { verifyRevision } = await import('../verify/verify.js');
+  const [{ verifyJson, verifyMarkdown }, { maskSecrets }, { redactText }] = await Promise.all([import('../verify/report.js'), import('../git/remote.js'), import('../agent/redact.js')]);
+  const r = await verifyRevision({ repo: str(v, 'state') ?? '.', rev, path: str(v, 'path'), brNetfilter: brnf === 'on', handleSignals: true, progress: (line) => io.err(`verify: ${line}\n`) });
+  // A pull request comment must not carry the CI job's secrets, whatever the state or a probe answer says.
+  io.out(maskSecrets(v.json ? verifyJson(r) : verifyMarkdown(r), await secrets()));
+  if (r.error) io.err(`cgw-sync: verify: ${redactText(r.error, await secrets())}\n`);
+  return r.verdict === 'passed' ? EXIT.ok : EXIT.error;
 }
 
 /** `lab up | check | restart | down`: thin layers over src/lab/lab.ts. */
@@ -528,11 +567,12 @@ async function labDownCommand(prefix: string, io: Io): Promise<number> {
 
 async function labCheckCommand(prefix: string, io: Io): Promise<number> {
   needRoot();
-  const [{ labCheck }, { formatResults }] = await Promise.all([import('../lab/lab.js'), import('../lab/check.js')]);
+  const [{ labCheck }, { formatResults }, { formatFleet }] = await Promise.all([import('../lab/lab.js'), import('../lab/check.js'), import('../rollout/fleet.js')]);
   const report = await labCheck(prefix);
   const failed = report.results.filter((r) => !r.ok).length;
   io.out(`lab ${prefix}: checking against the state at main ${report.revision.slice(0, 12)}\n${formatResults(report.results)}\n`);
   io.out(`${report.results.length - failed} passed, ${failed} failed\n`);
+  io.out(`\nfleet (status/* branches):\n${formatFleet(report.fleet)}`);
   return failed === 0 ? EXIT.ok : EXIT.error;
 }
 

@@ -143,9 +143,18 @@ export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeRes
   }
 }
 
-/** Run all checks; the network probes in parallel (each is bounded), results in check order. */
-export async function runChecks(checks: LabCheck[], timeoutS?: number): Promise<ProbeResult[]> {
-  return Promise.all(checks.map((c) => runCheck(c, timeoutS)));
+/**
+ * Run all checks; the network probes in parallel (each is bounded), at most `concurrency` at once
+ * when given (each probe is a process), results in check order.
+ */
+export async function runChecks(checks: LabCheck[], timeoutS?: number, concurrency = checks.length): Promise<ProbeResult[]> {
+  const results: ProbeResult[] = new Array(checks.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < checks.length; i = next++) results[i] = await runCheck(checks[i]!, timeoutS);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, checks.length)) }, worker));
+  return results;
 }
 
 export async function linkMac(l: NsDev): Promise<string> {

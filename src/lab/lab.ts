@@ -45,6 +45,7 @@ import { parseReply } from './responder.js';
 import { ensureVmImage, type VmImage } from './vm-image.js';
 import { labAccel } from './vm-accel.js';
 import type { Accel } from '../guests/qemu.js';
+import { fleetRows, type FleetRow } from '../rollout/fleet.js';
 
 import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE } from './names.js';
 
@@ -357,6 +358,8 @@ export interface LabCheckReport {
   /** main's tip: the state the expectations come from. */
   revision: string;
   results: ProbeResult[];
+  /** Every node's latest report, as `status --all` lists it. */
+  fleet: FleetRow[];
 }
 
 /** The lab with this prefix, as recorded by `lab up`; a clear error when there is none. */
@@ -376,19 +379,30 @@ export async function labCheck(prefix: string, opts: LabRunOptions & { timeoutS?
   const revision = await branchTip(record.repo);
   const state = await stateAt(record.repo, revision, dir);
   const plan = planLab(state, { prefix, brNetfilter: record.brNetfilter, labDir: dir });
-  // The guests' own part of the NAT mode (stateless-nat: the tagged-port redirect), as a guest admin would.
-  await configureLabGuests(state, plan);
   const placement = guestsByNode(state);
-  const nodes = await Promise.all(
-    plan.nodes.map(async (n): Promise<ProbeResult> => {
-      const s = await readNodeStatus(record.repo, n.name);
-      return { name: `${n.name} enforces main (${revision.slice(0, 12)}) and runs ${placement[n.name].join(', ') || 'no guests'}`, ok: nodeSettled(s, revision, placement[n.name]), detail: `${statusBranchName(n.name)}: ${describeStatus(s)}` };
-    }),
-  );
-  const probes = await runChecks(planChecks(state, plan), opts.timeoutS);
-  // Which node's uplink answers a cross-node forward, per NAT mode (src/lab/reply-path.ts).
+  const statuses = await Promise.all(plan.nodes.map((n) => readNodeStatus(record.repo, n.name)));
+  const nodes = plan.nodes.map((n, i): ProbeResult => {
+    const s = statuses[i];
+    return { name: `${n.name} enforces main (${revision.slice(0, 12)}) and runs ${placement[n.name].join(', ') || 'no guests'}`, ok: nodeSettled(s, revision, placement[n.name]), detail: `${statusBranchName(n.name)}: ${describeStatus(s)}` };
+  });
+  const results = [...nodes, ...(await probeLab(state, plan, { timeoutS: opts.timeoutS }))];
+  // The fleet as `status --all` shows it, from the same reports.
+  const reports = new Map(plan.nodes.map((n, i) => [n.name, statuses[i] ?? null] as const));
+  return { revision, results, fleet: fleetRows(plan.nodes.map((n) => n.name), reports, new Date(), { main: revision }) };
+}
+
+/**
+ * The network probes of a lab whose nodes enforce `state`: the guests' own part of the NAT mode
+ * first (stateless-nat: the tagged-port redirect, as a guest admin would load it), then every
+ * forward on every node it enters, each guest's outbound and gateway ARP (src/lab/check.ts), and
+ * which node's uplink answers a cross-node forward (src/lab/reply-path.ts). `lab check` and
+ * `verify` both run exactly this.
+ */
+export async function probeLab(state: ClusterState, plan: LabPlan, opts: { timeoutS?: number; concurrency?: number } = {}): Promise<ProbeResult[]> {
+  await configureLabGuests(state, plan);
+  const probes = await runChecks(planChecks(state, plan), opts.timeoutS, opts.concurrency);
   const replyPaths = await runReplyPathChecks(state, plan, opts.timeoutS);
-  return { revision, results: [...nodes, ...probes, ...replyPaths] };
+  return [...probes, ...replyPaths];
 }
 
 /** The text `lab up` prints once the lab works. */

@@ -29,7 +29,8 @@ export interface Review {
 
 const BASE_HEAD: DiffLabels = { from: 'base', to: 'head' };
 
-async function stateAt(repoDir: string, rev: string, subPath: string): Promise<{ oid: string; state?: ClusterState; diagnostics: Diagnostic[] }> {
+/** The state of `rev` (a checkout of its tree in a temporary folder, removed again), or why it is invalid. */
+export async function stateAt(repoDir: string, rev: string, subPath: string): Promise<{ oid: string; state?: ClusterState; diagnostics: Diagnostic[] }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'cgw-review-'));
   try {
     const oid = await resolveRevision(repoDir, rev);

@@ -140,8 +140,16 @@ export interface Guarded {
   restored?: { prepared: Prepared; executed: Executed };
 }
 
-/** After the apply (or instead of one): the checkpoint, and the rollback when the apply broke a check. */
-export async function guardApply(g: GuardInputs, executed: Executed, before: CheckResult[] | undefined): Promise<Guarded> {
+/** The rollback decided, before the restore's nft transaction: what is rolled back to what, and why. */
+export type RollbackStart = Pick<RollbackReport, 'revision' | 'restored' | 'failing'>;
+
+/**
+ * After the apply (or instead of one): the checkpoint, and the rollback when the apply broke a
+ * check. `beforeRestore` runs once the rollback is decided, before the restore is applied: the
+ * caller makes the hold durable there, so an agent killed during the restore does not try the
+ * revision again on its next start but restores the previous one.
+ */
+export async function guardApply(g: GuardInputs, executed: Executed, before: CheckResult[] | undefined, beforeRestore?: (r: RollbackStart) => Promise<void>): Promise<Guarded> {
   const checks = nodeHealthChecks(g.prepared.view);
   const ports = healthPorts(g.rt, g.edge, g.state, g.revision, g.memory);
   const r = executed.result;
@@ -153,7 +161,7 @@ export async function guardApply(g: GuardInputs, executed: Executed, before: Che
   // No hooks: a pre-apply hook must not be able to veto putting back what worked.
   const rt: NodeRuntime = { ...g.rt, hooks: false };
   const prepared = await prepareNode(rt, state, revision, g.memory);
-  const restoredExec = await executePlan(rt, prepared);
+  const restoredExec = await executePlan(rt, prepared, { beforeNft: () => beforeRestore?.({ revision: g.revision, restored: revision, failing: cp.caused }) ?? Promise.resolve() });
   const errors: string[] = [];
   if (restoredExec.result && applyFailed(restoredExec.result)) errors.push('the restore failed');
   const after = await runHealthRound(nodeHealthChecks(prepared.view), healthPorts(g.rt, g.edge, state, revision, g.memory));
