@@ -64,6 +64,16 @@ export interface CycleDeps {
   carry?: MemoryCarry;
   /** The health checks' edge (network probes, interface addresses); default: through the node's namespace. */
   health?: Partial<HealthEdge>;
+  /** Sees how each cycle ended (metrics): its report, and what it planned when it got that far. */
+  observe?: (o: CycleObservation) => void;
+}
+
+/** One cycle as the metrics see it; a cycle that could not run (lock busy, crash) has no status. */
+export interface CycleObservation {
+  outcome: NodeStatus['outcome'] | 'skipped';
+  status?: NodeStatus;
+  /** The plan of the state enforced, and how many forwards of it enter this node. */
+  planned?: { plan: NodePlan; forwards: number };
 }
 
 export interface MemoryCarry {
@@ -165,9 +175,9 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
+  const rt: NodeRuntime = { config, lap: c.sw.lap, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
   const candidate = await fetchPhase(c);
-  c.sw.lap('fetch');
+  c.sw.lap('source');
   const loaded = await statePhase(c, candidate);
   c.suspended = suspensionOf(loaded?.state, config.node, await readLocalSuspension(config.stateDir));
   c.sw.lap('load');
@@ -235,6 +245,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
+  deps.observe?.({ outcome: status.outcome, status, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
 }

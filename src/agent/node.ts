@@ -37,6 +37,8 @@ export interface NodeRuntime {
   isAtOrAfter: Source['isAtOrAfter'];
   /** False: hooks are skipped (`apply --no-hooks`). */
   hooks: boolean;
+  /** Ends a timed phase of the cycle (reading the live node is one: metrics). */
+  lap?: (phase: string) => void;
 }
 
 export function settingsHost(config: AgentConfig): SettingsHost {
@@ -86,6 +88,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         isAtOrAfter: rt.isAtOrAfter,
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
+  rt.lap?.('read');
   const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }) });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
 }

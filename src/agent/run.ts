@@ -1,7 +1,8 @@
 // `cgw-sync run`: the long-running agent. Reconciles at start and on the cron schedule (with a
 // random jitter so nodes do not hit the Git server together), never two cycles at once (cron's
 // waitForCompletion in-process, the lock file across processes), and stops cleanly on SIGTERM
-// or SIGINT: a running cycle is finished, never cut off mid-apply.
+// or SIGINT: a running cycle is finished, never cut off mid-apply. trigger() (a push webhook)
+// starts a cycle at once; triggers during a running cycle coalesce into one more cycle after it.
 import { CronJob } from 'cron';
 import { LockBusy } from './lock.js';
 import { runOnce, type CycleDeps } from './cycle.js';
@@ -13,6 +14,8 @@ export interface Agent {
   stop(): Promise<void>;
   /** Cycles started so far (for tests and the log). */
   cycles(): number;
+  /** Start a cycle now (or one more right after the running one); `reason` goes to the log. */
+  trigger(reason: string): void;
 }
 
 export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; random?: () => number; backoff?: BackoffPolicy } = {}): Agent {
@@ -33,6 +36,8 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   // Memory carried from cycle to cycle, for when memory.json cannot be written (full disk).
   const carry = { unsaved: false };
   let retryTimer: NodeJS.Timeout | undefined;
+  // A trigger arrived while a cycle ran: what it announced may be newer than that cycle's fetch.
+  let again = false;
 
   const cycle = async (jitterSeconds: number) => {
     if (jitterSeconds > 0) {
@@ -49,11 +54,23 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
       if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {
+      deps.observe?.({ outcome: e instanceof LockBusy ? 'skipped' : 'error' });
       if (e instanceof LockBusy) log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'skipped', reason: e.message });
       else log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'error', error: (e as Error).message });
     });
     await running;
     running = undefined;
+    if (again && !stopping) {
+      again = false;
+      void cycle(0);
+    }
+  };
+
+  const trigger = (reason: string) => {
+    if (stopping) return;
+    log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'triggered', reason });
+    if (running) again = true;
+    else void cycle(0);
   };
 
   const job = CronJob.from({
@@ -90,5 +107,5 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   void cycle(0).then(() => {
     if (!stopping) job.start();
   });
-  return { done, stop, cycles: () => count };
+  return { done, stop, cycles: () => count, trigger };
 }

@@ -17,10 +17,14 @@ export interface Source {
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
 }
 
+/** The repository the source's revisions can be read from: the fetch cache of a remote, or the local repository. */
+export function sourceGitDir(config: AgentConfig): string {
+  return isRemoteUrl(config.source.url) ? agentPaths(config.stateDir).sourceCache : config.source.url;
+}
+
 /** The Git source of an agent configuration (http(s) or ssh remote, or a local folder or repository). */
 export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;
-  const remote = isRemoteUrl(config.source.url);
   return {
     fetch: async (lastApplied) =>
       fetchSource({
@@ -34,7 +38,7 @@ export function gitSource(config: AgentConfig): Source {
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
       }),
-    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: remote ? cacheDir : config.source.url, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
+    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: sourceGitDir(config), oid: rev, ancestor: since, depth: -1 }).catch(() => false),
   };
 }
 

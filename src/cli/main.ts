@@ -22,7 +22,6 @@ import { gitSource } from '../agent/source.js';
 import { runOnce, type CycleDeps, type MemoryCarry } from '../agent/cycle.js';
 import type { NodeStatus } from '../agent/report.js';
 import { resolveRevision } from '../git/source.js';
-import { startAgent } from '../agent/run.js';
 import { releaseGuest } from '../agent/migration.js';
 import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labCheck, labRestart, labStart, labSummary } from '../lab/lab.js';
 import { fleetStatus, resumeCommand, suspendCommand } from '../rollout/commands.js';
@@ -448,7 +447,8 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
   const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
   if (command === 'run') {
-    await startAgent(deps, { handleSignals: true }).done;
+    const { startListeningAgent } = await import('../listen/agent.js');
+    await (await startListeningAgent(deps, { handleSignals: true })).done;
     return EXIT.ok;
   }
   const carry: MemoryCarry = { unsaved: false };
