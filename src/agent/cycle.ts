@@ -72,6 +72,8 @@ export interface CycleDeps {
 export interface CycleObservation {
   outcome: NodeStatus['outcome'] | 'skipped';
   status?: NodeStatus;
+  /** Milliseconds per phase and in total (the report's copy was taken before publishing). */
+  timings?: Record<string, number>;
   /** The plan of the state enforced, and how many forwards of it enter this node. */
   planned?: { plan: NodePlan; forwards: number };
 }
@@ -245,7 +247,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
-  deps.observe?.({ outcome: status.outcome, status, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
+  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   deps.log?.({ time: status.time, node: config.node, outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
 }

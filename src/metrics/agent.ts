@@ -52,7 +52,7 @@ export class AgentMetrics {
     this.outcomes.set(o.outcome, (this.outcomes.get(o.outcome) ?? 0) + 1);
     const s = o.status;
     if (!s) return;
-    const t = s.timings;
+    const t = o.timings ?? s.timings;
     if (t.total !== undefined) this.cycle.observe(t.total / 1000);
     for (const [phase, ms] of Object.entries(t)) if (phase !== 'total') this.phaseHistogram(phase).observe(ms / 1000);
     this.lastCycle = { at: now.getTime() / 1000, phases: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v / 1000])) };
