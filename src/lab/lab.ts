@@ -18,12 +18,15 @@
 // Lab directory (default /run/cgw-sync/lab/<prefix>):
 //   lab.json            the record (processes with PID + start time, repository, URL)
 //   git/state.git       the state repository;  git-server.log, git-server.json (URL)
+//   webhook.secret, webhooks.json   with --webhook: the agents' secret and the Git server's receivers
 //   responder.cjs       the program the guests run (named in the repository's guests/*.yaml)
 //   <node>/agent.yaml   the node's agent config;  <node>/agent.log;  <node>/state, <node>/run
 //   client.log          the client's responder
 import { configureLabGuests } from './mode-guests.js';
 import { runReplyPathChecks } from './reply-path.js';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -71,6 +74,8 @@ export interface LabStartOptions extends LabRunOptions {
   guests?: LabGuestKind;
   /** Where the VM images are cached (default /var/cache/cgw-sync/lab-images). */
   imageCache?: string;
+  /** Each agent listens on 127.0.0.1 and the Git server sends it a signed push webhook (docs/webhooks.md). */
+  webhook?: boolean;
 }
 
 export type LabGuestKind = 'netns' | 'qemu';
@@ -167,16 +172,18 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     // startGuests false: the agents start the guests, through the netns guest driver.
     const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false, labDir: dir });
 
+    // Webhooks: one loopback port per agent (the agents run in the root namespace), known to the Git server.
+    const listeners = opts.webhook ? await labWebhooks(dir, plan.nodes.map((n) => n.name)) : undefined;
     const url = `${await startGitServer(dir, undefined, started)}/${REPO_NAME}`;
     record.url = url;
-    say(`git server: ${url}`);
+    say(`git server: ${url}${listeners ? ' (push webhooks to the agents)' : ''}`);
 
     record.agents = {};
     for (const node of plan.nodes) {
       const nodeDir = path.join(dir, node.name);
       await mkdir(nodeDir, { recursive: true });
       const config = path.join(nodeDir, 'agent.yaml');
-      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }, listeners?.[node.name]));
       record.agents[node.name] = config;
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config, '--log', 'json'], path.join(nodeDir, 'agent.log')));
     }
@@ -198,7 +205,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
  * node's namespace for nft and guests, and state under the lab directory (relative paths are
  * relative to the file).
  */
-export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }): string {
+export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }, listener?: LabListener): string {
   const doc = {
     apiVersion: 'cgw-sync/v1',
     kind: 'AgentConfig',
@@ -217,8 +224,45 @@ export function agentConfigYaml(node: string, ns: string, url: string, vm?: { im
       // VMs: the lab's image folder, the probed accelerator, a tap the driver makes in the node namespace.
       ...(vm ? { imageDirs: [vm.imageDir], qemu: { accel: vm.accel, nic: 'tap' } } : {}),
     },
+    ...(listener && { listen: { address: LAB_LISTEN_ADDRESS, port: listener.port }, webhook: { secretFile: listener.secretFile } }),
   };
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
+}
+
+/** The lab agents run in the root namespace: they listen on loopback, where only this host reaches them. */
+const LAB_LISTEN_ADDRESS = '127.0.0.1';
+const WEBHOOKS_FILE = 'webhooks.json';
+
+export interface LabListener {
+  port: number;
+  secretFile: string;
+}
+
+/**
+ * A webhook secret and a free loopback port per node, and the Git server's webhooks file (0600:
+ * the secret stays out of command lines). A port is free when picked; nothing else on this host
+ * should take it in the second before the agent binds it.
+ */
+async function labWebhooks(dir: string, nodes: string[]): Promise<Record<string, LabListener>> {
+  const secret = randomBytes(32).toString('hex');
+  const secretFile = path.join(dir, 'webhook.secret');
+  await writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
+  const out: Record<string, LabListener> = {};
+  for (const n of nodes) out[n] = { port: await freeLoopbackPort(), secretFile };
+  const hooks = Object.values(out).map((l) => ({ url: `http://${LAB_LISTEN_ADDRESS}:${l.port}/hooks/push`, secret }));
+  await writeFile(path.join(dir, WEBHOOKS_FILE), JSON.stringify(hooks), { mode: 0o600 });
+  return out;
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, LAB_LISTEN_ADDRESS, () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 async function loadOrThrow(dir: string): Promise<ClusterState> {
@@ -245,7 +289,8 @@ export async function stateAt(repo: string, ref: string, scratch: string): Promi
 async function startGitServer(dir: string, port: number | undefined, started: (p: LabProcess) => Promise<void>): Promise<string> {
   const ready = path.join(dir, 'git-server.json');
   await rm(ready, { force: true });
-  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, ...(port === undefined ? [] : [String(port)])];
+  const webhooks = path.join(dir, WEBHOOKS_FILE);
+  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, port === undefined ? '' : String(port), ...(existsSync(webhooks) ? [webhooks] : [])];
   const server = await spawnDetached(GIT_SERVER, argv, path.join(dir, 'git-server.log'));
   await started(server);
   const up = await waitUntil(() => existsSync(ready) || !isRunning(server), GIT_READY_MS);
