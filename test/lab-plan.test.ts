@@ -225,6 +225,19 @@ describe('the lab repository and agents (pure parts)', () => {
     }
   });
 
+  it('with --webhook the agent config listens on loopback with the lab secret', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-agent-'));
+    try {
+      const secretFile = join(dir, 'webhook.secret');
+      await writeFile(secretFile, `${'f'.repeat(64)}\n`, { mode: 0o600 });
+      await writeFile(join(dir, 'agent.yaml'), agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git', undefined, { port: 39380, secretFile }));
+      const c = await loadAgentConfig(join(dir, 'agent.yaml'));
+      expect(c).toMatchObject({ listen: { address: '127.0.0.1', port: 39380 }, webhook: { secretFile, path: '/hooks/push' } });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('names the missing build when dist/ lacks a program', () => {
     expect(() => distEntry('lab/no-such-program.js')).toThrow(/no-such-program\.js is missing.*npm run build/);
   });
