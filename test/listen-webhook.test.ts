@@ -12,6 +12,8 @@ import type { FileMap } from '../src/git/tree.js';
 import { loadState } from '../src/state/load.js';
 import { entersNode } from '../src/render/node-view.js';
 import { mainTip, PROJECT_ROOT, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
+import { spawnCliJson, type JsonLogProcess } from './helpers/cli.js';
+import { waitUntil } from '../src/proc/process.js';
 import { hmacHex, hookHeaders, pushPayload, rawConnection, sendHook, type Sender } from './helpers/webhook.js';
 
 /** 00:00 on 1 January: never during a test run. */
@@ -325,5 +327,46 @@ describe('webhook decisions (pure)', () => {
     expect(sameRepository('ssh://git@gitea.lan:2222/ops/state.git', 'https://gitea.lan/ops/state/')).toBe(true);
     expect(sameRepository('https://github.com/ops/state', 'https://github.com/ops/state2')).toBe(false);
     expect(sameRepository('https://github.com/ops/state', 'https://evil.example/ops/state')).toBe(false);
+  });
+});
+
+describe('cgw-sync run (the built CLI) with its listener', () => {
+  let fx: GitFixture;
+  let node: TestAgent;
+  let proc: JsonLogProcess | undefined;
+
+  beforeAll(async () => {
+    fx = await startGitFixture({ files: await stateExampleFiles() });
+    const secretFile = path.join(await fx.tmp('secrets'), 'webhook.secret');
+    await writeFile(secretFile, SECRET, { mode: 0o600 });
+    node = await startTestAgent(fx, 'node2', { schedule: { cron: NEVER, jitterSeconds: 0 }, listen: { address: '127.0.0.1', port: 0 }, webhook: { secretFile } });
+  });
+
+  afterAll(async () => {
+    if (proc && proc.child.exitCode === null && proc.child.signalCode === null) {
+      proc.child.kill('SIGKILL');
+      await proc.exited;
+    }
+    await node?.destroy();
+    await fx?.cleanup();
+  });
+
+  it('listens as configured: a signed push applies at once, /metrics answers, SIGTERM closes the listener', async () => {
+    const p = spawnCliJson(['run', '--config', node.configFile, '--log', 'json']);
+    proc = p;
+    expect(await waitUntil(() => p.lines.some(isCycle), CYCLE_MS), p.stderr()).toBe(true);
+    const base = /webhook (http:\/\/127\.0\.0\.1:\d+)\/hooks\/push/.exec(String(p.lines.find((l) => l.outcome === 'listening')?.reason))?.[1];
+    expect(base).toBeDefined();
+    await commitFiles(fx.repo, withExtraForward(await stateExampleFiles()), { message: 'one more forward' });
+    const tip = await mainTip(fx);
+    expect((await sendHook(`${base}/hooks/push`, { sender: 'github', body: pushPayload('github', { ref: 'refs/heads/main', after: tip }), secret: SECRET })).status).toBe(202);
+    expect(await waitUntil(() => p.lines.some((l) => isCycle(l) && l.revision === tip), CYCLE_MS), JSON.stringify(p.lines)).toBe(true);
+    expect(await (await fetch(`${base}/metrics`)).text()).toContain(`cgw_sync_applied_revision_info{revision="${tip}"} 1`);
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toEqual([0, null]);
+    expect(p.lines.at(-1)).toMatchObject({ outcome: 'stopped', cycles: 2 });
+    await expect(fetch(`${base}/metrics`)).rejects.toThrow();
+    expect(p.stderr()).toBe('');
+    expect(JSON.stringify(p.lines).includes(SECRET)).toBe(false);
   });
 });

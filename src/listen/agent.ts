@@ -64,7 +64,7 @@ export async function startListeningAgent(deps: CycleDeps, opts: AgentOptions = 
       if ('error' in read) throw new Error(`cannot read webhook secret file ${config.webhook.secretFile}: ${read.error}`);
       secret = Buffer.from(read.text.trim(), 'utf8');
     }
-    listener = await startListener({
+    const bind = startListener({
       address: config.listen.address,
       port: config.listen.port,
       ...(config.webhook && secret && {
@@ -81,6 +81,10 @@ export async function startListeningAgent(deps: CycleDeps, opts: AgentOptions = 
       count: (forge, result) => metrics.countWebhook(forge, result),
       log: (l) => log(l.outcome, l.reason),
       ...(opts.limits && { limits: opts.limits }),
+    });
+    listener = await bind.catch((e: NodeJS.ErrnoException) => {
+      const why = e.code === 'EADDRINUSE' ? 'the port is in use' : e.code === 'EADDRNOTAVAIL' ? 'the address is not one of this machine' : e.message;
+      throw new Error(`cannot listen on ${config.listen?.address} port ${config.listen?.port} (${config.file}: listen): ${why}`);
     });
     const served = [config.webhook && `webhook ${listener.url}${config.webhook.path}`, config.metrics?.endpoint !== false && `metrics ${listener.url}${METRICS_PATH}`].filter(Boolean);
     log('listening', served.join(', ') || listener.url);
