@@ -27,6 +27,8 @@ import { validateDocument } from '../state/schema.js';
 /** Everything a node's reconcile talks to. */
 export interface NodeRuntime {
   config: AgentConfig;
+  /** Ends a timed phase of the cycle (reading the live node is one: metrics). */
+  lap?: (phase: string) => void;
   nft: NftBackend;
   settings: SettingsPort;
   /** Deletes stale conntrack entries after a forward changes; absent: not deleted (tests with fakes). */
@@ -37,8 +39,6 @@ export interface NodeRuntime {
   isAtOrAfter: Source['isAtOrAfter'];
   /** False: hooks are skipped (`apply --no-hooks`). */
   hooks: boolean;
-  /** Ends a timed phase of the cycle (reading the live node is one: metrics). */
-  lap?: (phase: string) => void;
 }
 
 export function settingsHost(config: AgentConfig): SettingsHost {
@@ -76,6 +76,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
     }
   }
   const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
+  rt.lap?.('read');
   const gates = Array.isArray(live.guests)
     ? await readGates({
         node: view.node.name,
@@ -88,7 +89,6 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         isAtOrAfter: rt.isAtOrAfter,
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
-  rt.lap?.('read');
   const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }) });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
 }

@@ -1,8 +1,7 @@
 // `cgw-sync run`: the long-running agent. Reconciles at start and on the cron schedule (with a
 // random jitter so nodes do not hit the Git server together), never two cycles at once (cron's
 // waitForCompletion in-process, the lock file across processes), and stops cleanly on SIGTERM
-// or SIGINT: a running cycle is finished, never cut off mid-apply. trigger() (a push webhook)
-// starts a cycle at once; triggers during a running cycle coalesce into one more cycle after it.
+// or SIGINT: a running cycle is finished, never cut off mid-apply.
 import { CronJob } from 'cron';
 import { LockBusy } from './lock.js';
 import { runOnce, type CycleDeps } from './cycle.js';
@@ -14,8 +13,11 @@ export interface Agent {
   stop(): Promise<void>;
   /** Cycles started so far (for tests and the log). */
   cycles(): number;
-  /** Start a cycle now (or one more right after the running one); `reason` goes to the log. */
-  trigger(reason: string): void;
+  /**
+   * Start a cycle now (a webhook, a foreign nft change). While one runs, triggers are coalesced
+   * into one more cycle right after it. Resolves when the cycle that covers this trigger ended.
+   */
+  trigger(reason: string): Promise<void>;
 }
 
 export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; random?: () => number; backoff?: BackoffPolicy } = {}): Agent {
@@ -36,10 +38,10 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   // Memory carried from cycle to cycle, for when memory.json cannot be written (full disk).
   const carry = { unsaved: false };
   let retryTimer: NodeJS.Timeout | undefined;
-  // A trigger arrived while a cycle ran: what it announced may be newer than that cycle's fetch.
-  let again = false;
+  // Triggers that arrived while a cycle ran: one more cycle covers them all.
+  let pending: { reasons: string[]; done: Promise<void>; resolve: () => void } | undefined;
 
-  const cycle = async (jitterSeconds: number) => {
+  const cycle = async (jitterSeconds: number, reason = 'schedule') => {
     if (jitterSeconds > 0) {
       // An interruptible wait: stop() must not hang on a pending jitter delay.
       await new Promise<void>((resolve) => {
@@ -50,7 +52,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (stopping || running) return;
     count++;
     if (retryTimer) clearTimeout(retryTimer);
-    running = runOnce({ ...deps, carry }).then((status) => {
+    running = runOnce({ ...deps, carry, reason }).then((status) => {
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
       if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {
@@ -60,17 +62,23 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     });
     await running;
     running = undefined;
-    if (again && !stopping) {
-      again = false;
-      void cycle(0);
-    }
+    const next = pending;
+    pending = undefined;
+    if (next) void cycle(0, next.reasons.join(', ')).then(next.resolve);
   };
 
-  const trigger = (reason: string) => {
-    if (stopping) return;
-    log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'triggered', reason });
-    if (running) again = true;
-    else void cycle(0);
+  const trigger = (reason: string): Promise<void> => {
+    if (stopping) return Promise.resolve();
+    if (!running) return cycle(0, reason);
+    if (!pending) {
+      let resolve!: () => void;
+      const done = new Promise<void>((r) => {
+        resolve = r;
+      });
+      pending = { reasons: [], done, resolve };
+    }
+    if (!pending.reasons.includes(reason)) pending.reasons.push(reason);
+    return pending.done;
   };
 
   const job = CronJob.from({
@@ -89,6 +97,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (retryTimer) clearTimeout(retryTimer);
     wakeJitter?.();
     await running;
+    pending?.resolve();
     if (opts.handleSignals) {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
@@ -104,7 +113,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   }
 
   // Reconcile at start (no jitter: a freshly booted node should converge at once), then schedule.
-  void cycle(0).then(() => {
+  void cycle(0, 'start').then(() => {
     if (!stopping) job.start();
   });
   return { done, stop, cycles: () => count, trigger };

@@ -74,7 +74,10 @@ export async function startListeningAgent(deps: CycleDeps, opts: AgentOptions = 
           ...(config.webhook.forge && { forge: config.webhook.forge }),
           filter: { branch: config.source.branch, ...(config.webhook.repository !== undefined && { repository: config.webhook.repository }) },
           // Before the agent exists the first cycle is still to come: nothing to trigger.
-          onPush: (summary: string) => agent?.trigger(`webhook: ${summary}`),
+          onPush: (summary: string) => {
+            log('triggered', `webhook: ${summary}`);
+            void agent?.trigger(`webhook: ${summary}`);
+          },
         },
       }),
       ...(config.metrics?.endpoint !== false && { metrics: exposition }),
