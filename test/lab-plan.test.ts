@@ -10,7 +10,7 @@ import { planChecks } from '../src/lab/check.js';
 import { parseArpingMacs } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
 import { labAdjustments, labCommitMessage } from '../src/lab/repo.js';
-import { agentConfigYaml, distEntry } from '../src/lab/lab.js';
+import { agentConfigYaml, distEntry, labListenerYaml } from '../src/lab/lab.js';
 import { loadAgentConfig } from '../src/agent/config.js';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -230,7 +230,7 @@ describe('the lab repository and agents (pure parts)', () => {
     try {
       const secretFile = join(dir, 'webhook.secret');
       await writeFile(secretFile, `${'f'.repeat(64)}\n`, { mode: 0o600 });
-      await writeFile(join(dir, 'agent.yaml'), agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git', undefined, { port: 39380, secretFile }));
+      await writeFile(join(dir, 'agent.yaml'), `${agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git')}${labListenerYaml({ port: 39380, secretFile })}`);
       const c = await loadAgentConfig(join(dir, 'agent.yaml'));
       expect(c).toMatchObject({ listen: { address: '127.0.0.1', port: 39380 }, webhook: { secretFile, path: '/hooks/push' } });
     } finally {

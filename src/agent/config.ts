@@ -282,6 +282,10 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
     const problem = await trustedKeyProblem(f);
     if (problem) out.push({ path: ['source', 'trustedKeys', i], message: problem });
   }
+  if (c.hooksDir) {
+    const dir = await statMode(c.hooksDir);
+    if (dir !== undefined && dir & 0o022) out.push({ path: ['hooksDir'], message: `${c.hooksDir} is writable by other users (mode ${(dir & 0o777).toString(8)}): anyone could make the agent run a program as root` });
+  }
   if (c.webhook) {
     const file = c.webhook.secretFile;
     const secret = await readSmallFile(file, TOKEN_FILE_SIZE_LIMIT);
@@ -294,10 +298,6 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
   }
   if (c.listen && (c.listen.address === '0.0.0.0' || c.listen.address === '::')) {
     warnings.push(`listen.address: ${c.listen.address} listens on every interface of the node; bind to its management address (docs/webhooks.md)`);
-  }
-  if (c.hooksDir) {
-    const dir = await statMode(c.hooksDir);
-    if (dir !== undefined && dir & 0o022) out.push({ path: ['hooksDir'], message: `${c.hooksDir} is writable by other users (mode ${(dir & 0o777).toString(8)}): anyone could make the agent run a program as root` });
   }
   return out;
 }

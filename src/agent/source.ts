@@ -25,6 +25,7 @@ export function sourceGitDir(config: AgentConfig): string {
 /** The Git source of an agent configuration (http(s) or ssh remote, or a local folder or repository). */
 export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;
+  const remote = isRemoteUrl(config.source.url);
   return {
     fetch: async (lastApplied) =>
       fetchSource({
@@ -38,7 +39,7 @@ export function gitSource(config: AgentConfig): Source {
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
       }),
-    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: sourceGitDir(config), oid: rev, ancestor: since, depth: -1 }).catch(() => false),
+    isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: remote ? cacheDir : config.source.url, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
   };
 }
 

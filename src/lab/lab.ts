@@ -27,7 +27,7 @@ import { runReplyPathChecks } from './reply-path.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadState } from '../state/load.js';
@@ -183,8 +183,9 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const nodeDir = path.join(dir, node.name);
       await mkdir(nodeDir, { recursive: true });
       const config = path.join(nodeDir, 'agent.yaml');
-      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }, listeners?.[node.name]));
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
       record.agents[node.name] = config;
+      if (listeners) await appendFile(config, labListenerYaml(listeners[node.name]));
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config, '--log', 'json'], path.join(nodeDir, 'agent.log')));
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
@@ -205,7 +206,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
  * node's namespace for nft and guests, and state under the lab directory (relative paths are
  * relative to the file).
  */
-export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }, listener?: LabListener): string {
+export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }): string {
   const doc = {
     apiVersion: 'cgw-sync/v1',
     kind: 'AgentConfig',
@@ -224,7 +225,6 @@ export function agentConfigYaml(node: string, ns: string, url: string, vm?: { im
       // VMs: the lab's image folder, the probed accelerator, a tap the driver makes in the node namespace.
       ...(vm ? { imageDirs: [vm.imageDir], qemu: { accel: vm.accel, nic: 'tap' } } : {}),
     },
-    ...(listener && { listen: { address: LAB_LISTEN_ADDRESS, port: listener.port }, webhook: { secretFile: listener.secretFile } }),
   };
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
 }
@@ -236,6 +236,11 @@ const WEBHOOKS_FILE = 'webhooks.json';
 export interface LabListener {
   port: number;
   secretFile: string;
+}
+
+/** The keys (appended to agentConfigYaml's document) that make a lab agent take the Git server's webhooks. */
+export function labListenerYaml(l: LabListener): string {
+  return `# lab up --webhook: pushes reach this agent at once (docs/webhooks.md).\n${stringify({ listen: { address: LAB_LISTEN_ADDRESS, port: l.port }, webhook: { secretFile: l.secretFile } })}`;
 }
 
 /**
