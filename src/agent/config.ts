@@ -66,7 +66,7 @@ export const CONFIG_SIZE_LIMIT = 256 * 1024;
 /** An armored key file (a few keys) is far smaller. */
 export const KEY_FILE_SIZE_LIMIT = 1024 * 1024;
 export const TOKEN_FILE_SIZE_LIMIT = 64 * 1024;
-/** A webhook secret shorter than this is guessable; `openssl rand -hex 32` makes a good one. */
+/** A webhook secret shorter than this is guessable; `head -c 32 /dev/urandom | base64` makes a good one. */
 export const WEBHOOK_SECRET_MIN_LENGTH = 16;
 /** YAML aliases in an agent configuration: a handful at most; many means a "billion laughs". */
 const MAX_ALIASES = 50;
@@ -290,7 +290,7 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
     const file = c.webhook.secretFile;
     const secret = await readSmallFile(file, TOKEN_FILE_SIZE_LIMIT);
     if ('error' in secret) out.push({ path: ['webhook', 'secretFile'], message: `cannot read webhook secret file ${file}: ${secret.error}` });
-    else if (secret.text.trim().length < WEBHOOK_SECRET_MIN_LENGTH) out.push({ path: ['webhook', 'secretFile'], message: `the webhook secret in ${file} is shorter than ${WEBHOOK_SECRET_MIN_LENGTH} characters: make one with \`openssl rand -hex 32\`` });
+    else if (secret.text.trim().length < WEBHOOK_SECRET_MIN_LENGTH) out.push({ path: ['webhook', 'secretFile'], message: `the webhook secret in ${file} is shorter than ${WEBHOOK_SECRET_MIN_LENGTH} characters: make one with \`head -c 32 /dev/urandom | base64\`` });
     else {
       rememberSecret(secret.text.trim());
       if (secret.mode & 0o044) warnings.push(`webhook.secretFile: ${file} is readable by other users (mode ${(secret.mode & 0o777).toString(8)}); make it 0600`);

@@ -87,7 +87,7 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
     '#   address: 127.0.0.1',
     '#   port: 9380',
     '# webhook:',
-    '#   secretFile: /etc/cgw-sync/webhook-secret   # 0600; openssl rand -hex 32 > /etc/cgw-sync/webhook-secret',
+    '#   secretFile: /etc/cgw-sync/webhook-secret   # 0600; head -c 32 /dev/urandom | base64 > /etc/cgw-sync/webhook-secret',
     '#   path: /hooks/push',
     '# metrics:',
     '#   textfile: /var/lib/prometheus/node-exporter/cgw-sync.prom   # and /metrics on the listener',
