@@ -43,6 +43,24 @@ describe('cgw-sync init', () => {
     expect(text).toContain('push access to status/*');
   });
 
+  it('--signing-key creates the node key (0600, public key beside it), names it, and keeps an existing one', async () => {
+    const file = path.join(tmp, 'sk', 'agent.yaml');
+    const key = path.join(tmp, 'sk', 'keys', 'node1.key');
+    const r = await cliBin(['init', '--source', 'https://git.example.org/s.git', '--node', 'node1', '--config', file, '--state-dir', path.join(tmp, 'sk', 'var'), '--signing-key', key]);
+    expect(r.code, r.err).toBe(0);
+    expect((await loadAgentConfig(file)).status.signingKey).toBe(key);
+    expect((await stat(key)).mode & 0o777).toBe(0o600);
+    const pub = await readFile(`${key}.pub.asc`, 'utf8');
+    expect(pub).toMatch(/^-----BEGIN PGP PUBLIC KEY BLOCK-----/);
+    // What to put in the state, ready to paste, and the private key nowhere in the output.
+    expect(r.out).toContain(`add its public key (${key}.pub.asc) to nodes/node1.yaml:\nstatusKey: |\n  -----BEGIN PGP PUBLIC KEY BLOCK-----`);
+    expect(r.out).not.toContain('PRIVATE KEY');
+    const before = await readFile(key, 'utf8');
+    const again = await cliBin(['init', '--source', 'https://git.example.org/s.git', '--node', 'node1', '--config', file, '--state-dir', path.join(tmp, 'sk', 'var'), '--signing-key', key, '--force']);
+    expect(again.out).toContain(`kept the existing signing key ${key}`);
+    expect(await readFile(key, 'utf8')).toBe(before);
+  });
+
   it('refuses to overwrite without --force, and overwrites with it', async () => {
     const file = path.join(tmp, 'twice.yaml');
     const args = ['init', '--source', path.join(tmp, 'repo'), '--node', 'node1', '--config', file, '--state-dir', path.join(tmp, 'twice-state')];

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteUnavailable } from '../src/git/remote.js';
 import { publishStatus, readStatusBranch, StatusPushRejected, type StatusBranchOptions } from '../src/git/status-branch.js';
 import { commitFiles, gitCli, startGitFixture, type GitFixture } from './helpers/git-server.js';
+import { generateNodeKey, readNodePublicKey, readSigningKey, verifyCommitSignature } from '../src/git/signature.js';
 
 const SEED = { 'cluster.yaml': 'name: lab\n' };
 
@@ -128,10 +129,26 @@ describe('status branch', () => {
   it("reads another node's status branch at its tip", async () => {
     const pub = await publishStatus(await opts('reader-a'), report('reader-a', 'rev9'), 'rev9');
     const seen = await readStatusBranch(fx.url, 'reader-a', { workDir: await fx.tmp('status-reader-b') });
-    expect(seen).toEqual({ branch: 'status/reader-a', oid: pub.oid, files: report('reader-a', 'rev9') });
+    expect(seen).toEqual({ branch: 'status/reader-a', oid: pub.oid, files: report('reader-a', 'rev9'), signed: { gpgsig: undefined, payload: expect.stringMatching(/^tree [0-9a-f]{40}\n/) } });
     // Without a work dir (temp store) and for a node that never reported.
     expect((await readStatusBranch(fx.url, 'reader-a'))?.oid).toBe(pub.oid);
     expect(await readStatusBranch(fx.url, 'never-reported')).toBeNull();
+  });
+
+  it('signs with the node key: the reader gets a signature that verifies against that key only; `always` commits the same files again', async () => {
+    const [own, other] = await Promise.all([generateNodeKey('signer'), generateNodeKey('other')]);
+    const o = await opts('signer', { signingKey: await readSigningKey(own.privateKey) });
+    const first = await publishStatus(o, report('signer', 's1'), 's1');
+    expect(await gitCli(['--git-dir', fx.repo, 'cat-file', '-p', first.oid])).toMatch(/^gpgsig -----BEGIN PGP SIGNATURE-----$/m);
+    const seen = await readStatusBranch(fx.url, 'signer');
+    const verify = async (armored: string) => verifyCommitSignature(seen?.signed.gpgsig, seen?.signed.payload as string, [await readNodePublicKey(armored)]);
+    expect(await verify(own.publicKey)).toEqual({ ok: true, fingerprint: own.fingerprint });
+    expect(await verify(other.publicKey)).toMatchObject({ ok: false, refusal: 'untrusted-key' });
+    // The same files: nothing, unless asked to put them on top again.
+    expect(await publishStatus(o, report('signer', 's1'), 's1 again')).toMatchObject({ committed: false, oid: first.oid });
+    const again = await publishStatus(o, report('signer', 's1'), 'restored', { always: true });
+    expect(again.committed).toBe(true);
+    expect(await gitCli(['--git-dir', fx.repo, 'rev-parse', `${again.oid}^`])).toBe(first.oid);
   });
 
   it('supports nested paths and a custom branch name', async () => {

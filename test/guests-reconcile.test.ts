@@ -62,7 +62,7 @@ describe('migration gate', () => {
   });
 
   const gate = (s: NodeStatus | null, releases = {}) =>
-    buildMigrationGate({ node: 'node1', state: moved, arrivals: { guest2: { from: 'node2', since: 'r2' } as Arrival }, releases, readStatus: async () => s, isAtOrAfter });
+    buildMigrationGate({ node: 'node1', state: moved, arrivals: { guest2: { from: 'node2', since: 'r2' } as Arrival }, releases, readStatus: async () => ({ status: s }), isAtOrAfter });
 
   it('blocks while the old node is silent, behind the move, or still runs the guest', async () => {
     expect((await gate(null)).guest2).toMatch(/waiting for node node2: it has not reported .*guest release guest2 --from node2/);

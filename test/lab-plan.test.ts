@@ -3,6 +3,7 @@
 // No namespaces here (see e2e-topology.test.ts and e2e-lab-*.test.ts).
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { generateNodeKey } from '../src/git/signature.js';
 import { loadStateOrThrow } from '../src/state/index.js';
 import type { ClusterState } from '../src/state/types.js';
 import { assertLabPrefix, describeStep, planLab, type LabStep } from '../src/lab/plan.js';
@@ -200,6 +201,23 @@ describe('the lab repository and agents (pure parts)', () => {
     expect(labCommitMessage('cgwlab-', ct, { responderScript: '/x.cjs', mode: 'ct-sync' })).toContain('- cluster.yaml: nat.mode ct-sync');
   });
 
+  it('labAdjustments with node keys: each node gets its statusKey, the cluster requires signed reports, and it loads', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-keys-'));
+    try {
+      await cp(join(import.meta.dirname, '..', 'state-example'), dir, { recursive: true });
+      const keys = { node1: await generateNodeKey('node1'), node2: await generateNodeKey('node2') };
+      const opts = { responderScript: '/x.cjs', statusKeys: { node1: keys.node1.publicKey, node2: keys.node2.publicKey } };
+      const changed = labAdjustments(await read(dir), opts);
+      for (const [f, text] of Object.entries(changed)) await writeFile(join(dir, f), text);
+      const state = await loadStateOrThrow(dir);
+      expect(state.cluster.statusSignatures).toBe('required');
+      expect(state.nodes.map((n) => n.statusKey?.trim())).toEqual([keys.node1.publicKey.trim(), keys.node2.publicKey.trim()]);
+      expect(labCommitMessage('cgwlab-', changed, opts)).toContain('- nodes/*.yaml: statusKey, the public key of a signing key the lab made for each node');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the adjusted state is still a valid state (what `cgw-sync validate` checks)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-adjust-'));
     try {
@@ -220,6 +238,10 @@ describe('the lab repository and agents (pure parts)', () => {
       const c = await loadAgentConfig(join(dir, 'agent.yaml'));
       expect(c).toMatchObject({ node: 'node1', netns: 'cgwlab-node1', schedule: { cron: '*/2 * * * * *', jitterSeconds: 0 }, stateDir: join(dir, 'state') });
       expect(c.guests).toMatchObject({ enabled: true, runDir: join(dir, 'run') });
+      // With the node's signing key beside it (relative to the file, as lab up writes it).
+      await writeFile(join(dir, 'status.key'), (await generateNodeKey('node1')).privateKey, { mode: 0o600 });
+      await writeFile(join(dir, 'agent.yaml'), agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git', undefined, 'status.key'));
+      expect((await loadAgentConfig(join(dir, 'agent.yaml'))).status.signingKey).toBe(join(dir, 'status.key'));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -54,6 +54,10 @@ describe('waitForLinks in a namespace', () => {
     expect(await linksNotReady(ns)).toEqual([]);
   });
 
+  it('a new namespace does not forward, whatever the host does (its IPv4 settings are copied from the host)', async () => {
+    expect((await runIn(env.ns, 'sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim()).toBe('0');
+  });
+
   it('says which links are still not ready when the deadline passes', async () => {
     await expect(waitForLinks(env.ns, ['nosuch0'], 200)).rejects.toThrow(`links in ${env.ns} not ready after 200 ms: nosuch0: missing`);
   });

@@ -9,7 +9,7 @@ import { validateCronExpression } from 'cron';
 import { stat } from 'node:fs/promises';
 import { readSmallFile } from './small-file.js';
 import { rememberSecret, splitUserinfo } from '../git/remote.js';
-import { readTrustedKeys } from '../git/signature.js';
+import { readSigningKey, readTrustedKeys } from '../git/signature.js';
 import type { FieldPath } from '../state/diagnostics.js';
 import { statusBranchName } from '../git/status-branch.js';
 import { validateDocument } from '../state/schema.js';
@@ -38,10 +38,12 @@ export interface AgentConfig {
     allowNonDescendant: boolean;
     timeoutSeconds: number;
   };
-  schedule: { cron: string; jitterSeconds: number };
+  /** fullReadSeconds: the longest the agent plans against its in-memory ruleset without a full read (0: always read; absent: 300). */
+  schedule: { cron: string; jitterSeconds: number; fullReadSeconds?: number };
   ownedTables: string[];
   drift: 'correct' | 'report';
-  status: { url?: string; branch: string; dir?: string };
+  /** signingKey: this node's private OpenPGP key; its report commits are signed with it. */
+  status: { url?: string; branch: string; dir?: string; signingKey?: string };
   hooksDir?: string;
   /** Extra variables for the hooks; they get nothing else of the agent's environment. */
   hookEnv?: Record<string, string>;
@@ -111,7 +113,7 @@ function resolvePaths(c: AgentConfig, base: string): AgentConfig {
       ssh: c.source.ssh && { identityFile: abs(c.source.ssh.identityFile) as string, knownHostsFile: abs(c.source.ssh.knownHostsFile) as string },
       trustedKeys: c.source.trustedKeys.map((k) => abs(k) as string),
     },
-    status: { ...c.status, dir: abs(c.status.dir) },
+    status: { ...c.status, dir: abs(c.status.dir), signingKey: abs(c.status.signingKey) },
     hooksDir: abs(c.hooksDir),
     stateDir: abs(c.stateDir) as string,
     guests: { ...c.guests, runDir: abs(c.guests.runDir) as string },
@@ -282,6 +284,10 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
     const problem = await trustedKeyProblem(f);
     if (problem) out.push({ path: ['source', 'trustedKeys', i], message: problem });
   }
+  if (c.status.signingKey) {
+    const problem = await signingKeyProblem(c.status.signingKey);
+    if (problem) out.push({ path: ['status', 'signingKey'], message: problem });
+  }
   if (c.hooksDir) {
     const dir = await statMode(c.hooksDir);
     if (dir !== undefined && dir & 0o022) out.push({ path: ['hooksDir'], message: `${c.hooksDir} is writable by other users (mode ${(dir & 0o777).toString(8)}): anyone could make the agent run a program as root` });
@@ -304,6 +310,18 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
 
 async function statMode(p: string): Promise<number | undefined> {
   return stat(p).then((s) => s.mode, () => undefined);
+}
+
+/** The node's signing key: readable, private, unprotected, and not readable by others. */
+async function signingKeyProblem(file: string): Promise<string | undefined> {
+  const read = await readSmallFile(file, KEY_FILE_SIZE_LIMIT);
+  const create = `create it with \`cgw-sync init --signing-key ${file}\``;
+  if ('error' in read) return `cannot read the status signing key ${file}: ${read.error} (${create})`;
+  if (read.mode & 0o077) return `${file} is accessible by other users (mode ${(read.mode & 0o777).toString(8)}); anyone who can read it can forge this node's reports: make it 0600`;
+  return readSigningKey(read.text).then(
+    () => undefined,
+    (e: Error) => `status signing key ${file}: ${e.message}`,
+  );
 }
 
 async function trustedKeyProblem(file: string): Promise<string | undefined> {

@@ -13,7 +13,8 @@
 // fail after it), memory.json is replaced atomically, and a cycle killed at any point is run again.
 import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
-import { loadState } from '../state/load.js';
+import { loadState, type LoadResult } from '../state/load.js';
+import { stat } from 'node:fs/promises';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
 import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
@@ -30,11 +31,12 @@ import { acquireLock } from './lock.js';
 import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
-import { executePlan, guestReport, prepareNode, settingsHost, settleGuests, type Executed, type NodeRuntime, type Prepared } from './node.js';
+import { executePlan, guestReport, memoPlanNft, nodeMemo, prepareNode, settingsHost, settleGuests, type Executed, type NodeMemo, type NodeRuntime, type Prepared } from './node.js';
 import { conntrackdProblem, settingsReport, type SettingsReport } from './settings-phase.js';
 import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
-import { publishReport, statusReader, type PublishResult } from './status-source.js';
+import type { Intrusion } from '../git/status-branch.js';
+import { findIntrusion, ownKeyProblem, publishReport, readReports, statusReader, statusTrust, unverifiedNote, type PublishResult } from './status-source.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
@@ -84,7 +86,30 @@ export interface MemoryCarry {
   memory?: AgentMemory;
   /** The last cycle could not save memory.json: the carried copy is newer than the file. */
   unsaved: boolean;
+  /** The long-running agent's in-process caches, made by its first cycle. */
+  cache?: AgentCache;
 }
+
+/**
+ * What a long-running agent keeps in the process so that a cycle with nothing new neither reads
+ * YAML nor renders nor diffs: the validated states by revision (a revision never changes), the
+ * node memo (view, rendered tables, plans), and which memory.json it wrote last (so it is read
+ * again only when someone else replaced it, and not rewritten when nothing in it changed).
+ */
+interface AgentCache {
+  memo: NodeMemo;
+  states: Map<string, ClusterState>;
+  written?: { file: FileStamp; fingerprint: string };
+}
+
+interface FileStamp {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+/** Valid states kept: the revision enforced and one candidate. */
+const STATES_KEPT = 2;
 
 /** Run one cycle under the node's lock. Throws LockBusy when another cycle is running. */
 export async function runOnce(deps: CycleDeps): Promise<NodeStatus> {
@@ -117,10 +142,62 @@ function stopwatch() {
 /** memory.json, unless the carried copy is newer (the last save failed) or the file cannot be read. */
 async function currentMemory(stateDir: string, carry: MemoryCarry | undefined): Promise<AgentMemory> {
   if (carry?.unsaved && carry.memory) return carry.memory;
+  const written = carry?.cache?.written;
+  if (carry?.memory && written && sameStamp(await fileStamp(agentPaths(stateDir).memory), written.file)) return carry.memory;
   return readMemory(stateDir).catch((e: Error) => {
     if (carry?.memory) return carry.memory;
     throw e;
   });
+}
+
+async function fileStamp(file: string): Promise<FileStamp | undefined> {
+  const s = await stat(file).catch(() => undefined);
+  return s && { ino: s.ino, size: s.size, mtimeMs: s.mtimeMs };
+}
+
+function sameStamp(a: FileStamp | undefined, b: FileStamp): boolean {
+  return !!a && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
+}
+
+/** The memory as JSON, each ruleset by object identity (the same rendered tables are not serialized to compare). */
+function memoryFingerprint(memory: AgentMemory): string {
+  return JSON.stringify(memory, (key, value: unknown) => (key === 'desired' && value !== null && typeof value === 'object' ? `ruleset#${rulesetId(value)}` : value));
+}
+
+const rulesetIds = new WeakMap<object, number>();
+let nextRulesetId = 1;
+
+function rulesetId(v: object): number {
+  let id = rulesetIds.get(v);
+  if (id === undefined) {
+    id = nextRulesetId++;
+    rulesetIds.set(v, id);
+  }
+  return id;
+}
+
+/** memory.json, unless this process wrote exactly this memory last and the file is still the one it wrote. */
+async function saveMemory(stateDir: string, memory: AgentMemory, cache: AgentCache | undefined): Promise<void> {
+  const file = agentPaths(stateDir).memory;
+  const fingerprint = cache ? memoryFingerprint(memory) : '';
+  if (cache?.written?.fingerprint === fingerprint && sameStamp(await fileStamp(file), cache.written.file)) return;
+  await writeMemory(stateDir, memory);
+  const stamp = cache && (await fileStamp(file));
+  if (cache) cache.written = stamp && { file: stamp, fingerprint };
+}
+
+/** A load (YAML or state-cache.json) remembered in the process for the agent: only valid states, few of them. */
+async function loadRemembered(cache: AgentCache | undefined, revision: string, dir: string, load: () => Promise<LoadResult>): Promise<LoadResult> {
+  const key = `${revision}\0${dir}`;
+  const held = cache?.states.get(key);
+  if (held) return { state: held, diagnostics: [] };
+  const r = await load();
+  if (cache && r.state) {
+    cache.states.delete(key);
+    cache.states.set(key, r.state);
+    while (cache.states.size > STATES_KEPT) cache.states.delete(cache.states.keys().next().value as string);
+  }
+  return r;
 }
 
 function noteOutage(memory: AgentMemory, at: string, error: string): Outage {
@@ -149,6 +226,8 @@ interface Cycle {
   suspended?: Suspension;
   /** A change window holds new revisions back (and says what to do with drift). */
   window?: NonNullable<NodeStatus['window']>;
+  /** The long-running agent's in-process caches (absent for one-shot cycles). */
+  cache?: AgentCache;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -167,7 +246,10 @@ interface Reconciled {
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
   const source = deps.source ?? gitSource(config);
+  if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map() };
+  const cache = deps.carry?.cache;
   const c: Cycle = {
+    ...(cache && { cache }),
     config,
     source,
     memory: await currentMemory(config.stateDir, deps.carry),
@@ -179,7 +261,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('source');
   const loaded = await statePhase(c, candidate);
@@ -199,6 +281,13 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
+  const unverified = loaded && unverifiedNote(loaded.state, config.node);
+  if (unverified) c.notes.push(unverified);
+  const keyProblem = loaded && (await ownKeyProblem(config, loaded.state));
+  if (keyProblem) c.errors.push(keyProblem);
+  // Every cycle, not only when the report changes: a forged tip must not stand until then.
+  const intrusion = await findIntrusion(config, c.memory.statusTip);
+  if (intrusion) c.notes.push(intrusionNote(intrusion));
 
   // --- report -----------------------------------------------------------------------------
   const { memory, sourceStatus, now } = c;
@@ -228,6 +317,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     ...(c.notes.length && { notes: c.notes }),
     ...(memory.unpublished?.length && { earlier: memory.unpublished }),
     ...(memory.outage ? { outage: gitOk ? { ...memory.outage, until: now() } : memory.outage } : {}),
+    ...(intrusion && { intrusion: { ...intrusion, at: now() } }),
     timings: c.sw.timings,
   });
   const published = await publishIfNew(config, status, memory);
@@ -242,7 +332,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   let saved = true;
   try {
-    await writeMemory(config.stateDir, memory);
+    await saveMemory(config.stateDir, memory, cache);
   } catch (e) {
     // The node is enforced already; say so loudly (log, exit code), and keep the memory in the
     // process so the next report carries what happened.
@@ -278,7 +368,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     c.held = memory.held;
   } else if (candidate) {
     delete memory.held;
-    const r = await loadStateCached(config.stateDir, candidate.revision, candidate.dir);
+    const r = await loadRemembered(c.cache, candidate.revision, candidate.dir, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir));
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
@@ -286,7 +376,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
-  const r = await loadState(lastGood);
+  const r = await loadRemembered(c.cache, memory.applied.revision, lastGood, () => loadState(lastGood));
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
@@ -305,9 +395,8 @@ async function rolloutOpen(c: Cycle, state: ClusterState, revision: string): Pro
   const wave = waveOf(state, c.config.node) + 1;
   const others = earlierNodes(state, c.config.node);
   if (others.length === 0) return true;
-  const read = statusReader(c.config);
-  const reports = new Map(await Promise.all(others.map(async (n) => [n, read ? await read(n).catch(() => null) : null] as const)));
-  const gate = waveGate({ state, node: c.config.node, revision, reports, now: new Date(c.now()) });
+  const read = statusReader(c.config, statusTrust(state));
+  const gate = waveGate({ state, node: c.config.node, revision, ...(await readReports(read, others)), now: new Date(c.now()) });
   if (gate.go) return true;
   c.rollout = { wave, revision, ...(gate.halted ? { halted: gate.reason } : { waiting: read ? gate.reason : `${gate.reason} (no status source is configured to read their reports from)` }) };
   return false;
@@ -328,6 +417,7 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
     owned: nft.owned,
     baseChains: prepared.live.baseChains,
     policy: config.drift,
+    diff: memoPlanNft(rt.memo),
     newRevision: loaded.revision !== memory.applied?.revision,
     nftChanges: nft.plan.changes.length > 0,
   });
@@ -386,14 +476,22 @@ async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Ca
   memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }
 
+function intrusionNote(i: Intrusion): string {
+  const what = i.oid ? `commit ${i.oid.slice(0, 12)} at the tip of ${i.branch}` : `${i.branch} gone`;
+  return `intrusion: found ${what}, which this node did not make (${i.reason}; it pushed ${i.expected.slice(0, 12)} last); its own report is put back on top`;
+}
+
 type PublishOutcome = PublishResult | { kind: 'unchanged' };
 
 /** Commit the report if it says something new, or records the end of a Git outage. */
 async function publishIfNew(config: AgentConfig, status: NodeStatus, memory: AgentMemory): Promise<PublishOutcome> {
   const key = significantKey(status);
-  if (key === memory.lastReportKey && !status.outage?.until) return { kind: 'unchanged' };
-  const r = await publishReport(config, status);
+  if (key === memory.lastReportKey && !status.outage?.until && !status.intrusion) return { kind: 'unchanged' };
+  // After an intrusion the node's own signed report goes on top of the foreign commit, even when
+  // its content is unchanged: the branch keeps its history (no force-push), its tip is the node's.
+  const r = await publishReport(config, status, { always: !!status.intrusion });
   if (r.kind === 'failed') return r;
+  if (r.kind === 'committed' && r.oid) memory.statusTip = r.oid;
   memory.lastReportKey = key;
   // The outage (if any) and the cycles carried by this report are now on record: forget them.
   if (status.outage?.until) delete memory.outage;

@@ -18,9 +18,9 @@ export interface DriftItem {
 
 
 /** What changed by hand since `applied` was put in place. */
-export function classifyDrift(applied: Ruleset, live: Ruleset, owned: TableRef[]): DriftItem[] {
+export function classifyDrift(applied: Ruleset, live: Ruleset, owned: TableRef[], diff: typeof planNft = planNft): DriftItem[] {
   const items: DriftItem[] = [];
-  for (const c of planNft(applied, live, owned).changes) {
+  for (const c of diff(applied, live, owned).changes) {
     const table = `${c.table.family} ${c.table.name}`;
     // The plan goes from live back to applied: "create" means live lacks the table.
     if (c.action === 'create') items.push({ kind: 'table-deleted', table, detail: `table ${table} was deleted` });
@@ -92,8 +92,10 @@ export function decideDrift(inp: {
   policy: 'correct' | 'report';
   newRevision: boolean;
   nftChanges: boolean;
+  /** planNft, or the agent's remembered one. */
+  diff?: typeof planNft;
 }): DriftDecision {
-  const items = inp.baseline ? classifyDrift(inp.baseline, inp.live, inp.owned) : [];
+  const items = inp.baseline ? classifyDrift(inp.baseline, inp.live, inp.owned, inp.diff) : [];
   items.push(...shadowingChains(inp.desired, inp.baseChains, inp.owned));
   const byHand = items.some((d) => d.kind !== 'foreign-chain-shadows');
   return { items, byHand, hold: inp.nftChanges && !inp.newRevision && inp.policy === 'report' && byHand };

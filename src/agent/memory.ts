@@ -34,6 +34,8 @@ export interface AgentMemory {
   unpublished?: EarlierCycle[];
   /** A revision rolled back after its health checks failed: not tried again until the branch moves. */
   held?: { revision: string; at: string; reason: string };
+  /** The commit this node pushed last to its status branch: any other tip was put there by someone else. */
+  statusTip?: string;
 }
 
 export function agentPaths(stateDir: string) {

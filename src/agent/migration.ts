@@ -7,7 +7,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterState } from '../state/types.js';
 import type { Gates } from '../plan/plan.js';
-import type { NodeStatus } from './report.js';
+import type { StatusRead, StatusReader } from './status-source.js';
 
 /** A guest placed on this node that has not started here yet. */
 export interface Arrival {
@@ -48,30 +48,30 @@ export interface GateInputs {
   state: ClusterState;
   arrivals: Record<string, Arrival>;
   releases: Record<string, Release>;
-  /** Another node's latest status, or null when it never reported; undefined: no status source is configured. */
-  readStatus: ((node: string) => Promise<NodeStatus | null>) | undefined;
+  /** Another node's latest status (null when it never reported, or not believably); undefined: no status source is configured. */
+  readStatus: StatusReader | undefined;
   /** Whether revision `rev` is `since` or a descendant of it. */
   isAtOrAfter(rev: string, since: string): Promise<boolean>;
 }
 
 /** Guest -> why it must wait, for every arrival that may not start yet. */
 export async function buildMigrationGate(inp: GateInputs): Promise<Record<string, string>> {
-  const cache = new Map<string, Promise<NodeStatus | null>>();
+  const cache = new Map<string, Promise<StatusRead>>();
   const read = inp.readStatus;
   const status = (n: string) => {
-    if (!cache.has(n)) cache.set(n, read ? read(n).catch(() => null) : Promise.resolve(null));
-    return cache.get(n) as Promise<NodeStatus | null>;
+    if (!cache.has(n)) cache.set(n, read ? read(n).catch(() => ({ status: null })) : Promise.resolve({ status: null }));
+    return cache.get(n) as Promise<StatusRead>;
   };
   const blockers = new Map<string, string>();
   for (const [guest, arrival] of Object.entries(inp.arrivals)) {
     const others = arrival.from ? [arrival.from] : inp.state.nodes.map((n) => n.name).filter((n) => n !== inp.node);
     for (const other of others) {
       if (inp.releases[guest]?.from === other) continue;
-      const s = await status(other);
+      const { status: s, refused } = await status(other);
       const release = `\`cgw-sync guest release ${guest} --from ${other}\` overrides if that node is dead`;
       let why: string | undefined;
       if (!read) why = `waits for node ${other}'s report that it stopped ${guest}, and no status source is configured to read it from (status.url, an http(s) source, or status.dir with {node}); ${release}`;
-      else if (!s) why = `waiting for node ${other}: it has not reported (down or silent?); ${release}`;
+      else if (!s) why = `waiting for node ${other}: it has not reported (${refused ?? 'down or silent?'}); ${release}`;
       else if (!s.appliedRevision || !(await inp.isAtOrAfter(s.appliedRevision, arrival.since)))
         why = `waiting for node ${other} to apply revision ${arrival.since.slice(0, 12)} (it reports ${s.appliedRevision?.slice(0, 12) ?? 'none'} at ${s.time}); ${release}`;
       else if (s.guests.some((g) => g.name === guest && HOLDS_DISK.has(g.state)))

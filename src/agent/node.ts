@@ -19,10 +19,14 @@ import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
 import type { GuestReport } from './report.js';
 import type { Source } from './source.js';
-import { statusReader } from './status-source.js';
+import { statusReader, statusTrust } from './status-source.js';
 import { acquireLock, LockBusy, type Lock } from './lock.js';
 import { agentPaths } from './memory.js';
 import { validateDocument } from '../state/schema.js';
+import { tableId, type Ruleset } from '../nft/model.js';
+import { planNft, type NftPlan } from '../plan/nft-plan.js';
+import { renderView } from '../render/render.js';
+import { rememberedFor, rememberedForPair } from '../plan/memo.js';
 
 /** Everything a node's reconcile talks to. */
 export interface NodeRuntime {
@@ -39,6 +43,29 @@ export interface NodeRuntime {
   isAtOrAfter: Source['isAtOrAfter'];
   /** False: hooks are skipped (`apply --no-hooks`). */
   hooks: boolean;
+  /** The long-running agent's memo (its states are never mutated); one-shot commands have none. */
+  memo?: NodeMemo;
+}
+
+/**
+ * What the long-running agent computes once per loaded state and reuses while nothing changes:
+ * the node view, its rendered tables, and the nft plan of a (desired, committed ruleset) pair.
+ * Keyed by object identity, so a new revision or a new read of the tables misses.
+ */
+export interface NodeMemo {
+  views: WeakMap<ClusterState, Map<string, NodeView>>;
+  rendered: WeakMap<NodeView, Map<string, Ruleset>>;
+  plans: WeakMap<Ruleset, WeakMap<Ruleset, Map<string, NftPlan>>>;
+}
+
+export function nodeMemo(): NodeMemo {
+  return { views: new WeakMap(), rendered: new WeakMap(), plans: new WeakMap() };
+}
+
+/** planNft, remembered in the memo (the agent diffs the same pair every cycle while nothing changes). */
+export function memoPlanNft(memo: NodeMemo | undefined): typeof planNft {
+  if (!memo) return planNft;
+  return (desired, live, owned) => rememberedForPair(memo.plans, desired, live, owned.map(tableId).join(','), () => planNft(desired, live, owned));
 }
 
 export function settingsHost(config: AgentConfig): SettingsHost {
@@ -66,7 +93,8 @@ export interface Prepared {
 /** The edge before planning, then the pure plan. `memory` is only read. */
 export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision: string | undefined, memory: Partial<GuestMemory>): Promise<Prepared> {
   const { config } = rt;
-  const view = resolveNode(state, config.node, config.stateDir);
+  const { memo } = rt;
+  const view = memo ? rememberedFor(memo.views, state, `${config.node}\0${config.stateDir}`, () => resolveNode(state, config.node, config.stateDir)) : resolveNode(state, config.node, config.stateDir);
   let driver: GuestDriver | string = 'guests are disabled in the agent configuration';
   if (config.guests.enabled) {
     try {
@@ -85,11 +113,12 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         memory,
         running: live.guests.filter((g) => g.state === 'running').map((g) => g.name),
         releases: await readReleases(config.stateDir),
-        readStatus: statusReader(config),
+        readStatus: statusReader(config, statusTrust(state)),
         isAtOrAfter: rt.isAtOrAfter,
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
-  const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }) });
+  const memoized = memo && { desired: rememberedFor(memo.rendered, view, '', () => renderView(view)), diff: memoPlanNft(memo) };
+  const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }), ...memoized });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
 }
 

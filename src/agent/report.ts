@@ -74,6 +74,8 @@ export interface NodeStatus {
   earlier?: EarlierCycle[];
   /** A Git outage (fetch or push) that ended with this report. */
   outage?: Outage;
+  /** Someone else's commit (or a deletion) found at the tip of this node's status branch; this report replaces it. */
+  intrusion?: { branch: string; oid?: string; expected: string; reason: string; at: string };
   timings: Record<string, number>;
 }
 
@@ -126,6 +128,7 @@ export function commitMessage(status: NodeStatus, secrets: readonly string[] = a
   if (s.rollout?.halted) parts.push(`halted: ${s.rollout.halted}`);
   else if (s.rollout?.waiting) parts.push(`wave ${s.rollout.wave} waiting for ${short(s.rollout.revision)}`);
   if (s.source.state !== 'ok') parts.push(`source ${s.source.state}`);
+  if (s.intrusion) parts.push(`restored ${s.intrusion.branch} over ${s.intrusion.oid ? `foreign commit ${short(s.intrusion.oid)}` : 'its deletion'}`);
   if (s.outage?.until) parts.push(`recovered from Git outage (${s.outage.failures} failures)`);
   if (s.errors.length) parts.push(`${s.errors.length} error(s)`);
   const earlierDrift = (s.earlier ?? []).filter((e) => e.drift.items.length);

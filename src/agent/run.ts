@@ -6,6 +6,7 @@ import { CronJob } from 'cron';
 import { LockBusy } from './lock.js';
 import { runOnce, type CycleDeps } from './cycle.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from '../git/backoff.js';
+import { DEFAULT_FULL_READ_SECONDS, watchable, watchNft, type NftWatch } from './watch.js';
 
 export interface Agent {
   /** Resolves when the agent has stopped (after stop() or a signal). */
@@ -18,6 +19,8 @@ export interface Agent {
    * into one more cycle right after it. Resolves when the cycle that covers this trigger ended.
    */
   trigger(reason: string): Promise<void>;
+  /** The committed ruleset in memory and its nft monitor (absent: full reads every cycle). */
+  watch?: NftWatch;
 }
 
 export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; random?: () => number; backoff?: BackoffPolicy } = {}): Agent {
@@ -40,6 +43,12 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   let retryTimer: NodeJS.Timeout | undefined;
   // Triggers that arrived while a cycle ran: one more cycle covers them all.
   let pending: { reasons: string[]; done: Promise<void>; resolve: () => void } | undefined;
+  // Plan against the ruleset committed last, kept honest by nft monitor (src/agent/watch.ts).
+  const fullReadSeconds = deps.config.schedule.fullReadSeconds ?? DEFAULT_FULL_READ_SECONDS;
+  const watch = watchable(deps.nft, fullReadSeconds)
+    ? watchNft(deps.nft, { fullReadSeconds, trigger: (reason) => trigger(reason), log: (line) => log({ ...line, node: deps.config.node }), random })
+    : undefined;
+  const cycleDeps: CycleDeps = watch ? { ...deps, nft: watch.nft } : deps;
 
   const cycle = async (jitterSeconds: number, reason = 'schedule') => {
     if (jitterSeconds > 0) {
@@ -52,9 +61,9 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     if (stopping || running) return;
     count++;
     if (retryTimer) clearTimeout(retryTimer);
-    running = runOnce({ ...deps, carry, reason }).then((status) => {
+    running = runOnce({ ...cycleDeps, carry, reason }).then((status) => {
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
-      if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
+      if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0, 'retry: Git was unreachable'), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {
       deps.observe?.({ outcome: e instanceof LockBusy ? 'skipped' : 'error' });
       if (e instanceof LockBusy) log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'skipped', reason: e.message });
@@ -98,6 +107,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     wakeJitter?.();
     await running;
     pending?.resolve();
+    await watch?.stop();
     if (opts.handleSignals) {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
@@ -116,5 +126,5 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   void cycle(0, 'start').then(() => {
     if (!stopping) job.start();
   });
-  return { done, stop, cycles: () => count, trigger };
+  return { done, stop, cycles: () => count, trigger, ...(watch && { watch }) };
 }

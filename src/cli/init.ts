@@ -41,7 +41,7 @@ function guestImageDirs(state: ClusterState): string[] {
 const q = (s: string) => JSON.stringify(s);
 
 /** The configuration file's text: every optional part present as an explained comment. Pure. */
-export function initConfigText(o: { source: string; node: string; stateDir: string; hooksDir: string; state?: ClusterState }): string {
+export function initConfigText(o: { source: string; node: string; stateDir: string; hooksDir: string; signingKey?: string; state?: ClusterState }): string {
   const tables = o.state ? stateTables(o.state).map((t) => `${t.family} ${t.name}`) : undefined;
   const images = o.state ? guestImageDirs(o.state) : [];
   const https = /^https?:\/\//i.test(o.source);
@@ -76,9 +76,20 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
     '  # key file exists (unsigned or otherwise signed revisions are then refused):',
     '  # trustedKeys:',
     '  #   - /etc/cgw-sync/keys/admins.asc',
+    '# Reports: every status commit is signed with this node\'s private OpenPGP key, and the other nodes',
+    '# believe them only when nodes/<node>.yaml has the matching public key as statusKey (docs/status-signatures.md).',
+    ...(o.signingKey
+      ? ['status:', `  signingKey: ${q(o.signingKey)}`]
+      : ['# `cgw-sync init --signing-key FILE` creates one (FILE 0600, public key FILE.pub.asc); then uncomment:', '# status:', `#   signingKey: /etc/cgw-sync/keys/${o.node}.key`]),
     ...(tables
       ? ['# The nftables tables the state names (cluster.yaml tables); a state naming others is refused.', 'ownedTables:', ...tables.map((t) => `  - ${t}`)]
       : [`# ownedTables: the default accepts ${DEFAULT_OWNED_TABLES.join(', ')} (init --state derives them).`]),
+    '# Reconcile every minute (and at once when nft monitor sees a change to our tables by hand).',
+    '# Between full reads of its tables, at least every fullReadSeconds, the agent plans against',
+    '# the ruleset it committed (0: read the tables in full every cycle).',
+    'schedule:',
+    "  cron: '*/1 * * * *'",
+    '  fullReadSeconds: 300',
     '# Executables pre-apply / post-apply (or pre-apply.d/*, post-apply.d/*); examples in hooks/.',
     `hooksDir: ${q(o.hooksDir)}`,
     '# Push webhooks and metrics (docs/webhooks.md), off by default. A forge push to source.branch then',
@@ -117,7 +128,8 @@ export async function initCommand(v: Values, defaultConfig: string, io: Io): Pro
   const hooksDir = path.join(path.dirname(file), 'hooks');
   const state = v.state ? await loadCheckedState(v.state as string) : undefined;
   if (state && !state.nodes.some((n) => n.name === node)) throw new Error(`node "${node}" is not in the state (nodes: ${nodeNames(state)})`);
-  const text = initConfigText({ source: /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? source : path.resolve(source), node, stateDir, hooksDir, ...(state && { state }) });
+  const signingKey = v['signing-key'] ? path.resolve(v['signing-key'] as string) : undefined;
+  const text = initConfigText({ source: /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? source : path.resolve(source), node, stateDir, hooksDir, ...(signingKey && { signingKey }), ...(state && { state }) });
   await mkdir(path.dirname(file), { recursive: true });
   try {
     await writeFile(file, text, { flag: v.force ? 'w' : 'wx', mode: 0o600 });
@@ -128,7 +140,28 @@ export async function initCommand(v: Values, defaultConfig: string, io: Io): Pro
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   await mkdir(hooksDir, { recursive: true });
   io.out(`wrote ${file} for node ${node}; created ${stateDir} and ${hooksDir}\n`);
+  if (signingKey) io.out(await createSigningKey(signingKey, node));
   return checkConfigCommand(file, v.state as string | undefined, io);
+}
+
+/**
+ * A new signing key for `node` at `file` (0600) and its public key at `file`.pub.asc, unless
+ * the key exists (kept: the state may already hold its public key). Says what to put in the state.
+ */
+async function createSigningKey(file: string, node: string): Promise<string> {
+  const pub = `${file}.pub.asc`;
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const { generateNodeKey } = await import('../git/signature.js');
+  const key = await generateNodeKey(node);
+  try {
+    await writeFile(file, key.privateKey, { flag: 'wx', mode: 0o600 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return `kept the existing signing key ${file}; its public key belongs in nodes/${node}.yaml as statusKey\n`;
+  }
+  await writeFile(pub, key.publicKey, { mode: 0o644 });
+  const indented = key.publicKey.trim().split('\n').map((l) => `  ${l}`).join('\n');
+  return `created the status signing key ${file} (fingerprint ${key.fingerprint}); add its public key (${pub}) to nodes/${node}.yaml:\nstatusKey: |\n${indented}\n`;
 }
 
 /** What went wrong, in words: `/etc/x does not exist`, not `ENOENT: no such file ..., open '/etc/x'`. */

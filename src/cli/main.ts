@@ -187,7 +187,8 @@ const COMMANDS: CommandSpec[] = [
     summary: 'write an agent configuration for a node, consistent with the state (like flux bootstrap)',
     details: [
       'Owned tables come from the state (--state); the state dir, hooks dir and run dir are created.',
-      'Token and signing keys are left as explained comments. Check it with `cgw-sync check-config`.',
+      'Token and trusted keys are left as explained comments; --signing-key creates the report signing key.',
+      'Check it with `cgw-sync check-config`.',
     ].join('\n'),
     options: {
       source: { type: 'string', value: 'URL', help: 'the state repository (http(s) URL or a local folder); required' },
@@ -195,6 +196,7 @@ const COMMANDS: CommandSpec[] = [
       state: { type: 'string', value: 'DIR', help: 'a checkout of the state to derive owned tables from and check the node against' },
       config: { type: 'string', value: 'FILE', help: `where to write it (default: ${DEFAULT_CONFIG})` },
       'state-dir': { type: 'string', value: 'DIR', help: "the agent's state dir (default: /var/lib/cgw-sync)" },
+      'signing-key': { type: 'string', value: 'FILE', help: "create this node's status signing key there (0600; public key FILE.pub.asc, for the state's statusKey) and name it in the configuration" },
       force: { type: 'boolean', help: 'overwrite an existing file' },
     },
     exits: { 0: 'written, and check-config finds no problem', 1: 'error, a problem, or the file exists (without --force)' },

@@ -57,6 +57,8 @@ function mapElements(table: NftTable | undefined, name: string): MapElement[] {
  */
 export function planConntrackCleanup(view: NodeView, nft: NftPlanned): StaleForward[] {
   const id = tableId({ family: 'ip', name: view.state.cluster.tables.nat });
+  // A stale entry needs a live element the plan changes: nothing planned for the table, nothing stale.
+  if (!nft.plan.changes.some((c) => tableId(c.table) === id)) return [];
   const live = nft.live.tables.find((t) => tableId(t) === id);
   const desired = nft.desired.tables.find((t) => tableId(t) === id);
   return PROTOCOLS.flatMap((protocol) => {

@@ -8,7 +8,7 @@ export type SignatureRefusal = 'unsigned' | 'bad-signature' | 'untrusted-key';
 
 export type SignatureCheck =
   | { ok: true; fingerprint: string }
-  | { ok: false; refusal: SignatureRefusal; reason: string };
+  | { ok: false; refusal: SignatureRefusal; reason: string; signedBy?: string };
 
 /** Parse armored public keys (each text may hold several keys). Throws on malformed input. */
 export async function readTrustedKeys(armored: string[]): Promise<openpgp.PublicKey[]> {
@@ -37,7 +37,8 @@ export async function verifyCommitSignature(
   const signerIds = signature.getSigningKeyIDs().map((id) => id.toHex());
   const signer = trusted.find((k) => k.getKeyIDs().some((id) => signerIds.includes(id.toHex())));
   if (!signer) {
-    return { ok: false, refusal: 'untrusted-key', reason: `signed by key ${signerIds.join(', ') || '(no key id)'}, which is not trusted` };
+    const signedBy = `signed by key ${signerIds.join(', ') || '(no key id)'}`;
+    return { ok: false, refusal: 'untrusted-key', reason: `${signedBy}, which is not trusted`, signedBy };
   }
   try {
     const result = await openpgp.verify({
@@ -52,4 +53,55 @@ export async function verifyCommitSignature(
     return { ok: false, refusal: 'bad-signature', reason: `signature does not verify: ${(e as Error).message}` };
   }
   return { ok: true, fingerprint: signer.getFingerprint() };
+}
+
+// ---- Node keys: each node signs its status commits; the state holds each node's public key ----
+
+/**
+ * One node's public key from the state (untrusted text). Throws with a message that never
+ * quotes the text: a private key pasted by mistake must not travel on into reports and logs.
+ */
+export async function readNodePublicKey(armored: string): Promise<openpgp.PublicKey> {
+  if (/PRIVATE KEY/.test(armored)) throw new Error('is a private key: put the public key here (the private key is secret and now compromised: make a new one)');
+  let keys: openpgp.Key[];
+  try {
+    keys = await openpgp.readKeys({ armoredKeys: armored });
+  } catch (e) {
+    throw new Error(`is not an armored OpenPGP public key (${(e as Error).message.split('\n')[0]?.slice(0, 120)})`);
+  }
+  if (keys.length !== 1) throw new Error(`holds ${keys.length} keys; give exactly one public key per node`);
+  const key = keys[0] as openpgp.Key;
+  if (key.isPrivate()) throw new Error('is a private key: put the public key here (the private key is secret and now compromised: make a new one)');
+  return key as openpgp.PublicKey;
+}
+
+/** The node's own signing key (its agent configuration's status.signingKey file). Unencrypted. */
+export async function readSigningKey(armored: string): Promise<openpgp.PrivateKey> {
+  let key: openpgp.PrivateKey;
+  try {
+    key = await openpgp.readPrivateKey({ armoredKey: armored });
+  } catch (e) {
+    throw new Error(`not an armored OpenPGP private key (${(e as Error).message.split('\n')[0]?.slice(0, 120)})`);
+  }
+  // An agent runs unattended: a passphrase would have to sit next to the key anyway.
+  if (!key.isDecrypted()) throw new Error('the private key is protected by a passphrase; the agent needs an unprotected key (file mode 0600)');
+  return key;
+}
+
+/** A detached armored signature over exactly `payload`'s bytes (what verifyCommitSignature checks). */
+export async function signPayload(key: openpgp.PrivateKey, payload: string): Promise<string> {
+  const message = await openpgp.createMessage({ binary: new TextEncoder().encode(payload) });
+  return (await openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored' })) as string;
+}
+
+/** isomorphic-git's onSign callback signing with `key` (the secretKey it passes is ignored). */
+export function commitSigner(key: openpgp.PrivateKey): (args: { payload: string }) => Promise<{ signature: string }> {
+  return async ({ payload }) => ({ signature: await signPayload(key, payload) });
+}
+
+/** A new key pair for a node (init, the lab). Ed25519: small keys, fast signatures. */
+export async function generateNodeKey(node: string): Promise<{ privateKey: string; publicKey: string; fingerprint: string }> {
+  const { privateKey, publicKey } = await openpgp.generateKey({ type: 'ecc', curve: 'ed25519Legacy', userIDs: [{ name: `cgw-sync node ${node}` }], format: 'armored' });
+  const fingerprint = (await openpgp.readKey({ armoredKey: publicKey })).getFingerprint();
+  return { privateKey, publicKey, fingerprint };
 }

@@ -10,9 +10,11 @@ import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import git from 'isomorphic-git';
+import type { PrivateKey, PublicKey } from 'openpgp';
 import { classifyRemoteError, openRemote, RemoteUnavailable, scrub, type GitCredentials, type Remote } from './remote.js';
 import { isSshUrl, sshFetchBranch, sshPushBranch, sshRemoteTip, type SshOptions } from './ssh.js';
 import { readFilesTree, writeFilesTree, type FileMap } from './tree.js';
+import { commitSigner, verifyCommitSignature } from './signature.js';
 
 export interface StatusBranchOptions {
   /** http(s) or ssh URL of the repository that receives the status branches. */
@@ -28,6 +30,8 @@ export interface StatusBranchOptions {
   /** Push attempts when the remote branch keeps moving (default 4). */
   maxAttempts?: number;
   timeoutMs?: number;
+  /** The node's own key: every report commit is signed with it, so others can trust the branch. */
+  signingKey?: PrivateKey;
 }
 
 export interface PublishResult {
@@ -54,9 +58,10 @@ export function statusBranchName(node: string, pattern = DEFAULT_STATUS_BRANCH):
 
 /**
  * Make `files` the whole content of the node's status branch. Commits only when the content
- * differs from the branch tip. Throws RemoteUnavailable when the server cannot be reached.
+ * differs from the branch tip, or `always` (to put this node's signed report back on top of a
+ * commit it did not make). Throws RemoteUnavailable when the server cannot be reached.
  */
-export async function publishStatus(opts: StatusBranchOptions, files: FileMap, message: string): Promise<PublishResult> {
+export async function publishStatus(opts: StatusBranchOptions, files: FileMap, message: string, { always = false } = {}): Promise<PublishResult> {
   const branch = opts.branch ?? statusBranchName(opts.node);
   const maxAttempts = opts.maxAttempts ?? 4;
   const dir = opts.workDir;
@@ -70,10 +75,11 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
   const author = { name: `cgw-sync ${opts.node}`, email: `cgw-sync@${opts.node}` };
 
   for (let attempt = 1; ; attempt++) {
-    if (base && (await git.readCommit({ fs, dir, oid: base })).commit.tree === tree) {
+    if (!always && base && (await git.readCommit({ fs, dir, oid: base })).commit.tree === tree) {
       return { branch, committed: false, oid: base, attempts: attempt };
     }
-    const oid = await git.commit({ fs, dir, message, tree, parent: base ? [base] : [], author, ref: `refs/heads/${branch}` });
+    const sign = opts.signingKey && { signingKey: opts.signingKey.armor(), onSign: commitSigner(opts.signingKey) };
+    const oid = await git.commit({ fs, dir, message, tree, parent: base ? [base] : [], author, ref: `refs/heads/${branch}`, ...sign });
     const pushed = await remote.push(dir, branch);
     if (pushed === 'pushed') {
       await git.writeRef({ fs, dir, ref: tracking, value: oid, force: true });
@@ -86,6 +92,14 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
   }
 }
 
+export interface StatusBranchTip {
+  branch: string;
+  oid: string;
+  files: Record<string, string>;
+  /** The tip commit's signature and the bytes it signs (verifyCommitSignature's input). */
+  signed: { gpgsig?: string; payload: string };
+}
+
 /**
  * Files on another node's status branch at its tip, or null when the branch does not exist.
  * Uses `workDir` as local object store when given (e.g. the status workDir), else a temp dir.
@@ -94,7 +108,7 @@ export async function readStatusBranch(
   url: string,
   node: string,
   opts: { branch?: string; workDir?: string; credentials?: GitCredentials; ssh?: SshOptions; timeoutMs?: number } = {},
-): Promise<{ branch: string; oid: string; files: Record<string, string> } | null> {
+): Promise<StatusBranchTip | null> {
   const branch = opts.branch ?? statusBranchName(node);
   const remote = await openTransport(url, opts);
   const dir = opts.workDir ?? (await mkdtemp(path.join(tmpdir(), 'cgw-status-read-')));
@@ -102,11 +116,47 @@ export async function readStatusBranch(
     await ensureRepo(dir, remote.url);
     const oid = await remote.sync(dir, branch);
     if (!oid) return null;
-    const { commit } = await git.readCommit({ fs, dir, oid });
-    return { branch, oid, files: await readFilesTree({ dir }, commit.tree) };
+    const { commit, payload } = await git.readCommit({ fs, dir, oid });
+    return { branch, oid, files: await readFilesTree({ dir }, commit.tree), signed: { gpgsig: commit.gpgsig, payload } };
   } finally {
     if (!opts.workDir) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A commit at the tip of a node's own status branch that the node did not put there. */
+export interface Intrusion {
+  branch: string;
+  /** The foreign tip; undefined when the branch was deleted. */
+  oid?: string;
+  /** The commit this node pushed last. */
+  expected: string;
+  reason: string;
+}
+
+/**
+ * Whether the tip of the node's own branch on the server is still the commit it pushed last
+ * (`lastPushed`, from its memory). A different tip is still the node's own when it is signed by
+ * the node's key and descends from `lastPushed` (pushed, then memory.json could not be saved);
+ * anything else (unsigned, another key, an older commit of the node put back, a deleted branch)
+ * is an intrusion. Without `lastPushed` (first run) there is nothing to compare with.
+ */
+export async function checkOwnBranch(opts: StatusBranchOptions, lastPushed: string | undefined, ownKey?: PublicKey): Promise<Intrusion | undefined> {
+  if (!lastPushed) return undefined;
+  const branch = opts.branch ?? statusBranchName(opts.node);
+  const remote = await openTransport(opts.url, opts);
+  await ensureRepo(opts.workDir, remote.url);
+  const tip = await remote.sync(opts.workDir, branch);
+  if (tip === lastPushed) return undefined;
+  const found = { branch, expected: lastPushed };
+  if (!tip) return { ...found, reason: 'the branch was deleted' };
+  const dir = opts.workDir;
+  const { commit, payload } = await git.readCommit({ fs, dir, oid: tip });
+  const signature = ownKey ? await verifyCommitSignature(commit.gpgsig, payload, [ownKey]) : undefined;
+  if (signature && !signature.ok) return { ...found, oid: tip, reason: signature.signedBy ? `${signature.signedBy}, not this node's key` : signature.reason };
+  const after = await git.isDescendent({ fs, dir, oid: tip, ancestor: lastPushed, depth: -1 }).catch(() => false);
+  if (!after) return { ...found, oid: tip, reason: signature ? 'an older commit of this node was put back (the branch was reset)' : 'not the commit this node pushed last, nor a descendant of it' };
+  // Unsigned setups cannot tell a later commit of their own from a forged one.
+  return signature ? undefined : { ...found, oid: tip, reason: 'not the commit this node pushed last (reports are unsigned: status.signingKey)' };
 }
 
 /** How publishing and reading talk to the server: the same two operations over HTTP or ssh. */

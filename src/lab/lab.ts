@@ -34,6 +34,7 @@ import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState, NatMode } from '../state/types.js';
 import { statusBranchName } from '../git/status-branch.js';
+import { generateNodeKey } from '../git/signature.js';
 import { delay, waitUntil } from '../proc/process.js';
 import { planLab, type LabPlan } from './plan.js';
 import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
@@ -132,7 +133,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   const cli = distEntry('cli/bin.js');
   const stateDir = path.resolve(opts.stateDir ?? bundledStateDir());
   const brNetfilter = opts.brNetfilter ?? false;
-  await loadOrThrow(stateDir); // the seed itself must be valid
+  const seedState = await loadOrThrow(stateDir); // the seed itself must be valid
   await assertNoLab(prefix, { ...opts, withRecord: true });
 
   // The VM image before anything else exists: the only step that downloads (from the package registry).
@@ -159,8 +160,11 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     await writeResponderScript(responder);
     const projectRoot = path.join(dir, 'git');
     await mkdir(projectRoot, { recursive: true });
+    // Each node signs its reports with a key made here; the state gets the public halves.
+    const keys = await labSigningKeys(dir, seedState.nodes.map((n) => n.name));
     const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, {
       mode: opts.mode,
+      statusKeys: Object.fromEntries(Object.entries(keys).map(([n, k]) => [n, k.publicKey])),
       responderScript: responder,
       vm: vm && { kernel: vm.image.kernel, initrd: vm.image.initrd },
     });
@@ -183,7 +187,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const nodeDir = path.join(dir, node.name);
       await mkdir(nodeDir, { recursive: true });
       const config = path.join(nodeDir, 'agent.yaml');
-      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }));
+      await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }, keys[node.name] && path.relative(nodeDir, keys[node.name].file)));
       record.agents[node.name] = config;
       if (listeners) await appendFile(config, labListenerYaml(listeners[node.name]));
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config, '--log', 'json'], path.join(nodeDir, 'agent.log')));
@@ -201,19 +205,32 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   }
 }
 
+/** A signing key per node, the private half in `<lab dir>/<node>/status.key` (0600). */
+async function labSigningKeys(dir: string, nodes: string[]): Promise<Record<string, { file: string; publicKey: string }>> {
+  const out: Record<string, { file: string; publicKey: string }> = {};
+  for (const node of nodes) {
+    const key = await generateNodeKey(node);
+    const file = path.join(dir, node, 'status.key');
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, key.privateKey, { mode: 0o600 });
+    out[node] = { file, publicKey: key.publicKey };
+  }
+  return out;
+}
+
 /**
  * The agent config of one lab node: the lab repository as source and status target, the
  * node's namespace for nft and guests, and state under the lab directory (relative paths are
  * relative to the file).
  */
-export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }): string {
+export function agentConfigYaml(node: string, ns: string, url: string, vm?: { imageDir: string; accel: Accel }, signingKey?: string): string {
   const doc = {
     apiVersion: 'cgw-sync/v1',
     kind: 'AgentConfig',
     node,
     source: { url, branch: 'main', timeoutSeconds: 10 },
     schedule: { cron: LAB_SCHEDULE, jitterSeconds: 0 },
-    status: { branch: 'status/{node}' },
+    status: { branch: 'status/{node}', ...(signingKey && { signingKey }) },
     stateDir: './state',
     netns: ns,
     // Lab guests run the lab responder as their netns.command: state commands are allowed here only.

@@ -6,7 +6,9 @@
 //                       are network namespaces on its guest bridge: the netns guest driver);
 //      - guests/*.yaml  netns.command: the lab responder (HTTP :80, TCP :22, UDP :123);
 //      - cluster.yaml   nat.mode, when `lab up --mode` asks for another one (stateless-nat
-//                       also numbers the nodes' natTag where missing).
+//                       also numbers the nodes' natTag where missing);
+//      - nodes/*.yaml   statusKey: the public half of a key the lab made for each node, and
+//                       cluster.yaml statusSignatures: required (the lab's reports are signed).
 // The result stays an ordinary state repository that `cgw-sync validate` accepts.
 import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -27,6 +29,8 @@ export interface LabStateOptions {
    * initramfs (src/lab/vm-image.ts) with its IP and gateway on the kernel command line.
    */
   vm?: { kernel: string; initrd: string };
+  /** Node -> the armored public key of the signing key the lab made for it (statusKey). */
+  statusKeys?: Record<string, string>;
 }
 
 /** The most memory a lab VM gets (the guest's resources.memoryMiB is lowered to it). */
@@ -59,7 +63,9 @@ export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFil
         const netns = setNoted(doc, ['hypervisor'], opts.vm ? 'qemu' : 'netns');
         // stateless-nat needs a tag per node (docs/nat-modes.md); number them in file order.
         const tagged = opts.mode === 'stateless-nat' && !doc.has('natTag') && setNoted(doc, ['natTag'], tag);
-        return netns || tagged;
+        const key = opts.statusKeys?.[String(doc.get('name'))];
+        const keyed = key !== undefined && setNoted(doc, ['statusKey'], key);
+        return netns || tagged || keyed;
       });
     } else if (/^guests\/[^/]+\.ya?ml$/.test(file)) {
       edit(file, (doc) => {
@@ -72,9 +78,13 @@ export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFil
         (doc.contents as YAMLMap).items.push(pair);
         return true;
       });
-    } else if (file === 'cluster.yaml' && opts.mode) {
+    } else if (file === 'cluster.yaml') {
       const mode = opts.mode;
-      edit(file, (doc) => doc.getIn(['nat', 'mode']) !== mode && setNoted(doc, ['nat', 'mode'], mode));
+      edit(file, (doc) => {
+        const moded = !!mode && doc.getIn(['nat', 'mode']) !== mode && setNoted(doc, ['nat', 'mode'], mode);
+        const strict = !!opts.statusKeys && doc.get('statusSignatures') !== 'required' && setNoted(doc, ['statusSignatures'], 'required');
+        return moded || strict;
+      });
     }
   }
   return changed;
@@ -121,7 +131,11 @@ export function labCommitMessage(prefix: string, changed: TextFiles, opts: LabSt
     lines.push('- guests/*.yaml: netns.command runs the lab responder: HTTP on :80, a banner on TCP :22 and');
     lines.push('  a UDP echo on :123, each answering "this is <guest> OK from <source> via <service>".');
   }
-  if (files.includes('cluster.yaml')) lines.push(`- cluster.yaml: nat.mode ${opts.mode} (lab up --mode).`);
+  if (files.includes('cluster.yaml') && opts.mode) lines.push(`- cluster.yaml: nat.mode ${opts.mode} (lab up --mode).`);
+  if (opts.statusKeys) {
+    lines.push('- nodes/*.yaml: statusKey, the public key of a signing key the lab made for each node (its');
+    lines.push('  agent signs its status commits with it); cluster.yaml: statusSignatures: required.');
+  }
   if (Object.entries(changed).some(([f, text]) => f.startsWith('nodes/') && /^natTag: .*# lab:/m.test(text))) {
     lines.push('- nodes/*.yaml: natTag 1, 2, ... in file order, where missing (stateless-nat needs one per node).');
   }

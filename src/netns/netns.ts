@@ -64,6 +64,10 @@ export async function listNamespaces(): Promise<string[]> {
 export async function createNamespace(ns: string): Promise<void> {
   await run('ip', ['netns', 'add', ns]);
   await runIn(ns, 'ip', ['link', 'set', 'lo', 'up']);
+  // A new namespace copies the host's IPv4 settings (net.core.devconf_inherit_init_net=0), so on a
+  // host that routes (Docker, a hypervisor) it would start forwarding. Start from the kernel's
+  // default instead: whoever needs forwarding (a lab node, a node's settings) turns it on.
+  await sysctl(ns, 'net.ipv4.ip_forward', '0');
 }
 
 /** Delete a namespace if it exists. Processes still inside it keep it alive; callers stop theirs first. */

@@ -47,22 +47,44 @@ export interface NftCliOptions {
   prefix?: string[];
 }
 
+/** How many of the latest transactions' PIDs are remembered (their monitor events are ours). */
+const OWN_WRITERS_KEPT = 64;
+
 export class NftCli implements NftBackend {
   private readonly nft: string;
   private readonly prefix: string[];
+  /** PIDs of the latest `nft -f` children, oldest first: `nft monitor` names the writer of each generation. */
+  private readonly writers: number[] = [];
 
   constructor(opts: NftCliOptions = {}) {
     this.nft = opts.nft ?? 'nft';
     this.prefix = opts.prefix ?? [];
   }
 
+  /** The full command line of `nft <args>` on this node (the prefix aims it at the node's namespace). */
+  command(args: string[]): string[] {
+    return [...this.prefix, this.nft, ...args];
+  }
+
+  /** Whether this backend's own transaction ran as process `pid` (one of the latest few). */
+  wroteAs(pid: number): boolean {
+    return this.writers.includes(pid);
+  }
+
   /** Run nft; `stdinFd`, when given, is an open file passed to it as its standard input. */
   private async exec(args: string[], stdinFd?: number): Promise<{ stdout: string; stderr: string; exitCode: number }> {
-    const argv = [...this.prefix, this.nft, ...args];
+    const argv = this.command(args);
     try {
       // An integer is handed to the child as its fd 0 as is (execa's types list only 0-9).
       const stdin = (stdinFd ?? 'ignore') as StdinOption;
-      const r = await execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin });
+      const child = execa(argv[0] as string, argv.slice(1), { reject: false, encoding: 'utf8', stdin });
+      // A prefix like `ip netns exec` execs nft in the same process, so this is nft's PID; it is
+      // known before the transaction can commit, hence before its monitor event.
+      if (stdinFd !== undefined && child.pid !== undefined) {
+        this.writers.push(child.pid);
+        if (this.writers.length > OWN_WRITERS_KEPT) this.writers.shift();
+      }
+      const r = await child;
       // No exit code means the process never ran (e.g. ENOENT): handled below like a throw.
       if (r.exitCode === undefined) throw r;
       const stderr = String(r.stderr ?? '');

@@ -71,6 +71,16 @@ export function byName<T extends { name: string }>(a: T, b: T): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
+/** Keys are numbers in strictly increasing order (port maps as rendered, listed and kept in memory). */
+export function numericKeyOrder(es: MapElement[]): boolean {
+  let last = -Infinity;
+  for (const e of es) {
+    if (typeof e.key !== 'number' || e.key <= last) return false;
+    last = e.key;
+  }
+  return true;
+}
+
 /** Stable identity of a map element, for set arithmetic between desired and live. */
 export function elementKey(e: MapElement): string {
   return canonicalJson(e.key);

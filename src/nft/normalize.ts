@@ -1,7 +1,7 @@
 // Turns `nft -j list table ...` output into the model, dropping what nft adds on listing
 // (metainfo, table/chain/map handles, element order) so that it compares equal to a rendered
 // table. Rule handles are kept: they are how a hand-added rule is addressed for deletion.
-import { byName, canonicalJson, type BaseChainSpec, type Json, type MapElement, type NftChain, type NftMap, type NftTable, type Family } from './model.js';
+import { byName, canonicalJson, numericKeyOrder, type BaseChainSpec, type Json, type MapElement, type NftChain, type NftMap, type NftTable, type Family } from './model.js';
 
 type Obj = { [k: string]: Json };
 
@@ -27,6 +27,8 @@ function unwrapElem(v: Json): Json {
 
 /** Elements in key order: numerically for port keys (as people read them), else by canonical JSON. */
 export function sortElements(elements: MapElement[]): MapElement[] {
+  // Forwards are mostly written, and always listed, in port order: nothing to sort then.
+  if (numericKeyOrder(elements)) return elements.slice();
   return elements
     .map((e) => [typeof e.key === 'number' ? e.key : canonicalJson(e.key), e] as const)
     .sort((a, b) => {

@@ -5,7 +5,7 @@
 //   - rules of a chain       -> flush that chain and add its rules again (order is preserved);
 //   - anything structural    -> replace the whole table (add; delete; add) in the same batch.
 // Whatever the depth, the result runs as one nft transaction.
-import { canonicalJson, elementKey, jsonEqual, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { canonicalJson, elementKey, jsonEqual, numericKeyOrder, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { Transaction, type TableRef } from '../nft/transaction.js';
 
 export interface ChainRulesChange {
@@ -79,7 +79,32 @@ function diffRules(desired: NftChain, live: NftChain): ChainRulesChange | undefi
   };
 }
 
+/** diffElements of two port-ordered maps in one merge walk: no hashing, no key strings (50,000 elements in a few ms). */
+function diffOrderedElements(mapName: string, desired: MapElement[], live: MapElement[]): MapElementsChange | undefined {
+  const add: MapElement[] = [];
+  const changed: MapElement[] = [];
+  const gone: MapElement[] = [];
+  let j = 0;
+  for (const e of desired) {
+    const key = e.key as number;
+    while (j < live.length && (live[j]!.key as number) < key) gone.push(live[j++]!);
+    const l = live[j];
+    if (l && l.key === key) {
+      j++;
+      if (!jsonEqual(l.value, e.value)) {
+        changed.push(l);
+        add.push(e);
+      }
+    } else add.push(e);
+  }
+  while (j < live.length) gone.push(live[j++]!);
+  // The same order as the general path: value changes (desired order), then elements gone (live order).
+  const remove = [...changed, ...gone];
+  return add.length || remove.length ? { map: mapName, add, remove } : undefined;
+}
+
 export function diffElements(mapName: string, desired: MapElement[], live: MapElement[]): MapElementsChange | undefined {
+  if (numericKeyOrder(desired) && numericKeyOrder(live)) return diffOrderedElements(mapName, desired, live);
   const liveByKey = new Map(live.map((e) => [elementKey(e), e]));
   const desiredKeys = new Set(desired.map(elementKey));
   const add: MapElement[] = [];

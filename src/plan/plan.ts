@@ -68,12 +68,15 @@ export interface PlanOptions {
   revision?: string;
   /** Tables to plan; default the state's owned tables. */
   owned?: TableRef[];
+  /** The long-running agent's memo (src/agent/node.ts): the view's tables rendered before, and planNft remembered. */
+  desired?: Ruleset;
+  diff?: typeof planNft;
 }
 
 export function planNode(view: NodeView, live: NodeLive, gates: Gates = NO_GATES, opts: PlanOptions = {}): NodePlan {
-  const desired = renderView(view);
+  const desired = opts.desired ?? renderView(view);
   const owned = opts.owned ?? ownedTables(view.state);
-  const nft: NftPlanned = { desired, live: live.nft, owned, plan: planNft(desired, live.nft, owned) };
+  const nft: NftPlanned = { desired, live: live.nft, owned, plan: (opts.diff ?? planNft)(desired, live.nft, owned) };
   const settings = planNodeSettings(view.settings, live.settings, view.conntrackdPaths);
   const placement = Object.fromEntries(view.state.guests.map((g) => [g.name, g.node]));
   const conntrack = planConntrackCleanup(view, nft);

@@ -3,7 +3,7 @@
 import { userInfo } from 'node:os';
 import type { AgentConfig } from '../agent/config.js';
 import { agentPaths } from '../agent/memory.js';
-import { statusReader } from '../agent/status-source.js';
+import { readReports, statusReader, statusTrust } from '../agent/status-source.js';
 import { loadState } from '../state/load.js';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import { fleetProblems, fleetRows, formatFleet } from './fleet.js';
@@ -32,11 +32,12 @@ export async function fleetStatus(config: AgentConfig, opts: { stateDir?: string
   const dir = opts.stateDir ?? agentPaths(config.stateDir).lastGood;
   const { state, diagnostics } = await loadState(dir);
   if (!state) throw new Error(`cannot read the nodes from ${dir} (give --state):\n${formatDiagnostics(diagnostics)}`);
-  const read = statusReader(config);
+  const trust = statusTrust(state);
+  const read = statusReader(config, trust);
   if (!read) throw new Error('no status source is configured to read the reports from (status.url, an http(s) source, or status.dir with {node})');
   const nodes = state.nodes.map((n) => n.name);
-  const reports = new Map(await Promise.all(nodes.map(async (n) => [n, await read(n).catch(() => null)] as const)));
-  const rows = fleetRows(nodes, reports, opts.now ?? new Date());
+  const { reports, refused } = await readReports(read, nodes);
+  const rows = fleetRows(nodes, reports, opts.now ?? new Date(), { refused, unverified: trust.required ? [] : nodes.filter((n) => !trust.keys.has(n)) });
   const problems = fleetProblems(rows, opts.maxAgeSeconds);
   return { text: opts.json ? `${JSON.stringify({ nodes: rows, problems }, null, 2)}\n` : formatFleet(rows), problems };
 }

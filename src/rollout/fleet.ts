@@ -13,32 +13,41 @@ export interface FleetRow {
   note: string;
 }
 
-export function fleetRows(nodes: string[], reports: ReadonlyMap<string, NodeStatus | null>, now: Date): FleetRow[] {
+/**
+ * `trust.refused`: why a node's branch held no report to believe (a forged or unsigned commit);
+ * `trust.unverified`: nodes whose reports are believed without a signature (no statusKey).
+ */
+export function fleetRows(nodes: string[], reports: ReadonlyMap<string, NodeStatus | null>, now: Date, trust: { refused?: ReadonlyMap<string, string>; unverified?: readonly string[] } = {}): FleetRow[] {
   return nodes.map((node) => {
     const s = reports.get(node) ?? null;
-    if (!s) return { node, outcome: 'silent', revision: '-', health: '-', ageSeconds: null, note: 'never reported' };
-    const note = s.suspended
-      ? `suspended by ${s.suspended.by}: ${s.suspended.reason}`
-      : s.rollback
-        ? `rolled back ${s.rollback.revision.slice(0, 12)}: ${s.rollback.failing.map((f) => f.name).join(', ')}`
-        : s.rollout?.halted
-          ? `halted: ${s.rollout.halted}`
-          : s.rollout?.waiting
-            ? `wave ${s.rollout.wave}: ${s.rollout.waiting}`
-            : s.window
-              ? s.window.waiting
-              : s.held
-              ? `holding back ${s.held.revision.slice(0, 12)}: ${s.held.reason}`
-              : (s.errors[0] ?? '');
-    return {
-      node,
-      outcome: s.outcome,
-      revision: s.appliedRevision?.slice(0, 12) ?? 'none',
-      health: s.health ? (s.health.state === 'healthy' ? 'healthy' : `unhealthy (${s.health.failing.map((f) => f.name).join(', ')})`) : '-',
-      ageSeconds: Math.max(0, Math.round((now.getTime() - Date.parse(s.time)) / 1000)),
-      note: note.split('\n')[0] ?? '',
-    };
+    if (!s) return { node, outcome: 'silent', revision: '-', health: '-', ageSeconds: null, note: trust.refused?.get(node) ?? 'never reported' };
+    const row = fleetRow(node, s, now);
+    return trust.unverified?.includes(node) ? { ...row, note: `unverified report${row.note ? `; ${row.note}` : ''}` } : row;
   });
+}
+
+function fleetRow(node: string, s: NodeStatus, now: Date): FleetRow {
+  const note = s.suspended
+    ? `suspended by ${s.suspended.by}: ${s.suspended.reason}`
+    : s.rollback
+      ? `rolled back ${s.rollback.revision.slice(0, 12)}: ${s.rollback.failing.map((f) => f.name).join(', ')}`
+      : s.rollout?.halted
+        ? `halted: ${s.rollout.halted}`
+        : s.rollout?.waiting
+          ? `wave ${s.rollout.wave}: ${s.rollout.waiting}`
+          : s.window
+            ? s.window.waiting
+            : s.held
+            ? `holding back ${s.held.revision.slice(0, 12)}: ${s.held.reason}`
+            : (s.errors[0] ?? '');
+  return {
+    node,
+    outcome: s.outcome,
+    revision: s.appliedRevision?.slice(0, 12) ?? 'none',
+    health: s.health ? (s.health.state === 'healthy' ? 'healthy' : `unhealthy (${s.health.failing.map((f) => f.name).join(', ')})`) : '-',
+    ageSeconds: Math.max(0, Math.round((now.getTime() - Date.parse(s.time)) / 1000)),
+    note: note.split('\n')[0] ?? '',
+  };
 }
 
 function age(s: number | null): string {
@@ -59,5 +68,5 @@ export function formatFleet(rows: FleetRow[]): string {
 export function fleetProblems(rows: FleetRow[], maxAgeSeconds: number): string[] {
   return rows
     .filter((r) => r.outcome === 'error' || r.outcome === 'rolled-back' || r.ageSeconds === null || r.ageSeconds > maxAgeSeconds)
-    .map((r) => `${r.node}: ${r.ageSeconds === null ? 'never reported' : r.ageSeconds > maxAgeSeconds ? `silent for ${age(r.ageSeconds)}` : r.outcome}`);
+    .map((r) => `${r.node}: ${r.ageSeconds === null ? r.note : r.ageSeconds > maxAgeSeconds ? `silent for ${age(r.ageSeconds)}` : r.outcome}`);
 }

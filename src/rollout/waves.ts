@@ -22,8 +22,11 @@ export type WaveGate = { go: true } | { go: false; halted: boolean; reason: stri
 
 const short = (rev: string) => rev.slice(0, 12);
 
-/** Whether `node` may apply `revision` now, from the earlier waves' latest reports (null: never reported). */
-export function waveGate(inp: { state: ClusterState; node: string; revision: string; reports: ReadonlyMap<string, NodeStatus | null>; now: Date }): WaveGate {
+/**
+ * Whether `node` may apply `revision` now, from the earlier waves' latest reports (null: never
+ * reported; `refused`: why what their branch holds was not believed).
+ */
+export function waveGate(inp: { state: ClusterState; node: string; revision: string; reports: ReadonlyMap<string, NodeStatus | null>; refused?: ReadonlyMap<string, string>; now: Date }): WaveGate {
   const soakMs = (inp.state.cluster.rollout?.soakSeconds ?? 0) * 1000;
   const R = inp.revision;
   const waits: string[] = [];
@@ -31,7 +34,8 @@ export function waveGate(inp: { state: ClusterState; node: string; revision: str
     const s = inp.reports.get(other) ?? null;
     const wave = waveOf(inp.state, other) + 1;
     if (!s) {
-      waits.push(`node ${other} (wave ${wave}) has not reported`);
+      const refused = inp.refused?.get(other);
+      waits.push(`node ${other} (wave ${wave}) has not reported${refused ? ` (${refused})` : ''}`);
       continue;
     }
     const rolledBack = s.rollback?.revision === R ? s.rollback.failing.map((f) => `${f.name}: ${f.detail}`).join('; ') : s.held?.revision === R ? s.held.reason : undefined;

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { compareStrings, quoteValue, sortDiagnostics, StateError, type FieldPath } from './diagnostics.js';
 import { readStateTree, STATE_LIMITS, wholeFile, type StateFile } from './files.js';
 import { validateDocument, type Kind } from './schema.js';
+import { statusKeyDiagnostics } from './status-keys.js';
 import { locateBySource, validateSemantics, type Located, type Locator, type SemanticInput } from './semantic.js';
 import type {
   ClusterSettings,
@@ -69,6 +70,7 @@ export async function loadState(dir: string): Promise<LoadResult> {
 
   const { input, locator } = buildSpecs(documents);
   for (const d of validateSemantics(input, locator)) diagnostics.push(d);
+  for (const d of await statusKeyDiagnostics(input.nodes, locator)) diagnostics.push(d);
   if (diagnostics.length > 0) return { diagnostics: capDiagnostics(sortDiagnostics(diagnostics)) };
 
   // Sorted by name, so everything downstream (rulesets, plans, reports) is deterministic.
@@ -205,6 +207,7 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
     health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
     rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
     ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
+    ...(d.statusSignatures && { statusSignatures: d.statusSignatures }),
     ...(d.windows?.length && { windows: d.windows.map((w) => ({ ...w })) }),
     source,
   };
@@ -221,6 +224,7 @@ function toNode(d: Checked<NodeSpec> & { health?: { checks?: HealthCheckSpec[] }
     ...(d.natTag !== undefined && { natTag: d.natTag }),
     ...(d.health?.checks && { healthChecks: d.health.checks.map((c) => ({ ...c })) }),
     ...(d.suspend && { suspend: { reason: d.suspend.reason } }),
+    ...(d.statusKey !== undefined && { statusKey: d.statusKey }),
     source,
   };
 }

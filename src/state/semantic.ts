@@ -9,6 +9,7 @@ import type { ClusterSettings, Diagnostic, ForwardSpec, GuestSpec, NodeSpec, Sou
 import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
 import { tableNames } from './table-checks.js';
 import { changeWindows, healthCheckSettings, rolloutWaves } from '../health/state-checks.js';
+import { statusKeys } from './status-keys.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -213,4 +214,5 @@ const checks: Check[] = [
   healthCheckSettings,
   rolloutWaves,
   changeWindows,
+  statusKeys,
 ];

@@ -58,6 +58,8 @@ export interface ClusterSettings {
   suspend?: { reason: string };
   /** Change windows (src/rollout/windows.ts). */
   windows?: ChangeWindow[];
+  /** `required`: a node's report is believed only when signed by its statusKey (default: when it has one). */
+  statusSignatures?: 'optional' | 'required';
   source: SourceRef;
 }
 
@@ -110,6 +112,8 @@ export interface NodeSpec {
   healthChecks?: HealthCheckSpec[];
   /** This node applies nothing (src/rollout/suspend.ts). */
   suspend?: { reason: string };
+  /** Armored OpenPGP public key the node's report commits are signed with (src/state/status-keys.ts). */
+  statusKey?: string;
   source: SourceRef;
 }
 

@@ -10,6 +10,7 @@ import * as openpgp from 'openpgp';
 import { createBareRepo } from '../../src/git/bare-repo.js';
 import { startGitHttpServer, type GitHttpServer } from '../../src/git/http-server.js';
 import { writeFilesTree, type FileMap } from '../../src/git/tree.js';
+import { signPayload } from '../../src/git/signature.js';
 import { run } from '../../src/netns/netns.js';
 
 export interface GitFixture {
@@ -92,9 +93,7 @@ export async function commitFiles(
 function signer(tamper: boolean) {
   return async ({ payload, secretKey }: { payload: string; secretKey: string }) => {
     const key = await openpgp.readPrivateKey({ armoredKey: secretKey });
-    const message = await openpgp.createMessage({ text: tamper ? payload + 'tampered' : payload });
-    const signature = await openpgp.sign({ message, signingKeys: key, detached: true, format: 'armored' });
-    return { signature: signature as string };
+    return { signature: await signPayload(key, tamper ? `${payload}tampered` : payload) };
   };
 }
 

@@ -22,6 +22,7 @@ import { httpProbe, tcpProbe, udpProbe, type ProbeResult } from '../../src/lab/p
 import { listNamespaces, namespacePids, runIn, runUnchecked } from '../../src/netns/netns.js';
 import { delay, processAlive, processCmdline, processStartTime, terminate, waitUntil } from '../../src/proc/process.js';
 import { loadAgentConfig } from '../../src/agent/config.js';
+import { DEFAULT_FULL_READ_SECONDS } from '../../src/agent/watch.js';
 import { gitCli } from './git-server.js';
 import { waitApplied as waitAppliedIn } from './lab-git.js';
 
@@ -108,8 +109,14 @@ export function labSuite({ brNetfilter, tag }: LabSuiteOptions): void {
         expect(cmd.slice(1, 3)).toEqual([path.join(import.meta.dirname, '..', '..', 'dist', 'cli', 'bin.js'), 'run']);
         const config = await loadAgentConfig(cmd[4]);
         expect(config.netns).toBe(node(config.node).ns);
-        expect(config.schedule).toEqual({ cron: LAB_SCHEDULE, jitterSeconds: 0 });
+        expect(config.schedule).toEqual({ cron: LAB_SCHEDULE, jitterSeconds: 0, fullReadSeconds: DEFAULT_FULL_READ_SECONDS });
+        expect(config.status.signingKey).toBe(path.join(path.dirname(cmd[4]), 'status.key'));
       }
+      // The lab runs signed: every node has its statusKey, unsigned reports are never believed,
+      // and each status branch's tip carries its node's signature.
+      expect(lab.state.cluster.statusSignatures).toBe('required');
+      expect(lab.state.nodes.every((n) => n.statusKey?.startsWith('-----BEGIN PGP PUBLIC KEY BLOCK-----'))).toBe(true);
+      for (const n of lab.plan.nodes) expect(await gitCli(['--git-dir', lab.repo, 'cat-file', '-p', `refs/heads/status/${n.name}`])).toMatch(/^gpgsig -----BEGIN PGP SIGNATURE-----$/m);
       for (const n of lab.plan.nodes) {
         const r = await runIn(n.ns, 'sysctl', ['-n', 'net.bridge.bridge-nf-call-iptables']);
         expect(r.stdout.trim()).toBe(brNetfilter ? '1' : '0');
