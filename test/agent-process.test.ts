@@ -17,6 +17,7 @@ import { main } from '../src/cli/main.js';
 import { processAlive, processStartTime, waitUntil } from '../src/proc/process.js';
 import type { FileMap } from '../src/git/tree.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
+import { spawnCliJson } from './helpers/cli.js';
 import { CLI_BIN, PROJECT_ROOT, capture, mainTip, readPublished, startTestAgent, stateExampleFiles, withExtraForward, type TestAgent } from './helpers/agent-fixture.js';
 
 /** Processes a test started; killed by PID in afterEach whatever happened. */
@@ -247,24 +248,12 @@ describe('agent: cgw-sync run', () => {
   });
 
   it('the CLI process stops on SIGTERM with exit 0 and a final log line', async () => {
-    const child = track(spawn(process.execPath, [CLI_BIN, 'run', '--config', agent.configFile, '--log', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    const exited = once(child, 'exit');
-    const lines: Record<string, unknown>[] = [];
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      for (const p of parts) if (p.trim()) lines.push(JSON.parse(p));
-    });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    expect(await waitUntil(() => lines.some((l) => l.outcome === 'converged'), 15_000), stderr).toBe(true);
+    const { child, lines, stderr, exited } = spawnCliJson(['run', '--config', agent.configFile, '--log', 'json']);
+    track(child);
+    expect(await waitUntil(() => lines.some((l) => l.outcome === 'converged'), 15_000), stderr()).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toEqual([0, null]);
     expect(lines.at(-1)).toMatchObject({ node: 'node1', outcome: 'stopped' });
-    expect(stderr).toBe('');
+    expect(stderr()).toBe('');
   });
 });

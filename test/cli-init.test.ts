@@ -145,6 +145,34 @@ describe('cgw-sync check-config', () => {
   });
 });
 
+describe('check-config: listener, webhook and metrics', () => {
+  it('the keys init explains load once uncommented; a foreign address and a textfile folder that cannot be made are named', async () => {
+    const file = path.join(tmp, 'listen', 'agent.yaml');
+    const stateDir = path.join(tmp, 'listen', 'state');
+    const r = await cliMain(['init', '--source', 'https://git.example.org/s.git', '--node', 'node1', '--config', file, '--state-dir', stateDir]);
+    expect(r.code, r.err).toBe(0);
+    const secret = path.join(tmp, 'listen', 'webhook-secret');
+    await writeFile(secret, 'a'.repeat(64), { mode: 0o600 });
+    // Uncomment the block as an operator would, pointing at files of this test.
+    const text = (await readFile(file, 'utf8'))
+      .replace(/^# (listen:|webhook:|metrics:| {2}(address|port|secretFile|path|textfile): )/gm, '$1')
+      .replace('/etc/cgw-sync/webhook-secret', secret)
+      .replace('/var/lib/prometheus/node-exporter/cgw-sync.prom', path.join(tmp, 'listen', 'metrics', 'cgw-sync.prom'));
+    await writeFile(file, text);
+    const config = await loadAgentConfig(file);
+    expect(config).toMatchObject({ listen: { address: '127.0.0.1', port: 9380 }, webhook: { secretFile: secret, path: '/hooks/push' }, metrics: { endpoint: true } });
+    expect((await cliMain(['check-config', '--config', file])).code).toBe(0);
+
+    const bad = text.replace('address: 127.0.0.1', 'address: 192.0.2.123').replace(path.join(tmp, 'listen', 'metrics'), path.join(file, 'metrics'));
+    await writeFile(file, bad);
+    const checked = await cliMain(['check-config', '--config', file]);
+    expect(checked.code).toBe(1);
+    const line = (key: string) => bad.split('\n').findIndex((l) => l.trimStart().startsWith(key)) + 1;
+    expect(checked.err).toMatch(new RegExp(`^${file}:${line('address:')}:\\d+: listen\\.address: 192\\.0\\.2\\.123 is not an address of this machine`, 'm'));
+    expect(checked.err).toMatch(new RegExp(`^${file}:${line('textfile:')}:\\d+: metrics\\.textfile: .* does not exist and cannot be created`, 'm'));
+  });
+});
+
 describe('plan --all-nodes in a CI clone', () => {
   let fx: GitFixture;
   beforeAll(async () => {

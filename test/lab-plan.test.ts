@@ -11,7 +11,7 @@ import { planChecks } from '../src/lab/check.js';
 import { parseArpingMacs } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
 import { labAdjustments, labCommitMessage } from '../src/lab/repo.js';
-import { agentConfigYaml, distEntry } from '../src/lab/lab.js';
+import { agentConfigYaml, distEntry, labListenerYaml } from '../src/lab/lab.js';
 import { loadAgentConfig } from '../src/agent/config.js';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -242,6 +242,19 @@ describe('the lab repository and agents (pure parts)', () => {
       await writeFile(join(dir, 'status.key'), (await generateNodeKey('node1')).privateKey, { mode: 0o600 });
       await writeFile(join(dir, 'agent.yaml'), agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git', undefined, 'status.key'));
       expect((await loadAgentConfig(join(dir, 'agent.yaml'))).status.signingKey).toBe(join(dir, 'status.key'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('with --webhook the agent config listens on loopback with the lab secret', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cgw-lab-agent-'));
+    try {
+      const secretFile = join(dir, 'webhook.secret');
+      await writeFile(secretFile, `${'f'.repeat(64)}\n`, { mode: 0o600 });
+      await writeFile(join(dir, 'agent.yaml'), `${agentConfigYaml('node1', 'cgwlab-node1', 'http://127.0.0.1:1/state.git')}${labListenerYaml({ port: 39380, secretFile })}`);
+      const c = await loadAgentConfig(join(dir, 'agent.yaml'));
+      expect(c).toMatchObject({ listen: { address: '127.0.0.1', port: 39380 }, webhook: { secretFile, path: '/hooks/push' } });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

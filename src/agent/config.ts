@@ -18,6 +18,8 @@ import type { GuestPolicy } from '../guests/policy.js';
 import { quoteValue, redactText } from './redact.js';
 import type { QemuSettings } from '../guests/qemu.js';
 import { isSshUrl, type SshOptions } from '../git/ssh.js';
+import { isIP } from 'node:net';
+import type { Forge } from '../listen/webhook.js';
 
 export interface AgentConfig {
   /** Absolute path of the file it came from. */
@@ -51,6 +53,12 @@ export interface AgentConfig {
   netns?: string;
   /** imageDirs, allowBlockDevices, allowCommands: the node's GuestPolicy (guests/policy.ts). */
   guests: { enabled: boolean; runDir: string; stopTimeoutSeconds: number; qemu?: QemuSettings } & GuestPolicy;
+  /** `cgw-sync run`'s HTTP listener (webhook receiver, /metrics): off unless set. */
+  listen?: { address: string; port: number };
+  /** Forge push webhooks on the listener: src/listen/webhook.ts. */
+  webhook?: { secretFile: string; path: string; forge?: Forge; repository?: string };
+  /** /metrics on the listener (endpoint) and/or a node-exporter textfile. */
+  metrics?: { endpoint: boolean; textfile?: string };
   /** Things that work but should not be so (a world-readable token file); printed by the CLI. */
   warnings?: string[];
 }
@@ -60,6 +68,8 @@ export const CONFIG_SIZE_LIMIT = 256 * 1024;
 /** An armored key file (a few keys) is far smaller. */
 export const KEY_FILE_SIZE_LIMIT = 1024 * 1024;
 export const TOKEN_FILE_SIZE_LIMIT = 64 * 1024;
+/** A webhook secret shorter than this is guessable; `head -c 32 /dev/urandom | base64` makes a good one. */
+export const WEBHOOK_SECRET_MIN_LENGTH = 16;
 /** YAML aliases in an agent configuration: a handful at most; many means a "billion laughs". */
 const MAX_ALIASES = 50;
 
@@ -107,6 +117,8 @@ function resolvePaths(c: AgentConfig, base: string): AgentConfig {
     hooksDir: abs(c.hooksDir),
     stateDir: abs(c.stateDir) as string,
     guests: { ...c.guests, runDir: abs(c.guests.runDir) as string },
+    ...(c.webhook && { webhook: { ...c.webhook, secretFile: abs(c.webhook.secretFile) as string } }),
+    ...(c.metrics && { metrics: { ...c.metrics, textfile: abs(c.metrics.textfile) } }),
   };
 }
 
@@ -180,6 +192,23 @@ export function fieldProblems(c: AgentConfig): FieldProblem[] {
   if (!cron.valid) out.push({ path: ['schedule', 'cron'], message: `${quoteValue(c.schedule.cron)} is not a cron expression: ${cron.error?.message ?? 'invalid'} (e.g. "*/1 * * * *")` });
   if (c.netns !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(c.netns)) {
     out.push({ path: ['netns'], message: `${quoteValue(c.netns)} is not a network namespace name (letters, digits, _ . -, not starting with . or -, at most 64 characters)` });
+  }
+  out.push(...listenProblems(c));
+  return out;
+}
+
+/** The listener, webhook and metrics keys: what the schema cannot say. */
+function listenProblems(c: AgentConfig): FieldProblem[] {
+  const out: FieldProblem[] = [];
+  if (c.listen && !isIP(c.listen.address)) out.push({ path: ['listen', 'address'], message: `${quoteValue(c.listen.address)} is not an IP address (the listener binds to one address, e.g. 127.0.0.1 or the node's management address)` });
+  if (c.webhook && !c.listen) out.push({ path: ['webhook'], message: 'webhooks need the listener: set listen (address and port) too' });
+  if (c.webhook?.path === '/metrics') out.push({ path: ['webhook', 'path'], message: '/metrics is the metrics endpoint; choose another path (e.g. /hooks/push)' });
+  if (c.webhook?.repository !== undefined) {
+    const p = checkUrl(c.webhook.repository, false);
+    if (p) out.push({ path: ['webhook', 'repository'], message: p });
+  }
+  if (c.metrics?.textfile !== undefined && !c.metrics.textfile.endsWith('.prom')) {
+    out.push({ path: ['metrics', 'textfile'], message: `${quoteValue(c.metrics.textfile)}: node-exporter's textfile collector reads only files ending in .prom` });
   }
   return out;
 }
@@ -264,6 +293,19 @@ async function fileProblems(c: AgentConfig, warnings: string[]): Promise<FieldPr
   if (c.hooksDir) {
     const dir = await statMode(c.hooksDir);
     if (dir !== undefined && dir & 0o022) out.push({ path: ['hooksDir'], message: `${c.hooksDir} is writable by other users (mode ${(dir & 0o777).toString(8)}): anyone could make the agent run a program as root` });
+  }
+  if (c.webhook) {
+    const file = c.webhook.secretFile;
+    const secret = await readSmallFile(file, TOKEN_FILE_SIZE_LIMIT);
+    if ('error' in secret) out.push({ path: ['webhook', 'secretFile'], message: `cannot read webhook secret file ${file}: ${secret.error}` });
+    else if (secret.text.trim().length < WEBHOOK_SECRET_MIN_LENGTH) out.push({ path: ['webhook', 'secretFile'], message: `the webhook secret in ${file} is shorter than ${WEBHOOK_SECRET_MIN_LENGTH} characters: make one with \`head -c 32 /dev/urandom | base64\`` });
+    else {
+      rememberSecret(secret.text.trim());
+      if (secret.mode & 0o044) warnings.push(`webhook.secretFile: ${file} is readable by other users (mode ${(secret.mode & 0o777).toString(8)}); make it 0600`);
+    }
+  }
+  if (c.listen && (c.listen.address === '0.0.0.0' || c.listen.address === '::')) {
+    warnings.push(`listen.address: ${c.listen.address} listens on every interface of the node; bind to its management address (docs/webhooks.md)`);
   }
   return out;
 }

@@ -43,6 +43,16 @@ import { windowGate } from '../rollout/windows.js';
 import { hasChanges } from '../plan/plan.js';
 import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
 
+/** One cycle as the metrics see it; a cycle that could not run (lock busy, crash) has no status. */
+export interface CycleObservation {
+  outcome: NodeStatus['outcome'] | 'skipped';
+  status?: NodeStatus;
+  /** Milliseconds per phase and in total (the report's copy was taken before publishing). */
+  timings?: Record<string, number>;
+  /** The plan of the state enforced, and how many forwards of it enter this node. */
+  planned?: { plan: NodePlan; forwards: number };
+}
+
 export interface CycleDeps {
   config: AgentConfig;
   nft: NftBackend;
@@ -59,6 +69,8 @@ export interface CycleDeps {
   log?: (line: Record<string, unknown>, status?: NodeStatus) => void;
   /** Sees each cycle's NodePlan as it goes to the hooks and the applier (tests, debugging). */
   onPlan?: (plan: NodePlan) => void;
+  /** Sees how each cycle ended (metrics): its report, and what it planned when it got that far. */
+  observe?: (o: CycleObservation) => void;
   /**
    * The memory a long-running agent carries between its cycles: used instead of memory.json when
    * the last save failed (full disk), so unpublished events and the outage are not lost.
@@ -251,7 +263,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   };
   const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   const candidate = await fetchPhase(c);
-  c.sw.lap('fetch');
+  c.sw.lap('source');
   const loaded = await statePhase(c, candidate);
   c.suspended = suspensionOf(loaded?.state, config.node, await readLocalSuspension(config.stateDir));
   c.sw.lap('load');
@@ -317,6 +329,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   }
   c.sw.lap('publish');
   c.sw.total();
+  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   let saved = true;
   try {
     await saveMemory(config.stateDir, memory, cache);
@@ -392,7 +405,7 @@ async function rolloutOpen(c: Cycle, state: ClusterState, revision: string): Pro
 /** readLive -> planNode -> drift decision -> hooks -> applyNodePlan, and what to report of it. */
 async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promise<Reconciled> {
   const { config, memory, sw } = c;
-  const prepared = await prepareNode(rt, loaded.state, loaded.revision, memory);
+  const prepared = await prepareNode({ ...rt, lap: sw.lap }, loaded.state, loaded.revision, memory);
   const { nft } = prepared.plan;
   // A cycle killed after its nft transaction but before saving memory left `applying`: live
   // tables equal to it are ours, not drift.

@@ -31,6 +31,8 @@ import { rememberedFor, rememberedForPair } from '../plan/memo.js';
 /** Everything a node's reconcile talks to. */
 export interface NodeRuntime {
   config: AgentConfig;
+  /** Ends a timed phase of the cycle (reading the live node is one: metrics). */
+  lap?: (phase: string) => void;
   nft: NftBackend;
   settings: SettingsPort;
   /** Deletes stale conntrack entries after a forward changes; absent: not deleted (tests with fakes). */
@@ -105,6 +107,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
   }
   const history = rt.placementHistory;
   const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
+  rt.lap?.('read');
   const gates = Array.isArray(live.guests)
     ? await readGates({
         node: view.node.name,

@@ -65,6 +65,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
       gitFailures = status.source.state === 'unavailable' ? gitFailures + 1 : 0;
       if (gitFailures > 0 && !stopping) retryTimer = setTimeout(() => void cycle(0, 'retry: Git was unreachable'), backoffDelay(gitFailures - 1, opts.backoff ?? DEFAULT_BACKOFF, random));
     }, (e: unknown) => {
+      deps.observe?.({ outcome: e instanceof LockBusy ? 'skipped' : 'error' });
       if (e instanceof LockBusy) log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'skipped', reason: e.message });
       else log({ time: new Date().toISOString(), node: deps.config.node, outcome: 'error', error: (e as Error).message });
     });

@@ -23,6 +23,11 @@ export interface Source {
   placementHistory?(revision: string): Promise<PlacementHistory | undefined>;
 }
 
+/** The repository the source's revisions can be read from: the fetch cache of a remote, or the local repository. */
+export function sourceGitDir(config: AgentConfig): string {
+  return isRemoteUrl(config.source.url) ? agentPaths(config.stateDir).sourceCache : config.source.url;
+}
+
 /** The Git source of an agent configuration (http(s) or ssh remote, or a local folder or repository). */
 export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;

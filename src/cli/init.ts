@@ -3,6 +3,7 @@
 // (files, folders, the schedule, the namespace, the state's tables), each with line:column.
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { AgentConfigError, formatConfigProblems, loadAgentConfig, type AgentConfig, type ConfigProblem } from '../agent/config.js';
 import { formatDiagnostics, type FieldPath } from '../state/diagnostics.js';
@@ -91,6 +92,16 @@ export function initConfigText(o: { source: string; node: string; stateDir: stri
     '  fullReadSeconds: 300',
     '# Executables pre-apply / post-apply (or pre-apply.d/*, post-apply.d/*); examples in hooks/.',
     `hooksDir: ${q(o.hooksDir)}`,
+    '# Push webhooks and metrics (docs/webhooks.md), off by default. A forge push to source.branch then',
+    '# starts a cycle at once; bind to a management address only (TLS termination in front if exposed).',
+    '# listen:',
+    '#   address: 127.0.0.1',
+    '#   port: 9380',
+    '# webhook:',
+    '#   secretFile: /etc/cgw-sync/webhook-secret   # 0600; head -c 32 /dev/urandom | base64 > /etc/cgw-sync/webhook-secret',
+    '#   path: /hooks/push',
+    '# metrics:',
+    '#   textfile: /var/lib/prometheus/node-exporter/cgw-sync.prom   # and /metrics on the listener',
     '# Cache, last good revision, lock and memory.',
     `stateDir: ${q(o.stateDir)}`,
     'guests:',
@@ -196,6 +207,13 @@ async function executable(cmd: string): Promise<string | undefined> {
   return cmd.includes('/') ? `${cmd} is not an executable file` : `${cmd} is not on PATH`;
 }
 
+/** The listener binds in the agent's own (root) namespace: the address must be one of this machine's. */
+function localAddressProblem(address: string): string | undefined {
+  if (address === '0.0.0.0' || address === '::') return undefined;
+  const mine = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+  return mine.includes(address) ? undefined : `${address} is not an address of this machine (ip -br addr); the listener could not bind to it`;
+}
+
 /** Everything about `c` that only this machine can tell. */
 export async function configFindings(c: AgentConfig, state?: ClusterState): Promise<Finding[]> {
   const f: Finding[] = [];
@@ -207,6 +225,8 @@ export async function configFindings(c: AgentConfig, state?: ClusterState): Prom
   if (c.status.dir) add(['status', 'dir'], await writableDir(c.status.dir.replaceAll('{node}', c.node)));
   if (c.guests.enabled) add(['guests', 'runDir'], await writableDir(c.guests.runDir));
   add(['nft'], await executable(c.nft));
+  if (c.metrics?.textfile) add(['metrics', 'textfile'], await writableDir(path.dirname(c.metrics.textfile)));
+  if (c.listen) add(['listen', 'address'], localAddressProblem(c.listen.address));
   if (c.netns) add(['netns'], await problem(() => access(path.join('/run/netns', c.netns as string))).then((p) => p && `network namespace ${c.netns} does not exist (ip netns list)`));
   if (state) {
     if (!state.nodes.some((n) => n.name === c.node)) add(['node'], `node "${c.node}" is not in the state (nodes: ${nodeNames(state)})`);

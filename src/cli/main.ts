@@ -236,6 +236,7 @@ const COMMANDS: CommandSpec[] = [
       'br-netfilter': { type: 'string', value: 'on|off', default: 'off', help: "bridged traffic passes the nodes' ip hooks (default: off)" },
       guests: { type: 'string', value: 'netns|qemu', default: 'netns', help: 'guests as network namespaces (default) or real qemu VMs (Debian kernel + busybox; KVM if a probe boot works, else TCG)' },
       state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
+      webhook: { type: 'boolean', help: 'agents listen on 127.0.0.1 and the Git server sends them a signed push webhook: a push applies at once' },
     },
     exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
     run: async (v, _a, io) => labUp(v, io),
@@ -476,8 +477,8 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
   const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
   if (command === 'run') {
-    const { startAgent } = await import('../agent/run.js');
-    await startAgent(deps, { handleSignals: true }).done;
+    const { startListeningAgent } = await import('../listen/agent.js');
+    await (await startListeningAgent(deps, { handleSignals: true })).done;
     return EXIT.ok;
   }
   const { runOnce } = await import('../agent/cycle.js');
@@ -593,6 +594,7 @@ async function labUp(v: Values, io: Io): Promise<number> {
       mode: mode as (typeof NAT_MODES)[number] | undefined,
       brNetfilter: brnf === 'on',
       guests,
+      webhook: !!v.webhook,
       progress: (line) => io.out(`lab: ${line}\n`),
     });
     io.out(`\n${labSummary(up)}`);

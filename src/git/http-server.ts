@@ -1,11 +1,14 @@
 // A small Git smart-HTTP server: Node's `http` in front of `git http-backend` run as CGI.
 // Used by the tests and by the lab as the cluster's state/status repository host. It binds to
 // 127.0.0.1 by default, can demand a token (to exercise credentials), can answer 503 for every
-// request (outage simulation) and can be stopped and started again on the same port.
+// request (outage simulation) and can be stopped and started again on the same port. It can send
+// a Gitea-shaped, HMAC-signed push webhook (push-webhook.ts) after each push that moved a branch.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import path from 'node:path';
+import { branchTips, changedBranches, checkWebhookUrl, sendPushWebhooks, type PushWebhook } from './push-webhook.js';
 
 export interface GitHttpServerOptions {
   /** Directory holding the bare repositories (GIT_PROJECT_ROOT); repo "x.git" is served at /x.git. */
@@ -21,6 +24,8 @@ export interface GitHttpServerOptions {
   token?: string;
   /** Receives git http-backend's stderr lines and request errors (never request headers). */
   onLog?: (line: string) => void;
+  /** After a push that moved branches: a signed Gitea-style push webhook per branch to each (loopback only). */
+  webhooks?: PushWebhook[];
 }
 
 export interface GitHttpServer {
@@ -39,6 +44,7 @@ export interface GitHttpServer {
 
 /** Start a server; resolves once it is listening. */
 export async function startGitHttpServer(opts: GitHttpServerOptions): Promise<GitHttpServer> {
+  for (const w of opts.webhooks ?? []) checkWebhookUrl(w.url);
   const host = opts.host ?? '127.0.0.1';
   let port = opts.port ?? 0;
   let unavailable = false;
@@ -66,7 +72,16 @@ export async function startGitHttpServer(opts: GitHttpServerOptions): Promise<Gi
       res.end('bad request path\n');
       return;
     }
-    runBackend(req, res, pathInfo, opts.projectRoot, user, children, log);
+    const receivePack = /^(\/.+\.git)\/git-receive-pack$/.exec(pathInfo);
+    if (!receivePack || !opts.webhooks?.length) return void runBackend(req, res, pathInfo, opts.projectRoot, user, children, log);
+    // The branches before and after the push: what moved is what the webhooks announce.
+    const repo = path.join(opts.projectRoot, receivePack[1]);
+    const hooks = opts.webhooks;
+    void branchTips(repo).then((before) => {
+      runBackend(req, res, pathInfo, opts.projectRoot, user, children, log).once('close', () => {
+        void branchTips(repo).then((after) => sendPushWebhooks(hooks, repo, changedBranches(before, after), log));
+      });
+    });
   });
   server.on('connection', (s) => {
     sockets.add(s);
@@ -137,7 +152,7 @@ function runBackend(
   user: string,
   children: Set<ChildProcess>,
   log: (line: string) => void,
-): void {
+): ChildProcess {
   const u = new URL(req.url ?? '/', 'http://localhost');
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -204,6 +219,7 @@ function runBackend(
     if (!headerDone && !res.headersSent) res.writeHead(502, { 'Content-Type': 'text/plain' });
     res.end();
   });
+  return child;
 }
 
 function findHeaderEnd(buf: Buffer): { headerEnd: number; bodyStart: number } | undefined {

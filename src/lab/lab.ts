@@ -18,13 +18,16 @@
 // Lab directory (default /run/cgw-sync/lab/<prefix>):
 //   lab.json            the record (processes with PID + start time, repository, URL)
 //   git/state.git       the state repository;  git-server.log, git-server.json (URL)
+//   webhook.secret, webhooks.json   with --webhook: the agents' secret and the Git server's receivers
 //   responder.cjs       the program the guests run (named in the repository's guests/*.yaml)
 //   <node>/agent.yaml   the node's agent config;  <node>/agent.log;  <node>/state, <node>/run
 //   client.log          the client's responder
 import { configureLabGuests } from './mode-guests.js';
 import { runReplyPathChecks } from './reply-path.js';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadState } from '../state/load.js';
@@ -75,6 +78,8 @@ export interface LabStartOptions extends LabRunOptions {
   guests?: LabGuestKind;
   /** Where the VM images are cached (default /var/cache/cgw-sync/lab-images). */
   imageCache?: string;
+  /** Each agent listens on 127.0.0.1 and the Git server sends it a signed push webhook (docs/webhooks.md). */
+  webhook?: boolean;
 }
 
 export type LabGuestKind = 'netns' | 'qemu';
@@ -174,9 +179,11 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     // startGuests false: the agents start the guests, through the netns guest driver.
     const plan = await labUp(state, { prefix, brNetfilter, runRoot: opts.runRoot, startGuests: false, labDir: dir });
 
+    // Webhooks: one loopback port per agent (the agents run in the root namespace), known to the Git server.
+    const listeners = opts.webhook ? await labWebhooks(dir, plan.nodes.map((n) => n.name)) : undefined;
     const url = `${await startGitServer(dir, undefined, started)}/${REPO_NAME}`;
     record.url = url;
-    say(`git server: ${url}`);
+    say(`git server: ${url}${listeners ? ' (push webhooks to the agents)' : ''}`);
 
     record.agents = {};
     for (const node of plan.nodes) {
@@ -185,6 +192,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
       const config = path.join(nodeDir, 'agent.yaml');
       await writeFile(config, agentConfigYaml(node.name, node.ns, url, vm && { imageDir: vm.image.dir, accel: vm.accel }, keys[node.name] && path.relative(nodeDir, keys[node.name].file)));
       record.agents[node.name] = config;
+      if (listeners) await appendFile(config, labListenerYaml(listeners[node.name]));
       await started(await spawnDetached(`agent ${node.name}`, [process.execPath, cli, 'run', '--config', config, '--log', 'json'], path.join(nodeDir, 'agent.log')));
     }
     say(`agents: ${plan.nodes.map((n) => n.name).join(', ')} (every 2 s, each acting inside its node namespace)`);
@@ -241,6 +249,47 @@ export function agentConfigYaml(node: string, ns: string, url: string, vm?: { im
   return `# Written by \`cgw-sync lab up\`: the agent of lab node ${node}.\n${stringify(doc)}`;
 }
 
+/** The lab agents run in the root namespace: they listen on loopback, where only this host reaches them. */
+const LAB_LISTEN_ADDRESS = '127.0.0.1';
+const WEBHOOKS_FILE = 'webhooks.json';
+
+export interface LabListener {
+  port: number;
+  secretFile: string;
+}
+
+/** The keys (appended to agentConfigYaml's document) that make a lab agent take the Git server's webhooks. */
+export function labListenerYaml(l: LabListener): string {
+  return `# lab up --webhook: pushes reach this agent at once (docs/webhooks.md).\n${stringify({ listen: { address: LAB_LISTEN_ADDRESS, port: l.port }, webhook: { secretFile: l.secretFile } })}`;
+}
+
+/**
+ * A webhook secret and a free loopback port per node, and the Git server's webhooks file (0600:
+ * the secret stays out of command lines). A port is free when picked; nothing else on this host
+ * should take it in the second before the agent binds it.
+ */
+async function labWebhooks(dir: string, nodes: string[]): Promise<Record<string, LabListener>> {
+  const secret = randomBytes(32).toString('hex');
+  const secretFile = path.join(dir, 'webhook.secret');
+  await writeFile(secretFile, `${secret}\n`, { mode: 0o600 });
+  const out: Record<string, LabListener> = {};
+  for (const n of nodes) out[n] = { port: await freeLoopbackPort(), secretFile };
+  const hooks = Object.values(out).map((l) => ({ url: `http://${LAB_LISTEN_ADDRESS}:${l.port}/hooks/push`, secret }));
+  await writeFile(path.join(dir, WEBHOOKS_FILE), JSON.stringify(hooks), { mode: 0o600 });
+  return out;
+}
+
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, LAB_LISTEN_ADDRESS, () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
 async function loadOrThrow(dir: string): Promise<ClusterState> {
   const { state, diagnostics } = await loadState(dir);
   if (!state) throw new Error(`${dir} is not a valid state:\n${formatDiagnostics(diagnostics)}`);
@@ -265,7 +314,8 @@ export async function stateAt(repo: string, ref: string, scratch: string): Promi
 async function startGitServer(dir: string, port: number | undefined, started: (p: LabProcess) => Promise<void>): Promise<string> {
   const ready = path.join(dir, 'git-server.json');
   await rm(ready, { force: true });
-  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, ...(port === undefined ? [] : [String(port)])];
+  const webhooks = path.join(dir, WEBHOOKS_FILE);
+  const argv = [process.execPath, distEntry('lab/git-serve.js'), path.join(dir, 'git'), ready, port === undefined ? '' : String(port), ...(existsSync(webhooks) ? [webhooks] : [])];
   const server = await spawnDetached(GIT_SERVER, argv, path.join(dir, 'git-server.log'));
   await started(server);
   const up = await waitUntil(() => existsSync(ready) || !isRunning(server), GIT_READY_MS);

@@ -135,6 +135,15 @@ const CASES: ConfigCase[] = [
     line: 'hooksDir:',
     message: /is writable by other users \(mode 777\)/,
   },
+  // The listener: off unless configured, and then only as configured.
+  { name: 'webhooks without the listener', setup: withFile('hook.secret', (f) => writeFile(f, `${'s'.repeat(32)}\n`, { mode: 0o600 }), (f) => ({ webhook: { secretFile: f } })), field: 'webhook', message: /webhooks need the listener: set listen/ },
+  { name: 'a listen address that is a host name', setup: withDoc({ listen: { address: 'example.org', port: 9380 } }), field: 'listen.address', line: 'address:', message: /"example\.org" is not an IP address/ },
+  { name: 'a listen port out of range', setup: withDoc({ listen: { address: '127.0.0.1', port: 70000 } }), field: 'listen.port', line: 'port:', message: /must be <= 65535/ },
+  { name: 'a webhook secret inline instead of in a file', setup: withDoc({ listen: { address: '127.0.0.1', port: 9380 }, webhook: { secret: 'inline-secret-0123456789' } }), field: 'webhook.secretFile', message: /missing required property "secretFile"/ },
+  { name: 'a webhook secret that is too short', setup: withFile('hook.secret', (f) => writeFile(f, 'short\n', { mode: 0o600 }), (f) => ({ listen: { address: '127.0.0.1', port: 9380 }, webhook: { secretFile: f } })), field: 'webhook.secretFile', line: 'secretFile:', message: /shorter than 16 characters: make one with `head -c 32 \/dev\/urandom \| base64`/ },
+  { name: 'a webhook secret file that does not exist', setup: withFile('hook.secret', async () => {}, (f) => ({ listen: { address: '127.0.0.1', port: 9380 }, webhook: { secretFile: f } })), field: 'webhook.secretFile', line: 'secretFile:', message: /cannot read webhook secret file \/\S+\/hook\.secret: no such file/ },
+  { name: 'a webhook path on /metrics', setup: withFile('hook.secret', (f) => writeFile(f, `${'s'.repeat(32)}\n`, { mode: 0o600 }), (f) => ({ listen: { address: '127.0.0.1', port: 9380 }, webhook: { secretFile: f, path: '/metrics' } })), field: 'webhook.path', line: 'path:', message: /\/metrics is the metrics endpoint/ },
+  { name: 'a metrics textfile node-exporter would not read', setup: withDoc({ metrics: { textfile: '/var/lib/node-exporter/cgw-sync.txt' } }), field: 'metrics.textfile', line: 'textfile:', message: /reads only files ending in \.prom/ },
   // Secrets in a refused configuration stay out of the message.
   {
     name: 'a password in a malformed source URL is not shown',
