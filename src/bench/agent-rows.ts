@@ -1,0 +1,147 @@
+// The agent's rows of the benchmark at one size, measured through the agent's own cycle
+// (runOnce: fetch from a real Git smart-HTTP server, load, read live nft, plan, apply, publish the
+// report), in a network namespace made for it, beside the raw nft floor in the same namespace:
+//   one-forward change  a new revision that adds one forward; floor: raw `nft -f` of the very
+//                       batch the agent sent (its elements are deleted again first, untimed)
+//   no-op cycle         nothing new; floor: raw `nft -j list table` of the forwards' table
+// Rounds alternate: revision, its floor, no-op, its floor, so load on the machine hits both alike.
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentConfig } from '../agent/config.js';
+import { runOnce, type CycleDeps } from '../agent/cycle.js';
+import type { NodeStatus } from '../agent/report.js';
+import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
+import { startGitHttpServer } from '../git/http-server.js';
+import { DEFAULT_GUEST_POLICY } from '../guests/policy.js';
+import { createNamespace, deleteNamespace, runIn } from '../netns/netns.js';
+import { NftCli } from '../nft/backend.js';
+import type { Ruleset } from '../nft/model.js';
+import type { NodePlan } from '../plan/plan.js';
+import { planNft, planToTransaction } from '../plan/nft-plan.js';
+import { median, timed } from './stats.js';
+import { forwardsDocument, writeSyntheticStateRepo } from './state-repo.js';
+
+/** Median ms of each cycle phase (the cycle's own stopwatch) beside the median total. */
+export interface CycleFigure {
+  ms: number;
+  phases: Record<string, number>;
+}
+
+export interface AgentFigures {
+  forwards: number;
+  rounds: number;
+  /** The first cycle: everything applied from an empty namespace (one sample). */
+  firstCycleMs: number;
+  oneForward: CycleFigure;
+  /** Raw `nft -f` of the one-forward batch the agent applied. */
+  rawOneForward: number;
+  noop: CycleFigure;
+  /** Raw `nft -j list table ip cgw_nat`. */
+  rawList: number;
+}
+
+/** The forwards table of state-example's cluster (the synthetic repository keeps its cluster.yaml). */
+const FORWARDS_TABLE = ['ip', 'cgw_nat'];
+
+/** A bench node's agent: node1 of the repository, nft in `ns`, no guests, state under `dir`. */
+function benchAgentConfig(dir: string, url: string, ns: string): AgentConfig {
+  return {
+    file: join(dir, 'agent.yaml'),
+    node: 'node1',
+    source: { url, branch: 'main', path: '.', trustedKeys: [], allowNonDescendant: false, timeoutSeconds: 60 },
+    schedule: { cron: '* * * * *', jitterSeconds: 0 },
+    ownedTables: [],
+    drift: 'correct',
+    status: { branch: 'status/{node}' },
+    hookTimeoutSeconds: 60,
+    stateDir: join(dir, 'agent'),
+    nft: 'nft',
+    netns: ns,
+    guests: { ...DEFAULT_GUEST_POLICY, enabled: false, runDir: join(dir, 'run'), stopTimeoutSeconds: 60 },
+  };
+}
+
+/** The report's timings end before the report is published; what the cycle spent after that. */
+const REST = 'publish+rest';
+
+function medianFigure(samples: { ms: number; value: NodeStatus }[]): CycleFigure {
+  const phases = samples.map(({ ms, value }) => {
+    const t = Object.fromEntries(Object.entries(value.timings ?? {}).filter(([n]) => n !== 'total'));
+    return { ...t, [REST]: Math.max(0, ms - Object.values(t).reduce((a, b) => a + b, 0)) };
+  });
+  const names = [...new Set(phases.flatMap((p) => Object.keys(p)))];
+  return { ms: median(samples.map((s) => s.ms)), phases: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n] ?? 0))])) };
+}
+
+/** A cycle that must end with `outcome` (at `revision` when given); the bench stops otherwise. */
+async function cycleExpecting(deps: CycleDeps, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
+  const r = await timed(() => runOnce(deps));
+  const s = r.value;
+  if (s.outcome !== outcome || (revision && s.appliedRevision !== revision)) {
+    throw new Error(`bench agent cycle: expected ${outcome}${revision ? ` at ${revision.slice(0, 12)}` : ''}, got ${s.outcome} at ${s.appliedRevision?.slice(0, 12) ?? 'none'}: ${s.errors.join('; ') || s.source.message || ''}`);
+  }
+  return r;
+}
+
+/** The batch that turns `from` into `to` (both as rendered), as nft text. */
+function batchText(to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']): string {
+  return planToTransaction(planNft(to, from, owned)).toText();
+}
+
+export async function measureAgent(forwards: number, rounds: number, progress: (line: string) => void): Promise<AgentFigures> {
+  const ns = `cgwbench-${process.pid}-${randomBytes(2).toString('hex')}`;
+  const dir = await mkdtemp(join(tmpdir(), 'cgw-bench-agent-'));
+  const seed = join(dir, 'seed');
+  await writeSyntheticStateRepo(seed, forwards);
+  await mkdir(join(dir, 'srv'));
+  const repo = await createBareRepo(join(dir, 'srv'), 'state.git', { seedDir: seed, message: `bench: ${forwards} forwards` });
+  await createNamespace(ns);
+  const server = await startGitHttpServer({ projectRoot: join(dir, 'srv') });
+  try {
+    let plan: NodePlan | undefined;
+    const deps: CycleDeps = { config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan: (p) => {
+      plan = p;
+    } };
+    progress(`${forwards} forwards: first cycle (everything from an empty namespace ${ns})`);
+    const first = await cycleExpecting(deps, 'applied');
+    const raw = (args: string[]) => runIn(ns, 'nft', args);
+    const ones: { ms: number; value: NodeStatus }[] = [];
+    const noops: { ms: number; value: NodeStatus }[] = [];
+    const rawOnes: number[] = [];
+    const rawLists: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      progress(`${forwards} forwards: round ${i + 1}/${rounds}`);
+      const before = plan!.nft.desired;
+      // A new revision with one forward more (public ports 10000.. are the synthetic ones).
+      const extra = { name: `bench-extra-${i}`, protocol: 'tcp' as const, port: 10000 + forwards + i, target: { guest: 'guest1', port: 1 + (i % 1000) } };
+      await writeFile(join(seed, 'forwards', `bench-extra-${i}.yaml`), forwardsDocument([extra]));
+      const revision = await commitDirectory(repo, seed, { message: `bench: forward ${extra.name}` });
+      ones.push(await cycleExpecting(deps, 'applied', revision));
+      const after = plan!.nft;
+      // The floor: the same batch by hand, from the same starting point.
+      const batch = join(dir, 'one.nft');
+      const undo = join(dir, 'undo.nft');
+      await writeFile(batch, batchText(after.desired, before, after.owned));
+      await writeFile(undo, batchText(before, after.desired, after.owned));
+      await raw(['-f', undo]);
+      rawOnes.push((await timed(() => raw(['-f', batch]))).ms);
+      noops.push(await cycleExpecting(deps, 'converged', revision));
+      rawLists.push((await timed(() => raw(['-j', 'list', 'table', ...FORWARDS_TABLE]))).ms);
+    }
+    return {
+      forwards,
+      rounds,
+      firstCycleMs: first.ms,
+      oneForward: medianFigure(ones),
+      rawOneForward: median(rawOnes),
+      noop: medianFigure(noops),
+      rawList: median(rawLists),
+    };
+  } finally {
+    await server.stop();
+    await deleteNamespace(ns);
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,74 @@
+// Push-to-converged in the lab: `cgw-sync lab up` (labStart, as the CLI runs it) with two nodes,
+// then commits pushed to the lab's Git server over HTTP with the git CLI, each timed from the
+// start of `git push` until both nodes' status branches report that revision applied (the
+// status refs polled at a short interval, no fixed waits). `lab down` in a finally.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { labStart } from '../lab/lab.js';
+import { readNodeStatus } from '../lab/status.js';
+import { labDown } from '../lab/topology.js';
+import { run } from '../netns/netns.js';
+import { waitUntil } from '../proc/process.js';
+import { median } from './stats.js';
+import { forwardsDocument } from './state-repo.js';
+
+export interface PushFigures {
+  pushes: number;
+  /** Median from `git push` to both nodes reporting the revision applied. */
+  ms: number;
+  /** Median of `git push` alone (the floor: nothing can converge before the push is in). */
+  pushMs: number;
+  /** Each agent process after the pushes: current and peak RSS (from /proc). */
+  agentRss: Record<string, { rssMiB: number; peakMiB: number }>;
+}
+
+/** Whether the lab's agents can be woken by a push webhook; none of them can yet. */
+export const WEBHOOK_SUPPORT: string | undefined = undefined;
+
+const CONVERGE_TIMEOUT_MS = 60_000;
+const POLL_MS = 10;
+const IDENTITY = ['-c', 'user.name=cgw-sync bench', '-c', 'user.email=bench@cgw-sync.invalid'];
+
+/** VmRSS and VmHWM of a process, MiB. */
+async function processRss(pid: number): Promise<{ rssMiB: number; peakMiB: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+  return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 };
+}
+
+export async function measurePushToConverged(pushes: number, progress: (line: string) => void): Promise<PushFigures> {
+  const prefix = `cgwb${process.pid}-`;
+  const runRoot = await mkdtemp(join(tmpdir(), 'cgw-bench-lab-'));
+  const clone = join(runRoot, 'clone');
+  try {
+    progress(`lab up (prefix ${prefix})`);
+    const lab = await labStart({ prefix, runRoot, progress: (line) => progress(`lab: ${line}`) });
+    const git = (args: string[]) => run('git', [...IDENTITY, ...args], { cwd: clone, env: { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' } });
+    await run('git', ['clone', '--quiet', lab.url, clone]);
+    const nodes = lab.plan.nodes.map((n) => n.name);
+    const totals: number[] = [];
+    const pushTimes: number[] = [];
+    for (let i = 0; i < pushes; i++) {
+      const extra = { name: `bench-push-${i}`, protocol: 'tcp' as const, port: 30000 + i, target: { guest: 'guest1', port: 22 } };
+      await writeFile(join(clone, 'forwards', `${extra.name}.yaml`), forwardsDocument([extra]));
+      await git(['add', '--all']);
+      await git(['commit', '--quiet', '--no-gpg-sign', '-m', `bench: forward ${extra.name}`]);
+      const revision = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+      const t0 = performance.now();
+      await git(['push', '--quiet', 'origin', 'HEAD:main']);
+      pushTimes.push(performance.now() - t0);
+      const applied = async () => (await Promise.all(nodes.map((n) => readNodeStatus(lab.repo, n)))).every((s) => s?.appliedRevision === revision && s.outcome !== 'error');
+      if (!(await waitUntil(applied, CONVERGE_TIMEOUT_MS, POLL_MS))) throw new Error(`lab nodes did not report ${revision.slice(0, 12)} applied within ${CONVERGE_TIMEOUT_MS} ms`);
+      totals.push(performance.now() - t0);
+      progress(`push ${i + 1}/${pushes}: converged on both nodes after ${totals[i]!.toFixed(0)} ms`);
+    }
+    const agents = lab.record.processes.filter((p) => p.name.startsWith('agent '));
+    const agentRss = Object.fromEntries(await Promise.all(agents.map(async (p) => [p.name.replace(/^agent /, ''), await processRss(p.pid)] as const)));
+    return { pushes, ms: median(totals), pushMs: median(pushTimes), agentRss };
+  } finally {
+    await labDown(prefix, { runRoot }).catch((e: Error) => progress(`lab down failed: ${e.message}`));
+    await rm(runRoot, { recursive: true, force: true });
+  }
+}

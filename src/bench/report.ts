@@ -1,0 +1,133 @@
+// The benchmark's figures, the rows of its table with their goals (issue 12), and the two ways
+// of printing them: a readable table and JSON. Pure.
+import type { PushFigures } from './lab-push.js';
+import type { ProcessSample } from './node-process.js';
+import type { SizeFigures } from './size-worker.js';
+
+/** A part that did not run, and why. */
+export interface Skipped {
+  skipped: string;
+}
+
+export interface BenchFigures {
+  meta: { time: string; node: string; cpus: number; loadAvg: number[]; sizes: number[]; rounds: Record<string, number>; pushes: number };
+  /** `node -e 0`: the floor of any Node process. */
+  nodeStart: ProcessSample;
+  /** `cgw-sync validate --state state-example`. */
+  cliStart: ProcessSample;
+  sizes: Record<string, SizeFigures>;
+  push: { schedule: PushFigures | Skipped; webhook: PushFigures | Skipped };
+}
+
+export interface Row {
+  id: 'one-forward-change' | 'no-op-cycle' | 'agent-rss' | 'validate' | 'cli-start' | 'push-schedule' | 'push-webhook';
+  what: string;
+  forwards?: number;
+  /** ms (or MiB for agent-rss); undefined when the part did not run. */
+  value?: number;
+  unit: 'ms' | 'MiB';
+  /** Shown instead of a value when the part did not run. */
+  missing?: string;
+  rssMiB?: number;
+  floor?: { name: string; value: number };
+  goal?: string;
+  /** Whether a goal that applies at this size is met; undefined where none applies. */
+  met?: boolean;
+  /** The cycle's phases (median ms each), for the agent rows. */
+  phases?: Record<string, number>;
+}
+
+const isSkipped = (x: object): x is Skipped => 'skipped' in x;
+
+/** The goals of issue 12, evaluated where they apply. */
+function oneForwardGoal(forwards: number, ms: number, floor: number): Pick<Row, 'goal' | 'met'> {
+  if (forwards === 50_000) return { goal: '< 100 ms at 50k (aim 2x floor)', met: ms < 100 };
+  return { goal: 'aim 2x floor', met: ms <= 2 * floor };
+}
+
+function validateGoal(forwards: number, s: ProcessSample): Pick<Row, 'goal' | 'met'> {
+  if (forwards === 10_000) return { goal: '< 300 ms at 10k', met: s.ms < 300 };
+  if (forwards === 50_000) return { goal: '< 1.5 s, RSS < 250 MB at 50k', met: s.ms < 1500 && s.maxRssMiB < 250 };
+  return {};
+}
+
+function pushRow(id: Row['id'], what: string, figures: PushFigures | Skipped, goal: Pick<Row, 'goal' | 'met'> | ((ms: number) => Pick<Row, 'goal' | 'met'>)): Row {
+  if (isSkipped(figures)) return { id, what, unit: 'ms', missing: figures.skipped, ...(typeof goal === 'function' ? { goal: goal(Number.NaN).goal } : goal) };
+  const rss = Object.values(figures.agentRss).map((r) => r.peakMiB);
+  return {
+    id,
+    what: `${what}, median of ${figures.pushes}`,
+    value: figures.ms,
+    unit: 'ms',
+    ...(rss.length && { rssMiB: Math.max(...rss) }),
+    floor: { name: 'git push alone', value: figures.pushMs },
+    ...(typeof goal === 'function' ? goal(figures.ms) : goal),
+  };
+}
+
+export function benchRows(f: BenchFigures): Row[] {
+  const rows: Row[] = [];
+  const node0 = { name: 'node -e 0', value: f.nodeStart.ms };
+  for (const size of f.meta.sizes) {
+    const s = f.sizes[String(size)];
+    if (!s) continue;
+    const a = s.agent;
+    rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle, new revision)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, phases: a.oneForward.phases, ...oneForwardGoal(size, a.oneForward.ms, a.rawOneForward) });
+    rows.push({ id: 'no-op-cycle', what: 'no-op cycle (agent cycle, nothing new)', forwards: size, value: a.noop.ms, unit: 'ms', floor: { name: 'raw nft -j list table', value: a.rawList }, phases: a.noop.phases, goal: '< 50 ms', met: a.noop.ms < 50 });
+    rows.push({ id: 'agent-rss', what: 'agent process RSS after its cycles (peak)', forwards: size, value: s.agentRss.afterMiB, unit: 'MiB', rssMiB: s.agentRss.peakMiB, floor: { name: 'node -e 0 peak RSS', value: f.nodeStart.maxRssMiB } });
+    rows.push({ id: 'validate', what: 'validate/load of the repository (process)', forwards: size, value: s.validate.ms, unit: 'ms', rssMiB: s.validate.maxRssMiB, floor: node0, ...validateGoal(size, s.validate) });
+  }
+  rows.push({ id: 'cli-start', what: 'CLI start: validate state-example (process)', value: f.cliStart.ms, unit: 'ms', rssMiB: f.cliStart.maxRssMiB, floor: node0, goal: '< 250 ms', met: f.cliStart.ms < 250 });
+  rows.push(pushRow('push-schedule', 'push-to-converged, 2 lab nodes, schedule only', f.push.schedule, {}));
+  rows.push(pushRow('push-webhook', 'push-to-converged, 2 lab nodes, webhook', f.push.webhook, (ms) => ({ goal: '< 500 ms median', ...(Number.isFinite(ms) && { met: ms < 500 }) })));
+  return rows;
+}
+
+const group = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
+
+/** 12.3 ms, 456 ms, 1,234 ms. */
+function amount(value: number, unit: Row['unit']): string {
+  return `${value < 100 ? value.toFixed(1) : group(value)} ${unit}`;
+}
+
+function metText(r: Row): string {
+  if (r.met === undefined) return '';
+  if (r.goal?.startsWith('aim')) return r.met ? 'aim met' : 'aim missed';
+  return r.met ? 'yes' : 'NO';
+}
+
+/** The readable table: one line per row, the cycle's phases under the agent rows. */
+export function formatTable(f: BenchFigures, rows: Row[]): string {
+  const cells = rows.map((r) => [
+    r.what,
+    r.forwards === undefined ? '' : group(r.forwards),
+    r.value === undefined ? (r.missing ?? 'n/a') : amount(r.value, r.unit),
+    r.rssMiB === undefined ? '' : `${group(r.rssMiB)} MiB`,
+    r.floor ? r.floor.name : '',
+    r.floor ? amount(r.floor.value, r.unit) : '',
+    r.floor && r.value !== undefined && r.floor.value > 0 ? `${(r.value / r.floor.value).toFixed(1)}x` : '',
+    r.goal ?? '',
+    metText(r),
+  ]);
+  const head = ['what', 'forwards', 'ours', 'peak RSS', 'floor (same run)', 'floor', 'ratio', 'goal', 'met'];
+  const right = new Set([1, 2, 3, 5, 6]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
+  const line = (c: string[]) => c.map((x, i) => (right.has(i) ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join('  ').trimEnd();
+  const out: string[] = [];
+  const rounds = Object.entries(f.meta.rounds).map(([size, r]) => `${r} at ${group(Number(size))}`).join(', ');
+  out.push(`cgw-sync benchmark, ${f.meta.time}: node ${f.meta.node}, ${f.meta.cpus} CPUs, load average ${f.meta.loadAvg.map((l) => l.toFixed(2)).join(' ')}`);
+  out.push(`medians of rounds (${rounds}; lab: ${f.meta.pushes} pushes); every floor measured in the same run; RSS peaks per process`);
+  out.push('');
+  out.push(line(head));
+  out.push(line(widths.map((w) => '-'.repeat(w))));
+  rows.forEach((r, i) => {
+    out.push(line(cells[i]!));
+    if (r.phases) out.push(`    phases: ${Object.entries(r.phases).map(([k, v]) => `${k} ${group(v)}`).join(', ')} ms`);
+  });
+  return `${out.join('\n')}\n`;
+}
+
+/** For machines: the figures as measured and the rows as evaluated. */
+export function formatJson(f: BenchFigures, rows: Row[]): string {
+  return `${JSON.stringify({ ...f, rows }, null, 2)}\n`;
+}
