@@ -67,7 +67,7 @@ function benchAgentConfig(dir: string, url: string, ns: string): AgentConfig {
 const REST = 'publish+rest';
 
 function medianFigure(samples: { ms: number; value: NodeStatus }[]): CycleFigure {
-  const phases = samples.map(({ ms, value }) => {
+  const phases = samples.map(({ ms, value }): Record<string, number> => {
     const t = Object.fromEntries(Object.entries(value.timings ?? {}).filter(([n]) => n !== 'total'));
     return { ...t, [REST]: Math.max(0, ms - Object.values(t).reduce((a, b) => a + b, 0)) };
   });
