@@ -1,4 +1,4 @@
-// `npm run bench [-- --json]`: cgw-sync's latency and memory at 1,000, 10,000 and 50,000
+// `npm run bench [-- --json | --json-file FILE]`: cgw-sync's latency and memory at 1,000, 10,000 and 50,000
 // forwards, every figure beside its floor measured in the same run (raw nft, `node -e 0`, `git
 // push`), as the table of issue 12 with its goals. Prints, never asserts: speed goals live here,
 // not in tests. Needs root: it makes network namespaces (unique names, deleted again) and a lab.
@@ -10,6 +10,7 @@
 //   CGW_BENCH_WEBHOOK=0                skip the webhook variant of push-to-converged
 //
 // Each size runs in a process of its own (size-worker.ts), so its RSS is an agent's at that size.
+import { writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measurePushToConverged, WEBHOOK_SUPPORT, type PushFigures } from './lab-push.js';
@@ -106,6 +107,9 @@ async function main(): Promise<void> {
   };
   const rows = benchRows(figures);
   process.stdout.write(json ? formatJson(figures, rows) : formatTable(figures, rows));
+  // Both forms from one run: the table on stdout, the JSON in a file.
+  const jsonFile = process.argv[process.argv.indexOf('--json-file') + 1];
+  if (process.argv.includes('--json-file') && jsonFile) await writeFile(jsonFile, formatJson(figures, rows));
   progress(`done in ${((Date.now() - started.getTime()) / 1000).toFixed(0)} s`);
 }
 
