@@ -15,7 +15,7 @@ export interface BenchFigures {
   nodeStart: ProcessSample;
   /** `cgw-sync validate --state state-example`. */
   cliStart: ProcessSample;
-  sizes: Record<string, SizeFigures>;
+  sizes: Record<string, SizeFigures | Skipped>;
   push: { schedule: PushFigures | Skipped; webhook: PushFigures | Skipped };
 }
 
@@ -71,6 +71,11 @@ export function benchRows(f: BenchFigures): Row[] {
   for (const size of f.meta.sizes) {
     const s = f.sizes[String(size)];
     if (!s) continue;
+    if (isSkipped(s)) {
+      const ids: [Row['id'], string][] = [['one-forward-change', 'one-forward change'], ['no-op-cycle', 'no-op cycle'], ['agent-rss', 'agent process RSS'], ['validate', 'validate/load']];
+      for (const [id, what] of ids) rows.push({ id, what, forwards: size, unit: 'ms', missing: s.skipped });
+      continue;
+    }
     const a = s.agent;
     rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle, new revision)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, phases: a.oneForward.phases, ...oneForwardGoal(size, a.oneForward.ms, a.rawOneForward) });
     rows.push({ id: 'no-op-cycle', what: 'no-op cycle (agent cycle, nothing new)', forwards: size, value: a.noop.ms, unit: 'ms', floor: { name: 'raw nft -j list table', value: a.rawList }, phases: a.noop.phases, goal: '< 50 ms', met: a.noop.ms < 50 });

@@ -1,14 +1,18 @@
 // A synthetic state repository on disk, for the loader, `validate` and the agent at scale.
 // Kept here until the loader's own writeSyntheticStateRepo (synthetic.ts) is on main; same
-// signature and content, so switching is a one-line import change.
+// signature, so switching is a one-line import change (if it writes forwards as this does).
 import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ForwardSpec } from '../state/types.js';
 import { syntheticState } from './synthetic.js';
 
-/** One forward as a flow-style YAML list item. */
+/**
+ * One forward as a list item, written as state-example writes them (a block mapping with a flow
+ * target): 13 YAML values each, so 50,000 fit the loader's limit of 700,000 values, which a
+ * flow mapping per forward (14 each) does not.
+ */
 export function forwardYaml(f: Pick<ForwardSpec, 'name' | 'protocol' | 'port' | 'target'>): string {
-  return `  - { name: ${f.name}, protocol: ${f.protocol}, port: ${f.port}, target: { guest: ${f.target.guest}, port: ${f.target.port} } }`;
+  return `  - name: ${f.name}\n    protocol: ${f.protocol}\n    port: ${f.port}\n    target: { guest: ${f.target.guest}, port: ${f.target.port} }`;
 }
 
 /** A Forwards document with these items. */
