@@ -1,8 +1,9 @@
-// The agent's rows of the benchmark at one size, measured through the agent's own cycle
-// (runOnce: fetch from a real Git smart-HTTP server, load, read live nft, plan, apply, publish the
-// report), in a network namespace made for it, beside the raw nft floor in the same namespace:
+// The agent's rows of the benchmark at one size, measured through the agent's own cycle (fetch
+// from a real Git smart-HTTP server, load, read live nft, plan, apply, publish the report) in a
+// network namespace made for it, beside the raw nft floor in a second namespace that holds the
+// same tables (raw `nft -f` of the agent's own batches, so the agent never sees a hand-made change):
 //   one-forward change  a new revision that adds one forward; floor: raw `nft -f` of the very
-//                       batch the agent sent (its elements are deleted again first, untimed)
+//                       batch the agent sent, from the same starting point
 //   no-op cycle         nothing new; floor: raw `nft -j list table` of the forwards' table
 // Rounds alternate: revision, its floor, no-op, its floor, so load on the machine hits both alike.
 import { randomBytes } from 'node:crypto';
@@ -75,9 +76,25 @@ function medianFigure(samples: { ms: number; value: NodeStatus }[]): CycleFigure
   return { ms: median(samples.map((s) => s.ms)), phases: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n] ?? 0))])) };
 }
 
+/** The batch that turns `from` into `to` (both as rendered), as nft text. */
+function batchText(to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']): string {
+  return planToTransaction(planNft(to, from, owned)).toText();
+}
+
+/** How the bench drives the agent's cycles. */
+interface CycleRunner {
+  cycle(): Promise<NodeStatus>;
+  stop(): Promise<void>;
+}
+
+/** Each cycle as `runOnce`, the cycle the scheduled agent runs. */
+function onceRunner(deps: CycleDeps): CycleRunner {
+  return { cycle: () => runOnce(deps), stop: async () => {} };
+}
+
 /** A cycle that must end with `outcome` (at `revision` when given); the bench stops otherwise. */
-async function cycleExpecting(deps: CycleDeps, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
-  const r = await timed(() => runOnce(deps));
+async function cycleExpecting(agent: CycleRunner, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
+  const r = await timed(() => agent.cycle());
   const s = r.value;
   if (s.outcome !== outcome || (revision && s.appliedRevision !== revision)) {
     throw new Error(`bench agent cycle: expected ${outcome}${revision ? ` at ${revision.slice(0, 12)}` : ''}, got ${s.outcome} at ${s.appliedRevision?.slice(0, 12) ?? 'none'}: ${s.errors.join('; ') || s.source.message || ''}`);
@@ -85,28 +102,36 @@ async function cycleExpecting(deps: CycleDeps, outcome: NodeStatus['outcome'], r
   return r;
 }
 
-/** The batch that turns `from` into `to` (both as rendered), as nft text. */
-function batchText(to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']): string {
-  return planToTransaction(planNft(to, from, owned)).toText();
-}
-
 export async function measureAgent(forwards: number, rounds: number, progress: (line: string) => void): Promise<AgentFigures> {
   const ns = `cgwbench-${process.pid}-${randomBytes(2).toString('hex')}`;
+  const floorNs = `${ns}-raw`;
   const dir = await mkdtemp(join(tmpdir(), 'cgw-bench-agent-'));
   const seed = join(dir, 'seed');
   await writeSyntheticStateRepo(seed, forwards);
   await mkdir(join(dir, 'srv'));
   const repo = await createBareRepo(join(dir, 'srv'), 'state.git', { seedDir: seed, message: `bench: ${forwards} forwards` });
-  await createNamespace(ns);
+  const made: string[] = [];
   const server = await startGitHttpServer({ projectRoot: join(dir, 'srv') });
+  let agent: CycleRunner | undefined;
   try {
+    for (const n of [ns, floorNs]) {
+      await createNamespace(n);
+      made.push(n);
+    }
     let plan: NodePlan | undefined;
-    const deps: CycleDeps = { config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan: (p) => {
+    const onPlan = (p: NodePlan) => {
       plan = p;
-    } };
+    };
+    agent = onceRunner({ config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan });
     progress(`${forwards} forwards: first cycle (everything from an empty namespace ${ns})`);
-    const first = await cycleExpecting(deps, 'applied');
-    const raw = (args: string[]) => runIn(ns, 'nft', args);
+    const first = await cycleExpecting(agent, 'applied');
+    const raw = (args: string[]) => runIn(floorNs, 'nft', args);
+    const file = join(dir, 'batch.nft');
+    const rawApply = async (to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']) => {
+      await writeFile(file, batchText(to, from, owned));
+      return (await timed(() => raw(['-f', file]))).ms;
+    };
+    await rawApply(plan!.nft.desired, { tables: [] }, plan!.nft.owned);
     const ones: { ms: number; value: NodeStatus }[] = [];
     const noops: { ms: number; value: NodeStatus }[] = [];
     const rawOnes: number[] = [];
@@ -118,16 +143,9 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       const extra = { name: `bench-extra-${i}`, protocol: 'tcp' as const, port: 10000 + forwards + i, target: { guest: 'guest1', port: 1 + (i % 1000) } };
       await writeFile(join(seed, 'forwards', `bench-extra-${i}.yaml`), forwardsDocument([extra]));
       const revision = await commitDirectory(repo, seed, { message: `bench: forward ${extra.name}` });
-      ones.push(await cycleExpecting(deps, 'applied', revision));
-      const after = plan!.nft;
-      // The floor: the same batch by hand, from the same starting point.
-      const batch = join(dir, 'one.nft');
-      const undo = join(dir, 'undo.nft');
-      await writeFile(batch, batchText(after.desired, before, after.owned));
-      await writeFile(undo, batchText(before, after.desired, after.owned));
-      await raw(['-f', undo]);
-      rawOnes.push((await timed(() => raw(['-f', batch]))).ms);
-      noops.push(await cycleExpecting(deps, 'converged', revision));
+      ones.push(await cycleExpecting(agent, 'applied', revision));
+      rawOnes.push(await rawApply(plan!.nft.desired, before, plan!.nft.owned));
+      noops.push(await cycleExpecting(agent, 'converged', revision));
       rawLists.push((await timed(() => raw(['-j', 'list', 'table', ...FORWARDS_TABLE]))).ms);
     }
     return {
@@ -140,8 +158,9 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       rawList: median(rawLists),
     };
   } finally {
+    await agent?.stop();
     await server.stop();
-    await deleteNamespace(ns);
+    for (const n of made) await deleteNamespace(n);
     await rm(dir, { recursive: true, force: true });
   }
 }
