@@ -102,7 +102,8 @@ async function cycleExpecting(agent: CycleRunner, outcome: NodeStatus['outcome']
   return r;
 }
 
-export async function measureAgent(forwards: number, rounds: number, progress: (line: string) => void): Promise<AgentFigures> {
+/** `rounds` rounds, or fewer when the clock passes `until` (ms since the epoch; at least one round). */
+export async function measureAgent(forwards: number, rounds: number, progress: (line: string) => void, until = Number.POSITIVE_INFINITY): Promise<AgentFigures> {
   const ns = `cgwbench-${process.pid}-${randomBytes(2).toString('hex')}`;
   const floorNs = `${ns}-raw`;
   const dir = await mkdtemp(join(tmpdir(), 'cgw-bench-agent-'));
@@ -136,7 +137,7 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     const noops: { ms: number; value: NodeStatus }[] = [];
     const rawOnes: number[] = [];
     const rawLists: number[] = [];
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; i < rounds && (i === 0 || Date.now() < until); i++) {
       progress(`${forwards} forwards: round ${i + 1}/${rounds}`);
       const before = plan!.nft.desired;
       // A new revision with one forward more (public ports 10000.. are the synthetic ones).
@@ -150,7 +151,7 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     }
     return {
       forwards,
-      rounds,
+      rounds: ones.length,
       firstCycleMs: first.ms,
       oneForward: medianFigure(ones),
       rawOneForward: median(rawOnes),

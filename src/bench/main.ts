@@ -5,6 +5,7 @@
 //
 //   CGW_BENCH_SIZES=1000,10000,50000   forwards per size
 //   CGW_BENCH_ROUNDS=5                 rounds per figure (at most 3 at 50,000 forwards and more)
+//   CGW_BENCH_SIZE_BUDGET_S=240        per size: no new round starts after this (at least one runs)
 //   CGW_BENCH_PUSHES=5                 pushes in the lab
 //   CGW_BENCH_LAB=0                    skip the lab (push-to-converged rows)
 //   CGW_BENCH_WEBHOOK=0                skip the webhook variant of push-to-converged
@@ -30,6 +31,8 @@ const MAX_FORWARDS = 55_000;
 export interface BenchSettings {
   sizes: number[];
   rounds: number;
+  /** Seconds per size after which no new round starts. */
+  sizeBudgetS: number;
   pushes: number;
   lab: boolean;
   webhook: boolean;
@@ -49,6 +52,7 @@ export function benchSettings(env: NodeJS.ProcessEnv): BenchSettings {
   return {
     sizes,
     rounds: positiveInt('CGW_BENCH_ROUNDS', env.CGW_BENCH_ROUNDS ?? '5'),
+    sizeBudgetS: positiveInt('CGW_BENCH_SIZE_BUDGET_S', env.CGW_BENCH_SIZE_BUDGET_S ?? '240'),
     pushes: positiveInt('CGW_BENCH_PUSHES', env.CGW_BENCH_PUSHES ?? '5'),
     lab: env.CGW_BENCH_LAB !== '0',
     webhook: env.CGW_BENCH_WEBHOOK !== '0',
@@ -71,8 +75,8 @@ async function processFloors(rounds: number): Promise<{ nodeStart: ProcessSample
 }
 
 /** One size in its own process (size-worker.ts); its progress goes to our stderr. */
-async function sizeFigures(forwards: number, rounds: number): Promise<SizeFigures> {
-  const r = await runNode(['--expose-gc', WORKER, String(forwards), String(rounds)], { inheritStderr: true });
+async function sizeFigures(forwards: number, rounds: number, budgetS: number): Promise<SizeFigures> {
+  const r = await runNode(['--expose-gc', WORKER, String(forwards), String(rounds), String(budgetS)], { inheritStderr: true });
   if (r.code !== 0) throw new Error(`the benchmark at ${forwards} forwards failed (exit ${r.code}; its error is above)`);
   return JSON.parse(r.stdout.trim().split('\n').pop() as string) as SizeFigures;
 }
@@ -99,7 +103,7 @@ async function main(): Promise<void> {
   const sizes: Record<string, SizeFigures | Skipped> = {};
   for (const n of s.sizes) {
     // A size that fails (e.g. a limit of the loader) costs its rows, not the sizes after it.
-    sizes[String(n)] = await sizeFigures(n, rounds[String(n)]!).catch((e: Error) => {
+    sizes[String(n)] = await sizeFigures(n, rounds[String(n)]!, s.sizeBudgetS).catch((e: Error) => {
       progress(e.message);
       return { skipped: `failed: ${e.message.split('\n')[0]!.slice(0, 80)}` };
     });

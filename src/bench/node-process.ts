@@ -64,9 +64,12 @@ export async function measureNodeProcess(args: string[]): Promise<ProcessSample>
   }
 }
 
-/** Medians of wall time and peak RSS over `rounds` runs of the same process. */
-export async function medianNodeProcess(args: string[], rounds: number): Promise<ProcessSample> {
+/**
+ * Medians of wall time and peak RSS over `rounds` runs of the same process, or fewer when the
+ * clock passes `until` (ms since the epoch; at least one run); `rounds` says how many ran.
+ */
+export async function medianNodeProcess(args: string[], rounds: number, until = Number.POSITIVE_INFINITY): Promise<ProcessSample & { rounds: number }> {
   const samples: ProcessSample[] = [];
-  for (let i = 0; i < rounds; i++) samples.push(await measureNodeProcess(args));
-  return { ms: median(samples.map((s) => s.ms)), maxRssMiB: median(samples.map((s) => s.maxRssMiB)) };
+  for (let i = 0; i < rounds && (i === 0 || Date.now() < until); i++) samples.push(await measureNodeProcess(args));
+  return { ms: median(samples.map((s) => s.ms)), maxRssMiB: median(samples.map((s) => s.maxRssMiB)), rounds: samples.length };
 }

@@ -119,9 +119,14 @@ export function formatTable(f: BenchFigures, rows: Row[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
   const line = (c: string[]) => c.map((x, i) => (right.has(i) ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join('  ').trimEnd();
   const out: string[] = [];
-  const rounds = Object.entries(f.meta.rounds).map(([size, r]) => `${r} at ${group(Number(size))}`).join(', ');
+  // The rounds that ran (a size's budget may have cut them short).
+  const ran = (size: string, planned: number) => {
+    const s = f.sizes[size];
+    return !s || isSkipped(s) ? `${planned}` : s.agent.rounds === s.validate.rounds ? `${s.agent.rounds}` : `${s.validate.rounds}/${s.agent.rounds}`;
+  };
+  const rounds = Object.entries(f.meta.rounds).map(([size, r]) => `${ran(size, r)} at ${group(Number(size))}`).join(', ');
   out.push(`cgw-sync benchmark, ${f.meta.time}: node ${f.meta.node}, ${f.meta.cpus} CPUs, load average ${f.meta.loadAvg.map((l) => l.toFixed(2)).join(' ')}`);
-  out.push(`medians of rounds (${rounds}; lab: ${f.meta.pushes} pushes); every floor measured in the same run; RSS peaks per process`);
+  out.push(`medians of rounds (${rounds}, validate/agent where they differ; lab: ${f.meta.pushes} pushes); every floor measured in the same run; RSS peaks per process`);
   out.push('');
   out.push(line(head));
   out.push(line(widths.map((w) => '-'.repeat(w))));

@@ -1,5 +1,5 @@
-// `node --expose-gc dist/bench/size-worker.js <forwards> <rounds>`: the benchmark's rows at one
-// size, in a process of its own so that its RSS is that of an agent at this size alone (not of
+// `node --expose-gc dist/bench/size-worker.js <forwards> <rounds> <budget seconds>`: the benchmark's
+// rows at one size (fewer rounds when the budget runs out), in a process of its own so that its RSS is that of an agent at this size alone (not of
 // the sizes before it). Progress on stderr; one JSON line (SizeFigures) on stdout at the end.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,26 +14,28 @@ export interface SizeFigures {
   /** The agent process (this worker) after its cycles, garbage collected, and at its peak. */
   agentRss: { afterMiB: number; peakMiB: number };
   /** `cgw-sync validate --state <repository of this size>` as a process. */
-  validate: ProcessSample;
+  validate: ProcessSample & { rounds: number };
 }
 
-async function validateFigure(forwards: number, rounds: number): Promise<ProcessSample> {
+async function validateFigure(forwards: number, rounds: number, until: number): Promise<ProcessSample & { rounds: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'cgw-bench-validate-'));
   try {
     await writeSyntheticStateRepo(dir, forwards);
-    return await medianNodeProcess([CLI, 'validate', '--state', dir], rounds);
+    return await medianNodeProcess([CLI, 'validate', '--state', dir], rounds, until);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
-  const [forwards, rounds] = process.argv.slice(2).map(Number);
-  if (!Number.isInteger(forwards) || !Number.isInteger(rounds) || forwards < 1 || rounds < 1) throw new Error('usage: size-worker.js <forwards> <rounds>');
+  const [forwards, rounds, budgetS] = process.argv.slice(2).map(Number);
+  if (![forwards, rounds, budgetS].every((n) => Number.isInteger(n) && n >= 1)) throw new Error('usage: size-worker.js <forwards> <rounds> <budget seconds>');
+  // A third of the budget for validate, the rest for the agent's rounds.
+  const t0 = Date.now();
   const progress = (line: string) => process.stderr.write(`bench: ${line}\n`);
   progress(`${forwards} forwards: cgw-sync validate, ${rounds} rounds`);
-  const validate = await validateFigure(forwards, rounds);
-  const agent = await measureAgent(forwards, rounds, progress);
+  const validate = await validateFigure(forwards, rounds, t0 + (budgetS * 1000) / 3);
+  const agent = await measureAgent(forwards, rounds, progress, t0 + budgetS * 1000);
   collectGarbage();
   const agentRss = { afterMiB: mib(process.memoryUsage().rss), peakMiB: process.resourceUsage().maxRSS / 1024 };
   const figures: SizeFigures = { agent, agentRss, validate };
