@@ -84,18 +84,21 @@ function batchText(to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']):
 
 /** How the bench drives the agent's cycles. */
 interface CycleRunner {
+  /** The agent's first cycle (its start). */
+  first(): Promise<NodeStatus>;
+  /** One more cycle, now. */
   cycle(): Promise<NodeStatus>;
   stop(): Promise<void>;
 }
 
 /** Each cycle as `runOnce`, the cycle the scheduled agent runs. */
 function onceRunner(deps: CycleDeps): CycleRunner {
-  return { cycle: () => runOnce(deps), stop: async () => {} };
+  return { first: () => runOnce(deps), cycle: () => runOnce(deps), stop: async () => {} };
 }
 
 /** A cycle that must end with `outcome` (at `revision` when given); the bench stops otherwise. */
-async function cycleExpecting(agent: CycleRunner, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
-  const r = await timed(() => agent.cycle());
+async function cycleExpecting(cycle: () => Promise<NodeStatus>, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
+  const r = await timed(cycle);
   const s = r.value;
   if (s.outcome !== outcome || (revision && s.appliedRevision !== revision)) {
     throw new Error(`bench agent cycle: expected ${outcome}${revision ? ` at ${revision.slice(0, 12)}` : ''}, got ${s.outcome} at ${s.appliedRevision?.slice(0, 12) ?? 'none'}: ${s.errors.join('; ') || s.source.message || ''}`);
@@ -126,7 +129,7 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     };
     agent = onceRunner({ config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan });
     progress(`${forwards} forwards: first cycle (everything from an empty namespace ${ns})`);
-    const first = await cycleExpecting(agent, 'applied');
+    const first = await cycleExpecting(agent.first, 'applied');
     const raw = (args: string[]) => runIn(floorNs, 'nft', args);
     const file = join(dir, 'batch.nft');
     const rawApply = async (to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']) => {
@@ -145,9 +148,9 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       const extra = { name: `bench-extra-${i}`, protocol: 'tcp' as const, port: 10000 + forwards + i, target: { guest: 'guest1', port: 1 + (i % 1000) } };
       await writeFile(join(seed, 'forwards', `bench-extra-${i}.yaml`), forwardsDocument([extra]));
       const revision = await commitDirectory(repo, seed, { message: `bench: forward ${extra.name}` });
-      ones.push(await cycleExpecting(agent, 'applied', revision));
+      ones.push(await cycleExpecting(agent.cycle, 'applied', revision));
       rawOnes.push(await rawApply(plan!.nft.desired, before, plan!.nft.owned));
-      noops.push(await cycleExpecting(agent, 'converged', revision));
+      noops.push(await cycleExpecting(agent.cycle, 'converged', revision));
       rawLists.push((await timed(() => raw(['-j', 'list', 'table', ...FORWARDS_TABLE]))).ms);
     }
     return {
