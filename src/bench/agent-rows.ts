@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentConfig } from '../agent/config.js';
 import { runOnce, type CycleDeps } from '../agent/cycle.js';
+import { startAgent, type Agent } from '../agent/run.js';
 import type { NodeStatus } from '../agent/report.js';
 import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
 import { startGitHttpServer } from '../git/http-server.js';
@@ -33,6 +34,8 @@ export interface CycleFigure {
 export interface AgentFigures {
   forwards: number;
   rounds: number;
+  /** How the cycles were started: the running agent's trigger(), or runOnce (an agent without one). */
+  driver: 'trigger' | 'runOnce';
   /** The first cycle: everything applied from an empty namespace (one sample). */
   firstCycleMs: number;
   oneForward: CycleFigure;
@@ -91,9 +94,42 @@ interface CycleRunner {
   stop(): Promise<void>;
 }
 
-/** Each cycle as `runOnce`, the cycle the scheduled agent runs. */
-function onceRunner(deps: CycleDeps): CycleRunner {
-  return { first: () => runOnce(deps), cycle: () => runOnce(deps), stop: async () => {} };
+/**
+ * The running agent (`cgw-sync run`: startAgent) with whatever it keeps in memory between cycles,
+ * each cycle started by its trigger() as a webhook or nft monitor starts one. An agent without
+ * trigger() (before it had one) runs each further cycle as its schedule would: runOnce.
+ */
+function runningAgent(deps: CycleDeps, driver: { kind: AgentFigures['driver'] }): CycleRunner {
+  let agent: (Agent & { trigger?: (reason: string) => Promise<void> }) | undefined;
+  let waiting: ((s: NodeStatus) => void) | undefined;
+  // The next cycle's report, as the agent logs it at the end of the cycle.
+  const next = () =>
+    new Promise<NodeStatus>((resolve) => {
+      waiting = resolve;
+    });
+  const log: CycleDeps['log'] = (_line, status) => {
+    const w = waiting;
+    if (!status || !w) return;
+    waiting = undefined;
+    w(status);
+  };
+  return {
+    first: () => {
+      const p = next();
+      agent = startAgent({ ...deps, log });
+      driver.kind = typeof agent.trigger === 'function' ? 'trigger' : 'runOnce';
+      return p;
+    },
+    cycle: async () => {
+      if (!agent?.trigger) return runOnce(deps);
+      const p = next();
+      await agent.trigger('bench');
+      return p;
+    },
+    stop: async () => {
+      await agent?.stop();
+    },
+  };
 }
 
 /** A cycle that must end with `outcome` (at `revision` when given); the bench stops otherwise. */
@@ -127,7 +163,8 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     const onPlan = (p: NodePlan) => {
       plan = p;
     };
-    agent = onceRunner({ config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan });
+    const driver = { kind: 'runOnce' as AgentFigures['driver'] };
+    agent = runningAgent({ config: benchAgentConfig(dir, server.repoUrl('state.git'), ns), nft: new NftCli({ prefix: ['ip', 'netns', 'exec', ns] }), onPlan }, driver);
     progress(`${forwards} forwards: first cycle (everything from an empty namespace ${ns})`);
     const first = await cycleExpecting(agent.first, 'applied');
     const raw = (args: string[]) => runIn(floorNs, 'nft', args);
@@ -156,6 +193,7 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     return {
       forwards,
       rounds: ones.length,
+      driver: driver.kind,
       firstCycleMs: first.ms,
       oneForward: medianFigure(ones),
       rawOneForward: median(rawOnes),

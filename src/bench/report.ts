@@ -126,7 +126,9 @@ export function formatTable(f: BenchFigures, rows: Row[]): string {
   };
   const rounds = Object.entries(f.meta.rounds).map(([size, r]) => `${ran(size, r)} at ${group(Number(size))}`).join(', ');
   out.push(`cgw-sync benchmark, ${f.meta.time}: node ${f.meta.node}, ${f.meta.cpus} CPUs, load average ${f.meta.loadAvg.map((l) => l.toFixed(2)).join(' ')}`);
+  const drivers = [...new Set(Object.values(f.sizes).flatMap((s) => (isSkipped(s) ? [] : [s.agent.driver])))];
   out.push(`medians of rounds (${rounds}, validate/agent where they differ; lab: ${f.meta.pushes} pushes); every floor measured in the same run; RSS peaks per process`);
+  if (drivers.length) out.push(`agent cycles started by ${drivers.map((d) => (d === 'trigger' ? "the running agent's trigger()" : 'runOnce (this agent has no trigger())')).join(' and ')}`);
   out.push('');
   out.push(line(head));
   out.push(line(widths.map((w) => '-'.repeat(w))));
