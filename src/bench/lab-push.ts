@@ -1,12 +1,13 @@
-// Push-to-converged in the lab: `cgw-sync lab up` (labStart, as the CLI runs it) with two nodes,
+// Push-to-converged in the lab: `cgw-sync lab up [--webhook]` (labStart, as the CLI runs it) with two nodes,
 // then commits pushed to the lab's Git server over HTTP with the git CLI, each timed from the
 // start of `git push` until both nodes' status branches report that revision applied (the
 // status refs polled at a short interval, no fixed waits). `lab down` in a finally.
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { labStart } from '../lab/lab.js';
+import { labStart, type LabStartOptions } from '../lab/lab.js';
 import { readNodeStatus } from '../lab/status.js';
 import { labDown } from '../lab/topology.js';
 import { run } from '../netns/netns.js';
@@ -24,8 +25,11 @@ export interface PushFigures {
   agentRss: Record<string, { rssMiB: number; peakMiB: number }>;
 }
 
-/** Whether the lab's agents can be woken by a push webhook; none of them can yet. */
-export const WEBHOOK_SUPPORT: string | undefined = undefined;
+/** Whether this build's agents take a push webhook: the agent configuration's schema knows `webhook`. */
+export function webhookSupported(): boolean {
+  const schema = JSON.parse(readFileSync(new URL('../../schema/agent.schema.json', import.meta.url), 'utf8')) as { properties?: Record<string, unknown> };
+  return schema.properties?.webhook !== undefined;
+}
 
 const CONVERGE_TIMEOUT_MS = 60_000;
 const POLL_MS = 10;
@@ -38,13 +42,16 @@ async function processRss(pid: number): Promise<{ rssMiB: number; peakMiB: numbe
   return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 };
 }
 
-export async function measurePushToConverged(pushes: number, progress: (line: string) => void): Promise<PushFigures> {
-  const prefix = `cgwb${process.pid}-`;
+/** With `webhook`, the Git server sends each agent a push webhook (lab up --webhook); else they poll every 2 s. */
+export async function measurePushToConverged(pushes: number, webhook: boolean, progress: (line: string) => void): Promise<PushFigures> {
+  const prefix = `cgwb${process.pid}${webhook ? 'w' : 's'}-`;
   const runRoot = await mkdtemp(join(tmpdir(), 'cgw-bench-lab-'));
   const clone = join(runRoot, 'clone');
   try {
-    progress(`lab up (prefix ${prefix})`);
-    const lab = await labStart({ prefix, runRoot, progress: (line) => progress(`lab: ${line}`) });
+    progress(`lab up${webhook ? ' --webhook' : ''} (prefix ${prefix})`);
+    // `webhook` is a lab option only where webhooks exist (webhookSupported).
+    const opts: LabStartOptions & { webhook?: boolean } = { prefix, runRoot, ...(webhook && { webhook }), progress: (line) => progress(`lab: ${line}`) };
+    const lab = await labStart(opts);
     const git = (args: string[]) => run('git', [...IDENTITY, ...args], { cwd: clone, env: { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' } });
     await run('git', ['clone', '--quiet', lab.url, clone]);
     const nodes = lab.plan.nodes.map((n) => n.name);

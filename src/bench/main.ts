@@ -14,7 +14,7 @@
 import { writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { measurePushToConverged, WEBHOOK_SUPPORT, type PushFigures } from './lab-push.js';
+import { measurePushToConverged, webhookSupported, type PushFigures } from './lab-push.js';
 import { CLI, measureNodeProcess, runNode, type ProcessSample } from './node-process.js';
 import { benchRows, formatJson, formatTable, type BenchFigures, type Skipped } from './report.js';
 import type { SizeFigures } from './size-worker.js';
@@ -81,15 +81,18 @@ async function sizeFigures(forwards: number, rounds: number, budgetS: number): P
   return JSON.parse(r.stdout.trim().split('\n').pop() as string) as SizeFigures;
 }
 
+/** One lab for each variant; a lab that cannot come up (a busy machine) costs its row, not the run. */
 async function pushFigures(s: BenchSettings): Promise<BenchFigures['push']> {
-  const webhookOff: Skipped | undefined = WEBHOOK_SUPPORT === undefined ? { skipped: 'n/a (no webhook support)' } : !s.webhook ? { skipped: 'off (CGW_BENCH_WEBHOOK=0)' } : undefined;
-  if (!s.lab) return { schedule: { skipped: 'off (CGW_BENCH_LAB=0)' }, webhook: webhookOff ?? { skipped: 'off (CGW_BENCH_LAB=0)' } };
-  // A lab that cannot come up (a busy machine) costs its rows, not the whole run.
-  const schedule: PushFigures | Skipped = await measurePushToConverged(s.pushes, progress).catch((e: Error) => {
-    progress(`lab failed: ${e.message}`);
-    return { skipped: `failed: ${e.message.split('\n')[0]!.slice(0, 80)}` };
-  });
-  return { schedule, webhook: webhookOff ?? { skipped: 'n/a (no webhook support)' } };
+  const variant = async (webhook: boolean): Promise<PushFigures | Skipped> => {
+    if (webhook && !webhookSupported()) return { skipped: 'n/a (no webhook support)' };
+    if (!s.lab) return { skipped: 'off (CGW_BENCH_LAB=0)' };
+    if (webhook && !s.webhook) return { skipped: 'off (CGW_BENCH_WEBHOOK=0)' };
+    return measurePushToConverged(s.pushes, webhook, progress).catch((e: Error) => {
+      progress(`lab failed: ${e.message}`);
+      return { skipped: `failed: ${e.message.split('\n')[0]!.slice(0, 80)}` };
+    });
+  };
+  return { schedule: await variant(false), webhook: await variant(true) };
 }
 
 async function main(): Promise<void> {
