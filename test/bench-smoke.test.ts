@@ -51,7 +51,7 @@ describe('benchmark smoke run', () => {
       if (r.id !== 'cli-start') expect(r.forwards).toBe(200);
     }
     const oneForward = json.rows.find((r) => r.id === 'one-forward-change')!;
-    expect(Object.keys(oneForward.phases ?? {})).toEqual(expect.arrayContaining(['fetch', 'load', 'plan', 'apply']));
+    expect(Object.keys(oneForward.phases ?? {})).toEqual(expect.arrayContaining(['load', 'plan', 'apply', 'publish+rest']));
     for (const r of json.rows.filter((x) => x.id.startsWith('push-'))) expect(r.missing).toBeTruthy();
   });
 });

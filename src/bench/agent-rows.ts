@@ -23,7 +23,8 @@ import type { Ruleset } from '../nft/model.js';
 import type { NodePlan } from '../plan/plan.js';
 import { planNft, planToTransaction } from '../plan/nft-plan.js';
 import { median, timed } from './stats.js';
-import { forwardsDocument, writeSyntheticStateRepo } from './state-repo.js';
+import { forwardsDocument } from './state-repo.js';
+import { writeSyntheticStateRepo } from './synthetic.js';
 
 /** Median ms of each cycle phase (the cycle's own stopwatch) beside the median total. */
 export interface CycleFigure {

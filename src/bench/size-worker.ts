@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { measureAgent, type AgentFigures } from './agent-rows.js';
 import { CLI, medianNodeProcess, type ProcessSample } from './node-process.js';
 import { collectGarbage, mib } from './stats.js';
-import { writeSyntheticStateRepo } from './state-repo.js';
+import { writeSyntheticStateRepo } from './synthetic.js';
 
 export interface SizeFigures {
   agent: AgentFigures;
