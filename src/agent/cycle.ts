@@ -186,9 +186,13 @@ async function saveMemory(stateDir: string, memory: AgentMemory, cache: AgentCac
   if (cache) cache.written = stamp && { file: stamp, fingerprint };
 }
 
-/** A load (YAML or state-cache.json) remembered in the process for the agent: only valid states, few of them. */
-async function loadRemembered(cache: AgentCache | undefined, revision: string, dir: string, load: () => Promise<LoadResult>): Promise<LoadResult> {
-  const key = `${revision}\0${dir}`;
+/**
+ * A load (YAML or state-cache.json) remembered in the process for the agent: only valid states, few
+ * of them. Keyed by revision alone: a revision names its content (a commit, or a folder's content
+ * hash), so the checkout and its last-good/ copy are one state, loaded once.
+ */
+async function loadRemembered(cache: AgentCache | undefined, revision: string, load: () => Promise<LoadResult>): Promise<LoadResult> {
+  const key = revision;
   const held = cache?.states.get(key);
   if (held) return { state: held, diagnostics: [] };
   const r = await load();
@@ -368,7 +372,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     c.held = memory.held;
   } else if (candidate) {
     delete memory.held;
-    const r = await loadRemembered(c.cache, candidate.revision, candidate.dir, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir));
+    const r = await loadRemembered(c.cache, candidate.revision, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir));
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
@@ -376,7 +380,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, memory.applied.revision, lastGood, () => loadState(lastGood));
+  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood));
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
@@ -461,7 +465,8 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
 async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: ClusterState; revision: string } | undefined> {
   const applied = c.memory.applied;
   if (!applied || applied.revision === loaded.revision) return undefined;
-  const r = await loadState(agentPaths(c.config.stateDir).lastGood);
+  const lastGood = agentPaths(c.config.stateDir).lastGood;
+  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood));
   return r.state && { state: r.state, revision: applied.revision };
 }
 
