@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { PrivateKey, PublicKey } from 'openpgp';
-import { checkOwnBranch, publishStatus, readStatusBranch, statusBranchName, type Intrusion } from '../git/status-branch.js';
+import { checkOwnBranch, publishStatus, readStatusBranch, statusBranchName, type Intrusion, type StatusBranchTip } from '../git/status-branch.js';
 import { RemoteUnavailable, scrub } from '../git/remote.js';
 import { isRemoteUrl } from '../git/ssh.js';
 import { readNodePublicKey, readSigningKey, signPayload, verifyCommitSignature } from '../git/signature.js';
@@ -67,11 +67,10 @@ export interface StatusRead {
 
 export type StatusReader = (node: string) => Promise<StatusRead>;
 
-/**
- * How to read another node's latest report, believing only what `trust` allows; undefined when
- * no status source can tell.
- */
-export function statusReader(config: AgentConfig, trust: StatusTrust): StatusReader | undefined {
+/** Judges a report found at `where` (its status.json and what signs it): believed only as `trust` allows. */
+type Believe = (node: string, where: string, text: string | undefined, signed: { gpgsig?: string; payload: string }) => Promise<StatusRead>;
+
+function believer(trust: StatusTrust): Believe {
   const keys = new Map<string, Promise<PublicKey>>();
   const keyOf = (node: string, armored: string) => {
     if (!keys.has(node)) keys.set(node, readNodePublicKey(armored));
@@ -88,7 +87,7 @@ export function statusReader(config: AgentConfig, trust: StatusTrust): StatusRea
     if (check.signedBy) return `${where}: signature not by ${node}'s key (${check.signedBy})`;
     return `${where}: ${check.refusal === 'unsigned' ? `not signed, but ${node}'s reports must be signed by its statusKey` : check.reason}`;
   };
-  const believe = async (node: string, where: string, text: string | undefined, signed: { gpgsig?: string; payload: string }): Promise<StatusRead> => {
+  return async (node, where, text, signed) => {
     if (text === undefined) return { status: null };
     const refused = await refusal(node, where, signed.gpgsig, signed.payload);
     if (refused) return { status: null, refused };
@@ -97,14 +96,33 @@ export function statusReader(config: AgentConfig, trust: StatusTrust): StatusRea
     if (status.node !== node) return { status: null, refused: `${where}: the report is node ${JSON.stringify(String(status.node)).slice(0, 70)}'s, not ${node}'s` };
     return { status };
   };
+}
+
+/**
+ * Reads each node's report from the tip of its status branch, however `tipOf` gets it (a fetch
+ * from the server, or a repository already here), believing only what `trust` allows.
+ */
+export function branchStatusReader(trust: StatusTrust, tipOf: (node: string) => Promise<StatusBranchTip | null>): StatusReader {
+  const believe = believer(trust);
+  return async (node) => {
+    const tip = await tipOf(node);
+    return tip ? believe(node, tip.branch, tip.files['status.json'], tip.signed) : { status: null };
+  };
+}
+
+/**
+ * How to read another node's latest report, believing only what `trust` allows; undefined when
+ * no status source can tell.
+ */
+export function statusReader(config: AgentConfig, trust: StatusTrust): StatusReader | undefined {
   const url = statusUrl(config);
   if (url) {
-    return async (node) => {
-      const r = await readStatusBranch(url, node, { branch: statusBranchName(node, config.status.branch), credentials: credentials(config), ssh: config.source.ssh, timeoutMs: config.source.timeoutSeconds * 1000 });
-      return r ? believe(node, r.branch, r.files['status.json'], r.signed) : { status: null };
-    };
+    return branchStatusReader(trust, (node) =>
+      readStatusBranch(url, node, { branch: statusBranchName(node, config.status.branch), credentials: credentials(config), ssh: config.source.ssh, timeoutMs: config.source.timeoutSeconds * 1000 }),
+    );
   }
   if (config.status.dir?.includes('{node}')) {
+    const believe = believer(trust);
     return async (node) => {
       const dir = statusDir(config, node) as string;
       const text = await readFile(path.join(dir, 'status.json'), 'utf8').catch(() => undefined);

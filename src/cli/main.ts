@@ -186,14 +186,26 @@ const COMMANDS: CommandSpec[] = [
   {
     name: 'status',
     summary: "status --all: every node's latest report, one line each (revision vs main, outcome, health, age, drift, why)",
-    details: 'The nodes are those of --state (default: the state this node applied last); the reports come from the status source of --config.',
+    details: [
+      'On a workstation: --state names the state repository (an http(s) URL or a local clone); the nodes and',
+      'their statusKeys come from the state at --branch, the reports from its status/<node> branches (in a clone:',
+      'origin/status/<node>, as last fetched), each believed only when signed by its node\'s key, as the agents do.',
+      'A URL is fetched into a temporary folder that is removed afterwards; its token comes from --token-file or',
+      '--token-env, never from the command line.',
+      'On a node, with --config (or without --state): the reports come from the status source of the agent',
+      "configuration, the nodes from --state (a state folder; default: the state this node applied last).",
+    ].join('\n'),
     options: {
       all: { type: 'boolean', help: 'every node (required: there is no single-node form yet)' },
-      state: { type: 'string', value: 'DIR', help: "the state naming the nodes (default: the one this node applied last)" },
+      state: { type: 'string', value: 'URL|DIR', help: 'the state repository (http(s) URL or clone); with --config: the state folder naming the nodes' },
+      branch: { type: 'string', value: 'B', help: 'with a repository: the tracked branch whose state names the nodes (default: main)' },
+      path: { ...OPT.statePath, help: 'with a repository: folder of the state inside it (default: .)' },
+      'token-file': { type: 'string', value: 'FILE', help: 'with an http(s) URL: file holding the Git token' },
+      'token-env': { type: 'string', value: 'NAME', help: 'with an http(s) URL: environment variable holding the Git token' },
       'max-age': { type: 'string', value: 'S', default: '3600', help: 'a node whose last report is older is silent (default 3600)' },
       json: OPT.json,
       markdown: { type: 'boolean', help: 'a Markdown table (for a pull request or a chat)' },
-      config: { ...OPT.agentConfig, help: `agent configuration with the status source (default: ${DEFAULT_CONFIG})` },
+      config: { ...OPT.agentConfig, help: `agent configuration with the status source (default without --state: ${DEFAULT_CONFIG})` },
     },
     exits: { 0: 'every node reported and none failed', 1: 'a node failed, rolled back or is silent, or an error' },
     run: async (v, _a, io) => fleetStatusCommand(v, io),
@@ -517,19 +529,37 @@ function needRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('lab needs root: it creates network namespaces');
 }
 
-/** `status --all`: a thin layer over src/rollout/commands.ts (fleetStatus). */
+/** Options of `status --all` that only a state repository (no --config) takes. */
+const REPO_ONLY = ['branch', 'path', 'token-file', 'token-env'] as const;
+
+/**
+ * `status --all`: a thin layer over src/rollout/commands.ts. With --config (or without --state),
+ * through the agent configuration (fleetStatus); else --state is the repository (repoFleetStatus).
+ */
 async function fleetStatusCommand(v: Values, io: Io): Promise<number> {
   const maxAgeSeconds = Number(str(v, 'max-age'));
   if (!v.all) throw new UsageError('status needs --all (every node\'s report)');
   if (!(maxAgeSeconds >= 0)) throw new UsageError('--max-age must be a number of seconds');
-  const config = await agentConfigFor('status', str(v, 'config'));
-  const state = str(v, 'state');
   if (v.json && v.markdown) throw new UsageError('--json and --markdown exclude each other');
   const format = v.json ? 'json' : v.markdown ? 'markdown' : 'text';
-  const { fleetStatus } = await import('../rollout/commands.js');
-  const r = await fleetStatus(config, { ...(state !== undefined && { stateDir: state }), format, maxAgeSeconds });
-  io.out(r.text);
-  if (r.problems.length && format === 'text') io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${r.problems.join('; ')}\n`);
+  const state = str(v, 'state');
+  const configFile = str(v, 'config');
+  const viaAgent = configFile !== undefined || state === undefined;
+  const [commands, { maskSecrets }] = await Promise.all([import('../rollout/commands.js'), import('../git/remote.js')]);
+  let r: Awaited<ReturnType<typeof commands.fleetStatus>>;
+  if (viaAgent) {
+    for (const only of REPO_ONLY) if (v[only] !== undefined) throw new UsageError(`--${only} reads a state repository: give it as --state URL|CLONE, without --config`);
+    const config = await agentConfigFor('status', configFile);
+    r = await commands.fleetStatus(config, { ...(state !== undefined && { stateDir: state }), format, maxAgeSeconds });
+  } else {
+    const [tokenFile, tokenEnv] = [str(v, 'token-file'), str(v, 'token-env')];
+    if (tokenFile !== undefined && tokenEnv !== undefined) throw new UsageError('--token-file and --token-env exclude each other');
+    const credentials = { ...(tokenFile !== undefined && { tokenFile: path.resolve(tokenFile) }), ...(tokenEnv !== undefined && { tokenEnv }) };
+    r = await commands.repoFleetStatus({ repo: state as string, branch: str(v, 'branch'), path: str(v, 'path'), credentials, format, maxAgeSeconds });
+  }
+  // Reports carry text from the nodes: masked like everything else this process prints.
+  io.out(maskSecrets(r.text, await secrets()));
+  if (r.problems.length && format === 'text') io.err(`cgw-sync: ${r.problems.length} node(s) need attention: ${maskSecrets(r.problems.join('; '), await secrets())}\n`);
   return r.problems.length ? EXIT.error : EXIT.ok;
 }
 

@@ -115,12 +115,40 @@ export async function readStatusBranch(
   try {
     await ensureRepo(dir, remote.url);
     const oid = await remote.sync(dir, branch);
-    if (!oid) return null;
-    const { commit, payload } = await git.readCommit({ fs, dir, oid });
-    return { branch, oid, files: await readFilesTree({ dir }, commit.tree), signed: { gpgsig: commit.gpgsig, payload } };
+    return oid ? await readBranchTip(dir, branch, oid) : null;
   } finally {
     if (!opts.workDir) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The files and signature of commit `oid` (the tip of `branch`) in the local repository `dir`. */
+export async function readBranchTip(dir: string, branch: string, oid: string): Promise<StatusBranchTip> {
+  const { commit, payload } = await git.readCommit({ fs, dir, oid });
+  return { branch, oid, files: await readFilesTree({ dir }, commit.tree), signed: { gpgsig: commit.gpgsig, payload } };
+}
+
+/**
+ * Bring the tips of `branches` of the http(s) repository `url` into `dir` (created when missing)
+ * as refs/remotes/origin/<branch>, one after the other; a branch the server lacks is left out.
+ * Only the tips are fetched (depth 1): a reader needs no history.
+ */
+export async function fetchBranchTips(url: string, dir: string, branches: string[], opts: { credentials?: GitCredentials; timeoutMs?: number } = {}): Promise<Map<string, string>> {
+  const remote = await openRemote(url, opts.credentials, opts.timeoutMs);
+  await ensureRepo(dir, remote.url);
+  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
+  const tips = new Map<string, string>();
+  try {
+    const heads = await git.listServerRefs({ http: remote.http, url: remote.url, onAuth: remote.onAuth, prefix: 'refs/heads/' });
+    for (const branch of branches) {
+      const tip = heads.find((r) => r.ref === `refs/heads/${branch}`)?.oid;
+      if (!tip) continue;
+      await recordTip(dir, branch, tip, () => git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, depth: 1, tags: false }));
+      tips.set(branch, tip);
+    }
+  } catch (e) {
+    throw toRemoteError(e, 'reading branches from', remote);
+  }
+  return tips;
 }
 
 /** A commit at the tip of a node's own status branch that the node did not put there. */
