@@ -14,7 +14,7 @@ import { publishStatus } from '../src/git/status-branch.js';
 import type { FleetRow } from '../src/rollout/fleet.js';
 import { mainTip, stateExampleFiles } from './helpers/agent-fixture.js';
 import { cliBin } from './helpers/cli.js';
-import { gitCli, startGitFixture, type GitFixture } from './helpers/git-server.js';
+import { commitFiles, gitCli, startGitFixture, type GitFixture } from './helpers/git-server.js';
 import { nodeStatus } from './helpers/node-status.js';
 import { forgeReport, nodeKey, statusKeyYaml, type NodeKey } from './helpers/status-trust.js';
 
@@ -130,7 +130,26 @@ describe('status --all --state <URL or clone> without an agent configuration', (
     expect(mixed.err).toMatch(/--branch reads a state repository: give it as --state URL\|CLONE, without --config/);
     const ssh = await status(['--state', 'git@example.org:state.git']);
     expect(ssh.err).toMatch(/status --all reads http\(s\) URLs or a local clone/);
+    const noBranch = await status(['--state', fx.url, '--token-env', 'CGW_FLEET_TEST_TOKEN', '--branch', 'nosuch']);
+    expect(noBranch.err).toContain(`${fx.url} has no branch nosuch`);
+    expect(noBranch.leftInTmp).toEqual([]);
     const notClone = await status(['--state', scratch]);
     expect(notClone.err).toMatch(/is not a Git clone/);
+  });
+
+  it('--branch and --path: the state in a folder of another branch names the nodes; main is that branch\'s tip', async () => {
+    const files = await stateExampleFiles();
+    // A one-node cluster with one guest and no forwards.
+    const kept = ['cluster.yaml', 'nodes/node1.yaml', 'guests/guest1.yaml'];
+    const nested = Object.fromEntries(Object.entries(files).filter(([f]) => kept.includes(f)).map(([f, text]) => [`deploy/state/${f}`, f === 'nodes/node1.yaml' ? text + statusKeyYaml(keys.node1!.publicKey) : text]));
+    const tip = await commitFiles(fx.repo, nested, { branch: 'deploy', parent: null, message: 'state in a folder' });
+    const r = await status(['--state', fx.url, '--token-env', 'CGW_FLEET_TEST_TOKEN', '--branch', 'deploy', '--path', 'deploy/state', '--json']);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out);
+    expect(json.main).toBe(tip);
+    expect(json.nodes).toEqual([expect.objectContaining({ node: 'node1', outcome: 'converged', main: 'behind main', note: '' })]);
+    const wrongPath = await status(['--state', fx.url, '--token-env', 'CGW_FLEET_TEST_TOKEN', '--branch', 'deploy']);
+    expect(wrongPath.code).toBe(1);
+    expect(wrongPath.err).toMatch(/cannot read the nodes from .* at deploy \([0-9a-f]{12}\), folder \.:\ncluster\.yaml:1:1: missing/);
   });
 });
