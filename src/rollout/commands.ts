@@ -109,7 +109,7 @@ function repoProblem(repo: string): string | undefined {
     if (!isHttpUrl(repo)) return `${splitUserinfo(repo).url}: status --all reads http(s) URLs or a local clone (for ssh, fetch a clone and give its folder)`;
     return undefined;
   }
-  return existsSync(path.join(repo, '.git')) ? undefined : `${repo} is not a Git clone (no .git folder in it): give a clone of the state repository or its http(s) URL`;
+  return existsSync(path.join(repo, '.git')) ? undefined : `${repo} is not a Git clone (no .git folder in it): give a clone of the state repository or its http(s) URL (or, on a node, add --config FILE: then --state is the state folder naming the nodes)`;
 }
 
 /**
