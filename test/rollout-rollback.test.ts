@@ -49,6 +49,10 @@ describe('checkpoint: a commit that breaks a forward is rolled back and held', (
     // No round starts after the window: decided within it plus one round (a probe's 2 s timeout
     // and its 2 s kill grace at worst); the whole cycle has the restore and report on top.
     expect(status.rollback!.checkedMs).toBeLessThan((WINDOW_S + 4) * 1000);
+    // The bad ruleset was live for the checks plus the restore, and no longer than the cycle.
+    expect(status.rollback!.liveMs).toBeGreaterThanOrEqual(status.rollback!.checkedMs);
+    expect(status.rollback!.liveMs).toBeLessThanOrEqual(ms);
+    console.info(`canary: the bad revision's ruleset was live for ${status.rollback!.liveMs} ms (checks ${status.rollback!.checkedMs} ms, window ${WINDOW_S} s, whole cycle ${ms} ms)`);
     expect(ms).toBeLessThan((WINDOW_S + 15) * 1000);
     expect(status.health?.state).toBe('healthy');
     // The previous revision's ruleset is back.

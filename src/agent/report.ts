@@ -216,7 +216,7 @@ export function renderMarkdown(status: NodeStatus, secrets: readonly string[] = 
   L.push(`| source | ${t(s.source.url)} (${t(s.source.branch)}): ${t(s.source.state)}${s.source.fetched ? `, fetched ${c(s.source.fetched)}` : ''} |`);
   L.push(`| report time | ${t(s.time)} |`, '');
   if (s.source.message) L.push('**Source:**', '', ...mdBlock(s.source.message), '');
-  if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
+  if (s.rollback) L.push('## Rolled back', '', `Revision ${c(s.rollback.revision)} was applied and rolled back to ${c(s.rollback.restored)} after ${s.rollback.checkedMs} ms of checks${s.rollback.liveMs === undefined ? '' : ` (its ruleset was live for ${s.rollback.liveMs} ms)`}${s.rollback.ok ? '' : ' (**the restore reported problems**)'}; it is held until the branch moves. Failing checks:`, '', ...s.rollback.failing.map((f) => `- ${t(f.name)}: ${t(f.detail)}`), '');
   if (s.rollout?.halted) L.push(`**Halted:** ${t(s.rollout.halted)} (wave ${s.rollout.wave}; revision ${c(s.rollout.revision)} is not applied here until a newer commit starts a new rollout)`, '');
   else if (s.rollout?.waiting) L.push(`**Wave ${s.rollout.wave}:** revision ${c(s.rollout.revision)} is ${t(s.rollout.waiting)}`, '');
   if (s.suspended) L.push(`**Suspended** by ${t(s.suspended.by)}${s.suspended.since ? ` since ${t(s.suspended.since)}` : ''}: ${t(s.suspended.reason)}. Nothing is applied; the plan below is what would change.`, '');

@@ -101,6 +101,12 @@ export interface RollbackReport {
   failing: CheckResult[];
   /** How long the checkpoint ran before deciding (ms). */
   checkedMs: number;
+  /**
+   * From the end of the new revision's apply to the end of the restore (ms): about how long its
+   * ruleset was live, i.e. how long the traffic it broke stayed broken on this node. Absent in
+   * reports of older versions.
+   */
+  liveMs?: number;
   /** Restore and verification. */
   ok: boolean;
   errors: string[];
@@ -150,6 +156,7 @@ export type RollbackStart = Pick<RollbackReport, 'revision' | 'restored' | 'fail
  * revision again on its next start but restores the previous one.
  */
 export async function guardApply(g: GuardInputs, executed: Executed, before: CheckResult[] | undefined, beforeRestore?: (r: RollbackStart) => Promise<void>): Promise<Guarded> {
+  const appliedAt = Date.now();
   const checks = nodeHealthChecks(g.prepared.view);
   const ports = healthPorts(g.rt, g.edge, g.state, g.revision, g.memory);
   const r = executed.result;
@@ -162,6 +169,7 @@ export async function guardApply(g: GuardInputs, executed: Executed, before: Che
   const rt: NodeRuntime = { ...g.rt, hooks: false };
   const prepared = await prepareNode(rt, state, revision, g.memory);
   const restoredExec = await executePlan(rt, prepared, { beforeNft: () => beforeRestore?.({ revision: g.revision, restored: revision, failing: cp.caused }) ?? Promise.resolve() });
+  const liveMs = Date.now() - appliedAt;
   const errors: string[] = [];
   if (restoredExec.result && applyFailed(restoredExec.result)) errors.push('the restore failed');
   const after = await runHealthRound(nodeHealthChecks(prepared.view), healthPorts(g.rt, g.edge, state, revision, g.memory));
@@ -169,7 +177,7 @@ export async function guardApply(g: GuardInputs, executed: Executed, before: Che
   if (readback && !readback.ok) errors.push(`after the restore: ${readback.detail}`);
   return {
     health: healthReport(after),
-    rollback: { revision: g.revision, restored: revision, failing: cp.caused, checkedMs: cp.ms, ok: errors.length === 0, errors },
+    rollback: { revision: g.revision, restored: revision, failing: cp.caused, checkedMs: cp.ms, liveMs, ok: errors.length === 0, errors },
     restored: { prepared, executed: restoredExec },
   };
 }
