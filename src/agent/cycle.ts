@@ -41,7 +41,9 @@ import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
 import { hasChanges } from '../plan/plan.js';
-import { guardApply, healthBefore, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge } from '../rollout/checkpoint.js';
+import { guardApply, healthBefore, heldHealth, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge, type HeldHealth } from '../rollout/checkpoint.js';
+import { rememberedSysctls } from '../settings/host.js';
+import { DEFAULT_FULL_READ_SECONDS } from './watch.js';
 
 /** One cycle as the metrics see it; a cycle that could not run (lock busy, crash) has no status. */
 export interface CycleObservation {
@@ -100,12 +102,26 @@ interface AgentCache {
   memo: NodeMemo;
   states: Map<string, ClusterState>;
   written?: { file: FileStamp; fingerprint: string };
+  /** The source, which remembers the revision it accepted and checked out last. */
+  source?: Source;
+  /** The settings port, which trusts the sysctls it read for fullReadSeconds. */
+  settings?: SettingsPort;
+  /** The last health round between applies (run again when due: see healthBetweenApplies). */
+  health?: HeldHealth;
 }
 
 interface FileStamp {
   ino: number;
   size: number;
   mtimeMs: number;
+}
+
+/**
+ * How long the long-running agent trusts what it read without a process (sysctls, the health
+ * round between applies): the full read-back interval of its nft memory (0: read every cycle).
+ */
+function fullReadMs(config: AgentConfig): number {
+  return (config.schedule.fullReadSeconds ?? DEFAULT_FULL_READ_SECONDS) * 1000;
 }
 
 /** Valid states kept: the revision enforced and one candidate. */
@@ -249,9 +265,10 @@ interface Reconciled {
 
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
-  const source = deps.source ?? gitSource(config);
   if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map() };
   const cache = deps.carry?.cache;
+  const source = deps.source ?? (cache ? (cache.source ??= gitSource(config)) : gitSource(config));
+  const settings = cache ? (cache.settings ??= rememberedSysctls(deps.settings ?? settingsHost(config), fullReadMs(config))) : (deps.settings ?? settingsHost(config));
   const c: Cycle = {
     ...(cache && { cache }),
     config,
@@ -265,7 +282,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings: deps.settings ?? settingsHost(config), ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings, ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   const candidate = await fetchPhase(c);
   c.sw.lap('source');
   const loaded = await statePhase(c, candidate);
@@ -447,10 +464,14 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   }
   // The hold is on disk before the restore runs (the transaction record stays: the live tables
   // may still be the new revision's): a restart after a kill mid-rollback restores, never retries.
-  const guarded = await guardApply(guard, executed, before, async (rb) => {
+  const idle = !executed.result && !executed.vetoedBy && !hasChanges(prepared.plan);
+  const held = idle ? heldHealth(c.cache?.health, loaded.revision, Date.now(), fullReadMs(config)) : undefined;
+  const roundAt = Date.now();
+  const guarded = held ? { health: held } : await guardApply(guard, executed, before, async (rb) => {
     memory.held = { revision: rb.revision, at: c.now(), reason: rollbackReason(rb) };
     await writeMemory(config.stateDir, { ...memory, applying: { revision: loaded.revision, desired: nft.desired } }).catch((e: Error) => c.errors.push(`could not record the rollback in ${agentPaths(config.stateDir).memory}: ${e.message}`));
   });
+  if (c.cache && !held) c.cache.health = guarded.rollback ? undefined : { at: roundAt, revision: loaded.revision, report: guarded.health };
   sw.lap('health');
   if (guarded.rollback) c.errors.push(`rolled back ${guarded.rollback.revision} to ${guarded.rollback.restored}: ${rollbackReason(guarded.rollback)}`, ...guarded.rollback.errors);
   const settings = await settingsReport(prepared.plan, executed.result, rt.settings);

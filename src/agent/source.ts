@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import git from 'isomorphic-git';
-import { contentHash, fetchSource, leadingOid, type SourceResult } from '../git/source.js';
+import { contentHash, fetchSource, leadingOid, type SourceAccepted, type SourceResult } from '../git/source.js';
 import { placementHistory, type PlacementHistory } from '../git/placement-history.js';
 import { isRemoteUrl } from '../git/ssh.js';
 import { readTrustedKeyFiles, type AgentConfig } from './config.js';
@@ -33,9 +33,11 @@ export function gitSource(config: AgentConfig): Source {
   const cacheDir = agentPaths(config.stateDir).sourceCache;
   const remote = isRemoteUrl(config.source.url);
   const repoDir = remote ? cacheDir : config.source.url;
+  // The last accepted fetch, for the same last applied revision (the verdict depends on it).
+  let known: { lastApplied: string | undefined; result: SourceAccepted } | undefined;
   return {
-    fetch: async (lastApplied) =>
-      fetchSource({
+    fetch: async (lastApplied) => {
+      const r = await fetchSource({
         url: config.source.url,
         branch: config.source.branch,
         cacheDir,
@@ -45,7 +47,11 @@ export function gitSource(config: AgentConfig): Source {
         lastAppliedOid: lastApplied,
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
-      }),
+        ...(known && known.lastApplied === lastApplied && { known: known.result }),
+      });
+      known = r.accepted ? { lastApplied, result: r } : undefined;
+      return r;
+    },
     isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: repoDir, oid: rev, ancestor: since, depth: -1 }).catch(() => false),
     // A folder without Git has content-hash revisions; a dirty working copy's is "<HEAD>-dirty-<hash>".
     placementHistory: async (revision) => {

@@ -47,6 +47,11 @@ export interface SourceOptions {
   allowNonDescendant?: boolean;
   /** Idle timeout of HTTP requests (default 30 s). */
   timeoutMs?: number;
+  /**
+   * What this process accepted and checked out last, with the same options: when the remote still
+   * points there, it is the answer again (no verification, no checkout: a commit never changes).
+   */
+  known?: SourceAccepted;
 }
 
 export type SourceRefusal = SignatureRefusal | 'not-descendant' | 'unsafe-tree';
@@ -100,6 +105,8 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
   const branch = opts.branch ?? 'main';
   const dir = opts.cacheDir;
   const oid = isSshUrl(opts.url) ? await fetchOverSsh(opts, branch) : await fetchOverHttp(opts, branch);
+  // Still checked out there (another command using the cache would have moved the local branch).
+  if (opts.known?.kind === 'git-remote' && opts.known.revision === oid && (await checkedOut(dir, branch)) === oid) return opts.known;
   const verdict = await checkRevision(dir, oid, opts, trusted);
   if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
   // isomorphic-git's checkout would write a symlink from the tree as a symlink: refuse first.
@@ -119,6 +126,10 @@ async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<strin
   const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
   try {
     if (await isRepo(dir)) {
+      const have = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }).catch(() => undefined);
+      // Nothing new is one GET of the ref advertisement: isomorphic-git's fetch would POST to
+      // upload-pack as well (a second request and a server process) even when it wants nothing.
+      if (have && (await advertisedTip(common, branch)) === have) return have;
       await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
     } else {
       await mkdir(dir, { recursive: true });
@@ -131,6 +142,12 @@ async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<strin
   } catch (e) {
     throw classifyRemoteError(e, `fetching branch ${branch} of`, remote, (m, s, c) => new SourceUnavailable(m, s, c));
   }
+}
+
+/** The branch's oid as the remote advertises it (protocol v1: the refs come with info/refs, no POST). */
+async function advertisedTip(remote: Pick<Parameters<typeof git.getRemoteInfo2>[0], 'http' | 'url' | 'onAuth'>, branch: string): Promise<string | undefined> {
+  const info = await git.getRemoteInfo2({ ...remote, protocolVersion: 1 });
+  return info.refs?.find((r) => r.ref === `refs/heads/${branch}`)?.oid;
 }
 
 /** The same with the system git over ssh (a fresh cache is `git init`, no checkout). */
@@ -188,6 +205,11 @@ async function checkoutWorkTree(dir: string, branch: string, oid: string): Promi
   await git.writeRef({ fs, dir, ref: `refs/heads/${branch}`, value: oid, force: true });
   await git.writeRef({ fs, dir, ref: 'HEAD', value: `refs/heads/${branch}`, symbolic: true, force: true });
   await git.checkout({ fs, dir, ref: branch, force: true });
+}
+
+/** The oid the cache's work tree was last checked out at (its local branch). */
+async function checkedOut(dir: string, branch: string): Promise<string | undefined> {
+  return git.resolveRef({ fs, dir, ref: `refs/heads/${branch}` }).catch(() => undefined);
 }
 
 async function isRepo(dir: string): Promise<boolean> {

@@ -88,6 +88,24 @@ export interface HealthReport {
   failing: CheckResult[];
 }
 
+/** A health round the long-running agent ran between applies, and when. */
+export interface HeldHealth {
+  at: number;
+  revision: string;
+  report: HealthReport;
+}
+
+/**
+ * The last round's report while it still stands for a cycle that changes nothing: same revision,
+ * younger than maxAgeMs. Undefined: run a round now. Healthy or not, between applies a node's
+ * health is checked once per interval (a failing check is not re-run every cycle either); an
+ * apply always runs its checkpoint (the caller).
+ */
+export function heldHealth(held: HeldHealth | undefined, revision: string, now: number, maxAgeMs: number): HealthReport | undefined {
+  if (!held || held.revision !== revision) return undefined;
+  return now - held.at < maxAgeMs ? held.report : undefined;
+}
+
 export function healthReport(results: CheckResult[]): HealthReport {
   const failing = results.filter((r) => !r.ok);
   return { state: failing.length ? 'unhealthy' : 'healthy', checks: results.length, failing };

@@ -10,6 +10,7 @@ import { processAlive, processStartTime, terminate, waitUntil } from '../proc/pr
 import type { NodeSettings } from './model.js';
 import type { ConntrackdPaths } from './conntrackd.js';
 import { configHash, type ConntrackdProcess, type LiveSettings, type SettingsPlan } from './plan.js';
+import type { SettingsPort } from './reconcile.js';
 
 export interface SettingsHostOptions {
   /** Command prefix, e.g. ["ip", "netns", "exec", "lab-node1"]; empty on a real node. */
@@ -73,14 +74,25 @@ export class SettingsHost {
     return theirs !== undefined && theirs === ours && rec.netns === ours ? rec : undefined;
   }
 
+  /**
+   * Many sysctls in one process (`sysctl k1 k2 ...` prints `k = v` for each it can read); a key
+   * missing from that answer (unreadable, or printed under another spelling) is read on its own.
+   */
+  async readSysctls(keys: string[]): Promise<Record<string, string | undefined>> {
+    if (keys.length === 0) return {};
+    const r = await this.exec('sysctl', keys);
+    const found = parseSysctlLines(r.stdout);
+    const values = await Promise.all(keys.map((k) => (found.has(k) ? found.get(k) : this.readSysctl(k))));
+    return Object.fromEntries(keys.map((k, i) => [k, values[i]]));
+  }
+
   /** Read what the desired settings talk about. `paths` locates conntrackd even when it is not desired (to stop it). */
   async readLive(desired: NodeSettings, paths: ConntrackdPaths): Promise<LiveSettings> {
-    const keys = [...Object.keys(desired.sysctls), ...Object.keys(desired.resets)];
-    const values = await Promise.all(keys.map((k) => this.readSysctl(k)));
+    const sysctls = await this.readSysctls(settingsKeys(desired));
     const config = await readFile(paths.config, 'utf8').catch(() => undefined);
     const running = await this.runningConntrackd(paths);
     return {
-      sysctls: Object.fromEntries(keys.map((k, i) => [k, values[i]])),
+      sysctls,
       conntrackd: { ...(config !== undefined && { config }), ...(running && { running }) },
     };
   }
@@ -160,4 +172,51 @@ async function netnsInode(file: string): Promise<number | undefined> {
     (s) => s.ino,
     () => undefined,
   );
+}
+
+/** The sysctl keys a node's settings talk about (set ones and reset ones). */
+export function settingsKeys(desired: NodeSettings): string[] {
+  return [...Object.keys(desired.sysctls), ...Object.keys(desired.resets)];
+}
+
+/** `sysctl` output lines `name = value` (the value as `sysctl -n` prints it, tabs kept). */
+export function parseSysctlLines(stdout: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const i = line.indexOf(' = ');
+    if (i > 0) out.set(line.slice(0, i), line.slice(i + 3));
+  }
+  return out;
+}
+
+/**
+ * The sysctls a long-running agent read last, trusted for `maxAgeMs` (like its committed nft
+ * ruleset): a cycle in between spawns no process for them. Anything this agent applies forgets
+ * them (the next cycle reads again), so only a change made by someone else waits for the next
+ * full read: drift in a sysctl is found within maxAgeMs (plus the time to the next cycle).
+ */
+export function rememberedSysctls(port: SettingsPort, maxAgeMs: number, now: () => number = Date.now): SettingsPort & { forget(): void } {
+  let held: { at: number; keys: string; sysctls: LiveSettings['sysctls'] } | undefined;
+  return {
+    forget: () => {
+      held = undefined;
+    },
+    readLive: async (desired, paths) => {
+      const keys = settingsKeys(desired).join('\0');
+      if (held && held.keys === keys && now() - held.at < maxAgeMs) {
+        // conntrackd's file and process are read each time: file reads, no process.
+        const live = await port.readLive({ ...desired, sysctls: {}, resets: {} }, paths);
+        return { ...live, sysctls: held.sysctls };
+      }
+      const at = now();
+      const live = await port.readLive(desired, paths);
+      held = { at, keys, sysctls: live.sysctls };
+      return live;
+    },
+    apply: async (plan, desired, paths) => {
+      held = undefined;
+      await port.apply(plan, desired, paths);
+    },
+    health: (paths) => port.health(paths),
+  };
 }
