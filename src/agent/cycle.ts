@@ -36,7 +36,8 @@ import { conntrackdProblem, settingsReport, type SettingsReport } from './settin
 import { cycleOutcome, reportedOutcome, settled } from './outcome.js';
 import { gitSource, type Source } from './source.js';
 import type { Intrusion } from '../git/status-branch.js';
-import { findIntrusion, ownKeyProblem, publishReport, readReports, statusReader, statusTrust, unverifiedNote, type PublishResult } from './status-source.js';
+import { findIntrusion, ownKeyProblem, publishReport, readReports, statusReader, statusTrust, statusUrl, unverifiedNote, type PublishResult } from './status-source.js';
+import { statusBranchName } from '../git/status-branch.js';
 import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
@@ -248,6 +249,18 @@ interface Cycle {
   window?: NonNullable<NodeStatus['window']>;
   /** The long-running agent's in-process caches (absent for one-shot cycles). */
   cache?: AgentCache;
+  /** The source repository's branch tips, as advertised to this cycle's fetch (when that was all it took). */
+  advertised?: Record<string, string>;
+}
+
+/**
+ * The status branch lives in the source repository and this cycle's fetch saw its tip there at
+ * the commit this node pushed last: no intrusion, and no second request to find that out.
+ */
+function ownTipAdvertised(c: Cycle): boolean {
+  const tip = c.memory.statusTip;
+  if (!tip || !c.advertised || statusUrl(c.config) !== c.config.source.url) return false;
+  return c.advertised[`refs/heads/${statusBranchName(c.config.node, c.config.status.branch)}`] === tip;
 }
 
 type Candidate = { revision: string; dir: string } | undefined;
@@ -307,7 +320,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const keyProblem = loaded && (await ownKeyProblem(config, loaded.state));
   if (keyProblem) c.errors.push(keyProblem);
   // Every cycle, not only when the report changes: a forged tip must not stand until then.
-  const intrusion = await findIntrusion(config, c.memory.statusTip);
+  const intrusion = ownTipAdvertised(c) ? undefined : await findIntrusion(config, c.memory.statusTip);
   if (intrusion) c.notes.push(intrusionNote(intrusion));
 
   // --- report -----------------------------------------------------------------------------
@@ -371,6 +384,7 @@ async function fetchPhase(c: Cycle): Promise<Candidate> {
   try {
     const r = await c.source.fetch(memory.applied?.revision);
     sourceStatus.fetched = r.revision;
+    if (r.accepted && r.advertised) c.advertised = r.advertised;
     if (r.accepted) return { revision: r.revision, dir: path.join(r.dir, config.source.path) };
     Object.assign(sourceStatus, { state: 'refused', message: `revision ${r.revision} refused (${r.refusal}): ${r.reason}` });
   } catch (e) {

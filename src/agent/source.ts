@@ -47,9 +47,14 @@ export function gitSource(config: AgentConfig): Source {
         lastAppliedOid: lastApplied,
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
-        ...(known && known.lastApplied === lastApplied && { known: known.result }),
+        // The verdict depends on the last applied revision, unless that is the revision itself.
+        ...(known && (known.lastApplied === lastApplied || leadingOid(lastApplied) === known.result.revision) && { known: known.result }),
       });
-      known = r.accepted ? { lastApplied, result: r } : undefined;
+      // Kept without its advertisement: that is only ever the current fetch's.
+      if (r.accepted) {
+        const { advertised: _, ...result } = r;
+        known = { lastApplied, result };
+      } else known = undefined;
       return r;
     },
     isAtOrAfter: async (rev, since) => rev === since || git.isDescendent({ fs, dir: repoDir, oid: rev, ancestor: since, depth: -1 }).catch(() => false),

@@ -67,6 +67,11 @@ export interface SourceAccepted {
   kind: SourceKind;
   /** Fingerprint of the key that signed the revision, when keys are configured. */
   signedBy?: string;
+  /**
+   * The remote's branch tips (refs/heads/...) as advertised to this very fetch, when it asked
+   * only for the advertisement (nothing new): other readers of the same repository may use them.
+   */
+  advertised?: Record<string, string>;
 }
 
 export interface SourceRefused {
@@ -104,9 +109,9 @@ function localFolder(url: string): string | undefined {
 async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined): Promise<SourceResult> {
   const branch = opts.branch ?? 'main';
   const dir = opts.cacheDir;
-  const oid = isSshUrl(opts.url) ? await fetchOverSsh(opts, branch) : await fetchOverHttp(opts, branch);
+  const { oid, advertised } = isSshUrl(opts.url) ? { oid: await fetchOverSsh(opts, branch), advertised: undefined } : await fetchOverHttp(opts, branch);
   // Still checked out there (another command using the cache would have moved the local branch).
-  if (opts.known?.kind === 'git-remote' && opts.known.revision === oid && (await checkedOut(dir, branch)) === oid) return opts.known;
+  if (opts.known?.kind === 'git-remote' && opts.known.revision === oid && (await checkedOut(dir, branch)) === oid) return { ...opts.known, ...(advertised && { advertised }) };
   const verdict = await checkRevision(dir, oid, opts, trusted);
   if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
   // isomorphic-git's checkout would write a symlink from the tree as a symlink: refuse first.
@@ -116,11 +121,11 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
     return { accepted: false, revision: oid, refusal: 'unsafe-tree', reason };
   }
   await checkoutWorkTree(dir, branch, oid);
-  return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy };
+  return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy, ...(advertised && { advertised }) };
 }
 
-/** Bring `branch` into the cache as refs/remotes/origin/<branch> with isomorphic-git; its oid. */
-async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<string> {
+/** Bring `branch` into the cache as refs/remotes/origin/<branch> with isomorphic-git; its oid (and the advertisement, when that was all it took). */
+async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<{ oid: string; advertised?: Record<string, string> }> {
   const dir = opts.cacheDir;
   const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
   const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
@@ -129,7 +134,8 @@ async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<strin
       const have = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }).catch(() => undefined);
       // Nothing new is one GET of the ref advertisement: isomorphic-git's fetch would POST to
       // upload-pack as well (a second request and a server process) even when it wants nothing.
-      if (have && (await advertisedTip(common, branch)) === have) return have;
+      const advertised = have ? await advertisedBranches(common) : undefined;
+      if (have && advertised?.[`refs/heads/${branch}`] === have) return { oid: have, advertised };
       await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
     } else {
       await mkdir(dir, { recursive: true });
@@ -138,16 +144,16 @@ async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<strin
       // The local branch names the last accepted revision: none yet (HEAD stays unborn).
       await git.deleteRef({ fs, dir, ref: `refs/heads/${branch}` });
     }
-    return await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` });
+    return { oid: await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }) };
   } catch (e) {
     throw classifyRemoteError(e, `fetching branch ${branch} of`, remote, (m, s, c) => new SourceUnavailable(m, s, c));
   }
 }
 
-/** The branch's oid as the remote advertises it (protocol v1: the refs come with info/refs, no POST). */
-async function advertisedTip(remote: Pick<Parameters<typeof git.getRemoteInfo2>[0], 'http' | 'url' | 'onAuth'>, branch: string): Promise<string | undefined> {
+/** The remote's branch tips as it advertises them (protocol v1: the refs come with info/refs, no POST). */
+async function advertisedBranches(remote: Pick<Parameters<typeof git.getRemoteInfo2>[0], 'http' | 'url' | 'onAuth'>): Promise<Record<string, string>> {
   const info = await git.getRemoteInfo2({ ...remote, protocolVersion: 1 });
-  return info.refs?.find((r) => r.ref === `refs/heads/${branch}`)?.oid;
+  return Object.fromEntries((info.refs ?? []).filter((r) => r.ref.startsWith('refs/heads/')).map((r) => [r.ref, r.oid]));
 }
 
 /** The same with the system git over ssh (a fresh cache is `git init`, no checkout). */
