@@ -13,6 +13,7 @@
 // fail after it), memory.json is replaced atomically, and a cycle killed at any point is run again.
 import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
+import type { CommittedRuleset } from '../nft/committed.js';
 import { loadState, type LoadResult } from '../state/load.js';
 import { stat } from 'node:fs/promises';
 import { formatDiagnostics } from '../state/diagnostics.js';
@@ -105,8 +106,8 @@ interface AgentCache {
   written?: { file: FileStamp; fingerprint: string };
   /** The source, which remembers the revision it accepted and checked out last. */
   source?: Source;
-  /** The settings port, which trusts the sysctls it read for fullReadSeconds. */
-  settings?: SettingsPort;
+  /** The settings port, which trusts the sysctls it read until the next full read. */
+  settings?: SettingsPort & { forget(): void };
   /** The last health round between applies (run again when due: see healthBetweenApplies). */
   health?: HeldHealth;
 }
@@ -123,6 +124,18 @@ interface FileStamp {
  */
 function fullReadMs(config: AgentConfig): number {
   return (config.schedule.fullReadSeconds ?? DEFAULT_FULL_READ_SECONDS) * 1000;
+}
+
+/** Whether the nft backend reads the node's tables in full next (an nft backend without memory always does). */
+function fullReadDue(nft: NftBackend): boolean {
+  const f = (nft as Partial<Pick<CommittedRuleset, 'fullReadDue'>>).fullReadDue;
+  return typeof f !== 'function' || f.call(nft);
+}
+
+/** What the agent trusts between full reads, forgotten: the next cycle reads the sysctls and runs the health round. */
+function forgetReads(cache: AgentCache): void {
+  cache.settings?.forget();
+  delete cache.health;
 }
 
 /** Valid states kept: the revision enforced and one candidate. */
@@ -296,6 +309,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     health: { ...hostHealthEdge(config), ...deps.health },
   };
   const rt: NodeRuntime = { config, nft: deps.nft, settings, ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
+  // The node's tables are read in full this cycle: read what else is trusted in memory too.
+  if (cache && fullReadDue(deps.nft)) forgetReads(cache);
   const candidate = await fetchPhase(c);
   c.sw.lap('source');
   const loaded = await statePhase(c, candidate);

@@ -48,6 +48,14 @@ export class CommittedRuleset implements NftBackend {
   /** False while nothing would tell us of foreign changes (the monitor is down): every list() reads. */
   private trusting = true;
 
+  /**
+   * Whether the next list() of the node's tables reads them from the node (start, an event, the
+   * full-read interval, the monitor down): what else the agent trusts in memory is read then too.
+   */
+  fullReadDue(): boolean {
+    return !this.trusting || this.watched.size === 0 || [...this.watched].some((id) => !this.tables.has(id));
+  }
+
   /** Stop (false) or resume (true) answering from memory; either way, what is held is forgotten. */
   trust(on: boolean): void {
     this.trusting = on;

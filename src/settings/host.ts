@@ -51,7 +51,8 @@ export class SettingsHost {
     return netnsInode(this.netnsFile);
   }
 
-  private exec(cmd: string, args: string[]) {
+  /** Every process the settings port starts (in the node's namespace) goes through here. */
+  protected exec(cmd: string, args: string[]) {
     const argv = [...this.prefix, cmd, ...args];
     return runUnchecked(argv[0] as string, argv.slice(1));
   }
