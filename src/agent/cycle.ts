@@ -293,8 +293,12 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
   if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map() };
   const cache = deps.carry?.cache;
-  const source = deps.source ?? (cache ? (cache.source ??= gitSource(config)) : gitSource(config));
-  const settings = cache ? (cache.settings ??= rememberedSysctls(deps.settings ?? settingsHost(config), fullReadMs(config))) : (deps.settings ?? settingsHost(config));
+  if (cache) {
+    cache.source ??= gitSource(config);
+    cache.settings ??= rememberedSysctls(deps.settings ?? settingsHost(config), fullReadMs(config));
+  }
+  const source = deps.source ?? cache?.source ?? gitSource(config);
+  const settings = cache?.settings ?? deps.settings ?? settingsHost(config);
   const c: Cycle = {
     ...(cache && { cache }),
     config,
