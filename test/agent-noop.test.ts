@@ -83,6 +83,8 @@ describe('agent: a no-op cycle starts no process for settings or health', () => 
     const last = r.cycles.at(-1)!;
     expect(last.line.trigger).toBe('test: nothing new');
     expect(last.status.outcome).toBe('converged');
+    // Nothing new to say: no commit to the status branch either.
+    expect(last.line.published).toBe('unchanged');
     expect({ settings: r.settings.processes, health: r.health.calls() }).toEqual(before);
     expect(last.status.health).toEqual(r.cycles[0]!.status.health);
   });
