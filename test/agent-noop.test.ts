@@ -3,7 +3,7 @@
 // schedule.fullReadSeconds). Real nft and sysctl in a namespace, a real Git server; the real
 // settings port and health edge are wrapped only to count the processes they start.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAgent, type Agent } from '../src/agent/run.js';
+import { startAgent } from '../src/agent/run.js';
 import type { NodeStatus } from '../src/agent/report.js';
 import type { AgentConfig } from '../src/agent/config.js';
 import { runIn } from '../src/netns/netns.js';
@@ -54,24 +54,33 @@ async function runningNode(fx: GitFixture, fullReadSeconds: number) {
   return { node, agent, settings, health, cycles };
 }
 
+type RunningNode = Awaited<ReturnType<typeof runningNode>>;
+
+/** A fixture and a running node for one describe block, up once its first cycle applied the state. */
+function useRunningNode(fullReadSeconds: number, set: (n: RunningNode) => void): void {
+  let fx: GitFixture | undefined;
+  let n: RunningNode | undefined;
+  beforeAll(async () => {
+    fx = await startGitFixture({ files: await stateExampleFiles() });
+    n = await runningNode(fx, fullReadSeconds);
+    set(n);
+    const cycles = n.cycles;
+    expect(await waitUntil(() => cycles.length >= 1, DEADLINE_MS)).toBe(true);
+    expect(cycles[0]!.status.outcome).toBe('applied');
+  }, 60_000);
+  afterAll(async () => {
+    await n?.agent.stop();
+    await n?.node.destroy();
+    await fx?.cleanup();
+  });
+}
+
 const ipForward = async (node: TestAgent) => (await runIn(node.ns.ns, 'sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim();
 
 describe('agent: a no-op cycle starts no process for settings or health', () => {
-  let fx: GitFixture;
-  let r: Awaited<ReturnType<typeof runningNode>>;
-  let agent: Agent | undefined;
-
-  beforeAll(async () => {
-    fx = await startGitFixture({ files: await stateExampleFiles() });
-    r = await runningNode(fx, 3600);
-    agent = r.agent;
-    expect(await waitUntil(() => r.cycles.length === 1, DEADLINE_MS)).toBe(true);
-    expect(r.cycles[0]!.status.outcome).toBe('applied');
-  }, 60_000);
-  afterAll(async () => {
-    await agent?.stop();
-    await r?.node.destroy();
-    await fx?.cleanup();
+  let r!: RunningNode;
+  useRunningNode(3600, (n) => {
+    r = n;
   });
 
   it('the first cycle read the sysctls and ran the health round; the next one does neither and reports the same health', async () => {
@@ -79,7 +88,7 @@ describe('agent: a no-op cycle starts no process for settings or health', () => 
     expect(r.settings.processes).toBeGreaterThan(0);
     expect(r.health.calls()).toBeGreaterThan(0);
     const before = { settings: r.settings.processes, health: r.health.calls() };
-    await agent!.trigger('test: nothing new');
+    await r.agent.trigger('test: nothing new');
     const last = r.cycles.at(-1)!;
     expect(last.line.trigger).toBe('test: nothing new');
     expect(last.status.outcome).toBe('converged');
@@ -92,21 +101,9 @@ describe('agent: a no-op cycle starts no process for settings or health', () => 
 
 describe('agent: sysctl drift is found at the next full read', () => {
   const FULL_READ_SECONDS = 2;
-  let fx: GitFixture;
-  let r: Awaited<ReturnType<typeof runningNode>>;
-  let agent: Agent | undefined;
-
-  beforeAll(async () => {
-    fx = await startGitFixture({ files: await stateExampleFiles() });
-    r = await runningNode(fx, FULL_READ_SECONDS);
-    agent = r.agent;
-    expect(await waitUntil(() => r.cycles.length >= 1, DEADLINE_MS)).toBe(true);
-    expect(r.cycles[0]!.status.outcome).toBe('applied');
-  }, 60_000);
-  afterAll(async () => {
-    await agent?.stop();
-    await r?.node.destroy();
-    await fx?.cleanup();
+  let r!: RunningNode;
+  useRunningNode(FULL_READ_SECONDS, (n) => {
+    r = n;
   });
 
   it('ip_forward switched off by hand is switched on again within fullReadSeconds', async () => {
