@@ -58,6 +58,18 @@ describe('waitForLinks in a namespace', () => {
     expect((await runIn(env.ns, 'sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim()).toBe('0');
   });
 
+  it("a bridge keeps its MAC when a port with a lower MAC joins or leaves (the node's IPs do not move)", async () => {
+    const ns = env.ns;
+    await addBridge(ns, 'brmac0');
+    const mac = async () => (await runIn(ns, 'cat', ['/sys/class/net/brmac0/address'])).stdout.trim();
+    const before = await mac();
+    await runIn(ns, 'ip', ['link', 'add', 'lowmac0', 'address', '02:00:00:00:00:01', 'type', 'veth', 'peer', 'name', 'lowmac1']);
+    await setMaster(ns, 'lowmac0', 'brmac0');
+    expect(await mac()).toBe(before);
+    await runIn(ns, 'ip', ['link', 'del', 'lowmac0']);
+    expect(await mac()).toBe(before);
+  });
+
   it('says which links are still not ready when the deadline passes', async () => {
     await expect(waitForLinks(env.ns, ['nosuch0'], 200)).rejects.toThrow(`links in ${env.ns} not ready after 200 ms: nosuch0: missing`);
   });

@@ -82,8 +82,16 @@ export async function addVeth(a: { ns: string; name: string }, b: { ns: string; 
   await runIn(a.ns, 'ip', ['link', 'add', a.name, 'type', 'veth', 'peer', 'name', b.name, 'netns', b.ns]);
 }
 
+/**
+ * A bridge whose MAC stays put. An unpinned Linux bridge takes the lowest MAC of its ports, so a
+ * guest port coming or going would change the MAC of the node's IPs on it (the gateway's too),
+ * and neighbours would send to the old one until their ARP entries expire. Setting its own
+ * random address pins it (addr_assign_type "set"): production bridges want the same (docs).
+ */
 export async function addBridge(ns: string, name: string): Promise<void> {
   await runIn(ns, 'ip', ['link', 'add', name, 'type', 'bridge']);
+  const mac = (await runIn(ns, 'cat', [`/sys/class/net/${name}/address`])).stdout.trim();
+  await runIn(ns, 'ip', ['link', 'set', name, 'address', mac]);
   await runIn(ns, 'ip', ['link', 'set', name, 'up']);
 }
 
