@@ -4,8 +4,8 @@ import type { ForwardSpec } from '../state/types.js';
 
 /**
  * One forward as a list item, written as state-example writes them (a block mapping with a flow
- * target): 13 YAML values each, so 50,000 fit the loader's limit of 700,000 values, which a
- * flow mapping per forward (14 each) does not.
+ * target): 13 YAML values each (a flow mapping per forward is 14; both fit 50,000 forwards under
+ * the loader's value limit).
  */
 export function forwardYaml(f: Pick<ForwardSpec, 'name' | 'protocol' | 'port' | 'target'>): string {
   return `  - name: ${f.name}\n    protocol: ${f.protocol}\n    port: ${f.port}\n    target: { guest: ${f.target.guest}, port: ${f.target.port} }`;

@@ -29,8 +29,8 @@ export const STATE_LIMITS = {
   folderDepth: 16,
   /** Nesting of mappings and lists inside one YAML document. */
   yamlDepth: 64,
-  /** Scalars and collections in all files of the state; 50,000 forwards are about 650,000. */
-  yamlNodes: 700_000,
+  /** Scalars and collections in all files of the state: 50,000 forwards are 650,000 (block style, 13 each) or 700,000 (a flow mapping each, 14). */
+  yamlNodes: 750_000,
   /** yaml's maxAliasCount: how far aliases may expand (the default of the yaml package). */
   aliasExpansion: 100,
   /** Diagnostics reported for one state; the rest are counted. */

@@ -53,7 +53,7 @@ export function parseYamlSource(
   const lexed = scanLexemes(text, budget);
   if (lexed.tooDeepAt !== undefined) return refused(lexed.tooDeepAt, `nesting is deeper than ${STATE_LIMITS.yamlDepth} levels of mappings and lists (limit)`);
   if (lexed.tooManyAt !== undefined) {
-    return refused(lexed.tooManyAt, `the state holds more than ${STATE_LIMITS.yamlNodes} YAML values in all (limit; 50,000 forwards need about 650,000)`);
+    return refused(lexed.tooManyAt, `the state holds more than ${STATE_LIMITS.yamlNodes} YAML values in all (limit; 50,000 forwards need 650,000 to 700,000)`);
   }
   const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
   const shape = cstShape(tokens, STATE_LIMITS.yamlDepth);

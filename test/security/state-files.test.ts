@@ -154,8 +154,8 @@ const limitCases: StateCase[] = [
     make: bomb(FORWARDS_HEAD + Array.from({ length: 3000 }, (_, i) => `${' '.repeat(i + 2)}- `).join('\n') + 'x\n'),
     expected: /forwards\/bomb\.yaml:\d+:\d+: nesting is deeper than 64 levels/,
   },
-  { name: 'a flow sequence of millions of values', heavy: true, make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1,', 7 * MiB, '1]\n')), expected: /forwards\/bomb\.yaml:3:\d+: the state holds more than 700000 YAML values/ },
-  { name: 'many small forwards beyond the value budget', heavy: true, make: bomb(manyForwards(7.5 * MiB)), expected: /forwards\/bomb\.yaml:\d+:\d+: the state holds more than 700000 YAML values/ },
+  { name: 'a flow sequence of millions of values', heavy: true, make: bomb(repeatTo('apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [', '1,', 7 * MiB, '1]\n')), expected: /forwards\/bomb\.yaml:3:\d+: the state holds more than 750000 YAML values/ },
+  { name: 'many small forwards beyond the value budget', heavy: true, make: bomb(manyForwards(7.5 * MiB)), expected: /forwards\/bomb\.yaml:\d+:\d+: the state holds more than 750000 YAML values/ },
   { name: 'a billion laughs', make: bomb(billionLaughs()), expected: /forwards\/bomb\.yaml:4:10: too many aliases/ },
   {
     name: 'thousands of invalid forwards: the first 100 problems are listed',
