@@ -55,7 +55,7 @@ function expectSameReading(file: string, text: string, itemsPerSlice?: number): 
 }
 
 describe('the fast reading gives what the careful one gives', () => {
-  it.each(yamlFiles(exampleDir))('state-example/%s', (file, text) => expectSameReading(file, text));
+  it.each(yamlFiles(exampleDir))('state-example/%s', (file, text) => void expectSameReading(file, text));
 
   it('a generated forwards file (block style, 2,000 forwards)', async () => {
     const dir = path.join(scratch, 'synthetic');
