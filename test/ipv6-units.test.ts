@@ -12,6 +12,10 @@ import { dualStackFiles, ipv6Twin } from '../src/lab/ipv6.js';
 import type { Ruleset } from '../src/nft/model.js';
 import { loadDualStack, type Edits } from './helpers/dual-stack.js';
 import { STATE_DIR } from './helpers/modes-lab.js';
+import { describeStep, planLab } from '../src/lab/plan.js';
+import { planChecks } from '../src/lab/check.js';
+import { labAdjustments, labCommitMessage } from '../src/lab/repo.js';
+import { parseNdisc6Macs } from '../src/lab/probes.js';
 
 const table = (r: Ruleset, family: string, name: string) => r.tables.find((t) => t.family === family && t.name === name);
 
@@ -185,5 +189,62 @@ describe('dual-stack rendering', () => {
       ]);
     }
     expect(rawIPv6('fe80::1')).toBe('0xfe800000000000000000000000000001');
+  });
+});
+
+describe('dual-stack lab (planning only)', () => {
+  it('plans IPv6 on the client and nodes only, shared gateway addresses without DAD, IPv4 steps unchanged', async () => {
+    const { state } = await loadDualStack();
+    const v4 = planLab(await loadStateOrThrow(STATE_DIR), { prefix: 'cgwlab-' });
+    const plan = planLab(state!, { prefix: 'cgwlab-' });
+    const lines = plan.steps.map(describeStep);
+    expect(lines).toEqual(expect.arrayContaining([
+      '[cgwlab-client] ip addr add fd00:122::100/64 dev eth0 nodad',
+      '[cgwlab-node1] sysctl net.ipv6.conf.all.forwarding=1',
+      '[cgwlab-node1] ip addr add fd00:122::11/64 dev xenbr0 nodad',
+      '[cgwlab-node1] ip addr add fd05:5:5::251/64 dev guestbr0 nodad',
+      '[cgwlab-node1] ip addr add fd05:5:5::254/64 dev guestbr0 nodad',
+      '[cgwlab-node1] ip addr add fe80::1/64 dev guestbr0 nodad',
+      '[cgwlab-node2] ip addr add fd05:5:5::252/64 dev guestbr0 nodad',
+    ]));
+    const disabled = lines.filter((l) => l.includes('disable_ipv6=1')).map((l) => l.slice(1, l.indexOf(']')));
+    expect([...new Set(disabled)]).toEqual(['cgwlab-pub', 'cgwlab-trunk']);
+    // Without the IPv6 steps and the IPv6 sysctls the plan is the IPv4 lab's.
+    const v4Only = (l: string) => !/fd0|fe80|ipv6/.test(l);
+    expect(lines.filter(v4Only)).toEqual(v4.steps.map(describeStep).filter(v4Only));
+    expect(plan.guests.map((g) => g.ipv6)).toEqual(['fd05:5:5::201', 'fd05:5:5::202']);
+    expect(v4.client.ipv6).toBeUndefined();
+  });
+
+  it('lab check adds every forward over IPv6, IPv6 outbound and NDP for both gateway addresses', async () => {
+    const { state } = await loadDualStack();
+    const plan = planLab(state!, { prefix: 'cgwlab-' });
+    const v4 = planChecks(await loadStateOrThrow(STATE_DIR), planLab(await loadStateOrThrow(STATE_DIR), { prefix: 'cgwlab-' }));
+    const checks = planChecks(state!, plan);
+    expect(checks.slice(0, v4.length)).toEqual(v4);
+    const added = checks.slice(v4.length);
+    expect(added.filter((c) => c.name.includes('(IPv6)') && c.ns === plan.client.ns)).toHaveLength(v4.filter((c) => c.ns === plan.client.ns).length);
+    expect(added).toContainEqual({ kind: 'tcp', name: 'ssh-guest1 (IPv6): tcp [fd00:122::12]:2201 (node2) -> guest1:22', ns: 'cgwlab-client', ip: 'fd00:122::12', port: 2201, expect: 'this is guest1 OK from fd05:5:5::252 via tcp/22' });
+    expect(added).toContainEqual(expect.objectContaining({ kind: 'tcp', name: 'outbound (IPv6): guest2 (on node2) -> client fd00:122::100:22', ip: 'fd00:122::100', expect: 'this is client OK from fd00:122::12 via tcp/22' }));
+    expect(added.filter((c) => c.kind === 'ndp').map((c) => c.name)).toEqual([
+      'ndp fd05:5:5::254 from guest1: only node1 answers',
+      'ndp fe80::1 from guest1: only node1 answers',
+      'ndp fd05:5:5::254 from guest2: only node2 answers',
+      'ndp fe80::1 from guest2: only node2 answers',
+    ]);
+  });
+
+  it('lab up --ipv6 seeds the twins and says so in the lab commit', () => {
+    const files = { 'cluster.yaml': 'guestSubnet: 10.5.5.0/24\ngatewayIP: 10.5.5.254\n', 'guests/g.yaml': 'name: g\nip: 10.5.5.9\n' };
+    const changed = labAdjustments(files, { ipv6: true, responderScript: '/r.cjs' });
+    expect(changed['cluster.yaml']).toContain('ipv6:\n  guestSubnet: fd05:5:5::/64\n  gatewayIP: fd05:5:5::254\n  gatewayLinkLocal: fe80::1\n');
+    expect(changed['guests/g.yaml']).toMatch(/^ipv6: fd05:5:5::9$/m);
+    expect(changed['guests/g.yaml']).toContain('netns:');
+    expect(labCommitMessage('cgwlab-', changed, { ipv6: true, responderScript: '/r.cjs' })).toContain('dual stack (lab up --ipv6)');
+  });
+
+  it('reads the MACs of every ndisc6 answer', () => {
+    const out = 'Soliciting fe80::1 (fe80::1) on eth0...\nTarget link-layer address: 02:AA:00:00:00:01\n from fe80::1\nTarget link-layer address: 02:aa:00:00:00:02\n from fe80::1\nTarget link-layer address: 02:AA:00:00:00:01\n';
+    expect(parseNdisc6Macs(out)).toEqual(['02:aa:00:00:00:01', '02:aa:00:00:00:02']);
   });
 });

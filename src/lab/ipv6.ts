@@ -3,6 +3,9 @@
 // (10.5.5.201 -> fd05:5:5::201, 192.168.122.11 -> fd00:122::11), so a reader sees at once which
 // addresses belong together. Pure.
 import { isMap, parseDocument, type Document } from 'yaml';
+import type { ClusterState, GuestSpec, NodeSpec } from '../state/types.js';
+import { canonicalIPv6, ipv6SubnetContains, parseIPv6, parseIPv6Cidr } from '../state/ipv6.js';
+import type { LabGuest, LabNode, LabOptions, LabPlan, LabStep } from './plan.js';
 
 export const LAB_IPV6 = {
   /** The guest subnet beside 10.5.5.0/24. */
@@ -43,4 +46,46 @@ export function dualStackFiles(files: TextFiles): TextFiles {
     }
   }
   return changed;
+}
+
+/** A lab node or guest with its IPv6 address from the state (canonical), when it has one. */
+export function withIPv6<T extends LabNode | LabGuest>(x: T, spec: NodeSpec | GuestSpec): T {
+  if ('uplink' in spec) {
+    const { publicIPv6 } = spec.uplink;
+    const { nodeIPv6 } = spec.guestBridge;
+    return publicIPv6 === undefined || nodeIPv6 === undefined ? x : { ...x, publicIPv6: canonicalIPv6(publicIPv6), nodeIPv6: canonicalIPv6(nodeIPv6) };
+  }
+  return spec.ipv6 === undefined ? x : { ...x, ipv6: canonicalIPv6(spec.ipv6) };
+}
+
+/**
+ * The lab's IPv6 steps for a dual-stack state: the client's address on the public segment, each
+ * node's public address, forwarding, its own and the shared gateway's addresses (global and
+ * link-local) on the guest bridge. Every address without duplicate address detection: the shared
+ * ones exist on every node by design, and the others are usable at once. undefined for IPv4 only.
+ */
+export function labDualStack(state: ClusterState, opts: LabOptions) {
+  const v6 = state.cluster.ipv6;
+  if (!v6) return undefined;
+  const publicSubnet = opts.publicSubnet6 ?? LAB_IPV6.publicSubnet;
+  const pub = parseIPv6Cidr(publicSubnet);
+  if (!pub) throw new Error(`lab IPv6 public subnet ${publicSubnet} is not an IPv6 subnet`);
+  const clientIPv6 = canonicalIPv6(opts.clientIPv6 ?? ipv6Twin(opts.clientIP ?? '0.0.0.100', publicSubnet));
+  for (const addr of [clientIPv6, ...state.nodes.map((n) => n.uplink.publicIPv6 ?? '')]) {
+    const n = parseIPv6(addr);
+    if (n === undefined || !ipv6SubnetContains(pub, n)) throw new Error(`lab: ${addr || 'a node without publicIPv6'} is not on the lab's IPv6 public segment ${publicSubnet}`);
+  }
+  const guestLen = v6.guestSubnet.split('/')[1];
+  const addr = (ns: string, dev: string, cidr: string): LabStep => ({ kind: 'addr', ns, dev, cidr, nodad: true });
+  return {
+    clientIPv6,
+    clientStep: (client: LabPlan['client']): LabStep => addr(client.ns, client.dev, `${clientIPv6}/${pub.prefix}`),
+    nodeSteps: (node: LabNode): LabStep[] => [
+      { kind: 'sysctl', ns: node.ns, key: 'net.ipv6.conf.all.forwarding', value: '1' },
+      addr(node.ns, node.uplink, `${node.publicIPv6}/${pub.prefix}`),
+      addr(node.ns, node.guestBridge, `${node.nodeIPv6}/${guestLen}`),
+      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayIP)}/${guestLen}`),
+      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayLinkLocal)}/64`),
+    ],
+  };
 }
