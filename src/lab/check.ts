@@ -26,17 +26,20 @@ export type LabCheck =
       /** Run inside this VM guest (its serial shell socket) instead of namespace ns. */
       vm?: string;
     }
-  | {
-      /** arp: ARP for an IPv4 address; ndp: neighbour solicitation for an IPv6 one (src/lab/ipv6-check.ts). */
-      kind: 'arp' | 'ndp';
-      name: string;
-      ns: string;
-      dev: string;
-      ip: string;
-      /** The only interface whose MAC may answer. */
-      answeredBy: NsDev;
-      vm?: string;
-    };
+  | NeighbourCheck<'arp'>
+  | NeighbourCheck<'ndp'>;
+
+/** arp: ARP for an IPv4 address; ndp: neighbour solicitation for an IPv6 one (src/lab/ipv6-check.ts). */
+interface NeighbourCheck<K extends 'arp' | 'ndp'> {
+  kind: K;
+  name: string;
+  ns: string;
+  dev: string;
+  ip: string;
+  /** The only interface whose MAC may answer. */
+  answeredBy: NsDev;
+  vm?: string;
+}
 
 export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
   const checks: LabCheck[] = [];
