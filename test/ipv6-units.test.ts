@@ -16,6 +16,8 @@ import { describeStep, planLab } from '../src/lab/plan.js';
 import { planChecks } from '../src/lab/check.js';
 import { labAdjustments, labCommitMessage } from '../src/lab/repo.js';
 import { parseNdisc6Macs } from '../src/lab/probes.js';
+import { gatewayVerdict } from '../src/rollout/checkpoint.js';
+import { resolveNode } from '../src/render/node-view.js';
 
 const table = (r: Ruleset, family: string, name: string) => r.tables.find((t) => t.family === family && t.name === name);
 
@@ -246,5 +248,16 @@ describe('dual-stack lab (planning only)', () => {
   it('reads the MACs of every ndisc6 answer', () => {
     const out = 'Soliciting fe80::1 (fe80::1) on eth0...\nTarget link-layer address: 02:AA:00:00:00:01\n from fe80::1\nTarget link-layer address: 02:aa:00:00:00:02\n from fe80::1\nTarget link-layer address: 02:AA:00:00:00:01\n';
     expect(parseNdisc6Macs(out)).toEqual(['02:aa:00:00:00:01', '02:aa:00:00:00:02']);
+  });
+});
+
+describe('dual-stack health', () => {
+  it('the built-in gateway check wants every gateway address on the guest bridge', async () => {
+    const { state } = await loadDualStack();
+    const view = resolveNode(state!, 'node1');
+    expect(gatewayVerdict(view, ['10.5.5.251', '10.5.5.254', 'fd05:5:5::254', 'fe80::1'])).toEqual({ ok: true, detail: '10.5.5.254, fd05:5:5::254, fe80::1 on guestbr0' });
+    expect(gatewayVerdict(view, ['10.5.5.254', 'fd05:5:5::254'])).toEqual({ ok: false, detail: 'fe80::1 is not on guestbr0' });
+    const v4 = resolveNode(await loadStateOrThrow(STATE_DIR), 'node1');
+    expect(gatewayVerdict(v4, ['10.5.5.254'])).toEqual({ ok: true, detail: '10.5.5.254 on guestbr0' });
   });
 });

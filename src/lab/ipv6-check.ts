@@ -4,7 +4,7 @@
 // guest's own node may answer (the trunks drop NDP for them). Netns guests only: the lab's VMs
 // are IPv4 only. Pure (planning only); check.ts runs them.
 import { entersNode } from '../render/node-view.js';
-import { canonicalIPv6 } from '../state/ipv6.js';
+import { gatewayIPv6Addresses } from '../render/ipv6.js';
 import type { ClusterState } from '../state/types.js';
 import { forwardCheck, outboundSourceSeen, type LabCheck } from './check.js';
 import type { LabNode, LabPlan } from './plan.js';
@@ -15,9 +15,8 @@ function asIPv6(node: LabNode): LabNode | undefined {
 }
 
 export function ipv6Checks(state: ClusterState, plan: LabPlan): LabCheck[] {
-  const v6 = state.cluster.ipv6;
   const clientIPv6 = plan.client.ipv6;
-  if (!v6 || !clientIPv6) return [];
+  if (!state.cluster.ipv6 || !clientIPv6) return [];
   const plan6: LabPlan = { ...plan, client: { ...plan.client, ip: clientIPv6 } };
   const netnsGuests = plan.guests.filter((g) => g.ipv6 !== undefined && !g.vm);
   const reachable = new Set(netnsGuests.map((g) => g.name));
@@ -43,7 +42,7 @@ export function ipv6Checks(state: ClusterState, plan: LabPlan): LabCheck[] {
       port: 22,
       expect: from !== undefined ? `this is client OK from ${from} via tcp/22` : /^this is client OK from \S+ via tcp\/22$/,
     });
-    for (const gw of [v6.gatewayIP, v6.gatewayLinkLocal].map(canonicalIPv6)) {
+    for (const gw of gatewayIPv6Addresses(state)) {
       checks.push({ kind: 'ndp', name: `ndp ${gw} from ${g.name}: only ${node.name} answers`, ns: g.ns, dev: g.dev, ip: gw, answeredBy: { ns: node.ns, dev: node.guestBridge } });
     }
   }

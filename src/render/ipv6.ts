@@ -33,6 +33,12 @@ export function guestIPv6s(state: ClusterState): Map<string, string> {
   return new Map(state.guests.filter((g) => g.ipv6 !== undefined).map((g) => [g.name, canonicalIPv6(g.ipv6 as string)]));
 }
 
+/** The shared gateway's IPv6 addresses (global, link-local) in canonical form; none for IPv4 only. */
+export function gatewayIPv6Addresses(state: ClusterState): string[] {
+  const v6 = state.cluster.ipv6;
+  return v6 ? [v6.gatewayIP, v6.gatewayLinkLocal].map(canonicalIPv6) : [];
+}
+
 /** `table ip6 <nat6>`, or undefined for an IPv4-only state. Validation allows IPv6 in full-nat only. */
 export function nat6Table(view: NodeView): NftTable | undefined {
   const { state, node } = view;
@@ -65,10 +71,10 @@ const NEIGHBOUR_DISCOVERY: Json = setOf(['nd-neighbor-advert', 'nd-neighbor-soli
 export function trunkIPv6Rules(state: ClusterState): NftRule[] {
   const v6 = state.cluster.ipv6;
   if (!v6) return [];
-  const gateways = [v6.gatewayIP, v6.gatewayLinkLocal];
+  const gateways = gatewayIPv6Addresses(state);
   const ndType = match(payload('icmpv6', 'type'), NEIGHBOUR_DISCOVERY);
   return [
-    rule('shared gateway: no NDP from it leaves to other nodes', match(payload('ip6', 'saddr'), setOf(gateways.map(canonicalIPv6))), ndType, { drop: null }),
+    rule('shared gateway: no NDP from it leaves to other nodes', match(payload('ip6', 'saddr'), setOf(gateways)), ndType, { drop: null }),
     rule('shared gateway: no NDP for it leaves to other nodes', ndType, match(ndTarget, setOf(gateways.map(rawIPv6))), { drop: null }),
     rule('router advertisements never leave this node', match(payload('icmpv6', 'type'), 'nd-router-advert'), { drop: null }),
   ];
