@@ -205,14 +205,15 @@ describe('dual-stack lab (planning only)', () => {
       '[cgwlab-node1] sysctl net.ipv6.conf.all.forwarding=1',
       '[cgwlab-node1] ip addr add fd00:122::11/64 dev xenbr0 nodad',
       '[cgwlab-node1] ip addr add fd05:5:5::251/64 dev guestbr0 nodad',
-      '[cgwlab-node1] ip addr add fd05:5:5::254/64 dev guestbr0 nodad',
-      '[cgwlab-node1] ip addr add fe80::1/64 dev guestbr0 nodad',
+      '[cgwlab-node1] sysctl net.bridge.bridge-nf-call-ip6tables=1',
+      '[cgwlab-node1] ip addr add fd05:5:5::254/64 dev guestbr0 nodad preferred_lft 0',
+      '[cgwlab-node1] ip addr add fe80::1/64 dev guestbr0 nodad preferred_lft 0',
       '[cgwlab-node2] ip addr add fd05:5:5::252/64 dev guestbr0 nodad',
     ]));
     const disabled = lines.filter((l) => l.includes('disable_ipv6=1')).map((l) => l.slice(1, l.indexOf(']')));
     expect([...new Set(disabled)]).toEqual(['cgwlab-pub', 'cgwlab-trunk']);
     // Without the IPv6 steps and the IPv6 sysctls the plan is the IPv4 lab's.
-    const v4Only = (l: string) => !/fd0|fe80|ipv6/.test(l);
+    const v4Only = (l: string) => !/fd0|fe80|ipv6|ip6tables/.test(l);
     expect(lines.filter(v4Only)).toEqual(v4.steps.map(describeStep).filter(v4Only));
     expect(plan.guests.map((g) => g.ipv6)).toEqual(['fd05:5:5::201', 'fd05:5:5::202']);
     expect(v4.client.ipv6).toBeUndefined();

@@ -62,7 +62,10 @@ export function withIPv6<T extends LabNode | LabGuest>(x: T, spec: NodeSpec | Gu
  * The lab's IPv6 steps for a dual-stack state: the client's address on the public segment, each
  * node's public address, forwarding, its own and the shared gateway's addresses (global and
  * link-local) on the guest bridge. Every address without duplicate address detection: the shared
- * ones exist on every node by design, and the others are usable at once. undefined for IPv4 only.
+ * ones exist on every node by design, and the others are usable at once. The shared ones are
+ * also deprecated (preferred_lft 0): they still receive, but the node never picks them as the
+ * source of its own packets (RFC 6724 rule 3), so its neighbour solicitations towards other
+ * nodes' guests come from its own addresses, which the trunks let through. undefined for IPv4 only.
  */
 export function labDualStack(state: ClusterState, opts: LabOptions) {
   const v6 = state.cluster.ipv6;
@@ -76,16 +79,18 @@ export function labDualStack(state: ClusterState, opts: LabOptions) {
     if (n === undefined || !ipv6SubnetContains(pub, n)) throw new Error(`lab: ${addr || 'a node without publicIPv6'} is not on the lab's IPv6 public segment ${publicSubnet}`);
   }
   const guestLen = v6.guestSubnet.split('/')[1];
-  const addr = (ns: string, dev: string, cidr: string): LabStep => ({ kind: 'addr', ns, dev, cidr, nodad: true });
+  const addr = (ns: string, dev: string, cidr: string, shared = false): LabStep => ({ kind: 'addr', ns, dev, cidr, flags: shared ? ['nodad', 'preferred_lft', '0'] : ['nodad'] });
   return {
     clientIPv6,
     clientStep: (client: LabPlan['client']): LabStep => addr(client.ns, client.dev, `${clientIPv6}/${pub.prefix}`),
     nodeSteps: (node: LabNode): LabStep[] => [
       { kind: 'sysctl', ns: node.ns, key: 'net.ipv6.conf.all.forwarding', value: '1' },
+      // Bridged IPv6 passes the node's ip6 hooks exactly when bridged IPv4 passes its ip hooks.
+      { kind: 'sysctl', ns: node.ns, key: 'net.bridge.bridge-nf-call-ip6tables', value: (opts.brNetfilter ?? true) ? '1' : '0' },
       addr(node.ns, node.uplink, `${node.publicIPv6}/${pub.prefix}`),
       addr(node.ns, node.guestBridge, `${node.nodeIPv6}/${guestLen}`),
-      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayIP)}/${guestLen}`),
-      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayLinkLocal)}/64`),
+      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayIP)}/${guestLen}`, true),
+      addr(node.ns, node.guestBridge, `${canonicalIPv6(v6.gatewayLinkLocal)}/64`, true),
     ],
   };
 }

@@ -55,7 +55,8 @@ export type LabStep =
   | { kind: 'bridge'; ns: string; name: string }
   | { kind: 'veth'; a: NsDev; b: NsDev }
   | { kind: 'master'; ns: string; dev: string; bridge: string }
-  | { kind: 'addr'; ns: string; dev: string; cidr: string; nodad?: boolean }
+  /** flags: what `ip addr add` takes after the device, e.g. nodad (src/lab/ipv6.ts). */
+  | { kind: 'addr'; ns: string; dev: string; cidr: string; flags?: string[] }
   | { kind: 'up'; ns: string; dev: string };
 
 export interface LabNode {
@@ -260,7 +261,7 @@ export function describeStep(s: LabStep): string {
     case 'master':
       return `[${s.ns}] ip link set ${s.dev} master ${s.bridge}`;
     case 'addr':
-      return `[${s.ns}] ip addr add ${s.cidr} dev ${s.dev}${s.nodad ? ' nodad' : ''}`;
+      return `[${s.ns}] ip addr add ${s.cidr} dev ${s.dev}${s.flags ? ` ${s.flags.join(' ')}` : ''}`;
     case 'up':
       return `[${s.ns}] ip link set ${s.dev} up`;
   }

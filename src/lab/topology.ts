@@ -125,8 +125,8 @@ async function applyStep(s: LabStep): Promise<void> {
     case 'master':
       return setMaster(s.ns, s.dev, s.bridge);
     case 'addr':
-      if (!s.nodad) return addAddress(s.ns, s.dev, s.cidr);
-      await runIn(s.ns, 'ip', ['addr', 'add', s.cidr, 'dev', s.dev, 'nodad']);
+      if (!s.flags) return addAddress(s.ns, s.dev, s.cidr);
+      await runIn(s.ns, 'ip', ['addr', 'add', s.cidr, 'dev', s.dev, ...s.flags]);
       return;
     case 'up':
       return linkUp(s.ns, s.dev);
