@@ -10,19 +10,14 @@
 // answers NDP for the gateway too and its RAs reach the other node's guests.
 // Namespaces: prefix cgwv6<pid>-, removed in afterAll (also after a failure).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ClusterState } from '../src/state/types.js';
 import type { LabGuest, LabNode, LabPlan } from '../src/lab/plan.js';
-import { labDown, labNamespaces, labUp } from '../src/lab/topology.js';
 import { runIn } from '../src/netns/netns.js';
 import { waitUntil } from '../src/proc/process.js';
 import { planChecks, linkMac, runChecks, formatResults } from '../src/lab/check.js';
-import { ndpProbe } from '../src/lab/probes.js';
+import { httpProbe, ndpProbe } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
-import { httpProbe } from '../src/lab/probes.js';
-import { applyRulesets } from './helpers/modes-lab.js';
+import { applyRulesets, testLab } from './helpers/modes-lab.js';
 import { loadDualStack } from './helpers/dual-stack.js';
 
 /** A router advertisement (RFC 4861 4.2): type 134, code 0, checksum (the kernel fills it), hop limit 64, no flags, router lifetime 1800 s, reachable and retransmission timers 0. */
@@ -56,7 +51,7 @@ async function forgetRouters(guests: LabGuest[]): Promise<void> {
 
 describe('dual stack in namespaces (full-nat, real nft)', () => {
   const prefix = `cgwv6${process.pid}-`;
-  let tmp: string;
+  let down: (() => Promise<void>) | undefined;
   let plan: LabPlan;
   let state: ClusterState;
   const node = (name: string) => plan.nodes.find((n) => n.name === name)!;
@@ -67,20 +62,12 @@ describe('dual stack in namespaces (full-nat, real nft)', () => {
     const loaded = await loadDualStack();
     expect(loaded.diagnostics).toEqual([]);
     state = loaded.state!;
-    tmp = await mkdtemp(join(tmpdir(), 'cgw-v6-'));
-    plan = await labUp(state, { prefix, brNetfilter: false, runRoot: tmp });
+    ({ plan, down } = await testLab(state, { prefix, brNetfilter: false }));
     // Applies, then plans again: an empty plan means nft lists every IPv6 expression as rendered.
     await applyRulesets(state, plan);
   }, 90_000);
 
-  afterAll(async () => {
-    try {
-      await labDown(prefix, { runRoot: tmp });
-    } finally {
-      if (tmp) await rm(tmp, { recursive: true, force: true });
-    }
-    expect(await labNamespaces(prefix)).toEqual([]);
-  });
+  afterAll(() => down?.());
 
   it('nft 1.0.6 lists the ND target match as raw payload on the trunks', async () => {
     const listed = (await runIn(node('node1').ns, 'nft', ['list', 'table', 'netdev', state.cluster.tables.arp])).stdout;
