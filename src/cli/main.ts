@@ -249,6 +249,7 @@ const COMMANDS: CommandSpec[] = [
       guests: { type: 'string', value: 'netns|qemu', default: 'netns', help: 'guests as network namespaces (default) or real qemu VMs (Debian kernel + busybox; KVM if a probe boot works, else TCG)' },
       state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
       webhook: { type: 'boolean', help: 'agents listen on 127.0.0.1 and the Git server sends them a signed push webhook: a push applies at once' },
+      ipv6: { type: 'boolean', help: 'dual stack: IPv6 twins of every address (10.5.5.201 -> fd05:5:5::201; full-nat, netns guests); lab check probes them too' },
     },
     exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
     run: async (v, _a, io) => labUp(v, io),
@@ -616,6 +617,7 @@ async function labUp(v: Values, io: Io): Promise<number> {
   if (brnf !== 'on' && brnf !== 'off') throw new UsageError('--br-netfilter must be on or off');
   const guests = str(v, 'guests');
   if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
+  if (v.ipv6 && mode !== undefined && mode !== 'full-nat') throw new UsageError(`--ipv6 works in full-nat only (IPv6 is not supported in ${mode} yet: docs/nat-modes.md)`);
   const [{ labStart, labSummary }, { LabExists }] = await Promise.all([import('../lab/lab.js'), import('../lab/topology.js')]);
   try {
     const up = await labStart({
@@ -625,6 +627,7 @@ async function labUp(v: Values, io: Io): Promise<number> {
       brNetfilter: brnf === 'on',
       guests,
       webhook: !!v.webhook,
+      ipv6: !!v.ipv6,
       progress: (line) => io.out(`lab: ${line}\n`),
     });
     io.out(`\n${labSummary(up)}`);

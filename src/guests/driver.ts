@@ -30,7 +30,7 @@ export interface RunningGuest {
 export interface StartContext {
   node: NodeSpec;
   /** Only the netns driver uses these (the guest's prefix length and default route). */
-  cluster: Pick<ClusterSettings, 'guestSubnet' | 'gatewayIP'>;
+  cluster: Pick<ClusterSettings, 'guestSubnet' | 'gatewayIP' | 'ipv6'>;
 }
 
 export interface GuestDriver {

@@ -88,6 +88,7 @@ export class NetnsDriver implements GuestDriver {
       await addAddress(ns, GUEST_IF, `${guest.ip}/${prefixLen}`);
       await linkUp(ns, GUEST_IF);
       await runIn(ns, 'ip', ['route', 'add', 'default', 'via', ctx.cluster.gatewayIP]);
+      if (guest.ipv6 !== undefined && ctx.cluster.ipv6) await addGuestIPv6(ns, GUEST_IF, guest.ipv6, ctx.cluster.ipv6);
       const proc = guest.netns?.command?.length ? await this.spawnCommand(guest.name, guest.netns.command) : undefined;
       await this.dir.writeMeta({
         name: guest.name,
@@ -213,4 +214,14 @@ export class NetnsDriver implements GuestDriver {
       return false;
     }
   }
+}
+
+/**
+ * Dual stack: the guest's IPv6 address (without duplicate address detection, so it is usable at
+ * once) and its default route via the shared link-local gateway, as a router advertisement of the
+ * gateway would set it.
+ */
+async function addGuestIPv6(ns: string, dev: string, address: string, v6: NonNullable<StartContext['cluster']['ipv6']>): Promise<void> {
+  await runIn(ns, 'ip', ['-6', 'addr', 'add', `${address}/${v6.guestSubnet.split('/')[1]}`, 'dev', dev, 'nodad']);
+  await runIn(ns, 'ip', ['-6', 'route', 'add', 'default', 'via', v6.gatewayLinkLocal, 'dev', dev]);
 }

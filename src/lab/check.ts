@@ -9,7 +9,8 @@ import { entersNode } from '../render/node-view.js';
 import type { ClusterSettings, ClusterState, ForwardSpec } from '../state/types.js';
 import { runIn } from '../netns/netns.js';
 import type { LabNode, LabPlan, NsDev } from './plan.js';
-import { arpProbe, httpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+import { arpProbe, httpProbe, ndpProbe, tcpProbe, udpProbe, type ProbeResult } from './probes.js';
+import { ipv6Checks } from './ipv6-check.js';
 import { vmArpProbe, vmTcpProbe } from './guest-exec.js';
 
 export type LabCheck =
@@ -25,16 +26,20 @@ export type LabCheck =
       /** Run inside this VM guest (its serial shell socket) instead of namespace ns. */
       vm?: string;
     }
-  | {
-      kind: 'arp';
-      name: string;
-      ns: string;
-      dev: string;
-      ip: string;
-      /** The only interface whose MAC may answer. */
-      answeredBy: NsDev;
-      vm?: string;
-    };
+  | NeighbourCheck<'arp'>
+  | NeighbourCheck<'ndp'>;
+
+/** arp: ARP for an IPv4 address; ndp: neighbour solicitation for an IPv6 one (src/lab/ipv6-check.ts). */
+interface NeighbourCheck<K extends 'arp' | 'ndp'> {
+  kind: K;
+  name: string;
+  ns: string;
+  dev: string;
+  ip: string;
+  /** The only interface whose MAC may answer. */
+  answeredBy: NsDev;
+  vm?: string;
+}
 
 export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
   const checks: LabCheck[] = [];
@@ -65,10 +70,10 @@ export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
       vm: g.vm?.serial,
     });
   }
-  return checks;
+  return [...checks, ...ipv6Checks(state, plan)];
 }
 
-function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: ForwardSpec): LabCheck {
+export function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: ForwardSpec): LabCheck {
   const guest = f.target.guest;
   // The responder serves HTTP on 80 and answers any other TCP port it listens on with a banner.
   const kind = f.protocol === 'udp' ? 'udp' : f.target.port === 80 ? 'http' : 'tcp';
@@ -77,7 +82,7 @@ function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: Forw
   const expect = from !== undefined ? `this is ${guest} OK from ${from} via ${via}` : new RegExp(`^this is ${guest} OK from \\S+ via ${via}$`);
   return {
     kind,
-    name: `${f.name}: ${f.protocol} ${node.publicIP}:${f.port} (${node.name}) -> ${guest}:${f.target.port}`,
+    name: `${f.name}: ${f.protocol} ${node.publicIP.includes(':') ? `[${node.publicIP}]` : node.publicIP}:${f.port} (${node.name}) -> ${guest}:${f.target.port}`,
     ns: plan.client.ns,
     ip: node.publicIP,
     port: f.port,
@@ -127,6 +132,7 @@ export function outboundSourceSeen(_nat: ClusterSettings['nat'], guestNode: LabN
 
 export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeResult> {
   if (c.vm !== undefined) {
+    if (c.kind === 'ndp') throw new Error(`${c.name}: NDP probes do not run inside a VM`);
     if (c.kind === 'arp') return vmArpProbe(c.vm, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
     if (c.kind === 'tcp') return vmTcpProbe(c.vm, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
     throw new Error(`${c.name}: ${c.kind} probes do not run inside a VM`);
@@ -140,6 +146,8 @@ export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeRes
       return udpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
     case 'arp':
       return arpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+    case 'ndp':
+      return ndpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
   }
 }
 

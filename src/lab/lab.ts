@@ -80,6 +80,8 @@ export interface LabStartOptions extends LabRunOptions {
   imageCache?: string;
   /** Each agent listens on 127.0.0.1 and the Git server sends it a signed push webhook (docs/webhooks.md). */
   webhook?: boolean;
+  /** Dual stack: the lab repository gets IPv6 twins of the state's addresses (src/lab/ipv6.ts). */
+  ipv6?: boolean;
 }
 
 export type LabGuestKind = 'netns' | 'qemu';
@@ -167,6 +169,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     const keys = await labSigningKeys(dir, seedState.nodes.map((n) => n.name));
     const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, {
       mode: opts.mode,
+      ipv6: opts.ipv6,
       statusKeys: Object.fromEntries(Object.entries(keys).map(([n, k]) => [n, k.publicKey])),
       responderScript: responder,
       vm: vm && { kernel: vm.image.kernel, initrd: vm.image.initrd },

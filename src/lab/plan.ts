@@ -19,6 +19,7 @@ import type { ClusterState, GuestSpec, NodeSpec } from '../state/types.js';
 import { parseCidr, subnetContains } from '../state/ipv4.js';
 import { qemuRunDir } from '../guests/index.js';
 import { join } from 'node:path';
+import { labDualStack, withIPv6 } from './ipv6.js';
 
 export interface LabOptions {
   /** Prefix of every namespace the lab creates, e.g. `cgwlab-`. Must end in '-'. */
@@ -34,6 +35,9 @@ export interface LabOptions {
   clientIP?: string;
   /** The lab directory: where a VM guest's serial socket is (under its node agent's run folder). */
   labDir?: string;
+  /** Dual stack: the public segment's IPv6 subnet (default fd00:122::/64) and the client's address in it. */
+  publicSubnet6?: string;
+  clientIPv6?: string;
 }
 
 export const DEFAULT_PUBLIC_SUBNET = '192.168.122.0/24';
@@ -51,7 +55,8 @@ export type LabStep =
   | { kind: 'bridge'; ns: string; name: string }
   | { kind: 'veth'; a: NsDev; b: NsDev }
   | { kind: 'master'; ns: string; dev: string; bridge: string }
-  | { kind: 'addr'; ns: string; dev: string; cidr: string }
+  /** flags: what `ip addr add` takes after the device, e.g. nodad (src/lab/ipv6.ts). */
+  | { kind: 'addr'; ns: string; dev: string; cidr: string; flags?: string[] }
   | { kind: 'up'; ns: string; dev: string };
 
 export interface LabNode {
@@ -66,6 +71,9 @@ export interface LabNode {
   activeTrunk?: string;
   /** Netns guest driver prefix for this node's guests: `<p><node>.` */
   guestPrefix: string;
+  /** Dual stack (canonical form). */
+  publicIPv6?: string;
+  nodeIPv6?: string;
 }
 
 export interface LabGuest {
@@ -75,6 +83,8 @@ export interface LabGuest {
   ns: string;
   dev: string;
   ip: string;
+  /** Dual stack: the guest's IPv6 address (canonical form). */
+  ipv6?: string;
   mac: string;
   /** A qemu guest (the node's hypervisor is qemu): its serial shell socket. No namespace then. */
   vm?: { serial: string };
@@ -86,7 +96,7 @@ export interface LabPlan {
   /** Namespaces `up` creates itself, in creation order (guest namespaces come on top). */
   namespaces: string[];
   public: { ns: string; bridge: string; subnet: string };
-  client: { ns: string; dev: string; ip: string };
+  client: { ns: string; dev: string; ip: string; ipv6?: string };
   trunk: { ns: string; bridge: string };
   nodes: LabNode[];
   guests: LabGuest[];
@@ -120,19 +130,22 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
   const pub = parseCidr(publicSubnet);
   const guestLen = parseCidr(state.cluster.guestSubnet).prefix;
 
-  const nodes = state.nodes.map((n) => labNode(p, n));
+  const nodes = state.nodes.map((n) => withIPv6(labNode(p, n), n));
   checkNodes(state.nodes, pub, publicSubnet);
   if (!subnetContains(pub, clientIP)) throw new Error(`lab client IP ${clientIP} is not in ${publicSubnet}`);
 
   const publicNs = { ns: `${p}pub`, bridge: SEGMENT_BRIDGE, subnet: publicSubnet };
-  const client = { ns: `${p}client`, dev: CLIENT_DEV, ip: clientIP };
+  const dual = labDualStack(state, opts);
+  const client = { ns: `${p}client`, dev: CLIENT_DEV, ip: clientIP, ...(dual && { ipv6: dual.clientIPv6 }) };
   const trunk = { ns: `${p}trunk`, bridge: SEGMENT_BRIDGE };
   const namespaces = [publicNs.ns, client.ns, trunk.ns, ...nodes.map((n) => n.ns)];
 
   const steps: LabStep[] = [];
   for (const ns of namespaces) {
     steps.push({ kind: 'netns', ns });
-    // IPv6 is not part of the lab: without it the links stay quiet (no link-local, RS, MLD).
+    // IPv6 is not part of an IPv4-only lab: without it the links stay quiet (no link-local, RS,
+    // MLD). Dual stack keeps it on the client and the nodes (the segments only bridge).
+    if (dual && (ns === client.ns || nodes.some((n) => n.ns === ns))) continue;
     steps.push({ kind: 'sysctl', ns, key: 'net.ipv6.conf.all.disable_ipv6', value: '1' });
     steps.push({ kind: 'sysctl', ns, key: 'net.ipv6.conf.default.disable_ipv6', value: '1' });
   }
@@ -142,6 +155,7 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
   // The client: on-link with the node public IPs only.
   steps.push(...cable({ ns: publicNs.ns, dev: 'client' }, { ns: client.ns, dev: client.dev }, publicNs.bridge));
   steps.push({ kind: 'addr', ns: client.ns, dev: client.dev, cidr: `${clientIP}/${pub.prefix}` });
+  if (dual) steps.push(dual.clientStep(client));
 
   nodes.forEach((node, i) => {
     const ns = node.ns;
@@ -157,6 +171,7 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
     // on the guest subnet; the shared gateway IP second.
     steps.push({ kind: 'addr', ns, dev: node.guestBridge, cidr: `${node.nodeIP}/${guestLen}` });
     steps.push({ kind: 'addr', ns, dev: node.guestBridge, cidr: `${state.cluster.gatewayIP}/${guestLen}` });
+    if (dual) steps.push(...dual.nodeSteps(node));
     node.trunks.forEach((t, j) => {
       const peer = { ns: trunk.ns, dev: `t${i + 1}.${j + 1}` };
       if (t === node.activeTrunk) {
@@ -174,7 +189,7 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
 
   const nodeByName = new Map(nodes.map((n) => [n.name, n]));
   const hypervisor = new Map(state.nodes.map((n) => [n.name, n.hypervisor]));
-  const guests = state.guests.map((g) => labGuest(g, nodeByName, hypervisor.get(g.node) === 'qemu' ? opts.labDir : undefined));
+  const guests = state.guests.map((g) => withIPv6(labGuest(g, nodeByName, hypervisor.get(g.node) === 'qemu' ? opts.labDir : undefined), g));
   return { prefix: p, brNetfilter, namespaces, public: publicNs, client, trunk, nodes, guests, steps };
 }
 
@@ -246,7 +261,7 @@ export function describeStep(s: LabStep): string {
     case 'master':
       return `[${s.ns}] ip link set ${s.dev} master ${s.bridge}`;
     case 'addr':
-      return `[${s.ns}] ip addr add ${s.cidr} dev ${s.dev}`;
+      return `[${s.ns}] ip addr add ${s.cidr} dev ${s.dev}${s.flags ? ` ${s.flags.join(' ')}` : ''}`;
     case 'up':
       return `[${s.ns}] ip link set ${s.dev} up`;
   }

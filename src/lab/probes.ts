@@ -38,7 +38,8 @@ export const KILL_GRACE_MS = 20_000;
 /** GET http://ip:port/ from namespace ns with curl; the reply is the body. */
 export async function httpProbe(ns: string, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
   const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
-  const r = await runInUnchecked(ns, 'curl', ['-sS', '--max-time', String(t), `http://${ip}:${port}/`], {
+  const host = ip.includes(':') ? `[${ip}]` : ip; // an IPv6 literal in a URL is bracketed
+  const r = await runInUnchecked(ns, 'curl', ['-sS', '--max-time', String(t), `http://${host}:${port}/`], {
     timeout: t * 1000 + KILL_GRACE_MS,
   });
   return probeResult(opts.name ?? `http ${ip}:${port}`, r.exitCode === 0, r.stdout, r.stderr, r.exitCode, opts.expect);
@@ -126,5 +127,31 @@ export function arpResult(name: string, macs: string[], expectMacs?: string[]): 
 export function parseArpingMacs(output: string): string[] {
   const macs = new Set<string>();
   for (const m of output.matchAll(/\b(?:from|reply from \S+) \[?((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\b/gi)) macs.add(m[1].toLowerCase());
+  return [...macs].sort();
+}
+
+/**
+ * From namespace ns, solicit the IPv6 address ip on dev (`ndisc6 -m`: neighbour solicitations to
+ * its solicited-node multicast group, every answer displayed) and collect the distinct MACs that
+ * answered: the NDP twin of arpProbe, with the same verdict (arpResult).
+ */
+export async function ndpProbe(ns: string, dev: string, ip: string, opts: ArpProbeOptions = {}): Promise<ArpProbeResult> {
+  const name = opts.name ?? `ndp ${ip} on ${ns}/${dev}`;
+  const t = opts.timeoutS ?? DEFAULT_TIMEOUT_S;
+  const count = opts.count ?? 3;
+  const waitMs = Math.max(100, Math.floor((t * 1000) / count));
+  const r = await runInUnchecked(ns, 'ndisc6', ['-m', '-n', '-r', String(count), '-w', String(waitMs), ip, dev], { timeout: t * 1000 + KILL_GRACE_MS });
+  const macs = parseNdisc6Macs(r.stdout);
+  // ndisc6 exits 0 with answers, 2 without; anything else without answers is a failure to run.
+  if (macs.length === 0 && r.exitCode !== 0 && r.exitCode !== 2) {
+    return { name, ok: false, detail: `ndisc6 failed (exit ${r.exitCode}): ${r.stderr.trim()}`, macs };
+  }
+  return arpResult(name, macs, opts.expectMacs);
+}
+
+/** Distinct MACs from ndisc6's "Target link-layer address: 02:..:FF" lines, lower case, sorted. */
+export function parseNdisc6Macs(output: string): string[] {
+  const macs = new Set<string>();
+  for (const m of output.matchAll(/Target link-layer address: ((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\b/gi)) macs.add((m[1] as string).toLowerCase());
   return [...macs].sort();
 }

@@ -18,6 +18,7 @@ import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
 import { run } from '../netns/netns.js';
 import { responderScriptCommand } from './responder.js';
 import { vmAppend } from './vm-image.js';
+import { dualStackFiles } from './ipv6.js';
 
 export interface LabStateOptions {
   /** cluster.yaml nat.mode; unchanged when undefined. */
@@ -31,6 +32,8 @@ export interface LabStateOptions {
   vm?: { kernel: string; initrd: string };
   /** Node -> the armored public key of the signing key the lab made for it (statusKey). */
   statusKeys?: Record<string, string>;
+  /** Dual stack: IPv6 twins of the state's addresses (src/lab/ipv6.ts dualStackFiles). */
+  ipv6?: boolean;
 }
 
 /** The most memory a lab VM gets (the guest's resources.memoryMiB is lowered to it). */
@@ -45,8 +48,10 @@ const NOTE = ' lab: set by `cgw-sync lab up`';
  * The lab's edits to a state's YAML files: returns only the files that change, comments and
  * layout of everything else kept. Pure.
  */
-export function labAdjustments(files: TextFiles, opts: LabStateOptions): TextFiles {
-  const changed: TextFiles = {};
+export function labAdjustments(original: TextFiles, opts: LabStateOptions): TextFiles {
+  // Dual stack first: the other edits then work on (and keep) the IPv6 addresses.
+  const changed: TextFiles = opts.ipv6 ? dualStackFiles(original) : {};
+  const files = { ...original, ...changed };
   const edit = (file: string, change: (doc: Document) => boolean) => {
     const doc = parseDocument(files[file]);
     if (!isMap(doc.contents)) return;
@@ -132,6 +137,11 @@ export function labCommitMessage(prefix: string, changed: TextFiles, opts: LabSt
     lines.push('  a UDP echo on :123, each answering "this is <guest> OK from <source> via <service>".');
   }
   if (files.includes('cluster.yaml') && opts.mode) lines.push(`- cluster.yaml: nat.mode ${opts.mode} (lab up --mode).`);
+  if (opts.ipv6) {
+    lines.push('- dual stack (lab up --ipv6): cluster.yaml ipv6 (fd05:5:5::/64, gateway twin of gatewayIP,');
+    lines.push('  link-local fe80::1), nodes publicIPv6/nodeIPv6 and guests ipv6: the IPv6 twin of each IPv4');
+    lines.push('  address, its last octet as the last group (10.5.5.201 -> fd05:5:5::201).');
+  }
   if (opts.statusKeys) {
     lines.push('- nodes/*.yaml: statusKey, the public key of a signing key the lab made for each node (its');
     lines.push('  agent signs its status commits with it); cluster.yaml: statusSignatures: required.');

@@ -24,19 +24,26 @@ const [mode, ...args] = process.argv.slice(require.main === module ? 2 : 1);
 
 // IPv4 peers of a dual-stack socket look like ::ffff:10.5.5.251.
 const plain = (addr) => String(addr).replace(/^::ffff:/, '');
+// Dual stack (IPv4 and IPv6 on one socket bound to ::); IPv4 only where a host has no IPv6 at all.
+const listenAny = (server, port) => server.once('error', () => server.listen(port, '0.0.0.0')).listen(port, '::');
+const bindUdp = (port, onMessage) => {
+  const bind = (type, addr, fallback) => {
+    const s = dgram.createSocket(type);
+    s.on('message', (msg, peer) => onMessage(s, msg, peer));
+    s.once('error', (e) => (fallback ? (s.close(), fallback()) : process.exit(3)));
+    s.bind(port, addr);
+  };
+  bind('udp6', '::', () => bind('udp4', '0.0.0.0'));
+};
 
 if (mode === 'serve') {
   const guest = args[0];
   const answer = (from, via) => 'this is ' + guest + ' OK from ' + plain(from) + ' via ' + via;
-  http
-    .createServer((req, res) => res.end(answer(req.socket.remoteAddress, 'http/80') + '\n'))
-    .listen(80, '0.0.0.0');
+  listenAny(http.createServer((req, res) => res.end(answer(req.socket.remoteAddress, 'http/80') + '\n')), 80);
   // An SSH-like banner: one line, then close (probes read until the end of the stream).
   // A client that resets the connection (ECONNRESET) must not take the service down with it.
-  net.createServer((s) => s.on('error', () => s.destroy()).end(answer(s.remoteAddress, 'tcp/22') + '\r\n')).listen(22, '0.0.0.0');
-  const udp = dgram.createSocket('udp4');
-  udp.on('message', (_msg, peer) => udp.send(answer(peer.address, 'udp/123') + '\n', peer.port, peer.address));
-  udp.bind(123, '0.0.0.0');
+  listenAny(net.createServer((s) => s.on('error', () => s.destroy()).end(answer(s.remoteAddress, 'tcp/22') + '\r\n')), 22);
+  bindUdp(123, (udp, _msg, peer) => udp.send(answer(peer.address, 'udp/123') + '\n', peer.port, peer.address));
   process.on('SIGTERM', () => process.exit(0));
 } else if (mode === 'ask') {
   const [proto, host, port, ms] = args;
@@ -54,7 +61,7 @@ if (mode === 'serve') {
   } else {
     // Connected, so only a reply from host:port counts: an answer that leaks out of another node
     // (a different source address) is what a broken forward looks like to a real client.
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
     s.on('message', (m) => finish(0, m.toString()));
     s.on('error', (e) => finish(3, e.message + '\n'));
     // Asked again every second until an answer comes, as real UDP clients (DNS, NTP) do: in ct-sync a

@@ -125,7 +125,9 @@ async function applyStep(s: LabStep): Promise<void> {
     case 'master':
       return setMaster(s.ns, s.dev, s.bridge);
     case 'addr':
-      return addAddress(s.ns, s.dev, s.cidr);
+      if (!s.flags) return addAddress(s.ns, s.dev, s.cidr);
+      await runIn(s.ns, 'ip', ['addr', 'add', s.cidr, 'dev', s.dev, ...s.flags]);
+      return;
     case 'up':
       return linkUp(s.ns, s.dev);
   }
@@ -143,7 +145,7 @@ export function labDriver(plan: LabPlan, node: LabNode, opts: LabRunOptions = {}
  * command run the lab responder; `up` waits until it listens.
  */
 export async function startGuests(state: ClusterState, plan: LabPlan, opts: LabRunOptions = {}): Promise<void> {
-  const cluster = { guestSubnet: state.cluster.guestSubnet, gatewayIP: state.cluster.gatewayIP };
+  const cluster = { guestSubnet: state.cluster.guestSubnet, gatewayIP: state.cluster.gatewayIP, ipv6: state.cluster.ipv6 };
   for (const lg of plan.guests) {
     const spec = state.guests.find((g) => g.name === lg.name)!;
     const nodeSpec = state.nodes.find((n) => n.name === lg.node)!;
@@ -153,7 +155,8 @@ export async function startGuests(state: ClusterState, plan: LabPlan, opts: LabR
     // In the lab every node is a namespace, whatever hypervisor the state names.
     await labDriver(plan, node, opts).start(guest, { node: { ...nodeSpec, hypervisor: 'netns' }, cluster });
     // The driver's namespace got the default (IPv6 on); turning `all` off covers its eth0 too.
-    await runIn(lg.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
+    // A dual-stack guest keeps it.
+    if (lg.ipv6 === undefined) await runIn(lg.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1']);
     await waitForGuestLinks(plan, lg);
     if (runsResponder) await waitForResponder(lg.ns, `lab guest ${lg.name}`);
   }

@@ -12,6 +12,7 @@ import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
+import { ipv6Tables, nat6Table, trunkIPv6Rules } from './ipv6.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -28,31 +29,49 @@ export function egressChainName(device: string): string {
   return `egress_${device}`;
 }
 
-/** The forwards that enter on this node, as map elements per protocol. */
-export function forwardElements({ forwards, guestIP }: NodeView, protocol: Protocol): MapElement[] {
-  const elements = forwards
-    .filter((f) => f.protocol === protocol)
-    .map((f): MapElement => ({ key: f.port, value: { concat: [guestIP.get(f.target.guest) as string, f.target.port] } }));
+/** The forwards that enter on this node, as map elements per protocol (IPv4 unless a family is given). */
+export function forwardElements(view: NodeView, protocol: Protocol, family: NatFamily = ipv4Nat(view)): MapElement[] {
+  const elements = view.forwards
+    .filter((f) => f.protocol === protocol && family.guestIP.has(f.target.guest))
+    .map((f): MapElement => ({ key: f.port, value: { concat: [family.guestIP.get(f.target.guest) as string, f.target.port] } }));
   return sortElements(elements);
 }
 
-// --- table ip <nat> -------------------------------------------------------------------------
+// --- table ip <nat> (and ip6 <nat6>, src/render/ipv6.ts) ---------------------------------------
 
-function dnatRule(node: NodeSpec, protocol: Protocol): NftRule {
+/** What the nat table of one address family is built from: the same rules for IPv4 and IPv6. */
+export interface NatFamily {
+  family: 'ip' | 'ip6';
+  table: string;
+  /** Map data type of a forward target, e.g. "ipv4_addr . inet_service". */
+  targetType: string;
+  guestSubnet: string;
+  publicIP: string;
+  nodeIP: string;
+  /** The guests that have an address of this family, by name. */
+  guestIP: ReadonlyMap<string, string>;
+}
+
+function ipv4Nat({ state, node, guestIP }: NodeView): NatFamily {
+  const { guestSubnet, tables } = state.cluster;
+  return { family: 'ip', table: tables.nat, targetType: 'ipv4_addr . inet_service', guestSubnet, publicIP: node.uplink.publicIP, nodeIP: node.guestBridge.nodeIP, guestIP };
+}
+
+function dnatRule(fam: NatFamily, protocol: Protocol): NftRule {
   return rule(
-    `forwards: ${protocol} ports on ${node.uplink.publicIP} to guests`,
-    match(payload('ip', 'daddr'), node.uplink.publicIP),
-    { dnat: { family: 'ip', addr: { map: { key: payload(protocol, 'dport'), data: `@${forwardMapName(protocol)}` } } } },
+    `forwards: ${protocol} ports on ${fam.publicIP} to guests`,
+    match(payload(fam.family, 'daddr'), fam.publicIP),
+    { dnat: { family: fam.family, addr: { map: { key: payload(protocol, 'dport'), data: `@${forwardMapName(protocol)}` } } } },
   );
 }
 
 /** full-nat: forwarded flows leave towards the guest with this node's guest-bridge IP, so replies come back here. */
-function forwardSnatRule(node: NodeSpec): NftRule {
+function forwardSnatRule(node: NodeSpec, fam: NatFamily): NftRule {
   return rule(
     'full-nat: replies to forwarded flows return through this node',
     match({ ct: { key: 'status' } }, 'dnat', 'in'),
     match(meta('oifname'), node.guestBridge.interface),
-    { snat: { addr: node.guestBridge.nodeIP } },
+    { snat: { addr: fam.nodeIP } },
   );
 }
 
@@ -62,23 +81,24 @@ function forwardSnatRule(node: NodeSpec): NftRule {
  * because br_netfilter reports the bridge itself as oif, and guest traffic is bridged only on
  * the guest bridge.
  */
-function outboundSnatRule(state: ClusterState, node: NodeSpec): NftRule {
-  const subnet = prefix(state.cluster.guestSubnet);
+function outboundSnatRule(node: NodeSpec, fam: NatFamily): NftRule {
+  const subnet = prefix(fam.guestSubnet);
   return rule(
     'casual outbound: guests leave with this node public IP',
     match(meta('oifname'), node.uplink.interface),
-    match(payload('ip', 'saddr'), subnet),
-    match(payload('ip', 'daddr'), subnet, '!='),
-    { snat: { addr: node.uplink.publicIP } },
+    match(payload(fam.family, 'saddr'), subnet),
+    match(payload(fam.family, 'daddr'), subnet, '!='),
+    { snat: { addr: fam.publicIP } },
   );
 }
 
-function natTable(view: NodeView): NftTable {
+/** The nat table of one address family (IPv4: natTable(view); IPv6: src/render/ipv6.ts). */
+export function natTable(view: NodeView, fam: NatFamily = ipv4Nat(view)): NftTable {
   const { state, node } = view;
   const { nat } = state.cluster;
   const postrouting: NftRule[] = [];
-  if (nat.mode === 'full-nat' && nat.forwardSnat) postrouting.push(forwardSnatRule(node));
-  postrouting.push(outboundSnatRule(state, node));
+  if (nat.mode === 'full-nat' && nat.forwardSnat) postrouting.push(forwardSnatRule(node, fam));
+  postrouting.push(outboundSnatRule(node, fam));
 
   const chains: NftChain[] = [
     {
@@ -88,21 +108,21 @@ function natTable(view: NodeView): NftTable {
     },
   ];
   // stateless-nat rewrites forwards in the raw table, untracked: the nat hooks never see them.
-  if (nat.mode === 'stateless-nat') return { family: 'ip', name: state.cluster.tables.nat, maps: [], chains };
+  if (nat.mode === 'stateless-nat') return { family: fam.family, name: fam.table, maps: [], chains };
   chains.push({
     name: 'prerouting',
     base: { type: 'nat', hook: 'prerouting', priority: -100, policy: 'accept' },
     // One lookup per protocol, whatever the number of forwards.
-    rules: PROTOCOLS.map((p) => dnatRule(node, p)),
+    rules: PROTOCOLS.map((p) => dnatRule(fam, p)),
   });
   return {
-    family: 'ip',
-    name: state.cluster.tables.nat,
+    family: fam.family,
+    name: fam.table,
     maps: PROTOCOLS.map((p) => ({
       name: forwardMapName(p),
       keyType: 'inet_service',
-      dataType: 'ipv4_addr . inet_service',
-      elements: forwardElements(view, p),
+      dataType: fam.targetType,
+      elements: forwardElements(view, p, fam),
     })),
     chains: chains.sort(byName),
   };
@@ -110,7 +130,7 @@ function natTable(view: NodeView): NftTable {
 
 // --- table netdev <arp> ---------------------------------------------------------------------
 
-/** Hide the shared gateway IP from the other nodes: drop ARP that names it on the way out of each trunk. */
+/** Hide the shared gateway IP from the other nodes: drop ARP (and NDP, RAs: ipv6.ts) that names it on the way out of each trunk. */
 function arpTable(state: ClusterState, node: NodeSpec): NftTable {
   const gw = state.cluster.gatewayIP;
   const chains: NftChain[] = node.trunks.map((device): NftChain => ({
@@ -119,6 +139,7 @@ function arpTable(state: ClusterState, node: NodeSpec): NftTable {
     rules: [
       rule('shared gateway: no ARP from it leaves to other nodes', match(payload('arp', 'saddr ip'), gw), { drop: null }),
       rule('shared gateway: no ARP for it leaves to other nodes', match(payload('arp', 'daddr ip'), gw), { drop: null }),
+      ...trunkIPv6Rules(state),
     ],
   }));
   return { family: 'netdev', name: state.cluster.tables.arp, maps: [], chains: chains.sort(byName) };
@@ -166,6 +187,8 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     { family: 'netdev', name: state.cluster.tables.arp },
     { family: 'ip', name: rawTableName(state) },
     { family: 'bridge', name: syncTableName(state) },
+    // Owned only in a dual-stack state: IPv4-only agents' ownedTables lists stay valid.
+    ...ipv6Tables(state),
   ];
 }
 
@@ -179,6 +202,8 @@ export function renderView(view: NodeView): Ruleset {
   // Checked whatever the caller: a state that bypassed validation never names a foreign table.
   ownedTables(view.state);
   const tables = [natTable(view)];
+  const nat6 = nat6Table(view);
+  if (nat6) tables.push(nat6);
   if (view.node.trunks.length > 0) tables.push(arpTable(view.state, view.node));
   const raw = rawTable(view);
   if (raw) tables.push(raw);

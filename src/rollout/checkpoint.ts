@@ -13,11 +13,12 @@ import type { ClusterState } from '../state/types.js';
 import { resolveNode, type NodeView } from '../render/node-view.js';
 import { checkWindow, describeFailures, nodeHealthChecks, type BuiltinCheck, type CheckResult } from '../health/checks.js';
 import { commandProber, runCheckpoint, runHealthRound, type HealthPorts, type Verdict } from '../health/runner.js';
+import { gatewayIPv6Addresses } from '../render/ipv6.js';
 
 /** What the edge provides to the checks; tests replace parts of it. */
 export interface HealthEdge {
   probe: HealthPorts['probe'];
-  /** IPv4 addresses on an interface of the node. */
+  /** Addresses (IPv4 and IPv6) on an interface of the node. */
   addresses(dev: string): Promise<string[]>;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -31,7 +32,7 @@ export function hostHealthEdge(config: AgentConfig): HealthEdge {
   return {
     probe: commandProber(prefix),
     addresses: async (dev) => {
-      const [cmd, ...args] = [...prefix, 'ip', '-j', '-4', 'addr', 'show', 'dev', dev];
+      const [cmd, ...args] = [...prefix, 'ip', '-j', 'addr', 'show', 'dev', dev];
       const r = await runUnchecked(cmd!, args, { timeout: 5000 });
       if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `ip addr failed (exit ${r.exitCode})`);
       const links = JSON.parse(r.stdout || '[]') as Array<{ addr_info?: Array<{ local?: string }> }>;
@@ -50,10 +51,13 @@ export function readbackVerdict(plan: NodePlan): Verdict {
 }
 
 export function gatewayVerdict(view: NodeView, addresses: string[] | Error): Verdict {
-  const { gatewayIP } = view.state.cluster;
+  // Dual stack: the gateway's IPv6 addresses too, in the form `ip` lists them.
+  const gateways = [view.state.cluster.gatewayIP, ...gatewayIPv6Addresses(view.state)];
   const dev = view.node.guestBridge.interface;
   if (addresses instanceof Error) return { ok: false, detail: `cannot read ${dev}: ${addresses.message}` };
-  return addresses.includes(gatewayIP) ? { ok: true, detail: `${gatewayIP} on ${dev}` } : { ok: false, detail: `${gatewayIP} is not on ${dev}` };
+  const missing = gateways.filter((g) => !addresses.includes(g));
+  if (missing.length === 0) return { ok: true, detail: `${gateways.join(', ')} on ${dev}` };
+  return { ok: false, detail: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on ${dev}` };
 }
 
 /** Every guest the node should run (not waiting for a migration gate, not refused) runs. */

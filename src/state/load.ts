@@ -218,13 +218,14 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
     name: d.name,
     guestSubnet: d.guestSubnet,
     gatewayIP: d.gatewayIP,
+    ...(d.ipv6 && { ipv6: { ...d.ipv6 } }),
     nat: {
       mode: d.nat.mode,
       forwardSnat: d.nat.forwardSnat,
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync, ...(d.ipv6 && { nat6: d.tables.nat6 }) },
     // The schema fills in health and rollout (useDefaults), so both are present here.
     health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
     rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
@@ -239,8 +240,8 @@ function toNode(d: Checked<NodeSpec> & { health?: { checks?: HealthCheckSpec[] }
   // The file's `health.checks` is the spec's healthChecks.
   return {
     name: d.name,
-    uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP },
-    guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP },
+    uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP, ...(d.uplink.publicIPv6 !== undefined && { publicIPv6: d.uplink.publicIPv6 }) },
+    guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP, ...(d.guestBridge.nodeIPv6 !== undefined && { nodeIPv6: d.guestBridge.nodeIPv6 }) },
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),
@@ -256,6 +257,7 @@ function toGuest(d: Checked<GuestSpec>, source: SourceRef): GuestSpec {
     name: d.name,
     node: d.node,
     ip: d.ip,
+    ...(d.ipv6 !== undefined && { ipv6: d.ipv6 }),
     mac: d.mac.toLowerCase(),
     resources: { memoryMiB: d.resources.memoryMiB, vcpus: d.resources.vcpus },
     ...(d.boot && { boot: { ...d.boot } }),

@@ -10,6 +10,8 @@ import { ctSyncSettings, statelessNatSettings } from './mode-checks.js';
 import { tableNames } from './table-checks.js';
 import { changeWindows, healthCheckSettings, rolloutWaves } from '../health/state-checks.js';
 import { statusKeys } from './status-keys.js';
+import { ipv6Checks } from './ipv6-checks.js';
+import { alreadyUsed, claim, reportDuplicates } from './claims.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -57,37 +59,6 @@ export function validateSemantics(input: SemanticInput, locate: Locator = locate
   for (const check of checks) check(ctx);
   return diagnostics;
 }
-
-/** One use of a value that must be unique (a name, an address, ...). */
-interface Claim {
-  object: Located;
-  path: FieldPath;
-  value: string;
-  /** Who holds it, for the message about the second holder, e.g. `nodeIP of node "node1"`. */
-  owner: string;
-}
-
-function claim(object: Located, path: FieldPath, value: string, owner: string): Claim {
-  return { object, path, value, owner };
-}
-
-type DuplicateMessage = (value: string, first: { owner: string; where: string }) => string;
-
-/** Reports every claim after the first on the same value. */
-function reportDuplicates(ctx: CheckContext, claims: Claim[], message: DuplicateMessage): void {
-  const firsts = new Map<string, Claim>();
-  for (const c of claims) {
-    const first = firsts.get(c.value);
-    if (!first) {
-      firsts.set(c.value, c);
-      continue;
-    }
-    ctx.report(c.object, c.path, message(c.value, { owner: first.owner, where: ctx.where(first.object, first.path) }));
-  }
-}
-
-/** The message for most duplicates: `x is already used as <owner> (<file:line:col>)`. */
-const alreadyUsed: DuplicateMessage = (value, first) => `${value} is already used as ${first.owner} (${first.where})`;
 
 const uniqueNames: Check = (ctx) => {
   const { nodes, guests, forwards } = ctx.input;
@@ -215,4 +186,5 @@ const checks: Check[] = [
   rolloutWaves,
   changeWindows,
   statusKeys,
+  ...ipv6Checks,
 ];

@@ -18,6 +18,8 @@ export interface ClusterSettings {
   guestSubnet: string;
   /** The shared outbound gateway IP every node carries on its guest bridge. */
   gatewayIP: string;
+  /** Dual stack (src/state/ipv6-checks.ts, src/render/ipv6.ts); absent: IPv4 only. */
+  ipv6?: ClusterIPv6;
   nat: {
     mode: NatMode;
     /**
@@ -49,6 +51,8 @@ export interface ClusterSettings {
      * itself, never from or to a guest's port. Absent in the other modes. Default cgw_sync.
      */
     sync?: string;
+    /** `table ip6 <nat6>` (dual stack): IPv6 DNAT maps and SNAT. Absent without `ipv6`. Default cgw_nat6. */
+    nat6?: string;
   };
   /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
   health?: ClusterHealth;
@@ -64,6 +68,16 @@ export interface ClusterSettings {
 }
 
 import type { ChangeWindow } from '../rollout/windows.js';
+
+/** The IPv6 guest subnet beside the IPv4 one. Addresses as written in the state (canonicalIPv6 for nft). */
+export interface ClusterIPv6 {
+  /** e.g. "fd05:5:5::/64": global unicast or unique local, no host bits. */
+  guestSubnet: string;
+  /** The shared gateway's global address every node carries on its guest bridge, e.g. "fd05:5:5::fe". */
+  gatewayIP: string;
+  /** The shared gateway's link-local address on every guest bridge (fe80::/64). Default fe80::1. */
+  gatewayLinkLocal: string;
+}
 
 export type ProbeKind = 'tcp' | 'udp' | 'http';
 
@@ -96,12 +110,16 @@ export interface NodeSpec {
     /** Interface carrying the node's public IP (e.g. "xenbr0"). */
     interface: string;
     publicIP: string;
+    /** Dual stack: the node's public IPv6 address, where IPv6 forwards enter and guests leave. */
+    publicIPv6?: string;
   };
   guestBridge: {
     /** Bridge the guests attach to (e.g. "guestbr0"). Carries nodeIP and the shared gateway IP. */
     interface: string;
     /** This node's own address on the guest subnet (e.g. 10.5.5.251). */
     nodeIP: string;
+    /** Dual stack: this node's own address in the IPv6 guest subnet (full-nat's IPv6 SNAT source). */
+    nodeIPv6?: string;
   };
   /** Interfaces that carry the guest VLAN to the other nodes (e.g. "eth1.100"). */
   trunks: string[];
@@ -121,6 +139,8 @@ export interface GuestSpec {
   name: string;
   node: string;
   ip: string;
+  /** Dual stack: the guest's address in the IPv6 guest subnet; absent: the guest is IPv4 only. */
+  ipv6?: string;
   /** Lower-case colon form, e.g. "52:54:00:05:05:c9". */
   mac: string;
   resources: { memoryMiB: number; vcpus: number };

@@ -1,6 +1,10 @@
 // Shared by the NAT-mode namespace tests (test/modes-*.test.ts): the state-example cluster in
 // another mode, brought up with the real lab topology, rulesets applied by cgw-sync itself.
 import { join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { expect } from 'vitest';
+import { labDown, labNamespaces, labUp } from '../../src/lab/topology.js';
 import { loadStateOrThrow } from '../../src/state/index.js';
 import type { ClusterState, NatMode } from '../../src/state/types.js';
 import { NftCli } from '../../src/nft/backend.js';
@@ -73,4 +77,19 @@ export function nodeConntrackdPaths(dir: string, node: string): ConntrackdPaths 
 
 export function nodeSettingsHost(ns: string): SettingsHost {
   return new SettingsHost({ prefix: ['ip', 'netns', 'exec', ns], netns: ns });
+}
+
+/** A lab topology (guests started) under a temporary run root, and a teardown that must leave no namespace. */
+export async function testLab(state: ClusterState, opts: { prefix: string; brNetfilter: boolean }): Promise<{ plan: LabPlan; down: () => Promise<void> }> {
+  const tmp = await mkdtemp(join(tmpdir(), 'cgw-lab-'));
+  const down = async () => {
+    await labDown(opts.prefix, { runRoot: tmp }).finally(() => rm(tmp, { recursive: true, force: true }));
+    expect(await labNamespaces(opts.prefix)).toEqual([]);
+  };
+  try {
+    return { plan: await labUp(state, { ...opts, runRoot: tmp }), down };
+  } catch (e) {
+    await down();
+    throw e;
+  }
 }
