@@ -17,7 +17,8 @@ import { waitUntil } from '../src/proc/process.js';
 import { planChecks, linkMac, runChecks, formatResults } from '../src/lab/check.js';
 import { httpProbe, ndpProbe } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
-import { applyRulesets, testLab } from './helpers/modes-lab.js';
+import { applyRulesets, STATE_DIR, testLab } from './helpers/modes-lab.js';
+import { loadStateOrThrow } from '../src/state/index.js';
 import { loadDualStack } from './helpers/dual-stack.js';
 
 /** A router advertisement (RFC 4861 4.2): type 134, code 0, checksum (the kernel fills it), hop limit 64, no flags, router lifetime 1800 s, reachable and retransmission timers 0. */
@@ -123,5 +124,24 @@ describe('dual stack in namespaces (full-nat, real nft)', () => {
     }
     const again = await ndpProbe(g2.ns, g2.dev, 'fd05:5:5::254', { expectMacs: [both[1]!] });
     expect(again.ok, again.detail).toBe(true);
+  }, 30_000);
+  it('removing ipv6 from the state deletes the ip6 nat table; a foreign ip6 table stays byte-identical', async () => {
+    const ns = node('node1').ns;
+    await runIn(ns, 'nft', ['add', 'table', 'ip6', 'foreign']);
+    await runIn(ns, 'nft', ['add chain ip6 foreign c { type filter hook output priority 0; counter; }']);
+    const foreign = async () => (await runIn(ns, 'nft', ['list', 'table', 'ip6', 'foreign'])).stdout;
+    const before = await foreign();
+    const tables = async () => (await runIn(ns, 'nft', ['list', 'tables'])).stdout.split('\n').filter(Boolean).sort();
+    try {
+      expect(await tables()).toContain(`table ip6 ${state.cluster.tables.nat6 ?? 'cgw_nat6'}`);
+      await applyRulesets(await loadStateOrThrow(STATE_DIR), plan);
+      const after = await tables();
+      expect(after.filter((t) => t.startsWith('table ip6'))).toEqual(['table ip6 foreign']);
+      expect(after).toContain(`table ip ${state.cluster.tables.nat}`);
+      expect(await foreign()).toBe(before);
+    } finally {
+      await runIn(ns, 'nft', ['delete', 'table', 'ip6', 'foreign']);
+      await applyRulesets(state, plan);
+    }
   }, 30_000);
 });

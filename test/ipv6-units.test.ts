@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { loadStateOrThrow } from '../src/state/index.js';
 import { formatDiagnostics } from '../src/state/diagnostics.js';
 import { canonicalIPv6, formatIPv6, parseIPv6, parseIPv6Cidr } from '../src/state/ipv6.js';
-import { ownedTables, renderNode } from '../src/render/render.js';
+import { ownedTables, renderNode, stateTables } from '../src/render/render.js';
+import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
 import { rawIPv6 } from '../src/render/ipv6.js';
 import { printTable } from '../src/nft/text.js';
 import { dualStackFiles, ipv6Twin } from '../src/lab/ipv6.js';
@@ -125,8 +126,20 @@ describe('dual-stack rendering', () => {
     const state = await loadStateOrThrow(STATE_DIR);
     const text = JSON.stringify(renderNode(state, 'node1'));
     expect(text).not.toMatch(/ip6|icmpv6|nd-/);
-    expect(ownedTables(state).map((t) => t.family)).not.toContain('ip6');
+    expect(stateTables(state).map((t) => t.family)).not.toContain('ip6');
     expect(Object.keys(dualStackFiles({ 'README.md': 'x' }))).toEqual([]);
+  });
+
+  it('an IPv4-only state still plans the ip6 nat table where the node grants it, so removing ipv6 deletes it', async () => {
+    const state = await loadStateOrThrow(STATE_DIR);
+    const nat6 = { family: 'ip6', name: 'cgw_nat6' };
+    expect(ownedTables(state)).toContainEqual(nat6);
+    expect(ownedTables(state, [...DEFAULT_OWNED_TABLES])).toContainEqual(nat6);
+    // A node whose config never granted it (init from an IPv4 state) never had it: not listed.
+    const ipv4Grant = stateTables(state).map((t) => `${t.family} ${t.name}`);
+    expect(ownedTables(state, ipv4Grant)).toEqual(stateTables(state));
+    // Nothing is rendered into it: planning deletes it where it is live.
+    expect(renderNode(state, 'node1').tables.map((t) => t.family)).not.toContain('ip6');
   });
 
   it('full-nat: the ip6 nat table mirrors the IPv4 one with the IPv6 addresses', async () => {

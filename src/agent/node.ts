@@ -25,7 +25,7 @@ import { agentPaths } from './memory.js';
 import { validateDocument } from '../state/schema.js';
 import { tableId, type Ruleset } from '../nft/model.js';
 import { planNft, type NftPlan } from '../plan/nft-plan.js';
-import { renderView } from '../render/render.js';
+import { ownedTables, renderView } from '../render/render.js';
 import { rememberedFor, rememberedForPair } from '../plan/memo.js';
 
 /** Everything a node's reconcile talks to. */
@@ -106,7 +106,9 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
     }
   }
   const history = rt.placementHistory;
-  const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests });
+  // Listed and planned alike: a table of a role the state switched off is deleted where granted.
+  const owned = ownedTables(state, config.ownedTables);
+  const live = await readLiveNode(view, { nft: rt.nft, settings: rt.settings, guests: driver, guestPolicy: config.guests, owned });
   rt.lap?.('read');
   const gates = Array.isArray(live.guests)
     ? await readGates({
@@ -123,7 +125,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
       })
     : { arrivals: memory.arrivals ?? {}, waits: {} };
   const memoized = memo && { desired: rememberedFor(memo.rendered, view, '', () => renderView(view)), diff: memoPlanNft(memo) };
-  const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }), ...memoized });
+  const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }), owned, ...memoized });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
 }
 

@@ -23,9 +23,14 @@ export function nat6TableName(state: ClusterState): string {
   return state.cluster.tables.nat6 ?? DEFAULT_NAT6_TABLE;
 }
 
+/** The ip6 nat table, whether or not the state is dual stack. */
+export function nat6TableRef(state: ClusterState): { family: 'ip6'; name: string } {
+  return { family: 'ip6', name: nat6TableName(state) };
+}
+
 /** The tables only a dual-stack state owns. */
 export function ipv6Tables(state: ClusterState): { family: 'ip6'; name: string }[] {
-  return state.cluster.ipv6 ? [{ family: 'ip6', name: nat6TableName(state) }] : [];
+  return state.cluster.ipv6 ? [nat6TableRef(state)] : [];
 }
 
 /** Every guest's IPv6 address by name (canonical), for the guests that have one. */

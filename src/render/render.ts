@@ -12,7 +12,7 @@ import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
-import { ipv6Tables, nat6Table, trunkIPv6Rules } from './ipv6.js';
+import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -174,10 +174,19 @@ function rawTable(view: NodeView): NftTable | undefined {
  * NotOwnedTable for a name without the cgw_ mark, so a state that bypassed validation can never
  * make the planner list, replace or delete a foreign table.
  */
-export function ownedTables(state: ClusterState): { family: NftTable['family']; name: string }[] {
+/**
+ * The tables a node lists and plans: the state's own (stateTables) and, where `granted` allows
+ * (the agent config's ownedTables; empty: any marked table), those of roles the state has
+ * switched off (ip6 nat6 once `ipv6` is removed). Planning deletes a listed table it does not
+ * render, so a role switched off loses its table instead of leaving it behind.
+ */
+export function ownedTables(state: ClusterState, granted: readonly string[] = []): { family: NftTable['family']; name: string }[] {
   const tables = stateTables(state);
-  assertOwnedTables(tables);
-  return tables;
+  const isGranted = (t: { family: string; name: string }) => granted.length === 0 || granted.includes(`${t.family} ${t.name}`);
+  const switchedOff = [nat6TableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
+  const all = [...tables, ...switchedOff];
+  assertOwnedTables(all);
+  return all;
 }
 
 /** The tables a state names, unchecked (ownedTables is the checked form). */
