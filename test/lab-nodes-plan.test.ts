@@ -51,7 +51,7 @@ describe('extendLabState', () => {
     expect(labNodeCount(3, 2)).toBe(3);
     expect(() => labNodeCount(9, 2)).toThrow('--nodes 9: the lab runs at most 8 nodes');
     expect(() => labNodeCount(1, 2)).toThrow('--nodes 1: the seed state already has 2 nodes; --nodes only adds nodes (from 2 to 8)');
-    expect(() => labNodeCount(2.5, 2)).toThrow('--nodes must be a whole number');
+    expect(() => labNodeCount(2.5, 2)).toThrow('--nodes must be a whole number of nodes, not 2.5');
   });
 
   it('keeps the port stride while every natTag fits, else the largest multiple of 1000 that does', () => {

@@ -14,7 +14,7 @@ import type { AgentConfig } from '../agent/config.js';
 import type { CycleDeps, MemoryCarry } from '../agent/cycle.js';
 import type { NodeStatus } from '../agent/report.js';
 import type { NodeRuntime } from '../agent/node.js';
-import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, MAX_LAB_NODES as MAX_LAB_NODES_CLI } from '../lab/names.js';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labNodesProblem, MAX_LAB_NODES as MAX_LAB_NODES_CLI } from '../lab/names.js';
 import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
 
 import { cycleLine, logLine as humanLogLine } from './human.js';
@@ -610,7 +610,6 @@ async function labCheckCommand(prefix: string, io: Io): Promise<number> {
 }
 
 async function labUp(v: Values, io: Io): Promise<number> {
-  needRoot();
   const prefix = str(v, 'prefix') as string;
   const mode = str(v, 'mode');
   if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
@@ -621,8 +620,10 @@ async function labUp(v: Values, io: Io): Promise<number> {
   if (v.ipv6 && mode !== undefined && mode !== 'full-nat') throw new UsageError(`--ipv6 works in full-nat only (IPv6 is not supported in ${mode} yet: docs/nat-modes.md)`);
   const nodesText = str(v, 'nodes');
   const nodes = nodesText === undefined ? undefined : Number(nodesText);
-  // The bounds (the seed's count .. MAX_LAB_NODES) are labStart's, refused before anything is made.
-  if (nodes !== undefined && !(Number.isInteger(nodes) && nodes >= 1)) throw new UsageError(`--nodes must be a whole number of nodes, not ${nodesText}`);
+  // Fewer than the seed state has is refused by labStart, before anything is made.
+  const nodesProblem = nodes === undefined ? undefined : labNodesProblem(nodes);
+  if (nodesProblem) throw new UsageError(nodesProblem.replace(`not ${nodes}`, `not ${nodesText}`));
+  needRoot();
   const [{ labStart, labSummary }, { LabExists }] = await Promise.all([import('../lab/lab.js'), import('../lab/topology.js')]);
   try {
     const up = await labStart({

@@ -18,7 +18,7 @@ import type { ClusterState, ForwardSpec, GuestSpec, NodeSpec } from '../state/ty
 import { ipv4ToNumber, numberToIPv4, parseCidr, type IPv4Subnet } from '../state/ipv4.js';
 import { DEFAULT_CLIENT_IP, DEFAULT_PUBLIC_SUBNET } from './plan.js';
 import type { TextFiles } from './repo.js';
-import { MAX_LAB_NODES } from './names.js';
+import { labNodesProblem, MAX_LAB_NODES } from './names.js';
 
 export { MAX_LAB_NODES };
 /** The sync channel's group when the lab has more than two nodes and the state names none. */
@@ -37,8 +37,8 @@ export interface LabExtension {
 /** The node count for `--nodes`: undefined keeps the seed's; refused clearly outside [seed, MAX_LAB_NODES]. */
 export function labNodeCount(requested: number | undefined, seedNodes: number): number {
   if (requested === undefined) return seedNodes;
-  if (!Number.isInteger(requested)) throw new Error(`--nodes must be a whole number, not ${requested}`);
-  if (requested > MAX_LAB_NODES) throw new Error(`--nodes ${requested}: the lab runs at most ${MAX_LAB_NODES} nodes (each is a namespace with two bridges, an agent and probes from one client)`);
+  const problem = labNodesProblem(requested);
+  if (problem) throw new Error(problem);
   if (requested < seedNodes) throw new Error(`--nodes ${requested}: the seed state already has ${seedNodes} nodes; --nodes only adds nodes (from ${seedNodes} to ${MAX_LAB_NODES})`);
   return requested;
 }

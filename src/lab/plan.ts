@@ -1,5 +1,5 @@
 // The lab plan: which network namespaces, bridges, veths, addresses and sysctls make up the
-// two-node convergent-gateway lab for a cluster state. Pure (no I/O), so it can be unit-tested and
+// convergent-gateway lab (any number of nodes, all on one trunk segment) for a cluster state. Pure (no I/O), so it can be unit-tested and
 // printed; src/lab/topology.ts executes it.
 //
 // Everything the lab creates lives in namespaces named `<prefix>...`:
