@@ -2,13 +2,14 @@
 //
 //   up     1. the topology (src/lab/topology.ts) without guests;
 //          2. a bare state repository in the lab directory, seeded from a state directory with the
-//             lab's adjustments committed on top (src/lab/repo.ts);
+//             lab's adjustments committed on top (src/lab/repo.ts), with --nodes N the nodes,
+//             guests and forwards that grow it to N nodes (src/lab/nodes.ts);
 //          3. a Git smart-HTTP server on 127.0.0.1 and one `cgw-sync run` agent per node, as
 //             background processes recorded in lab.json (src/lab/processes.ts). Each agent runs in
 //             the root namespace (it must reach the Git server on 127.0.0.1) and does everything
 //             node-local inside its node's namespace through the config's `netns`: nft, and the
 //             netns guests, which the agents start themselves;
-//          4. waits until both status branches report the seeded revision applied and each node
+//          4. waits until every status branch reports the seeded revision applied and each node
 //             runs its guests.
 //   check  the probes of src/lab/check.ts, expectations from the state at main's tip, plus
 //          one line per node saying whether it enforces that revision.
