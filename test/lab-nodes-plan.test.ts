@@ -15,6 +15,7 @@ import { renderConntrackdConf } from '../src/settings/conntrackd.js';
 import { conntrackdPaths } from '../src/settings/model.js';
 import { grownLabState } from './helpers/lab-nodes.js';
 import { STATE_DIR } from './helpers/modes-lab.js';
+import { containForVerify } from '../src/verify/contain.js';
 
 let seed: ClusterState;
 beforeAll(async () => {
@@ -92,6 +93,15 @@ describe('the seeded lab state with more nodes', () => {
     for (const n of plan.nodes) for (const g of plan.guests) expect(pairs, `${n.name} ${g.name}`).toContain(`${n.name} ${g.name}`);
     // Reply paths: one per (entering node, other guest node): 3 x 2.
     expect(planReplyPathChecks(state, plan).map((c) => `${c.entering.name}>${c.expected.name}`).sort()).toEqual(['node1>node1', 'node1>node1', 'node2>node2', 'node2>node2', 'node3>node3', 'node3>node3']);
+  });
+});
+
+describe('verify --rev with more nodes', () => {
+  it('runs a 3-node revision in a lab of 3 nodes, and refuses more than it can run with the reason', async () => {
+    const three = containForVerify((await grownLabState(3, 'ct-sync')).state, { prefix: 'cgwv1-', brNetfilter: false });
+    expect(three.ok && three.contained.plan.nodes.map((n) => n.name)).toEqual(['node1', 'node2', 'node3']);
+    const five = containForVerify((await grownLabState(5, 'ct-sync')).state, { prefix: 'cgwv1-', brNetfilter: false });
+    expect(!five.ok && five.refusals[0]).toMatch(/^5 nodes: verify runs at most 4 /);
   });
 });
 
