@@ -16,6 +16,7 @@ import { conntrackdPaths } from '../src/settings/model.js';
 import { grownLabState } from './helpers/lab-nodes.js';
 import { STATE_DIR } from './helpers/modes-lab.js';
 import { containForVerify } from '../src/verify/contain.js';
+import { labSummary, type Lab } from '../src/lab/lab.js';
 
 let seed: ClusterState;
 beforeAll(async () => {
@@ -93,6 +94,24 @@ describe('the seeded lab state with more nodes', () => {
     for (const n of plan.nodes) for (const g of plan.guests) expect(pairs, `${n.name} ${g.name}`).toContain(`${n.name} ${g.name}`);
     // Reply paths: one per (entering node, other guest node): 3 x 2.
     expect(planReplyPathChecks(state, plan).map((c) => `${c.entering.name}>${c.expected.name}`).sort()).toEqual(['node1>node1', 'node1>node1', 'node2>node2', 'node2>node2', 'node3>node3', 'node3>node3']);
+  });
+});
+
+describe('what lab up prints', () => {
+  it('every node: one curl line each, "all 3 nodes applied", the ct-sync channel or the stateless tags', async () => {
+    const summary = async (mode: 'ct-sync' | 'stateless-nat') => {
+      const { state } = await grownLabState(3, mode);
+      const plan = planLab(state, { prefix: 'cgwlab-', brNetfilter: false });
+      const lab = { prefix: 'cgwlab-', dir: '/run/cgw-sync/lab/cgwlab-', plan, state, record: { prefix: 'cgwlab-', createdAt: '', processes: [] }, repo: '/x.git', url: 'http://127.0.0.1:1/state.git', revision: 'a'.repeat(40), agents: {}, vmBootMs: {} };
+      return labSummary(lab as unknown as Lab);
+    };
+    const ct = await summary('ct-sync');
+    expect(ct).toContain('lab cgwlab- is up: node1 + node2 + node3, ct-sync, br_netfilter off; all 3 nodes applied aaaaaaaaaaaa');
+    for (const [ip, node, guest] of [['11', 'node1', 'guest2'], ['12', 'node2', 'guest1'], ['13', 'node3', 'guest1']]) {
+      expect(ct).toMatch(new RegExp(`  ip netns exec cgwlab-client curl -s http://192\\.168\\.122\\.${ip}/ +# enters ${node}: web-${node} -> ${guest}\n`));
+    }
+    expect(ct).toContain('ct-sync channel   multicast 225.0.0.50 udp/3780 between 10.5.5.251, 10.5.5.252, 10.5.5.253');
+    expect(await summary('stateless-nat')).toContain('stateless tags    node1 1, node2 2, node3 3 (tagged port = target port + tag x 10000)');
   });
 });
 

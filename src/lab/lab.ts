@@ -41,6 +41,7 @@ import { planLab, type LabPlan } from './plan.js';
 import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
 import { checkoutRepo, seedLabRepo, type TextFiles } from './repo.js';
 import { DEFAULT_SYNC_PORT } from '../settings/conntrackd.js';
+import { entersNode } from '../render/node-view.js';
 import { DEFAULT_PORT_STRIDE } from '../state/mode-checks.js';
 import { extendLabState, extensionFiles, labNodeCount } from './nodes.js';
 import { writeResponderScript } from './responder.js';
@@ -493,7 +494,7 @@ export function labSummary(lab: Lab): string {
     '',
     'Try it:',
     ...tryLines([
-      ...lab.plan.nodes.map((n) => [`ip netns exec ${client} curl -s http://${n.publicIP}/`, `enters ${n.name}`]),
+      ...lab.plan.nodes.map((n) => [`ip netns exec ${client} curl -s http://${n.publicIP}/`, `enters ${n.name}${webForward(lab.state, n.name)}`]),
       [`cgw-sync lab check${prefixOpt}`, 'every probe, then "N passed, M failed"'],
     ]),
     '',
@@ -506,6 +507,12 @@ export function labSummary(lab: Lab): string {
     `Remove everything: cgw-sync lab down${prefixOpt}`,
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/** ": web-node1 -> guest2" when a TCP forward on port 80 enters the node (what its curl line reaches). */
+function webForward(state: ClusterState, node: string): string {
+  const f = state.forwards.find((f) => f.protocol === 'tcp' && f.port === 80 && entersNode(f, node));
+  return f ? `: ${f.name} -> ${f.target.guest}` : '';
 }
 
 /** What the NAT mode adds per node: ct-sync's sync channel, stateless-nat's tags. */
