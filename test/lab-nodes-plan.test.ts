@@ -125,11 +125,14 @@ describe('verify --rev with more nodes', () => {
 });
 
 describe('ct-sync with 3 nodes', () => {
-  it('conntrackd joins the multicast group on the guest bridge', async () => {
+  it('conntrackd joins the multicast group on the guest bridge, in NOTRACK mode (FTFW tracks one sender)', async () => {
     const { state } = await grownLabState(3, 'ct-sync');
     const conf = renderConntrackdConf(state, state.nodes[2]!, conntrackdPaths('/var/lib/cgw-sync/conntrackd'));
     expect(conf).toContain('\tMulticast {\n\t\tIPv4_address 225.0.0.50\n\t\tGroup 3780\n\t\tIPv4_interface 10.5.5.253\n\t\tInterface guestbr0\n');
     expect(conf).not.toContain('UDP {');
+    // The internal cache stays on: it is what flushes each message at once (src/settings/conntrackd.ts).
+    expect(conf).toContain('Sync {\n\tMode NOTRACK {\n\t\tDisableExternalCache On\n\t}\n');
+    expect(conf).not.toContain('FTFW');
   });
 
   it('the sync guard covers the group; early replies are copied to both other nodes; only the entering node sends a copy on', async () => {
