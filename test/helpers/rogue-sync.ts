@@ -71,7 +71,7 @@ export async function forgeFlow(g: LabGuest, sport: number): Promise<void> {
 /** Sync packets the rogue has sent so far (its `conntrackd -s` statistics). */
 export async function roguePacketsSent(g: LabGuest, rogue: Rogue): Promise<number> {
   const r = await runIn(g.ns, 'conntrackd', ['-C', rogue.conf, '-s']);
-  const m = /traffic \(active device=[^)]*\):\s+\d+\s+Bytes sent\s+\d+\s+Bytes recv\s+(\d+)\s+Pckt sent/.exec(r.stdout);
+  const m = /traffic \(active device=[^)]*\):\s+\d+\s+Bytes sent\s+\d+\s+Bytes recv\s+(\d+)\s+Pckts sent/.exec(r.stdout);
   if (!m) throw new Error(`no traffic statistics in the rogue's conntrackd -s:\n${r.stdout}`);
   return Number(m[1]);
 }
