@@ -3,7 +3,7 @@
 // stateless-nat -> full-nat). In ct-sync the three conntrackd sync over the multicast group on the
 // guest VLAN: a connection entering node3 to guest1 on node1 is answered, and its state is on
 // node1 and node2 (only the sync put it there); a guest's conntrackd sending forged multicast sync
-// messages reaches no node's table. br_netfilter off (the lab's default).
+// messages reaches no node's table (and every node's without its node's guard: negative control). br_netfilter off (the lab's default).
 // Prefix cgwt<pid>ln-; `lab down` in afterAll. Needs root and a built dist/.
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -21,6 +21,9 @@ import { pushMode, waitApplied } from './helpers/lab-git.js';
 import { conntrackEntries, nodeNft, STATE_DIR } from './helpers/modes-lab.js';
 import { planNodeNft } from '../src/reconcile/nft.js';
 import { FORGED, forgeFlow, roguePacketsSent, startRogue, type Rogue } from './helpers/rogue-sync.js';
+import type { LabNode } from '../src/lab/plan.js';
+import { runInUnchecked } from '../src/netns/netns.js';
+import { syncTableName } from '../src/render/syncguard.js';
 
 const CONVERGE_MS = 45_000;
 const prefix = `cgwt${process.pid}ln-`;
@@ -48,6 +51,12 @@ async function checkAll(): Promise<{ report: LabCheckReport; pairs: Set<string> 
   }
   console.log(`lab check (${lab.plan.nodes.length} nodes): ${report.results.length} probes passed in ${Date.now() - t0} ms`);
   return { report, pairs };
+}
+
+/** Whether any node (every node, with `all`) has the forged flow from source port sport. */
+async function learnedBy(nodes: LabNode[], sport: number, all = false): Promise<boolean> {
+  const has = await Promise.all(nodes.map(async (n) => (await conntrackEntries(n.ns, FORGED.src)).some((l) => l.includes(`sport=${sport} `))));
+  return all ? has.every(Boolean) : has.some(Boolean);
 }
 
 function everyNodeReachesEveryGuest(pairs: Set<string>): void {
@@ -106,12 +115,27 @@ describe('lab up --nodes 3', () => {
     const rogue = await startRogue(guest3, { multicastGroup: '225.0.0.50' }, tmp);
     rogues.push(rogue);
     await forgeFlow(guest3, 40001);
-    // The rogue really sends (FTFW retransmits what is not acknowledged); no node takes it.
+    // The rogue really sends (one message per change of its table); no node takes it.
     expect(await waitUntil(async () => (await roguePacketsSent(guest3, rogue)) > 0, 5_000, 200)).toBe(true);
-    const learned = async () => (await Promise.all(lab.plan.nodes.map((n) => conntrackEntries(n.ns, FORGED.src)))).some((lines) => lines.some((l) => l.includes('sport=40001 ')));
-    expect(await waitUntil(learned, 3_000, 200)).toBe(false);
+    expect(await waitUntil(() => learnedBy(lab.plan.nodes, 40001), 3_000, 200)).toBe(false);
+
+    // Negative control: without node3's guard the same kind of message reaches every node's table
+    // (NOTRACK digests whatever arrives). node3's agent puts the guard back within a cycle (2 s),
+    // so removing it and forging are back to back, retried if a cycle falls in between.
+    const guard = ['table', 'bridge', syncTableName(lab.state)];
+    let sport = 40002;
+    const unguarded = async () => {
+      await runInUnchecked(node('node3').ns, 'nft', ['delete', ...guard]);
+      await forgeFlow(guest3, ++sport);
+      return waitUntil(() => learnedBy(lab.plan.nodes, sport, true), 1_000, 100);
+    };
+    expect(await waitUntil(unguarded, 6_000, 0), 'the forged message reaches every node without the guard').toBe(true);
+    // The agent repairs the drift: the guard is back, and a message forged now reaches no node.
+    expect(await waitUntil(async () => (await runInUnchecked(node('node3').ns, 'nft', ['list', ...guard])).exitCode === 0, 10_000, 200)).toBe(true);
+    await forgeFlow(guest3, 40100);
+    expect(await waitUntil(() => learnedBy(lab.plan.nodes, 40100), 3_000, 200)).toBe(false);
     await terminate(rogue.pid, rogue.startTime, 3_000);
-  }, 30_000);
+  }, 40_000);
 
   it('-> stateless-nat through Git: natTags 1..3, every entering node x guest answers', async () => {
     await waitApplied(lab, await pushMode(clone, lab, 'stateless-nat'), placement, CONVERGE_MS);
