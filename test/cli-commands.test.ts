@@ -66,6 +66,8 @@ describe('usage errors: exit 1, naming what is wrong', () => {
     [['validate', '--node', 'node1'], '`validate` does not take --node (render, plan, apply, init do)'],
     [['apply', '--rev', 'x'], '`apply` does not take --rev (plan, verify do)'],
     [['lab', 'check', '--mode', 'ct-sync'], '`lab check` does not take --mode (lab up does)'],
+    [['lab', 'up', '--nodes', 'three'], '--nodes must be a whole number of nodes, not three'],
+    [['lab', 'up', '--nodes', '9'], '--nodes 9: the lab runs at most 8 nodes'],
     [['once', '--state', '.'], '`once` does not take --state'],
     [['plan', '--state'], "plan: Option '--state <value>' argument missing"],
     [['plan', '--rev', 'feature'], '--rev needs --all-nodes'],

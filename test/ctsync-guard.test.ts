@@ -5,8 +5,7 @@
 // still works: a cross-node forward's state reaches the guest's node.
 // Namespaces: prefix cgwsg<pid>-; every conntrackd stopped by PID; all removed in afterAll.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClusterState } from '../src/state/types.js';
@@ -15,9 +14,10 @@ import { labDown, labNamespaces, labUp } from '../src/lab/topology.js';
 import { runIn } from '../src/netns/netns.js';
 import { tcpProbe } from '../src/lab/probes.js';
 import { parseReply } from '../src/lab/responder.js';
-import { processAlive, processStartTime, terminate, waitUntil } from '../src/proc/process.js';
+import { processAlive, terminate, waitUntil } from '../src/proc/process.js';
 import { DEFAULT_SYNC_PORT } from '../src/settings/conntrackd.js';
 import { applyRulesets, applySettings, conntrackEntries, nodeConntrackdPaths, nodeSettingsHost, stateInMode } from './helpers/modes-lab.js';
+import { FORGED, forgeFlow, startRogue } from './helpers/rogue-sync.js';
 
 const prefix = `cgwsg${process.pid}-`;
 let tmp: string;
@@ -25,53 +25,7 @@ let plan: LabPlan;
 let state: ClusterState;
 const started: Array<{ pid: number; startTime: string | undefined }> = [];
 const node = (name: string) => plan.nodes.find((n) => n.name === name)!;
-/** The invented flow the rogue conntrackd announces (no such traffic ever exists). */
-const FORGED = { src: '198.51.100.7', dst: '203.0.113.9' };
-
-/** A conntrackd inside guest1's namespace that syncs its own table to node1's sync port. */
-async function startRogue(): Promise<void> {
-  const g = plan.guests.find((x) => x.name === 'guest1')!;
-  const dir = join(tmp, 'rogue');
-  const conf = join(tmp, 'rogue.conf');
-  await writeFile(
-    conf,
-    `Sync {
-  Mode FTFW {
-    DisableExternalCache On
-  }
-  UDP {
-    IPv4_address ${g.ip}
-    IPv4_Destination_Address ${state.nodes.find((n) => n.name === 'node1')!.guestBridge.nodeIP}
-    Port ${DEFAULT_SYNC_PORT}
-    Interface ${g.dev}
-    Checksum on
-  }
-}
-General {
-  HashSize 1024
-  HashLimit 4096
-  Syslog off
-  LogFile ${dir}.log
-  LockFile ${dir}.lock
-  UNIX {
-    Path ${dir}.ctl
-  }
-  Systemd off
-}
-`,
-  );
-  const child = spawn('ip', ['netns', 'exec', g.ns, 'conntrackd', '-C', conf], { detached: true, stdio: 'ignore' });
-  child.unref();
-  started.push({ pid: child.pid!, startTime: processStartTime(child.pid!) });
-  const up = await waitUntil(async () => (await runIn(g.ns, 'conntrackd', ['-C', conf, '-s']).then(() => true, () => false)), 5_000);
-  if (!up) throw new Error('the rogue conntrackd did not come up');
-}
-
-/** Create the invented flow in guest1's own table: its conntrackd sends it as a NEW message. */
-async function forge(sport: number): Promise<void> {
-  const g = plan.guests.find((x) => x.name === 'guest1')!;
-  await runIn(g.ns, 'conntrack', ['-I', '-p', 'udp', '-s', FORGED.src, '-d', FORGED.dst, '--sport', String(sport), '--dport', '53', '-t', '120', '-u', 'SEEN_REPLY']);
-}
+const guest1 = () => plan.guests.find((x) => x.name === 'guest1')!;
 
 async function forgedOnNode1(sport: number): Promise<boolean> {
   return (await conntrackEntries(node('node1').ns, FORGED.src)).some((l) => l.includes(`sport=${sport} `));
@@ -87,7 +41,7 @@ beforeAll(async () => {
     const rec = await nodeSettingsHost(n.ns).runningConntrackd(nodeConntrackdPaths(tmp, n.name));
     if (rec) started.push(rec);
   }
-  await startRogue();
+  started.push(await startRogue(guest1(), { unicastTo: node('node1').nodeIP }, tmp));
 }, 60_000);
 
 afterAll(async () => {
@@ -103,7 +57,7 @@ afterAll(async () => {
 
 describe('ct-sync guard: only the nodes speak the sync protocol', () => {
   it('a guest\'s forged sync message is dropped: node1 never learns the flow', async () => {
-    await forge(40001);
+    await forgeFlow(guest1(), 40001);
     // The rogue resends (FTFW retransmits unacknowledged messages); give it time to, then look.
     const learned = await waitUntil(() => forgedOnNode1(40001), 3_000, 200);
     expect(learned).toBe(false);
@@ -122,7 +76,7 @@ describe('ct-sync guard: only the nodes speak the sync protocol', () => {
   it('negative control: without the guard table on node1 the same forged message creates the entry', async () => {
     await runIn(node('node1').ns, 'nft', ['delete', 'table', 'bridge', 'cgw_sync']);
     try {
-      await forge(40002);
+      await forgeFlow(guest1(), 40002);
       expect(await waitUntil(() => forgedOnNode1(40002), 5_000, 100)).toBe(true);
     } finally {
       await applyRulesets(state, plan);

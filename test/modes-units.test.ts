@@ -179,6 +179,8 @@ describe('node settings', () => {
     const m = renderConntrackdConf(multi, multi.nodes[1], paths);
     expect(m).toContain('\tMulticast {\n\t\tIPv4_address 225.0.0.50\n\t\tGroup 3781\n\t\tIPv4_interface 10.5.5.252\n\t\tInterface guestbr0');
     expect(m).not.toContain('UDP {');
+    // Two senders on the group: FTFW's single sequence number still fits.
+    expect(m).toContain('\tMode FTFW {');
   });
 
   /** node1's settings in a mode. */

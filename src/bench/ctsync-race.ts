@@ -122,6 +122,9 @@ function summary(label: string, times: number[]): string {
 async function main(): Promise<void> {
   const stateDir = process.env.CGW_RACE_STATE ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'state-example');
   const base = await loadStateOrThrow(stateDir);
+  // It measures node1 -> guest2 (on node2) of the two-node lab; more nodes are `lab up --nodes` (test/lab-nodes.test.ts).
+  const named = ['node1', 'node2'].every((n) => base.nodes.some((x) => x.name === n)) && base.guests.some((g) => g.name === 'guest2' && g.node === 'node2');
+  if (base.nodes.length !== 2 || !named) throw new Error(`bench:ctsync-race measures the two-node lab (node1, node2, guest2 on node2); ${stateDir} has ${base.nodes.map((n) => n.name).join(', ')}`);
   const state: ClusterState = { ...base, cluster: { ...base.cluster, nat: { ...base.cluster.nat, mode: 'ct-sync' } } };
   const prefix = `cgwrace${process.pid}-`;
   const tmp = await mkdtemp(join(tmpdir(), 'cgw-race-'));

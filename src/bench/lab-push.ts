@@ -1,6 +1,6 @@
-// Push-to-converged in the lab: `cgw-sync lab up [--webhook]` (labStart, as the CLI runs it) with two nodes,
-// then commits pushed to the lab's Git server over HTTP with the git CLI, each timed from the
-// start of `git push` until both nodes' status branches report that revision applied (the
+// Push-to-converged in the lab: `cgw-sync lab up [--webhook]` (labStart, as the CLI runs it) with the
+// seed's nodes, then commits pushed to the lab's Git server over HTTP with the git CLI, each timed from the
+// start of `git push` until every node's status branch reports that revision applied (the
 // status refs polled at a short interval, no fixed waits). `lab down` in a finally.
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ import { forwardsDocument } from './state-repo.js';
 
 export interface PushFigures {
   pushes: number;
-  /** Median from `git push` to both nodes reporting the revision applied. */
+  /** Median from `git push` to every node reporting the revision applied. */
   ms: number;
   /** Median of `git push` alone (the floor: nothing can converge before the push is in). */
   pushMs: number;
@@ -69,7 +69,7 @@ export async function measurePushToConverged(pushes: number, webhook: boolean, p
       const applied = async () => (await Promise.all(nodes.map((n) => readNodeStatus(lab.repo, n)))).every((s) => s?.appliedRevision === revision && s.outcome !== 'error');
       if (!(await waitUntil(applied, CONVERGE_TIMEOUT_MS, POLL_MS))) throw new Error(`lab nodes did not report ${revision.slice(0, 12)} applied within ${CONVERGE_TIMEOUT_MS} ms`);
       totals.push(performance.now() - t0);
-      progress(`push ${i + 1}/${pushes}: converged on both nodes after ${totals[i]!.toFixed(0)} ms`);
+      progress(`push ${i + 1}/${pushes}: converged on all ${nodes.length} nodes after ${totals[i]!.toFixed(0)} ms`);
     }
     const agents = lab.record.processes.filter((p) => p.name.startsWith('agent '));
     const agentRss = Object.fromEntries(await Promise.all(agents.map(async (p) => [p.name.replace(/^agent /, ''), await processRss(p.pid)] as const)));

@@ -14,7 +14,7 @@ import type { AgentConfig } from '../agent/config.js';
 import type { CycleDeps, MemoryCarry } from '../agent/cycle.js';
 import type { NodeStatus } from '../agent/report.js';
 import type { NodeRuntime } from '../agent/node.js';
-import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE } from '../lab/names.js';
+import { DEFAULT_LAB_PREFIX, LAB_RESTARTABLE, labNodesProblem, MAX_LAB_NODES as MAX_LAB_NODES_CLI } from '../lab/names.js';
 import { commandHelp, overview, parseCommand, UsageError, type CommandSpec, type Io, type OptionSpec, type Parsed, type Values } from './args.js';
 
 import { cycleLine, logLine as humanLogLine } from './human.js';
@@ -240,8 +240,8 @@ const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'lab up',
-    summary: '(root) a two-node cluster in network namespaces, a Git server on 127.0.0.1, one agent per node',
-    details: 'The state repository is seeded from --state (default: the bundled state-example/); waits until both nodes apply it.',
+    summary: '(root) a cluster in network namespaces (two nodes, or --nodes N), a Git server on 127.0.0.1, one agent per node',
+    details: "The state repository is seeded from --state (default: the bundled state-example/); --nodes adds copies of its first node and guest with the next free addresses and forwards so every node reaches guests on the others; waits until every node applies it.",
     options: {
       prefix: OPT.prefix,
       mode: { type: 'string', value: 'M', help: `cluster nat.mode in the lab repository (${NAT_MODES.join(', ')})` },
@@ -250,6 +250,7 @@ const COMMANDS: CommandSpec[] = [
       state: { type: 'string', value: 'DIR', help: 'state to seed the lab repository from (default: the bundled state-example/)' },
       webhook: { type: 'boolean', help: 'agents listen on 127.0.0.1 and the Git server sends them a signed push webhook: a push applies at once' },
       ipv6: { type: 'boolean', help: 'dual stack: IPv6 twins of every address (10.5.5.201 -> fd05:5:5::201; full-nat, netns guests); lab check probes them too' },
+      nodes: { type: 'string', value: 'N', help: `nodes in the lab (default: the state's, 2 for state-example; at most ${MAX_LAB_NODES_CLI})` },
     },
     exits: { 0: 'up', 1: 'error or a lab with that prefix exists' },
     run: async (v, _a, io) => labUp(v, io),
@@ -609,7 +610,6 @@ async function labCheckCommand(prefix: string, io: Io): Promise<number> {
 }
 
 async function labUp(v: Values, io: Io): Promise<number> {
-  needRoot();
   const prefix = str(v, 'prefix') as string;
   const mode = str(v, 'mode');
   if (mode !== undefined && !(NAT_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode must be one of ${NAT_MODES.join(', ')}`);
@@ -618,9 +618,16 @@ async function labUp(v: Values, io: Io): Promise<number> {
   const guests = str(v, 'guests');
   if (guests !== 'netns' && guests !== 'qemu') throw new UsageError('--guests must be netns or qemu');
   if (v.ipv6 && mode !== undefined && mode !== 'full-nat') throw new UsageError(`--ipv6 works in full-nat only (IPv6 is not supported in ${mode} yet: docs/nat-modes.md)`);
+  const nodesText = str(v, 'nodes');
+  const nodes = nodesText === undefined ? undefined : Number(nodesText);
+  // Fewer than the seed state has is refused by labStart, before anything is made.
+  const nodesProblem = nodes === undefined ? undefined : labNodesProblem(nodes);
+  if (nodesProblem) throw new UsageError(nodesProblem.replace(`not ${nodes}`, `not ${nodesText}`));
+  needRoot();
   const [{ labStart, labSummary }, { LabExists }] = await Promise.all([import('../lab/lab.js'), import('../lab/topology.js')]);
   try {
     const up = await labStart({
+      nodes,
       prefix,
       stateDir: str(v, 'state'),
       mode: mode as (typeof NAT_MODES)[number] | undefined,

@@ -2,13 +2,14 @@
 //
 //   up     1. the topology (src/lab/topology.ts) without guests;
 //          2. a bare state repository in the lab directory, seeded from a state directory with the
-//             lab's adjustments committed on top (src/lab/repo.ts);
+//             lab's adjustments committed on top (src/lab/repo.ts), with --nodes N the nodes,
+//             guests and forwards that grow it to N nodes (src/lab/nodes.ts);
 //          3. a Git smart-HTTP server on 127.0.0.1 and one `cgw-sync run` agent per node, as
 //             background processes recorded in lab.json (src/lab/processes.ts). Each agent runs in
 //             the root namespace (it must reach the Git server on 127.0.0.1) and does everything
 //             node-local inside its node's namespace through the config's `netns`: nft, and the
 //             netns guests, which the agents start themselves;
-//          4. waits until both status branches report the seeded revision applied and each node
+//          4. waits until every status branch reports the seeded revision applied and each node
 //             runs its guests.
 //   check  the probes of src/lab/check.ts, expectations from the state at main's tip, plus
 //          one line per node saying whether it enforces that revision.
@@ -38,7 +39,11 @@ import { generateNodeKey } from '../git/signature.js';
 import { delay, waitUntil } from '../proc/process.js';
 import { planLab, type LabPlan } from './plan.js';
 import { assertNoLab, labDown, labRunDir, labUp, waitForGuestLinks, waitForResponder, type LabRunOptions } from './topology.js';
-import { checkoutRepo, seedLabRepo } from './repo.js';
+import { checkoutRepo, seedLabRepo, type TextFiles } from './repo.js';
+import { DEFAULT_SYNC_PORT } from '../settings/conntrackd.js';
+import { entersNode } from '../render/node-view.js';
+import { DEFAULT_PORT_STRIDE } from '../state/mode-checks.js';
+import { extendLabState, extensionFiles, labNodeCount } from './nodes.js';
 import { writeResponderScript } from './responder.js';
 import { isRunning, logTail, readLabRecord, spawnDetached, stopProcesses, writeLabRecord, type LabProcess, type LabRecord } from './processes.js';
 import { branchTip, nodeSettled, readNodeStatus } from './status.js';
@@ -82,6 +87,8 @@ export interface LabStartOptions extends LabRunOptions {
   webhook?: boolean;
   /** Dual stack: the lab repository gets IPv6 twins of the state's addresses (src/lab/ipv6.ts). */
   ipv6?: boolean;
+  /** `--nodes N`: grow the seed's cluster to N nodes (src/lab/nodes.ts; default: the seed's count, at most MAX_LAB_NODES). */
+  nodes?: number;
 }
 
 export type LabGuestKind = 'netns' | 'qemu';
@@ -99,7 +106,7 @@ export interface Lab {
   /** Bare repository path and its clone URL. */
   repo: string;
   url: string;
-  /** The revision both nodes applied. */
+  /** The revision every node applied. */
   revision: string;
   /** Agent config file per node. */
   agents: Record<string, string>;
@@ -139,6 +146,7 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
   const stateDir = path.resolve(opts.stateDir ?? bundledStateDir());
   const brNetfilter = opts.brNetfilter ?? false;
   const seedState = await loadOrThrow(stateDir); // the seed itself must be valid
+  const grown = labGrowth(seedState, opts.nodes);
   await assertNoLab(prefix, { ...opts, withRecord: true });
 
   // The VM image before anything else exists: the only step that downloads (from the package registry).
@@ -166,10 +174,12 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     const projectRoot = path.join(dir, 'git');
     await mkdir(projectRoot, { recursive: true });
     // Each node signs its reports with a key made here; the state gets the public halves.
-    const keys = await labSigningKeys(dir, seedState.nodes.map((n) => n.name));
+    const keys = await labSigningKeys(dir, grown.nodeNames);
     const seeded = await seedLabRepo(projectRoot, REPO_NAME, stateDir, prefix, {
       mode: opts.mode,
       ipv6: opts.ipv6,
+      nodes: grown.nodeNames.length,
+      extraFiles: grown.files,
       statusKeys: Object.fromEntries(Object.entries(keys).map(([n, k]) => [n, k.publicKey])),
       responderScript: responder,
       vm: vm && { kernel: vm.image.kernel, initrd: vm.image.initrd },
@@ -209,6 +219,14 @@ export async function labStart(opts: LabStartOptions = {}): Promise<Lab> {
     const detail = tails.length ? `\n${tails.join('\n')}` : '';
     throw new Error(`lab up failed, everything it made is removed again: ${(e as Error).message}${detail}`);
   }
+}
+
+/** The nodes and files `--nodes` adds to the seed (refused clearly when out of bounds); pure. */
+export function labGrowth(seed: ClusterState, nodes: number | undefined): { nodeNames: string[]; files: TextFiles } {
+  const count = labNodeCount(nodes, seed.nodes.length);
+  const ext = extendLabState(seed, count);
+  const existing = [...seed.nodes, ...seed.guests, ...seed.forwards].map((x) => x.source.file);
+  return { nodeNames: [...seed.nodes, ...ext.nodes].map((n) => n.name), files: extensionFiles(ext, count, existing) };
 }
 
 /** A signing key per node, the private half in `<lab dir>/<node>/status.key` (0600). */
@@ -462,20 +480,21 @@ export async function probeLab(state: ClusterState, plan: LabPlan, opts: { timeo
 export function labSummary(lab: Lab): string {
   const p = lab.prefix;
   const client = lab.plan.client.ns;
-  const [n1, n2] = lab.plan.nodes;
+  const [n1] = lab.plan.nodes;
   const prefixOpt = p === DEFAULT_LAB_PREFIX ? '' : ` --prefix ${p}`;
   const lines = [
-    `lab ${p} is up: ${lab.plan.nodes.map((n) => n.name).join(' + ')}, ${lab.state.cluster.nat.mode}, br_netfilter ${lab.plan.brNetfilter ? 'on' : 'off'}; both nodes applied ${lab.revision.slice(0, 12)}`,
+    `lab ${p} is up: ${lab.plan.nodes.map((n) => n.name).join(' + ')}, ${lab.state.cluster.nat.mode}, br_netfilter ${lab.plan.brNetfilter ? 'on' : 'off'}; ${lab.plan.nodes.length === 1 ? 'the node' : `all ${lab.plan.nodes.length} nodes`} applied ${lab.revision.slice(0, 12)}`,
     '',
     `  state repository  ${lab.url}`,
     `  status branches   ${lab.plan.nodes.map((n) => statusBranchName(n.name)).join(', ')} (same repository)`,
     `  namespaces        ${[...lab.plan.namespaces, ...lab.plan.guests.filter((g) => !g.vm).map((g) => g.ns)].join(' ')}`,
     `  public IPs        ${lab.plan.nodes.map((n) => `${n.name} ${n.publicIP}`).join(', ')}; client ${lab.plan.client.ip} in ${client}`,
+    ...modeLines(lab.state),
     `  logs              ${lab.dir}/{git-server.log,${lab.plan.nodes.map((n) => `${n.name}/agent.log`).join(',')}}`,
     '',
     'Try it:',
     ...tryLines([
-      ...[n1, n2].filter((n) => n).map((n) => [`ip netns exec ${client} curl -s http://${n.publicIP}/`, `enters ${n.name}`]),
+      ...lab.plan.nodes.map((n) => [`ip netns exec ${client} curl -s http://${n.publicIP}/`, `enters ${n.name}${webForward(lab.state, n.name)}`]),
       [`cgw-sync lab check${prefixOpt}`, 'every probe, then "N passed, M failed"'],
     ]),
     '',
@@ -488,6 +507,26 @@ export function labSummary(lab: Lab): string {
     `Remove everything: cgw-sync lab down${prefixOpt}`,
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/** ": web-node1 -> guest2" when a TCP forward on port 80 enters the node (what its curl line reaches). */
+function webForward(state: ClusterState, node: string): string {
+  const f = state.forwards.find((f) => f.protocol === 'tcp' && f.port === 80 && entersNode(f, node));
+  return f ? `: ${f.name} -> ${f.target.guest}` : '';
+}
+
+/** What the NAT mode adds per node: ct-sync's sync channel, stateless-nat's tags. */
+function modeLines(state: ClusterState): string[] {
+  const { nat } = state.cluster;
+  if (nat.mode === 'ct-sync') {
+    const group = nat.ctSync?.multicastGroup;
+    const port = nat.ctSync?.port ?? DEFAULT_SYNC_PORT;
+    return [`  ct-sync channel   ${group ? `multicast ${group}` : 'unicast'} udp/${port} between ${state.nodes.map((n) => n.guestBridge.nodeIP).join(', ')} (guest VLAN; guests cannot send or read it)`];
+  }
+  if (nat.mode === 'stateless-nat') {
+    return [`  stateless tags    ${state.nodes.map((n) => `${n.name} ${n.natTag}`).join(', ')} (tagged port = target port + tag x ${nat.portStride ?? DEFAULT_PORT_STRIDE})`];
+  }
+  return [];
 }
 
 /** Commands with aligned comments. */

@@ -1,6 +1,6 @@
 // The lab plan: which network namespaces, bridges, veths, addresses and sysctls make up the
-// two-node convergent-gateway lab for a cluster state. Pure (no I/O), so it can be unit-tested and
-// printed; src/lab/topology.ts executes it.
+// convergent-gateway lab for a cluster state (any number of nodes, their trunks on one segment).
+// Pure (no I/O), so it can be unit-tested and printed; src/lab/topology.ts executes it.
 //
 // Everything the lab creates lives in namespaces named `<prefix>...`:
 //   <p>pub      bridge br0: the public segment (e.g. 192.168.122.0/24)

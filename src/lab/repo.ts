@@ -8,9 +8,12 @@
 //      - cluster.yaml   nat.mode, when `lab up --mode` asks for another one (stateless-nat
 //                       also numbers the nodes' natTag where missing);
 //      - nodes/*.yaml   statusKey: the public half of a key the lab made for each node, and
-//                       cluster.yaml statusSignatures: required (the lab's reports are signed).
+//                       cluster.yaml statusSignatures: required (the lab's reports are signed);
+//      - with `--nodes N`: the added nodes, guests and forwards (src/lab/nodes.ts), and in
+//                       cluster.yaml what more than two nodes need (a ct-sync multicast group, a
+//                       stateless-nat port stride every tag fits in).
 // The result stays an ordinary state repository that `cgw-sync validate` accepts.
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, parseDocument, type Document, type Scalar, type YAMLMap } from 'yaml';
 import type { NatMode } from '../state/types.js';
@@ -19,6 +22,8 @@ import { run } from '../netns/netns.js';
 import { responderScriptCommand } from './responder.js';
 import { vmAppend } from './vm-image.js';
 import { dualStackFiles } from './ipv6.js';
+import { LAB_MULTICAST_GROUP, labPortStride } from './nodes.js';
+import { DEFAULT_PORT_STRIDE } from '../state/mode-checks.js';
 
 export interface LabStateOptions {
   /** cluster.yaml nat.mode; unchanged when undefined. */
@@ -34,6 +39,10 @@ export interface LabStateOptions {
   statusKeys?: Record<string, string>;
   /** Dual stack: IPv6 twins of the state's addresses (src/lab/ipv6.ts dualStackFiles). */
   ipv6?: boolean;
+  /** `lab up --nodes N`: the files that add nodes, guests and forwards (src/lab/nodes.ts extensionFiles). */
+  extraFiles?: TextFiles;
+  /** The lab's node count (with the extra files'): more than two get the settings N nodes need. */
+  nodes?: number;
 }
 
 /** The most memory a lab VM gets (the guest's resources.memoryMiB is lowered to it). */
@@ -88,11 +97,25 @@ export function labAdjustments(original: TextFiles, opts: LabStateOptions): Text
       edit(file, (doc) => {
         const moded = !!mode && doc.getIn(['nat', 'mode']) !== mode && setNoted(doc, ['nat', 'mode'], mode);
         const strict = !!opts.statusKeys && doc.get('statusSignatures') !== 'required' && setNoted(doc, ['statusSignatures'], 'required');
-        return moded || strict;
+        const sized = manyNodes(doc, opts.nodes ?? 0);
+        return moded || strict || sized;
       });
     }
   }
   return changed;
+}
+
+/**
+ * More than two nodes, whatever mode the lab switches to later: ct-sync's channel needs a
+ * multicast group (a unicast UDP block has one peer), stateless-nat every tag below port 65536.
+ */
+function manyNodes(doc: Document, nodes: number): boolean {
+  if (nodes <= 2) return false;
+  const group = !doc.hasIn(['nat', 'ctSync', 'multicastGroup']) && setNoted(doc, ['nat', 'ctSync', 'multicastGroup'], LAB_MULTICAST_GROUP);
+  const stride = Number(doc.getIn(['nat', 'portStride']) ?? DEFAULT_PORT_STRIDE);
+  const fits = labPortStride(nodes, stride);
+  const strided = fits !== stride && setNoted(doc, ['nat', 'portStride'], fits);
+  return group || strided;
 }
 
 /** A guest as a lab VM: the lab's kernel and initramfs, its network on the kernel command line. */
@@ -142,6 +165,14 @@ export function labCommitMessage(prefix: string, changed: TextFiles, opts: LabSt
     lines.push('  link-local fe80::1), nodes publicIPv6/nodeIPv6 and guests ipv6: the IPv6 twin of each IPv4');
     lines.push('  address, its last octet as the last group (10.5.5.201 -> fd05:5:5::201).');
   }
+  const added = Object.keys(opts.extraFiles ?? {}).sort();
+  if (added.length) {
+    lines.push(`- ${added.join(', ')}: added by lab up --nodes ${opts.nodes} (copies of the first node and guest with`);
+    lines.push("  the next free addresses; forwards so every node's traffic reaches guests on other nodes).");
+  }
+  if ((opts.nodes ?? 0) > 2 && files.includes('cluster.yaml')) {
+    lines.push(`- cluster.yaml: what ${opts.nodes} nodes need: nat.ctSync.multicastGroup (ct-sync) and a nat.portStride every natTag fits in (stateless-nat), where missing.`);
+  }
   if (opts.statusKeys) {
     lines.push('- nodes/*.yaml: statusKey, the public key of a signing key the lab made for each node (its');
     lines.push('  agent signs its status commits with it); cluster.yaml: statusSignatures: required.');
@@ -188,6 +219,10 @@ export async function seedLabRepo(
   const work = await mkdtemp(path.join(projectRoot, '.seed-'));
   try {
     await cp(stateDir, work, { recursive: true });
+    for (const [file, text] of Object.entries(opts.extraFiles ?? {})) {
+      await mkdir(path.dirname(path.join(work, file)), { recursive: true });
+      await writeFile(path.join(work, file), text);
+    }
     const changed = labAdjustments(await readTextFiles(work), opts);
     for (const [file, text] of Object.entries(changed)) await writeFile(path.join(work, file), text);
     const revision = await commitDirectory(repo, work, { message: labCommitMessage(prefix, changed, opts) });

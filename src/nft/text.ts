@@ -71,7 +71,8 @@ function printOperand(v: Json): string {
   }
   if (isObj(v.ct)) {
     const dir = v.ct.dir ? ` ${word('ct direction', String(v.ct.dir))}` : '';
-    return `ct${dir} ${word('ct key', String(v.ct.key))}`;
+    // Keys like `ip daddr` (with a direction) are two words.
+    return `ct${dir} ${words('ct key', String(v.ct.key))}`;
   }
   if (isObj(v.fib)) {
     const flags = (Array.isArray(v.fib.flags) ? v.fib.flags : [v.fib.flags]).map((f) => word('fib flag', String(f))).join(' . ');

@@ -3,7 +3,7 @@
 // This file renders the nftables part; conntrackd's configuration and the sysctls are node
 // settings (src/settings).
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
-import type { Json, NftChain, NftMap } from '../nft/model.js';
+import type { Json, NftChain, NftMap, NftRule } from '../nft/model.js';
 import { sortElements } from '../nft/normalize.js';
 import type { NodeView } from './node-view.js';
 import { concat, dupTo, mangle, mapLookup, match, meta, notrack, oneOrSet, payload, rule, setOf } from './expr.js';
@@ -86,10 +86,27 @@ export function ctSyncForward(view: NodeView): NftChain | undefined {
         ...early,
         { drop: null },
       ),
+      ...(peers.length > 1 && guestMacs.length > 0 ? [steeredCopyNotOurs(view, p, t, guestMacs)] : []),
     ];
   });
   if (rules.length === 0) return undefined;
   return { name: 'forward', base: { type: 'filter', hook: 'forward', priority: 0, policy: 'accept' }, rules };
+}
+
+/**
+ * With more than two nodes a steered copy reaches every other node, not only the entering one;
+ * a third node that has meanwhile got the synchronised state would translate its copy too and
+ * the client would get the reply twice. A copy (a forward target's reply whose source MAC is not
+ * a guest's) is sent on only by the node the flow entered: the one its original destination is.
+ */
+function steeredCopyNotOurs({ node }: NodeView, p: Protocol, targets: Json[], guestMacs: string[]): NftRule {
+  return rule(
+    `ct-sync: ${p} early replies copied here by another node are sent on only by the node the flow entered`,
+    match(concat(payload('ip', 'saddr'), payload(p, 'sport')), setOf(targets)),
+    match(payload('ether', 'saddr'), oneOrSet(guestMacs), '!='),
+    match({ ct: { key: 'ip daddr', dir: 'original' } }, node.uplink.publicIP, '!='),
+    { drop: null },
+  );
 }
 
 /** Maps of the forwards entering this node: public port -> guest IP, and -> target port. */

@@ -1,8 +1,16 @@
 // conntrackd.conf for one node in ct-sync, rendered from the state. Pure.
 //
 // What each part is for (measured with conntrackd 1.4.7 in namespaces, see docs/nat-modes.md):
-//   - Mode FTFW with DisableExternalCache On: states from the other nodes go straight into the
-//     kernel table, so a reply leaving through this node matches the entering node's DNAT entry.
+//   - DisableExternalCache On: states from the other nodes go straight into the kernel table, so a
+//     reply leaving through this node matches the entering node's DNAT entry.
+//   - Mode FTFW between two nodes (reliable: lost messages are resent). Mode NOTRACK with more
+//     nodes (they share a multicast group): FTFW keeps ONE expected sequence number per daemon, not one per sender, so with three
+//     or more senders a receiver drops every message whose sender is "behind" the last one it heard
+//     as a delayed packet (sync-ftfw.c: SEQ_BEFORE -> MSG_DROP) and the state arrives only with the
+//     recovery a second later. NOTRACK digests every message (no recovery: a lost message leaves
+//     the flow answered through the entering node, as the early-reply steering does). Its internal
+//     cache stays on: messages sent past it (DisableInternalCache) wait in the channel buffer until
+//     it fills, while the queue behind the cache flushes at once.
 //   - UDP between the nodes' guest-bridge IPs: unicast with exactly two nodes (a UDP block has one
 //     destination), a multicast group with more.
 //   - Filter From Userspace, Address Accept the guests' IPs: only flows to or from guests are
@@ -55,9 +63,7 @@ export function renderConntrackdConf(state: ClusterState, node: NodeSpec, paths:
     `# conntrackd.conf for node ${node.name} of cluster ${state.cluster.name}, rendered by cgw-sync (ct-sync).`,
     '# Do not edit: cgw-sync rewrites this file and restarts conntrackd when the state changes.',
     'Sync {',
-    '\tMode FTFW {',
-    '\t\tDisableExternalCache On',
-    '\t}',
+    ...syncMode(state.nodes.length > 2),
     ...channel,
     '}',
     'General {',
@@ -84,6 +90,13 @@ export function renderConntrackdConf(state: ClusterState, node: NodeSpec, paths:
     '}',
   ];
   return lines.join('\n') + '\n';
+}
+
+/** The sync protocol: FTFW between two nodes, NOTRACK among more senders (see the header). */
+function syncMode(manySenders: boolean): string[] {
+  return manySenders
+    ? ['\tMode NOTRACK {', '\t\tDisableExternalCache On', '\t}']
+    : ['\tMode FTFW {', '\t\tDisableExternalCache On', '\t}'];
 }
 
 const BUFFERS = ['\t\tSndSocketBuffer 1249280', '\t\tRcvSocketBuffer 1249280', '\t\tChecksum on'];
