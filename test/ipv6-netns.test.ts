@@ -128,7 +128,7 @@ describe('dual stack in namespaces (full-nat, real nft)', () => {
   it('removing ipv6 from the state deletes the ip6 nat table; a foreign ip6 table stays byte-identical', async () => {
     const ns = node('node1').ns;
     await runIn(ns, 'nft', ['add', 'table', 'ip6', 'foreign']);
-    await runIn(ns, 'nft', ['add chain ip6 foreign c { type filter hook output priority 0; counter; }']);
+    await runIn(ns, 'nft', ['add chain ip6 foreign c { type filter hook output priority 0; ip6 daddr ::1 accept; }']);
     const foreign = async () => (await runIn(ns, 'nft', ['list', 'table', 'ip6', 'foreign'])).stdout;
     const before = await foreign();
     const tables = async () => (await runIn(ns, 'nft', ['list', 'tables'])).stdout.split('\n').filter(Boolean).sort();
