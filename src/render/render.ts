@@ -13,6 +13,7 @@ import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
+import { gatewayMacTable, gatewayMacTableName } from './gateway-mac.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -196,6 +197,7 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     { family: 'netdev', name: state.cluster.tables.arp },
     { family: 'ip', name: rawTableName(state) },
     { family: 'bridge', name: syncTableName(state) },
+    { family: 'bridge', name: gatewayMacTableName(state) },
     // Owned only in a dual-stack state: IPv4-only agents' ownedTables lists stay valid.
     ...ipv6Tables(state),
   ];
@@ -218,5 +220,7 @@ export function renderView(view: NodeView): Ruleset {
   if (raw) tables.push(raw);
   const guard = syncGuardTable(view);
   if (guard) tables.push(guard);
+  const gwmac = gatewayMacTable(view);
+  if (gwmac) tables.push(gwmac);
   return { tables };
 }
