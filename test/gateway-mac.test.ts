@@ -1,0 +1,131 @@
+// The one gateway MAC, without root: the shared MAC's table as rendered (src/render/gateway-mac.ts),
+// the tables a state owns, and the gateway announcement to a guest that starts
+// (src/guests/announce.ts) through the real applier in the agent's cycle on fakes. The kernel's
+// side (ARP rewritten, frames delivered, nothing learnt across a trunk, a moved guest's entry) is
+// test/lab-gateway-mac.test.ts.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadStateOrThrow } from '../src/state/load.js';
+import type { ClusterState } from '../src/state/types.js';
+import { resolveNode } from '../src/render/node-view.js';
+import { ownedTables, renderView } from '../src/render/render.js';
+import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
+import { printTable } from '../src/nft/text.js';
+import { announceGateway, arpingArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
+import { fakeCluster, fakeNode } from './helpers/fake-node.js';
+import { PROJECT_ROOT } from './helpers/agent-fixture.js';
+
+const SHARED = '02:00:5e:05:05:fe';
+const BRIDGE = { node1: '02:cc:00:00:00:01', node2: '02:cc:00:00:00:02' } as const;
+
+/** state-example/ with the shared gateway MAC (written upper-case: stored lower-case) and the nodes' bridge MACs. */
+function withSharedMac(state: ClusterState): ClusterState {
+  return {
+    ...state,
+    cluster: { ...state.cluster, gatewayMAC: SHARED },
+    nodes: state.nodes.map((n) => ({ ...n, guestBridge: { ...n.guestBridge, mac: BRIDGE[n.name as keyof typeof BRIDGE] } })),
+  };
+}
+
+/** Records what it was asked to announce; fails for the guests in `failFor`. */
+class RecordingAnnouncer implements GatewayAnnouncer {
+  readonly sent: AnnounceRequest[] = [];
+  constructor(readonly failFor: string[] = []) {}
+  async announce(r: AnnounceRequest): Promise<string> {
+    this.sent.push(r);
+    if (this.failFor.includes(r.guestMac)) throw new Error('arping: no such device');
+    return `gratuitous ARP on ${r.bridge}`;
+  }
+}
+
+let scratch: string;
+let example: ClusterState;
+beforeAll(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), 'cgw-gwmac-'));
+  example = await loadStateOrThrow(path.join(PROJECT_ROOT, 'state-example'));
+});
+afterAll(async () => {
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+describe('the shared gateway MAC table', () => {
+  it('is absent without a gatewayMAC, and owned either way (removing the option deletes it)', () => {
+    const tables = renderView(resolveNode(example, 'node1')).tables.map((t) => `${t.family} ${t.name}`);
+    expect(tables).not.toContain('bridge cgw_gwmac');
+    expect(ownedTables(example)).toContainEqual({ family: 'bridge', name: 'cgw_gwmac' });
+    expect(DEFAULT_OWNED_TABLES).toContain('bridge cgw_gwmac');
+  });
+
+  it('rewrites ARP from the gateway IP on guest ports, takes frames to the shared MAC, keeps it off the trunks', () => {
+    const table = renderView(resolveNode(withSharedMac(example), 'node1')).tables.find((t) => t.name === 'cgw_gwmac');
+    expect(table).toBeDefined();
+    const text = printTable(table!);
+    // The node's own bridge MAC is the rewrite target; the trunks of node1 are excluded by name.
+    expect(text).toContain(`oifname != { "eth1.100", "eth2.100" } arp saddr ip 10.5.5.254 ether saddr set ${SHARED} arp saddr ether set ${SHARED}`);
+    expect(text).toContain(`iifname != { "eth1.100", "eth2.100" } ether daddr ${SHARED} ether daddr set ${BRIDGE.node1} meta pkttype set host`);
+    expect(text).toContain(`oifname { "eth1.100", "eth2.100" } ether saddr ${SHARED} drop`);
+    expect(text).toContain(`ether saddr ${SHARED} drop`);
+    expect(table!.chains.map((c) => [c.name, c.base?.hook, c.base?.priority])).toEqual([
+      ['output', 'output', -200],
+      ['prerouting', 'prerouting', -200],
+    ]);
+    const node2 = printTable(renderView(resolveNode(withSharedMac(example), 'node2')).tables.find((t) => t.name === 'cgw_gwmac')!);
+    expect(node2).toContain(`ether daddr set ${BRIDGE.node2} meta pkttype set host`);
+  });
+
+  it('on a node without trunks: the same rewrites, on every port', () => {
+    const state = withSharedMac(example);
+    const lone = { ...state, nodes: state.nodes.map((n) => ({ ...n, trunks: [] })) };
+    const text = printTable(renderView(resolveNode(lone, 'node1')).tables.find((t) => t.name === 'cgw_gwmac')!);
+    expect(text).not.toContain('ifname');
+    expect(text).toContain(`arp saddr ip 10.5.5.254 ether saddr set ${SHARED} arp saddr ether set ${SHARED}`);
+    expect(text).toContain(`ether daddr ${SHARED} ether daddr set ${BRIDGE.node1} meta pkttype set host`);
+  });
+});
+
+describe('the gateway announcement', () => {
+  it('arping sends one unsolicited ARP from the gateway IP on the guest bridge', () => {
+    expect(arpingArgs({ family: 'ipv4', ip: '10.5.5.254', bridge: 'guestbr0', guestMac: '00:16:3e:05:05:c9' })).toEqual(['-q', '-U', '-c', '1', '-i', 'guestbr0', '-S', '10.5.5.254', '10.5.5.254']);
+  });
+
+  it('announces each gateway address; a failure is an outcome, not a throw; nothing to send with a shared MAC', async () => {
+    const view = resolveNode(example, 'node1');
+    const guest = view.guests[0]!;
+    const ok = new RecordingAnnouncer();
+    expect(await announceGateway(view, guest, ok)).toEqual([{ family: 'ipv4', ip: '10.5.5.254', guest: guest.name, ok: true, detail: 'gratuitous ARP on guestbr0' }]);
+    expect(ok.sent).toEqual([{ family: 'ipv4', ip: '10.5.5.254', bridge: 'guestbr0', guestMac: guest.mac }]);
+
+    const failing = new RecordingAnnouncer([guest.mac]);
+    expect(await announceGateway(view, guest, failing)).toEqual([expect.objectContaining({ ok: false, detail: 'arping: no such device' })]);
+
+    const shared = new RecordingAnnouncer();
+    const outcome = await announceGateway(resolveNode(withSharedMac(example), 'node1'), guest, shared);
+    expect(outcome).toEqual([expect.objectContaining({ ok: true, detail: `not needed: shared gateway MAC ${SHARED}` })]);
+    expect(shared.sent).toEqual([]);
+  });
+
+  it('the applier announces after each guest start, and the report says so (a failure is an error)', async () => {
+    const c = await fakeCluster(scratch, 'announce');
+    const announcer = new RecordingAnnouncer();
+    const n = fakeNode(c, 'node1', {}, { announce: announcer });
+    await n.cycle();
+    expect(announcer.sent).toEqual([]); // the guest waits for node2's word: nothing started, nothing announced
+    await fakeNode(c, 'node2').cycle();
+    const started = await n.cycle();
+    expect(n.guests.history).toEqual(['start guest1']);
+    expect(announcer.sent).toEqual([{ family: 'ipv4', ip: '10.5.5.254', bridge: 'guestbr0', guestMac: '00:16:3e:05:05:c9' }]);
+    expect(started.notes).toContain('gateway 10.5.5.254 announced to guest guest1: gratuitous ARP on guestbr0');
+    expect(started.errors).toEqual([]);
+
+    // Restarted after its command changed (restartOnChange), with an announcer that fails: reported as an error.
+    const file = path.join(c.state, 'guests', 'guest1.yaml');
+    await writeFile(file, (await readFile(file, 'utf8')).replace('restartOnChange: false', 'restartOnChange: true').replace('"600"', '"601"'));
+    announcer.failFor.push('00:16:3e:05:05:c9');
+    const restarted = await n.cycle();
+    expect(n.guests.history).toEqual(['start guest1', 'stop guest1', 'start guest1']);
+    expect(announcer.sent).toHaveLength(2);
+    expect(restarted.errors).toContain('gateway 10.5.5.254 could not be announced to guest guest1: arping: no such device');
+  });
+});
