@@ -14,6 +14,7 @@ import { ownedTables, renderView } from '../src/render/render.js';
 import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
 import { printTable } from '../src/nft/text.js';
 import { announceGateway, arpingArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
+import { checksBridgeMac, gatewayVerdict } from '../src/rollout/checkpoint.js';
 import { fakeCluster, fakeNode } from './helpers/fake-node.js';
 import { PROJECT_ROOT } from './helpers/agent-fixture.js';
 
@@ -82,6 +83,19 @@ describe('the shared gateway MAC table', () => {
     expect(text).not.toContain('ifname');
     expect(text).toContain(`arp saddr ip 10.5.5.254 ether saddr set ${SHARED} arp saddr ether set ${SHARED}`);
     expect(text).toContain(`ether daddr ${SHARED} ether daddr set ${BRIDGE.node1} meta pkttype set host`);
+  });
+});
+
+describe('the gateway health check with a shared gateway MAC', () => {
+  it('reads the bridge MAC only with a shared MAC, and fails when it is not the one the state names', () => {
+    expect(checksBridgeMac(resolveNode(example, 'node1'))).toBe(false);
+    const view = resolveNode(withSharedMac(example), 'node1');
+    expect(checksBridgeMac(view)).toBe(true);
+    const ips = ['10.5.5.251', '10.5.5.254'];
+    expect(gatewayVerdict(view, ips, BRIDGE.node1)).toEqual({ ok: true, detail: '10.5.5.254 on guestbr0' });
+    expect(gatewayVerdict(view, ips, '02:cc:00:00:00:99')).toEqual({ ok: false, detail: `guestbr0 has MAC 02:cc:00:00:00:99, the state's guestBridge.mac is ${BRIDGE.node1}: frames to the shared gateway MAC would not reach this node` });
+    expect(gatewayVerdict(view, ips, new Error('Device "guestbr0" does not exist.'))).toMatchObject({ ok: false, detail: expect.stringContaining('cannot read the MAC of guestbr0') });
+    expect(gatewayVerdict(view, ['10.5.5.251'], BRIDGE.node1)).toEqual({ ok: false, detail: '10.5.5.254 is not on guestbr0' });
   });
 });
 
