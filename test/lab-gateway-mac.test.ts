@@ -135,8 +135,8 @@ describe('a guest moved between nodes, one shared gateway MAC', () => {
 
   it('a request the node sends from the gateway IP names the shared MAC too', async () => {
     await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);
-    const r = await runInUnchecked(node('node1').ns, 'arping', ['-c', '1', '-w', '2', '-i', node('node1').guestBridge, '-S', gatewayIP(), guest1().ip]);
-    expect(r.stdout).toContain(guest1().mac);
+    // The guest takes an entry for the sender of a request for its own address.
+    await runInUnchecked(node('node1').ns, 'arping', ['-c', '1', '-w', '1', '-i', node('node1').guestBridge, '-S', gatewayIP(), guest1().ip]);
     expect(await gatewayEntry()).toBe(SHARED);
   });
 
