@@ -15,7 +15,9 @@ import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
 import { printTable } from '../src/nft/text.js';
 import { announceGateway, arpingArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
 import { checksBridgeMac, gatewayVerdict } from '../src/rollout/checkpoint.js';
+import { checksumNeutralWord } from '../src/render/gateway-mac.js';
 import { fakeCluster, fakeNode } from './helpers/fake-node.js';
+import { loadDualStack } from './helpers/dual-stack.js';
 import { PROJECT_ROOT } from './helpers/agent-fixture.js';
 
 const SHARED = '02:00:5e:05:05:fe';
@@ -83,6 +85,59 @@ describe('the shared gateway MAC table', () => {
     expect(text).not.toContain('ifname');
     expect(text).toContain(`arp saddr ip 10.5.5.254 ether saddr set ${SHARED} arp saddr ether set ${SHARED}`);
     expect(text).toContain(`ether daddr ${SHARED} ether daddr set ${BRIDGE.node1} meta pkttype set host`);
+  });
+});
+
+/** RFC 1071 over a whole buffer (even length): the ICMPv6 checksum without the pseudo-header, which the rewrite does not touch. */
+function internetChecksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i < b.length; i += 2) sum += b.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** A neighbour advertisement (RFC 4861 4.4) with a target link-layer address option, checksum field zero. */
+function advertisement(mac: string, spare = 0): Buffer {
+  const b = Buffer.alloc(32);
+  b.writeUInt8(136, 0);
+  b.writeUInt8(0xa0, 4); // R and O flags
+  b.writeUInt16BE(spare, 6);
+  Buffer.from('fe800000000000000000000000000001', 'hex').copy(b, 8);
+  b.writeUInt8(2, 24);
+  b.writeUInt8(1, 25);
+  Buffer.from(mac.replaceAll(':', ''), 'hex').copy(b, 26);
+  return b;
+}
+
+describe('the shared gateway MAC over IPv6 (dual stack)', () => {
+  it("the reserved word keeps the ICMPv6 checksum when the option's MAC is replaced (RFC 6296's trick)", () => {
+    const pairs: [string, string][] = [
+      [BRIDGE.node1, SHARED],
+      [BRIDGE.node2, SHARED],
+      ['fe:ff:ff:ff:ff:ff', '02:00:00:00:00:00'],
+      ['02:00:00:00:00:01', 'fe:ff:ff:ff:ff:fe'],
+      ['0a:9c:44:89:40:06', '02:00:5e:05:05:fe'],
+    ];
+    for (const [own, shared] of pairs) {
+      const before = internetChecksum(advertisement(own));
+      expect(internetChecksum(advertisement(shared, checksumNeutralWord(own, shared))), `${own} -> ${shared}`).toBe(before);
+      // The probe can see a wrong word: without it the checksum changes.
+      expect(internetChecksum(advertisement(shared)), `${own} -> ${shared} uncompensated`).not.toBe(before);
+    }
+  });
+
+  it('rewrites NDP from both gateway addresses in a dual-stack state, and only there', async () => {
+    const loaded = await loadDualStack();
+    const text = printTable(renderView(resolveNode(withSharedMac(loaded.state!), 'node1')).tables.find((t) => t.name === 'cgw_gwmac')!);
+    const hex = (mac: string) => BigInt(`0x${mac.replaceAll(':', '')}`);
+    // Reserved word zero; option length 1 and the node's own MAC (one 56-bit match, as nft lists it); then the rewrites.
+    const optionWithOwnMac = (1n << 48n) + hex(BRIDGE.node1);
+    expect(text).toContain(
+      `oifname != { "eth1.100", "eth2.100" } ip6 saddr { fd05:5:5::254, fe80::1 } icmpv6 type { nd-neighbor-advert, nd-neighbor-solicit } @th,48,16 0 @th,200,56 ${optionWithOwnMac} ` +
+        `ether saddr set ${SHARED} @th,208,48 set ${hex(SHARED)} @th,48,16 set ${checksumNeutralWord(BRIDGE.node1, SHARED)}`,
+    );
+    const v4 = printTable(renderView(resolveNode(withSharedMac(example), 'node1')).tables.find((t) => t.name === 'cgw_gwmac')!);
+    expect(v4).not.toContain('icmpv6');
   });
 });
 
