@@ -1,4 +1,4 @@
-// One gateway MAC, in the two-node lab (full-nat, real nft in the node namespaces). A guest that
+// One gateway MAC, in the two-node dual-stack lab (full-nat, real nft in the node namespaces). A guest that
 // moves keeps its namespace and so its neighbour table, as a live-migrated VM does: its veth's node
 // end is moved from node1's guest bridge to node2's. Right after the move (no waiting):
 //   negative control: per-node MACs, nothing announced -> the guest's gateway entry still names
@@ -6,27 +6,31 @@
 //   announcement: node2 sends the gratuitous ARP (announceGateway, arping) -> the entry names
 //     node2's MAC at once and the client sees node2's IP;
 //   shared gateway MAC (table bridge cgw_gwmac): the entry names the shared MAC before and after,
-//     node2 takes the frames -> the client sees node2's IP at once. Also: ARP from the gateway IP
-//     (replies and requests) names the shared MAC, and no bridge (node1, node2, the trunk) ever
+//     node2 takes the frames -> the client sees node2's IP at once, over IPv4 and IPv6 (the
+//     guest's entry for the gateway's link-local address, its IPv6 default route, names the shared
+//     MAC too). Also: ARP from the gateway IP (replies and requests) and NDP from the gateway's
+//     IPv6 addresses name the shared MAC (the guest's own kernel takes the rewritten advertisement,
+//     so its checksum holds), and no bridge (node1, node2, the trunk) ever
 //     learns the shared MAC, while the trunk does learn a spoofed source that is not the shared MAC.
 // The nodes' guest bridges carry the state's guestBridge.mac (the lab pins them).
 // Moving the veth end drops the guest's carrier for a moment, and Linux (since 5.0) evicts every
 // neighbour entry of a link whose carrier goes down: the guest would start with an empty table
 // and simply ask again, which is not what a migrated VM sees (its NIC never loses carrier, its
 // stale entry stays). So the guest's eth0 keeps its entries on carrier loss
-// (net.ipv4.conf.eth0.arp_evict_nocarrier=0, Linux 5.16+), and every test first checks that
-// the entry survived the move.
+// (net.ipv4.conf.eth0.arp_evict_nocarrier=0, net.ipv6.conf.eth0.ndisc_evict_nocarrier=0, Linux
+// 5.16+), and every move test first checks that the entry survived the move.
 // Namespaces: prefix cgwgm<pid>-, removed in afterAll (also after a failure); none may be left.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterState } from '../src/state/types.js';
 import type { LabGuest, LabNode, LabPlan } from '../src/lab/plan.js';
 import { labDriver } from '../src/lab/topology.js';
-import { arpProbe, tcpProbe } from '../src/lab/probes.js';
+import { arpProbe, ndpProbe, tcpProbe } from '../src/lab/probes.js';
 import { linkMac } from '../src/lab/check.js';
 import { runIn, runInUnchecked } from '../src/netns/netns.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { announceGateway, ArpingAnnouncer } from '../src/guests/announce.js';
-import { applyRulesets, stateInMode, testLab } from './helpers/modes-lab.js';
+import { applyRulesets, testLab } from './helpers/modes-lab.js';
+import { loadDualStack } from './helpers/dual-stack.js';
 
 const prefix = `cgwgm${process.pid}-`;
 const SHARED = '02:00:5e:05:05:fe';
@@ -39,6 +43,8 @@ let base: ClusterState;
 const node = (name: string): LabNode => plan.nodes.find((n) => n.name === name)!;
 const guest1 = (): LabGuest => plan.guests.find((g) => g.name === 'guest1')!;
 const gatewayIP = () => base.cluster.gatewayIP;
+/** The gateway guest1 routes IPv6 through (its default route is via the link-local address). */
+const gatewayLinkLocal = () => base.cluster.ipv6!.gatewayLinkLocal;
 
 const bridgeMac = (name: string): string => BRIDGE_MACS[name]!;
 
@@ -56,16 +62,16 @@ async function moveGuest1(from: LabNode, to: LabNode): Promise<void> {
   await runIn(to.ns, 'ip', ['link', 'set', port, 'up']);
 }
 
-/** guest1's neighbour entry for the gateway: its MAC, or undefined without one. */
-async function gatewayEntry(): Promise<string | undefined> {
-  const r = await runIn(guest1().ns, 'ip', ['-j', 'neigh', 'show', 'to', gatewayIP(), 'dev', guest1().dev]);
+/** guest1's neighbour entry for the gateway (IPv4, or an IPv6 address): its MAC, or undefined without one. */
+async function gatewayEntry(ip = gatewayIP()): Promise<string | undefined> {
+  const r = await runIn(guest1().ns, 'ip', ['-j', 'neigh', 'show', 'to', ip, 'dev', guest1().dev]);
   const entry = (JSON.parse(r.stdout || '[]') as Array<{ lladdr?: string }>)[0];
   return entry?.lladdr?.toLowerCase();
 }
 
-/** A connection from guest1 to the client: the public IP the client saw it come from. */
-async function outboundSource(): Promise<string | undefined> {
-  const r = await tcpProbe(guest1().ns, plan.client.ip, 22, { timeoutS: 3 });
+/** A connection from guest1 to the client (over IPv4, or IPv6): the public IP the client saw it come from. */
+async function outboundSource(family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<string | undefined> {
+  const r = await tcpProbe(guest1().ns, family === 'ipv4' ? plan.client.ip : plan.client.ipv6!, 22, { timeoutS: 3 });
   return r.ok ? /OK from (\S+) via/.exec(r.reply ?? '')?.[1] : undefined;
 }
 
@@ -74,6 +80,7 @@ async function resetOnNode1(): Promise<void> {
   if ((await runInUnchecked(node('node2').ns, 'ip', ['link', 'show', guestPort()])).exitCode === 0) await moveGuest1(node('node2'), node('node1'));
   await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);
   expect(await outboundSource()).toBe(node('node1').publicIP);
+  expect(await outboundSource('ipv6')).toBe(node('node1').publicIPv6);
 }
 
 /** MACs a bridge's forwarding database has learnt (or holds), lower case. */
@@ -86,11 +93,13 @@ async function fdbMacs(ns: string, bridge: string): Promise<string[]> {
 const vlanBridges = () => [...plan.nodes.map((n) => ({ ns: n.ns, bridge: n.guestBridge })), { ns: plan.trunk.ns, bridge: plan.trunk.bridge }];
 
 beforeAll(async () => {
-  const s = await stateInMode('full-nat');
+  const loaded = await loadDualStack();
+  expect(loaded.diagnostics).toEqual([]);
+  const s = loaded.state!;
   base = { ...s, nodes: s.nodes.map((n) => ({ ...n, guestBridge: { ...n.guestBridge, mac: bridgeMac(n.name) } })) };
   ({ plan, down } = await testLab(base, { prefix, brNetfilter: false }));
   // A migrated VM keeps its neighbour entries; see the header.
-  await runIn(guest1().ns, 'sysctl', ['-q', '-w', `net.ipv4.conf.${guest1().dev}.arp_evict_nocarrier=0`]);
+  await runIn(guest1().ns, 'sysctl', ['-q', '-w', `net.ipv4.conf.${guest1().dev}.arp_evict_nocarrier=0`, `net.ipv6.conf.${guest1().dev}.ndisc_evict_nocarrier=0`]);
   await applyRulesets(base, plan);
 }, 120_000);
 
@@ -136,6 +145,19 @@ describe('a guest moved between nodes, one shared gateway MAC', () => {
     expect(arp.macs).toEqual([SHARED]);
   });
 
+  it("NDP for the gateway's IPv6 addresses is answered with the shared MAC, by the local node only", async () => {
+    for (const ip of [gatewayLinkLocal(), base.cluster.ipv6!.gatewayIP]) {
+      const ndp = await ndpProbe(guest1().ns, guest1().dev, ip, { count: 2, timeoutS: 2 });
+      expect(ndp.macs, ip).toEqual([SHARED]);
+    }
+  });
+
+  it("the guest's own kernel takes the rewritten advertisement (its checksum holds): the IPv6 gateway entry names the shared MAC", async () => {
+    await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);
+    expect(await outboundSource('ipv6')).toBe(node('node1').publicIPv6);
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(SHARED);
+  });
+
   it('a request the node sends from the gateway IP names the shared MAC too', async () => {
     await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);
     // The guest takes an entry for the sender of a request for its own address.
@@ -146,11 +168,15 @@ describe('a guest moved between nodes, one shared gateway MAC', () => {
   it('the guest keeps its gateway entry when it moves, and its traffic leaves through the new node at once', async () => {
     await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);
     expect(await outboundSource()).toBe(node('node1').publicIP);
+    expect(await outboundSource('ipv6')).toBe(node('node1').publicIPv6);
     expect(await gatewayEntry()).toBe(SHARED);
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(SHARED);
     await moveGuest1(node('node1'), node('node2'));
     const t0 = Date.now();
     expect(await gatewayEntry()).toBe(SHARED);
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(SHARED);
     expect(await outboundSource()).toBe(node('node2').publicIP);
+    expect(await outboundSource('ipv6')).toBe(node('node2').publicIPv6);
     console.log(`shared MAC: guest1 reached the client through node2 ${Date.now() - t0} ms after the move, nothing announced`);
   }, 60_000);
 
