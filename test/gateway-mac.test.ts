@@ -13,7 +13,7 @@ import { resolveNode } from '../src/render/node-view.js';
 import { ownedTables, renderView } from '../src/render/render.js';
 import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
 import { printTable } from '../src/nft/text.js';
-import { announceGateway, arpingArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
+import { announceGateway, arpingArgs, gatewayAddresses, ndptoolArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
 import { checksBridgeMac, gatewayVerdict } from '../src/rollout/checkpoint.js';
 import { checksumNeutralWord } from '../src/render/gateway-mac.js';
 import { fakeCluster, fakeNode } from './helpers/fake-node.js';
@@ -157,6 +157,17 @@ describe('the gateway health check with a shared gateway MAC', () => {
 describe('the gateway announcement', () => {
   it('arping sends one unsolicited ARP from the gateway IP on the guest bridge', () => {
     expect(arpingArgs({ family: 'ipv4', ip: '10.5.5.254', bridge: 'guestbr0', guestMac: '00:16:3e:05:05:c9' })).toEqual(['-q', '-U', '-c', '1', '-i', 'guestbr0', '-S', '10.5.5.254', '10.5.5.254']);
+  });
+
+  it('dual stack: each IPv6 gateway address gets one unsolicited neighbour advertisement (ndptool)', async () => {
+    const dual = (await loadDualStack()).state!;
+    expect(gatewayAddresses(dual)).toEqual([
+      { family: 'ipv4', ip: '10.5.5.254' },
+      { family: 'ipv6', ip: 'fd05:5:5::254' },
+      { family: 'ipv6', ip: 'fe80::1' },
+    ]);
+    expect(gatewayAddresses(example)).toEqual([{ family: 'ipv4', ip: '10.5.5.254' }]);
+    expect(ndptoolArgs({ family: 'ipv6', ip: 'fe80::1', bridge: 'guestbr0', guestMac: '00:16:3e:05:05:c9' })).toEqual(['-t', 'na', '-U', '-T', 'fe80::1', '-i', 'guestbr0', 'send']);
   });
 
   it('announces each gateway address; a failure is an outcome, not a throw; nothing to send with a shared MAC', async () => {

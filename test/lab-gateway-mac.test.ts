@@ -1,10 +1,11 @@
 // One gateway MAC, in the two-node dual-stack lab (full-nat, real nft in the node namespaces). A guest that
 // moves keeps its namespace and so its neighbour table, as a live-migrated VM does: its veth's node
 // end is moved from node1's guest bridge to node2's. Right after the move (no waiting):
-//   negative control: per-node MACs, nothing announced -> the guest's gateway entry still names
-//     node1's bridge MAC and its traffic crosses the trunk to node1 (the client sees node1's IP);
-//   announcement: node2 sends the gratuitous ARP (announceGateway, arping) -> the entry names
-//     node2's MAC at once and the client sees node2's IP;
+//   negative control: per-node MACs, nothing announced -> the guest's gateway entries (IPv4, and
+//     IPv6 link-local) still name node1's bridge MAC and its traffic crosses the trunk to node1
+//     (the client sees node1's IPs);
+//   announcement: node2 sends the gratuitous ARP and unsolicited NAs (announceGateway: arping,
+//     ndptool) -> the entries name node2's MAC at once and the client sees node2's IPs;
 //   shared gateway MAC (table bridge cgw_gwmac): the entry names the shared MAC before and after,
 //     node2 takes the frames -> the client sees node2's IP at once, over IPv4 and IPv6 (the
 //     guest's entry for the gateway's link-local address, its IPv6 default route, names the shared
@@ -28,7 +29,7 @@ import { arpProbe, ndpProbe, tcpProbe } from '../src/lab/probes.js';
 import { linkMac } from '../src/lab/check.js';
 import { runIn, runInUnchecked } from '../src/netns/netns.js';
 import { resolveNode } from '../src/render/node-view.js';
-import { announceGateway, ArpingAnnouncer } from '../src/guests/announce.js';
+import { announceGateway, CommandAnnouncer } from '../src/guests/announce.js';
 import { applyRulesets, testLab } from './helpers/modes-lab.js';
 import { loadDualStack } from './helpers/dual-stack.js';
 
@@ -115,22 +116,33 @@ describe('a guest moved between nodes, per-node gateway MACs', () => {
   it('negative control: without an announcement its gateway entry stays node1 and its traffic goes back to node1', async () => {
     await resetOnNode1();
     expect(await gatewayEntry()).toBe(bridgeMac('node1'));
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(bridgeMac('node1'));
     await moveGuest1(node('node1'), node('node2'));
     expect(await gatewayEntry()).toBe(bridgeMac('node1'));
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(bridgeMac('node1'));
     expect(await outboundSource()).toBe(node('node1').publicIP);
+    expect(await outboundSource('ipv6')).toBe(node('node1').publicIPv6);
   }, 60_000);
 
-  it('announced by node2 (gratuitous ARP): the entry names node2 at once, and the traffic leaves through node2', async () => {
+  it('announced by node2 (gratuitous ARP, unsolicited NA): the entries name node2 at once, and the traffic leaves through node2', async () => {
     await resetOnNode1();
     await moveGuest1(node('node1'), node('node2'));
     expect(await gatewayEntry()).toBe(bridgeMac('node1'));
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(bridgeMac('node1'));
     const t0 = Date.now();
     const view = resolveNode(base, 'node2');
-    const sent = await announceGateway(view, base.guests.find((g) => g.name === 'guest1')!, new ArpingAnnouncer({ prefix: ['ip', 'netns', 'exec', node('node2').ns] }));
-    expect(sent).toEqual([{ family: 'ipv4', ip: gatewayIP(), guest: 'guest1', ok: true, detail: 'gratuitous ARP on guestbr0' }]);
+    const sent = await announceGateway(view, base.guests.find((g) => g.name === 'guest1')!, new CommandAnnouncer({ prefix: ['ip', 'netns', 'exec', node('node2').ns] }));
+    const na = 'unsolicited neighbour advertisement on guestbr0';
+    expect(sent).toEqual([
+      { family: 'ipv4', ip: gatewayIP(), guest: 'guest1', ok: true, detail: 'gratuitous ARP on guestbr0' },
+      { family: 'ipv6', ip: base.cluster.ipv6!.gatewayIP, guest: 'guest1', ok: true, detail: na },
+      { family: 'ipv6', ip: gatewayLinkLocal(), guest: 'guest1', ok: true, detail: na },
+    ]);
     expect(await gatewayEntry()).toBe(bridgeMac('node2'));
+    expect(await gatewayEntry(gatewayLinkLocal())).toBe(bridgeMac('node2'));
     expect(await outboundSource()).toBe(node('node2').publicIP);
-    console.log(`announcement: guest1 reached the client through node2 ${Date.now() - t0} ms after the move (arping included)`);
+    expect(await outboundSource('ipv6')).toBe(node('node2').publicIPv6);
+    console.log(`announcement: guest1 reached the client through node2 over IPv4 and IPv6 ${Date.now() - t0} ms after the move (arping, ndptool included)`);
   }, 60_000);
 });
 

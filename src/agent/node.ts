@@ -14,7 +14,7 @@ import { hasChanges, planJson, planNode, type GuestMemory, type NodeLive, type N
 import { SettingsHost } from '../settings/host.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import { ConntrackCli, type ConntrackPort } from '../conntrack/cli.js';
-import { ArpingAnnouncer, type GatewayAnnouncer } from '../guests/announce.js';
+import { CommandAnnouncer, type GatewayAnnouncer } from '../guests/announce.js';
 import type { AgentConfig } from './config.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
@@ -77,9 +77,9 @@ export function settingsHost(config: AgentConfig): SettingsHost {
   return new SettingsHost(config.netns ? { prefix: ['ip', 'netns', 'exec', config.netns], netns: config.netns } : {});
 }
 
-/** arping in the node's namespace, for the gateway announcement to a guest that started. */
-export function gatewayAnnouncer(config: AgentConfig): ArpingAnnouncer {
-  return new ArpingAnnouncer({ prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] });
+/** arping and ndptool in the node's namespace, for the gateway announcement to a guest that started. */
+export function gatewayAnnouncer(config: AgentConfig): CommandAnnouncer {
+  return new CommandAnnouncer({ prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] });
 }
 
 /** The conntrack tool in the node's namespace. */

@@ -5,15 +5,20 @@
 // would still send to the old node's MAC, across the trunk, until its entry expires. A gratuitous
 // ARP from the gateway IP, sent by this node onto its guest bridge right after the guest starts,
 // overrides that entry at once (Linux takes a gratuitous ARP as an override of an existing entry).
-// It never crosses a trunk: the netdev table drops ARP for the gateway IP there (render.ts).
-// With a shared gateway MAC there is nothing to announce: the guest's entry is valid everywhere.
+// Dual stack: an unsolicited neighbour advertisement (override flag, target link-layer address)
+// for each of the gateway's IPv6 addresses does the same for the guest's IPv6 entries (RFC 4861
+// 7.2.6). Neither crosses a trunk: the netdev table drops ARP and NDP for the gateway there
+// (render.ts, render/ipv6.ts). With a shared gateway MAC there is nothing to announce: the
+// guest's entries are valid everywhere.
 //
 // The applier calls this after its guest starts (src/reconcile/apply.ts); live migration calls
-// `announceGateway` after a guest arrives. The program is Debian's `arping` (package arping),
-// run in the node's namespace through the node's command prefix, like nft.
+// `announceGateway` after a guest arrives. The programs are Debian's `arping` (package arping) and
+// `ndptool` (package libndp-tools), run in the node's namespace through the node's command
+// prefix, like nft.
 import type { ClusterState, GuestSpec } from '../state/types.js';
 import type { NodeView } from '../render/node-view.js';
 import { runUnchecked } from '../netns/netns.js';
+import { gatewayIPv6Addresses } from '../render/ipv6.js';
 
 export type GatewayFamily = 'ipv4' | 'ipv6';
 
@@ -23,13 +28,9 @@ export interface GatewayAddress {
   ip: string;
 }
 
-/**
- * The gateway addresses a guest keeps neighbour entries for. The extension point for dual
- * stack: an IPv6 gateway address is added here (family 'ipv6'), and the announcer sends an
- * unsolicited neighbour advertisement for it.
- */
+/** The gateway addresses a guest keeps neighbour entries for: the IPv4 one, and in dual stack the global and link-local IPv6 ones. */
 export function gatewayAddresses(state: ClusterState): GatewayAddress[] {
-  return [{ family: 'ipv4', ip: state.cluster.gatewayIP }];
+  return [{ family: 'ipv4', ip: state.cluster.gatewayIP }, ...gatewayIPv6Addresses(state).map((ip): GatewayAddress => ({ family: 'ipv6', ip }))];
 }
 
 /** What to send: one gateway address, onto the node's guest bridge, for one guest. */
@@ -56,23 +57,32 @@ export function arpingArgs(r: AnnounceRequest): string[] {
   return ['-q', '-U', '-c', '1', '-i', r.bridge, '-S', r.ip, r.ip];
 }
 
-/** The real announcer: `arping` in the node's namespace (prefix e.g. `ip netns exec <node>`). */
-export class ArpingAnnouncer implements GatewayAnnouncer {
-  constructor(private readonly opts: { prefix?: string[]; arping?: string } = {}) {}
+/** ndptool's arguments for one unsolicited neighbour advertisement of the gateway address, to all nodes (ff02::1). */
+export function ndptoolArgs(r: AnnounceRequest): string[] {
+  return ['-t', 'na', '-U', '-T', r.ip, '-i', r.bridge, 'send'];
+}
+
+/** The real announcer: `arping` (IPv4) and `ndptool` (IPv6) in the node's namespace (prefix e.g. `ip netns exec <node>`). */
+export class CommandAnnouncer implements GatewayAnnouncer {
+  constructor(private readonly opts: { prefix?: string[]; arping?: string; ndptool?: string } = {}) {}
 
   async announce(r: AnnounceRequest): Promise<string> {
-    if (r.family !== 'ipv4') throw new Error(`announcing an ${r.family} gateway is not supported yet`);
-    const argv = [...(this.opts.prefix ?? []), this.opts.arping ?? 'arping', ...arpingArgs(r)];
+    const [program, args, ok, how] =
+      r.family === 'ipv4'
+        ? [this.opts.arping ?? 'arping', arpingArgs(r), ARPING_OK, 'gratuitous ARP']
+        : [this.opts.ndptool ?? 'ndptool', ndptoolArgs(r), NDPTOOL_OK, 'unsolicited neighbour advertisement'];
+    const argv = [...(this.opts.prefix ?? []), program, ...args];
     const res = await runUnchecked(argv[0] as string, argv.slice(1), { timeout: 5000 });
-    if (res.exitCode !== 0 && !NO_REPLY_EXPECTED.has(res.exitCode)) {
+    if (!ok.has(res.exitCode)) {
       throw new Error(`${argv.join(' ')} failed (exit ${res.exitCode}): ${res.stderr.trim() || res.stdout.trim()}`);
     }
-    return `gratuitous ARP on ${r.bridge}`;
+    return `${how} on ${r.bridge}`;
   }
 }
 
 // arping exits 1 when it got no reply; nothing answers an unsolicited ARP.
-const NO_REPLY_EXPECTED = new Set([1]);
+const ARPING_OK = new Set([0, 1]);
+const NDPTOOL_OK = new Set([0]);
 
 /**
  * Announce the gateway to one guest that now runs on this node (just started, or arrived by
