@@ -26,7 +26,7 @@ import type { ClusterState } from '../src/state/types.js';
 import type { LabGuest, LabNode, LabPlan } from '../src/lab/plan.js';
 import { labDriver } from '../src/lab/topology.js';
 import { arpProbe, ndpProbe, tcpProbe } from '../src/lab/probes.js';
-import { linkMac } from '../src/lab/check.js';
+import { formatResults, linkMac, planChecks, runChecks } from '../src/lab/check.js';
 import { runIn, runInUnchecked } from '../src/netns/netns.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { announceGateway, CommandAnnouncer } from '../src/guests/announce.js';
@@ -169,6 +169,15 @@ describe('a guest moved between nodes, one shared gateway MAC', () => {
     expect(await outboundSource('ipv6')).toBe(node('node1').publicIPv6);
     expect(await gatewayEntry(gatewayLinkLocal())).toBe(SHARED);
   });
+
+  it("lab check passes with the shared MAC: every forward and outbound path, ARP and NDP answered with the shared MAC only", async () => {
+    const checks = planChecks(sharedState(), plan);
+    const neighbour = checks.filter((c) => c.kind === 'arp' || c.kind === 'ndp');
+    expect(neighbour.length).toBeGreaterThan(0);
+    for (const c of neighbour) expect(c.name).toContain('only the shared gateway MAC answers');
+    const results = await runChecks(checks, 5, 4);
+    expect(results.filter((r) => !r.ok), formatResults(results)).toEqual([]);
+  }, 120_000);
 
   it('a request the node sends from the gateway IP names the shared MAC too', async () => {
     await runIn(guest1().ns, 'ip', ['neigh', 'flush', 'dev', guest1().dev]);

@@ -136,6 +136,15 @@ describe('planChecks', () => {
     ]);
   });
 
+  it('with a shared gateway MAC, ARP for the gateway must be answered with that MAC only', () => {
+    const shared: ClusterState = { ...state, cluster: { ...state.cluster, gatewayMAC: '02:00:5e:05:05:fe' } };
+    const arp = planChecks(shared, planLab(shared, { prefix: 'cgwlab-' })).filter((c) => c.kind === 'arp');
+    expect(arp.map((c) => [c.name, c.answeredBy])).toEqual([
+      ['arp 10.5.5.254 from guest1: only the shared gateway MAC answers', { mac: '02:00:5e:05:05:fe' }],
+      ['arp 10.5.5.254 from guest2: only the shared gateway MAC answers', { mac: '02:00:5e:05:05:fe' }],
+    ]);
+  });
+
   it("checks each guest's casual outbound: the client sees the public IP of the guest's node", () => {
     const plan = planLab(state, { prefix: 'cgwlab-' });
     const out = planChecks(state, plan).filter((c) => c.kind === 'tcp' && c.ns !== plan.client.ns);
