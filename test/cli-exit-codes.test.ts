@@ -147,7 +147,7 @@ const CASES: Record<string, () => Promise<CliResult>> = {
     // Three ways: the state is not this node's to apply, a refused push (HTTP 403), a status
     // remote nobody answers. The last two applied the tables: still an error, the node cannot report.
     const notOwned = await onceCli(await agent(fx, { ownedTables: ['ip cgw_nat'], status: { branch: 'status/{node}-owned' } }));
-    expect(notOwned).toMatchObject({ code: 1, out: 'node1: error: the state names tables this node does not let cgw-sync own: netdev cgw_arp, ip cgw_raw, bridge cgw_sync, bridge cgw_gwmac (agent config ownedTables: ip cgw_nat)' }); // execa drops the final newline
+    expect(notOwned).toMatchObject({ code: 1, out: 'node1: error: the state names tables this node does not let cgw-sync own: netdev cgw_arp, ip cgw_raw, bridge cgw_sync (agent config ownedTables: ip cgw_nat)' }); // execa drops the final newline
     const refusedAgent = await agent(denied, {});
     const refused = await onceCli(refusedAgent);
     expect(refused.out).toMatch(/^node1: error: the report could not be published: .*HTTP 403.* \(enforcing [0-9a-f]{12}\)$/m);

@@ -28,7 +28,7 @@ describe('cgw-sync init', () => {
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain(`${file}: no problems (node node2, state ${EXAMPLE})`);
     const config = await loadAgentConfig(file);
-    expect(config).toMatchObject({ node: 'node2', stateDir, hooksDir: path.join(tmp, 'etc', 'hooks'), ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync', 'bridge cgw_gwmac'] });
+    expect(config).toMatchObject({ node: 'node2', stateDir, hooksDir: path.join(tmp, 'etc', 'hooks'), ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync'] });
     expect(config.source).toMatchObject({ url: 'https://git.example.org/cgw-state.git', trustedKeys: [] });
     expect(config.source.tokenFile).toBeUndefined();
     // state-example's guests boot from an LVM volume and an image folder: both allowed, block devices too.

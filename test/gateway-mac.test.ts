@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStateOrThrow } from '../src/state/load.js';
 import type { ClusterState } from '../src/state/types.js';
 import { resolveNode } from '../src/render/node-view.js';
-import { ownedTables, renderView } from '../src/render/render.js';
+import { ownedTables, renderView, stateTables } from '../src/render/render.js';
+import { ownershipProblem } from '../src/render/ownership.js';
 import { DEFAULT_OWNED_TABLES } from '../src/nft/ownership.js';
 import { printTable } from '../src/nft/text.js';
 import { announceGateway, arpingArgs, gatewayAddresses, ndptoolArgs, type AnnounceRequest, type GatewayAnnouncer } from '../src/guests/announce.js';
@@ -54,11 +55,20 @@ afterAll(async () => {
 });
 
 describe('the shared gateway MAC table', () => {
-  it('is absent without a gatewayMAC, and owned either way (removing the option deletes it)', () => {
+  it('is named only by a state with a gatewayMAC, and still planned where the node grants it (removing the option deletes it)', () => {
+    const gwmac = { family: 'bridge', name: 'cgw_gwmac' };
     const tables = renderView(resolveNode(example, 'node1')).tables.map((t) => `${t.family} ${t.name}`);
     expect(tables).not.toContain('bridge cgw_gwmac');
-    expect(ownedTables(example)).toContainEqual({ family: 'bridge', name: 'cgw_gwmac' });
+    expect(stateTables(example)).not.toContainEqual(gwmac);
+    expect(stateTables(withSharedMac(example))).toContainEqual(gwmac);
+    // Granted (the default list, or an empty one): listed, so planning deletes a live one.
     expect(DEFAULT_OWNED_TABLES).toContain('bridge cgw_gwmac');
+    expect(ownedTables(example)).toContainEqual(gwmac);
+    expect(ownedTables(example, [...DEFAULT_OWNED_TABLES])).toContainEqual(gwmac);
+    // A node whose explicit list predates the option is not refused, and never had the table.
+    const explicit = stateTables(example).map((t) => `${t.family} ${t.name}`);
+    expect(ownershipProblem(example, { ownedTables: explicit })).toBeUndefined();
+    expect(ownedTables(example, explicit)).toEqual(stateTables(example));
   });
 
   it('rewrites ARP from the gateway IP on guest ports, takes frames to the shared MAC, keeps it off the trunks', () => {

@@ -32,6 +32,16 @@ export function gatewayMacTableName(state: ClusterState): string {
   return state.cluster.tables.gwmac ?? DEFAULT_GWMAC_TABLE;
 }
 
+/** The shared gateway MAC's table, whether or not the state has one. */
+export function gatewayMacTableRef(state: ClusterState): { family: 'bridge'; name: string } {
+  return { family: 'bridge', name: gatewayMacTableName(state) };
+}
+
+/** The table only a state with a shared gateway MAC names. */
+export function gatewayMacTables(state: ClusterState): { family: 'bridge'; name: string }[] {
+  return state.cluster.gatewayMAC !== undefined ? [gatewayMacTableRef(state)] : [];
+}
+
 /** `meta iifname`/`oifname` is (or is not) one of the trunks; nothing when the node has none. */
 function trunkMatch(trunks: string[], key: 'iifname' | 'oifname', op: '==' | '!='): Json[] {
   return trunks.length === 0 ? [] : [match(meta(key), oneOrSet([...trunks]), op)];
