@@ -98,7 +98,7 @@ Architecture: all
 Maintainer: $maintainer
 Installed-Size: $size
 Depends: nodejs (>= 20.5), nftables, iproute2, git, ca-certificates
-Recommends: openssh-client
+Recommends: openssh-client, arping, libndp-tools
 Suggests: qemu-system-x86, conntrackd, xen-utils
 Section: admin
 Priority: optional

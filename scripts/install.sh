@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # openssh-server: the SSH source test runs its own sshd on 127.0.0.1 (never the system's service);
 # lintian checks the Debian package (dpkg-deb builds it); systemd provides systemd-analyze.
-PACKAGES=(nftables iproute2 git qemu-system-x86 conntrackd conntrack tcpdump socat curl iputils-ping arping ndisc6 procps ca-certificates gpg gpgconf mount openssh-server openssh-client lintian systemd apt dpkg libc-bin)
+PACKAGES=(nftables iproute2 git qemu-system-x86 conntrackd conntrack tcpdump socat curl iputils-ping arping ndisc6 libndp-tools procps ca-certificates gpg gpgconf mount openssh-server openssh-client lintian systemd apt dpkg libc-bin)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -47,6 +47,16 @@ describe('planLab', () => {
     expect(client).toEqual([{ kind: 'addr', ns: 'cgwlab-client', dev: 'eth0', cidr: '192.168.122.100/24' }]);
   });
 
+  it("pins a node's guest bridge to the state's guestBridge.mac, where the state gives one", () => {
+    const pinned: ClusterState = { ...state, nodes: state.nodes.map((n, i) => (i === 0 ? { ...n, guestBridge: { ...n.guestBridge, mac: '02:00:00:05:05:01' } } : n)) };
+    const bridges = of(planLab(pinned, { prefix: 'cgwlab-' }).steps, 'bridge').filter((s) => s.name === 'guestbr0');
+    expect(bridges).toEqual([
+      { kind: 'bridge', ns: 'cgwlab-node1', name: 'guestbr0', mac: '02:00:00:05:05:01' },
+      { kind: 'bridge', ns: 'cgwlab-node2', name: 'guestbr0' },
+    ]);
+    expect(describeStep(bridges[0] as LabStep)).toBe('[cgwlab-node1] ip link add guestbr0 type bridge (address 02:00:00:05:05:01)');
+  });
+
   it('cables the first trunk to the guest VLAN and leaves the others without a peer on it', () => {
     const plan = planLab(state, { prefix: 'cgwlab-' });
     const onTrunkBridge = of(plan.steps, 'master').filter((s) => s.ns === 'cgwlab-trunk').map((s) => s.dev);
@@ -123,6 +133,15 @@ describe('planChecks', () => {
     expect(arp.map((c) => [c.ns, c.ip, c.answeredBy])).toEqual([
       ['cgwlab-node1.guest1', '10.5.5.254', { ns: 'cgwlab-node1', dev: 'guestbr0' }],
       ['cgwlab-node2.guest2', '10.5.5.254', { ns: 'cgwlab-node2', dev: 'guestbr0' }],
+    ]);
+  });
+
+  it('with a shared gateway MAC, ARP for the gateway must be answered with that MAC only', () => {
+    const shared: ClusterState = { ...state, cluster: { ...state.cluster, gatewayMAC: '02:00:5e:05:05:fe' } };
+    const arp = planChecks(shared, planLab(shared, { prefix: 'cgwlab-' })).filter((c) => c.kind === 'arp');
+    expect(arp.map((c) => [c.name, c.answeredBy])).toEqual([
+      ['arp 10.5.5.254 from guest1: only the shared gateway MAC answers', { mac: '02:00:5e:05:05:fe' }],
+      ['arp 10.5.5.254 from guest2: only the shared gateway MAC answers', { mac: '02:00:5e:05:05:fe' }],
     ]);
   });
 

@@ -34,6 +34,18 @@ const copy = (from: string, to: string, ...replacements: Array<[string, string]>
   for (const [a, b] of replacements) replace(to, a, b)(dir);
 };
 
+/** Pins a node's bridge MAC in the state (guestBridge.mac, line 15). */
+const bridgeMac = (node: 'node1' | 'node2', mac: string): Edit => {
+  const ip = node === 'node1' ? '10.5.5.251' : '10.5.5.252';
+  return replace(`nodes/${node}.yaml`, `  nodeIP: ${ip}\n`, `  nodeIP: ${ip}\n  mac: "${mac}"\n`);
+};
+/** A shared gateway MAC (cluster.yaml line 12) with both nodes' bridge MACs. */
+const sharedMac = (quoted: string): Edit[] => [
+  replace('cluster.yaml', 'gatewayIP: 10.5.5.254\n', `gatewayIP: 10.5.5.254\ngatewayMAC: ${quoted}\n`),
+  bridgeMac('node1', '02:cc:00:00:00:01'),
+  bridgeMac('node2', '02:cc:00:00:00:02'),
+];
+
 let caseNumber = 0;
 async function loadEdited(edits: Edit[]): Promise<{ dir: string; diagnostics: Diagnostic[] }> {
   const dir = path.join(scratch, String(caseNumber++));
@@ -228,6 +240,51 @@ const badCases: BadCase[] = [
     edits: [replace('guests/guest2.yaml', '"00:16:3e:05:05:ca"', '"01:16:3e:05:05:ca"')],
     expected: [at('guests/guest2.yaml:9:6', 'mac', 'is a multicast address')],
   },
+  // --- the shared gateway MAC (cluster gatewayMAC, node guestBridge.mac): untrusted, refused strictly
+  {
+    name: 'shared gateway MAC that is multicast',
+    edits: [...sharedMac('"03:00:5e:05:05:fe"')],
+    expected: [at('cluster.yaml:12:13', 'gatewayMAC', '03:00:5e:05:05:fe is a multicast address (odd first octet); it must be a unicast MAC: every node answers ARP for 10.5.5.254 with it')],
+  },
+  {
+    name: 'shared gateway MAC of all zeros',
+    edits: [...sharedMac('"00:00:00:00:00:00"')],
+    expected: [at('cluster.yaml:12:13', 'gatewayMAC', '00:00:00:00:00:00 is not a usable address')],
+  },
+  {
+    name: 'shared gateway MAC that is a guest\'s MAC, whatever the case',
+    edits: [...sharedMac('"00:16:3E:05:05:CA"')],
+    expected: [at('cluster.yaml:12:13', 'gatewayMAC', '00:16:3e:05:05:ca is already used as mac of guest "guest2" (guests/guest2.yaml:9:6); the shared gateway MAC must belong to no guest and no node')],
+  },
+  {
+    name: 'shared gateway MAC that is a node\'s bridge MAC',
+    edits: [...sharedMac('"02:cc:00:00:00:02"')],
+    expected: [at('cluster.yaml:12:13', 'gatewayMAC', 'already used as guestBridge.mac of node "node2" (nodes/node2.yaml:15:8)')],
+  },
+  {
+    name: 'shared gateway MAC without the nodes\' bridge MACs',
+    edits: [replace('cluster.yaml', 'gatewayIP: 10.5.5.254\n', 'gatewayIP: 10.5.5.254\ngatewayMAC: "02:00:5e:05:05:fe"\n'), bridgeMac('node1', '02:cc:00:00:00:01')],
+    expected: [at('nodes/node2.yaml:13:3', 'guestBridge.mac', 'missing: the cluster has a shared gatewayMAC (cluster.yaml:12:13), so every node needs')],
+  },
+  {
+    name: 'shared gateway MAC that is not a MAC',
+    edits: [...sharedMac('"02:00:5e:05:05"')],
+    expected: [at('cluster.yaml:12:13', 'gatewayMAC', 'must be a MAC address in colon form')],
+  },
+  {
+    name: 'node bridge MAC that is multicast, or a guest\'s',
+    edits: [replace('cluster.yaml', 'gatewayIP: 10.5.5.254\n', 'gatewayIP: 10.5.5.254\ngatewayMAC: "02:00:5e:05:05:fe"\n'), bridgeMac('node1', 'ff:ff:ff:ff:ff:ff'), bridgeMac('node2', '00:16:3e:05:05:c9')],
+    // The node claims its MAC first, so the guest holding the same one is the one reported.
+    expected: [
+      at('guests/guest1.yaml:9:6', 'mac', '00:16:3e:05:05:c9 is already used as guestBridge.mac of node "node2" (nodes/node2.yaml:15:8)'),
+      at('nodes/node1.yaml:15:8', 'guestBridge.mac', 'ff:ff:ff:ff:ff:ff is a multicast address'),
+    ],
+  },
+  {
+    name: 'gwmac table named like another role',
+    edits: [...sharedMac('"02:00:5e:05:05:fe"'), replace('cluster.yaml', '  arp: cgw_arp\n', '  arp: cgw_arp\n  gwmac: cgw_nat\n')],
+    expected: [at('cluster.yaml:23:10', 'tables.gwmac', '"cgw_nat" is already the nat table')],
+  },
   {
     name: 'same guest name in two files',
     edits: [copy('guests/guest1.yaml', 'guests/zz-copy.yaml', ['ip: 10.5.5.201', 'ip: 10.5.5.209'], [':c9"', ':d1"'])],
@@ -346,6 +403,7 @@ describe('loadState accepts edits that only look suspicious', () => {
       edits: [replace('nodes/node1.yaml', 'interface: guestbr0', 'interface: guestbridge0123')],
     },
     { name: 'upper-case MAC', edits: [replace('guests/guest1.yaml', '"00:16:3e:05:05:c9"', '"00:16:3E:05:05:C9"')] },
+    { name: 'shared gateway MAC, upper-case, universally administered', edits: sharedMac('"00:00:5E:00:01:01"') },
     { name: 'extra non-YAML file in a folder', edits: [write('guests/README.md', 'notes: [unbalanced')] },
   ];
   it.each(goodCases)('$name', async ({ edits }) => {

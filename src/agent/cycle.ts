@@ -24,6 +24,7 @@ import { nftPlanJson } from '../plan/format.js';
 import { holdNft, type NodePlan } from '../plan/plan.js';
 import { applyErrors, applyNotes } from '../reconcile/apply.js';
 import type { ConntrackPort } from '../conntrack/cli.js';
+import type { GatewayAnnouncer } from '../guests/announce.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
@@ -66,6 +67,8 @@ export interface CycleDeps {
   settings?: SettingsPort;
   /** Deletes stale conntrack entries after a forward changes (the agent: conntrackCli); absent: none are deleted. */
   conntrack?: ConntrackPort;
+  /** Announces the gateway to a guest that started (the agent: gatewayAnnouncer); absent: not announced. */
+  announce?: GatewayAnnouncer;
   /** Default: the driver the node's hypervisor names. */
   guestDriver?: (view: NodeView) => GuestDriver;
   now?: () => Date;
@@ -312,7 +315,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
-  const rt: NodeRuntime = { config, nft: deps.nft, settings, ...(deps.conntrack && { conntrack: deps.conntrack }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
+  const rt: NodeRuntime = { config, nft: deps.nft, settings, ...(deps.conntrack && { conntrack: deps.conntrack }), ...(deps.announce && { announce: deps.announce }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   // The node's tables are read in full this cycle: read what else is trusted in memory too.
   if (cache && fullReadDue(deps.nft)) forgetReads(cache);
   const candidate = await fetchPhase(c);

@@ -14,6 +14,7 @@ import { hasChanges, planJson, planNode, type GuestMemory, type NodeLive, type N
 import { SettingsHost } from '../settings/host.js';
 import type { SettingsPort } from '../settings/reconcile.js';
 import { ConntrackCli, type ConntrackPort } from '../conntrack/cli.js';
+import { CommandAnnouncer, type GatewayAnnouncer } from '../guests/announce.js';
 import type { AgentConfig } from './config.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
@@ -37,6 +38,8 @@ export interface NodeRuntime {
   settings: SettingsPort;
   /** Deletes stale conntrack entries after a forward changes; absent: not deleted (tests with fakes). */
   conntrack?: ConntrackPort;
+  /** Announces the gateway to a guest that started (arping in the node's namespace); absent: not announced (tests with fakes). */
+  announce?: GatewayAnnouncer;
   /** The node's guest driver (default: the one its hypervisor names). */
   guestDriver?: (view: NodeView) => GuestDriver;
   /** The source's answer to "is this revision at or after that one" (migration gate). */
@@ -72,6 +75,11 @@ export function memoPlanNft(memo: NodeMemo | undefined): typeof planNft {
 
 export function settingsHost(config: AgentConfig): SettingsHost {
   return new SettingsHost(config.netns ? { prefix: ['ip', 'netns', 'exec', config.netns], netns: config.netns } : {});
+}
+
+/** arping and ndptool in the node's namespace, for the gateway announcement to a guest that started. */
+export function gatewayAnnouncer(config: AgentConfig): CommandAnnouncer {
+  return new CommandAnnouncer({ prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] });
 }
 
 /** The conntrack tool in the node's namespace. */
@@ -151,6 +159,7 @@ export async function executePlan(rt: NodeRuntime, p: Prepared, opts: { beforeNf
     nft: rt.nft,
     settings: rt.settings,
     ...(rt.conntrack && { conntrack: rt.conntrack }),
+    ...(rt.announce && { announce: rt.announce }),
     ...(p.driver && { guests: { driver: p.driver, view: p.view, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 } }),
     ...(opts.beforeNft && { beforeNft: opts.beforeNft }),
   });

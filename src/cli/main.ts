@@ -377,7 +377,7 @@ interface CliNodeOptions {
  * the agent's, in the same state dir.
  */
 async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: string, opts: CliNodeOptions, config: AgentConfig, io: Io): Promise<number> {
-  const [{ gitSource }, { NftCli }, { conntrackCli, executePlan, lockNode, prepareNode, settingsHost, settleGuests }, { readMemory, writeMemory }, { formatPlanText, hasChanges, planJson }, { applyErrors, applyFailed, applyNotes }] =
+  const [{ gitSource }, { NftCli }, { conntrackCli, executePlan, gatewayAnnouncer, lockNode, prepareNode, settingsHost, settleGuests }, { readMemory, writeMemory }, { formatPlanText, hasChanges, planJson }, { applyErrors, applyFailed, applyNotes }] =
     await Promise.all([import('../agent/source.js'), import('../nft/backend.js'), import('../agent/node.js'), import('../agent/memory.js'), import('../plan/plan.js'), import('../reconcile/apply.js')]);
   // The state folder is the source (its Git history too, when it is a repository's top).
   const source = gitSource({ ...config, source: { ...config.source, url: path.resolve(dir), path: '.', trustedKeys: [] } });
@@ -387,6 +387,7 @@ async function planOrApply(command: 'plan' | 'apply', state: ClusterState, dir: 
     nft: new NftCli({ nft: config.nft, prefix: config.netns ? ['ip', 'netns', 'exec', config.netns] : [] }),
     settings: settingsHost(config),
     conntrack: conntrackCli(config),
+    announce: gatewayAnnouncer(config),
     isAtOrAfter: source.isAtOrAfter,
     placementHistory: source.placementHistory,
     hooks: opts.hooks,
@@ -487,9 +488,9 @@ async function agent(command: 'once' | 'run', v: Values, io: Io): Promise<number
     throw e;
   }
   for (const w of config.warnings ?? []) io.err(`cgw-sync: warning: ${w}\n`);
-  const [{ NftCli }, { conntrackCli }] = await Promise.all([import('../nft/backend.js'), import('../agent/node.js')]);
+  const [{ NftCli }, { conntrackCli, gatewayAnnouncer }] = await Promise.all([import('../nft/backend.js'), import('../agent/node.js')]);
   const prefix = config.netns ? ['ip', 'netns', 'exec', config.netns] : [];
-  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), log };
+  const deps = { config, nft: new NftCli({ nft: config.nft, prefix }), conntrack: conntrackCli(config), announce: gatewayAnnouncer(config), log };
   if (command === 'run') {
     const { startListeningAgent } = await import('../listen/agent.js');
     await (await startListeningAgent(deps, { handleSignals: true })).done;

@@ -36,8 +36,8 @@ interface NeighbourCheck<K extends 'arp' | 'ndp'> {
   ns: string;
   dev: string;
   ip: string;
-  /** The only interface whose MAC may answer. */
-  answeredBy: NsDev;
+  /** The only interface whose MAC may answer, or the only MAC (the shared gateway MAC). */
+  answeredBy: NsDev | { mac: string };
   vm?: string;
 }
 
@@ -62,15 +62,29 @@ export function planChecks(state: ClusterState, plan: LabPlan): LabCheck[] {
     });
     checks.push({
       kind: 'arp',
-      name: `arp ${state.cluster.gatewayIP} from ${g.name}: only ${node.name} answers`,
+      name: `arp ${state.cluster.gatewayIP} from ${g.name}: ${gatewayAnswer(state, node)}`,
       ns: g.ns,
       dev: g.dev,
       ip: state.cluster.gatewayIP,
-      answeredBy: { ns: node.ns, dev: node.guestBridge },
+      answeredBy: gatewayAnswerer(state, node),
       vm: g.vm?.serial,
     });
   }
   return [...checks, ...ipv6Checks(state, plan)];
+}
+
+/** Who answers ARP/NDP for the gateway to a guest on `node`: its guest bridge, or only the shared gateway MAC (cluster gatewayMAC). */
+export function gatewayAnswerer(state: ClusterState, node: LabNode): NeighbourCheck<'arp'>['answeredBy'] {
+  return state.cluster.gatewayMAC !== undefined ? { mac: state.cluster.gatewayMAC } : { ns: node.ns, dev: node.guestBridge };
+}
+
+/** The check's name for that answer. */
+export function gatewayAnswer(state: ClusterState, node: LabNode): string {
+  return state.cluster.gatewayMAC !== undefined ? "only the shared gateway MAC answers" : `only ${node.name} answers`;
+}
+
+async function answerMac(a: NeighbourCheck<'arp'>['answeredBy']): Promise<string> {
+  return 'mac' in a ? a.mac : linkMac(a);
 }
 
 export function forwardCheck(state: ClusterState, plan: LabPlan, node: LabNode, f: ForwardSpec): LabCheck {
@@ -133,7 +147,7 @@ export function outboundSourceSeen(_nat: ClusterSettings['nat'], guestNode: LabN
 export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeResult> {
   if (c.vm !== undefined) {
     if (c.kind === 'ndp') throw new Error(`${c.name}: NDP probes do not run inside a VM`);
-    if (c.kind === 'arp') return vmArpProbe(c.vm, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+    if (c.kind === 'arp') return vmArpProbe(c.vm, c.dev, c.ip, { name: c.name, expectMacs: [await answerMac(c.answeredBy)], timeoutS });
     if (c.kind === 'tcp') return vmTcpProbe(c.vm, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
     throw new Error(`${c.name}: ${c.kind} probes do not run inside a VM`);
   }
@@ -145,9 +159,9 @@ export async function runCheck(c: LabCheck, timeoutS?: number): Promise<ProbeRes
     case 'udp':
       return udpProbe(c.ns, c.ip, c.port, { name: c.name, expect: c.expect, timeoutS });
     case 'arp':
-      return arpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+      return arpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await answerMac(c.answeredBy)], timeoutS });
     case 'ndp':
-      return ndpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await linkMac(c.answeredBy)], timeoutS });
+      return ndpProbe(c.ns, c.dev, c.ip, { name: c.name, expectMacs: [await answerMac(c.answeredBy)], timeoutS });
   }
 }
 

@@ -6,7 +6,7 @@
 import { entersNode } from '../render/node-view.js';
 import { gatewayIPv6Addresses } from '../render/ipv6.js';
 import type { ClusterState } from '../state/types.js';
-import { forwardCheck, outboundSourceSeen, type LabCheck } from './check.js';
+import { forwardCheck, gatewayAnswer, gatewayAnswerer, outboundSourceSeen, type LabCheck } from './check.js';
 import type { LabNode, LabPlan } from './plan.js';
 
 /** The node as IPv6 sees it: its IPv6 addresses where the IPv4 ones are. */
@@ -43,7 +43,7 @@ export function ipv6Checks(state: ClusterState, plan: LabPlan): LabCheck[] {
       expect: from !== undefined ? `this is client OK from ${from} via tcp/22` : /^this is client OK from \S+ via tcp\/22$/,
     });
     for (const gw of gatewayIPv6Addresses(state)) {
-      checks.push({ kind: 'ndp', name: `ndp ${gw} from ${g.name}: only ${node.name} answers`, ns: g.ns, dev: g.dev, ip: gw, answeredBy: { ns: node.ns, dev: node.guestBridge } });
+      checks.push({ kind: 'ndp', name: `ndp ${gw} from ${g.name}: ${gatewayAnswer(state, node)}`, ns: g.ns, dev: g.dev, ip: gw, answeredBy: gatewayAnswerer(state, node) });
     }
   }
   return checks;

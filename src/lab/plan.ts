@@ -52,7 +52,8 @@ export interface NsDev {
 export type LabStep =
   | { kind: 'netns'; ns: string }
   | { kind: 'sysctl'; ns: string; key: string; value: string }
-  | { kind: 'bridge'; ns: string; name: string }
+  /** mac: the bridge's pinned MAC; absent: its own random one, pinned (src/netns/netns.ts addBridge). */
+  | { kind: 'bridge'; ns: string; name: string; mac?: string }
   | { kind: 'veth'; a: NsDev; b: NsDev }
   | { kind: 'master'; ns: string; dev: string; bridge: string }
   /** flags: what `ip addr add` takes after the device, e.g. nodad (src/lab/ipv6.ts). */
@@ -66,6 +67,8 @@ export interface LabNode {
   nodeIP: string;
   uplink: string;
   guestBridge: string;
+  /** The guest bridge's MAC from the state (guestBridge.mac); absent: a random one. */
+  guestBridgeMac?: string;
   trunks: string[];
   /** The trunk that is cabled to the guest VLAN; the others have no carrier (see planLab). */
   activeTrunk?: string;
@@ -162,7 +165,7 @@ export function planLab(state: ClusterState, opts: LabOptions): LabPlan {
     steps.push({ kind: 'sysctl', ns, key: 'net.ipv4.ip_forward', value: '1' });
     steps.push({ kind: 'sysctl', ns, key: 'net.bridge.bridge-nf-call-iptables', value: brNetfilter ? '1' : '0' });
     steps.push({ kind: 'bridge', ns, name: node.uplink });
-    steps.push({ kind: 'bridge', ns, name: node.guestBridge });
+    steps.push({ kind: 'bridge', ns, name: node.guestBridge, ...(node.guestBridgeMac !== undefined && { mac: node.guestBridgeMac }) });
     // Uplink: node port pub0 on the uplink bridge, peer up<i> on the public segment.
     steps.push(...cable({ ns: publicNs.ns, dev: `up${i + 1}` }, { ns, dev: NODE_UPLINK_PORT }, publicNs.bridge));
     steps.push({ kind: 'master', ns, dev: NODE_UPLINK_PORT, bridge: node.uplink });
@@ -211,6 +214,7 @@ function labNode(prefix: string, n: NodeSpec): LabNode {
     nodeIP: n.guestBridge.nodeIP,
     uplink: n.uplink.interface,
     guestBridge: n.guestBridge.interface,
+    ...(n.guestBridge.mac !== undefined && { guestBridgeMac: n.guestBridge.mac }),
     trunks: [...n.trunks],
     activeTrunk: n.trunks[0],
     // Node names have no '.', so `<p><node>.` never matches another node's namespace.
@@ -255,7 +259,7 @@ export function describeStep(s: LabStep): string {
     case 'sysctl':
       return `[${s.ns}] sysctl ${s.key}=${s.value}`;
     case 'bridge':
-      return `[${s.ns}] ip link add ${s.name} type bridge`;
+      return `[${s.ns}] ip link add ${s.name} type bridge${s.mac ? ` (address ${s.mac})` : ''}`;
     case 'veth':
       return `[${s.a.ns}] ip link add ${s.a.dev} type veth peer ${s.b.dev} netns ${s.b.ns}`;
     case 'master':

@@ -119,7 +119,7 @@ async function applyStep(s: LabStep): Promise<void> {
     case 'sysctl':
       return sysctl(s.ns, s.key, s.value);
     case 'bridge':
-      return addBridge(s.ns, s.name);
+      return addBridge(s.ns, s.name, s.mac);
     case 'veth':
       return addVeth({ ns: s.a.ns, name: s.a.dev }, { ns: s.b.ns, name: s.b.dev });
     case 'master':

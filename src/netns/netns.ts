@@ -87,11 +87,12 @@ export async function addVeth(a: { ns: string; name: string }, b: { ns: string; 
  * guest port coming or going would change the MAC of the node's IPs on it (the gateway's too),
  * and neighbours would send to the old one until their ARP entries expire. Setting its own
  * random address pins it (addr_assign_type "set"): production bridges want the same (docs).
+ * `mac`: pin this one instead (a node's guestBridge.mac from the state).
  */
-export async function addBridge(ns: string, name: string): Promise<void> {
+export async function addBridge(ns: string, name: string, mac?: string): Promise<void> {
   await runIn(ns, 'ip', ['link', 'add', name, 'type', 'bridge']);
-  const mac = (await runIn(ns, 'cat', [`/sys/class/net/${name}/address`])).stdout.trim();
-  await runIn(ns, 'ip', ['link', 'set', name, 'address', mac]);
+  const pinned = mac ?? (await runIn(ns, 'cat', [`/sys/class/net/${name}/address`])).stdout.trim();
+  await runIn(ns, 'ip', ['link', 'set', name, 'address', pinned]);
   await runIn(ns, 'ip', ['link', 'set', name, 'up']);
 }
 

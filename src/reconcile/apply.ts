@@ -8,7 +8,8 @@
 //                 one transaction, and verified: a failed apply leaves the node as it was.
 //   4. conntrack  stale entries of removed or retargeted forwards deleted (src/conntrack), once the
 //                 new tables are known to stay; a failure here is reported, nothing is rolled back
-//   5. guest starts (after the network, so a new guest's forwards exist before it boots)
+//   5. guest starts (after the network, so a new guest's forwards exist before it boots), each
+//                 started guest then told its gateway (src/guests/announce.ts)
 import type { NftBackend } from '../nft/backend.js';
 import type { Ruleset } from '../nft/model.js';
 import type { TableRef } from '../nft/transaction.js';
@@ -22,6 +23,7 @@ import { applyNodeNft } from './nft.js';
 import { applyGuestStarts, applyGuestStops, type GuestOutcome } from './guests.js';
 import { cleanStale, type ConntrackPort } from '../conntrack/cli.js';
 import { formatCleanupOutcomes, type CleanupOutcome } from '../conntrack/cleanup.js';
+import { announcementLines, announceStarted, type Announcement, type GatewayAnnouncer } from '../guests/announce.js';
 
 export interface Effectors {
   nft: NftBackend;
@@ -30,6 +32,8 @@ export interface Effectors {
   guests?: { driver: GuestDriver; view: NodeView; stopTimeoutMs: number };
   /** Deletes stale conntrack entries in the node's namespace; absent: the plan's cleanup is only shown. */
   conntrack?: ConntrackPort;
+  /** Announces the gateway to a guest that started (gratuitous ARP); absent: not announced (tests with fakes). */
+  announce?: GatewayAnnouncer;
   /** Runs just before the nft transaction (the agent records what it is about to put in place). */
   beforeNft?: () => Promise<void>;
 }
@@ -46,6 +50,8 @@ export interface ApplyResult {
   /** Stale entries deleted per forward after the transaction, and the deletions that failed. */
   conntrack: { cleaned: CleanupOutcome[]; errors: string[] };
   guestStarts: GuestOutcome[];
+  /** The gateway announced to each guest that started. */
+  announcements: Announcement[];
 }
 
 const SKIPPED: StepResult = { status: 'skipped' };
@@ -73,7 +79,7 @@ export async function restoreTables(previous: Ruleset, owned: TableRef[], backen
 export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<ApplyResult> {
   const work = pendingWork(plan);
   const problem = work.settings ? settingsPrecheck(plan.settings) : undefined;
-  const result: ApplyResult = { precheck: problem ? { status: 'failed', error: problem } : work.settings ? DONE : SKIPPED, guestStops: [], nft: SKIPPED, settings: SKIPPED, rollback: SKIPPED, conntrack: { cleaned: [], errors: [] }, guestStarts: [] };
+  const result: ApplyResult = { precheck: problem ? { status: 'failed', error: problem } : work.settings ? DONE : SKIPPED, guestStops: [], nft: SKIPPED, settings: SKIPPED, rollback: SKIPPED, conntrack: { cleaned: [], errors: [] }, guestStarts: [], announcements: [] };
   if (problem) return result;
   const guests = fx.guests && plan.guests && { ...fx.guests, plan: plan.guests };
   if (guests) result.guestStops = await applyGuestStops(guests.plan, guests);
@@ -92,6 +98,7 @@ export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<Appl
     result.conntrack = { cleaned: c.outcomes, errors: c.errors };
   }
   if (guests) result.guestStarts = await applyGuestStarts(guests.plan, guests);
+  if (guests && fx.announce) result.announcements = await announceStarted(result.guestStarts, guests.view, fx.announce);
   return result;
 }
 
@@ -105,12 +112,13 @@ export function applyErrors(r: ApplyResult): string[] {
   if (r.rollback.status === 'failed') errors.push(`rollback of the nft tables failed: ${r.rollback.error}`);
   for (const e of r.conntrack.errors) errors.push(`conntrack cleanup failed (the new tables are in place): ${e}`);
   for (const o of [...r.guestStops, ...r.guestStarts].filter((x) => !x.ok)) errors.push(`guest ${o.guest}: ${o.action} failed: ${o.detail}`);
+  errors.push(...announcementLines(r.announcements).errors);
   return errors;
 }
 
-/** What the apply cleaned, as report lines. */
+/** What the apply cleaned and announced, as report lines. */
 export function applyNotes(r: ApplyResult): string[] {
-  return formatCleanupOutcomes(r.conntrack.cleaned);
+  return [...formatCleanupOutcomes(r.conntrack.cleaned), ...announcementLines(r.announcements).notes];
 }
 
 /** The apply failed as a whole (what was planned did not take effect). Guest failures are per guest. */

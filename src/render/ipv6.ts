@@ -70,7 +70,7 @@ export function rawIPv6(address: string): string {
 /** The ND target address of a neighbour solicitation or advertisement (nft 1.0.6 has no `icmpv6 taddr`). */
 export const ndTarget: Json = { payload: { base: 'th', offset: 64, len: 128 } };
 
-const NEIGHBOUR_DISCOVERY: Json = setOf(['nd-neighbor-advert', 'nd-neighbor-solicit']);
+export const NEIGHBOUR_DISCOVERY: Json = setOf(['nd-neighbor-advert', 'nd-neighbor-solicit']);
 
 /** The rules a dual-stack state adds to every trunk's egress chain (none for IPv4 only). */
 export function trunkIPv6Rules(state: ClusterState): NftRule[] {

@@ -13,6 +13,7 @@ import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
+import { gatewayMacTable, gatewayMacTableRef, gatewayMacTables } from './gateway-mac.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -177,13 +178,13 @@ function rawTable(view: NodeView): NftTable | undefined {
 /**
  * The tables a node lists and plans: the state's own (stateTables) and, where `granted` allows
  * (the agent config's ownedTables; empty: any marked table), those of roles the state has
- * switched off (ip6 nat6 once `ipv6` is removed). Planning deletes a listed table it does not
+ * switched off (ip6 nat6 once `ipv6` is removed, bridge gwmac once `gatewayMAC` is). Planning deletes a listed table it does not
  * render, so a role switched off loses its table instead of leaving it behind.
  */
 export function ownedTables(state: ClusterState, granted: readonly string[] = []): { family: NftTable['family']; name: string }[] {
   const tables = stateTables(state);
   const isGranted = (t: { family: string; name: string }) => granted.length === 0 || granted.includes(`${t.family} ${t.name}`);
-  const switchedOff = [nat6TableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
+  const switchedOff = [nat6TableRef(state), gatewayMacTableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
   const all = [...tables, ...switchedOff];
   assertOwnedTables(all);
   return all;
@@ -196,7 +197,8 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     { family: 'netdev', name: state.cluster.tables.arp },
     { family: 'ip', name: rawTableName(state) },
     { family: 'bridge', name: syncTableName(state) },
-    // Owned only in a dual-stack state: IPv4-only agents' ownedTables lists stay valid.
+    // Named only where used (shared gateway MAC, dual stack): agents' explicit ownedTables lists stay valid.
+    ...gatewayMacTables(state),
     ...ipv6Tables(state),
   ];
 }
@@ -218,5 +220,7 @@ export function renderView(view: NodeView): Ruleset {
   if (raw) tables.push(raw);
   const guard = syncGuardTable(view);
   if (guard) tables.push(guard);
+  const gwmac = gatewayMacTable(view);
+  if (gwmac) tables.push(gwmac);
   return { tables };
 }

@@ -20,6 +20,8 @@ export interface HealthEdge {
   probe: HealthPorts['probe'];
   /** Addresses (IPv4 and IPv6) on an interface of the node. */
   addresses(dev: string): Promise<string[]>;
+  /** The MAC of an interface, to check a shared gateway MAC's rewrite target; absent: not checked. */
+  linkMac?(dev: string): Promise<string>;
   sleep?: (ms: number) => Promise<void>;
 }
 
@@ -38,6 +40,12 @@ export function hostHealthEdge(config: AgentConfig): HealthEdge {
       const links = JSON.parse(r.stdout || '[]') as Array<{ addr_info?: Array<{ local?: string }> }>;
       return links.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? '')).filter(Boolean);
     },
+    linkMac: async (dev) => {
+      const [cmd, ...args] = [...prefix, 'ip', '-j', 'link', 'show', 'dev', dev];
+      const r = await runUnchecked(cmd!, args, { timeout: 5000 });
+      if (r.exitCode !== 0) throw new Error(r.stderr.trim() || `ip link failed (exit ${r.exitCode})`);
+      return ((JSON.parse(r.stdout || '[]') as Array<{ address?: string }>)[0]?.address ?? '').toLowerCase();
+    },
   };
 }
 
@@ -50,14 +58,23 @@ export function readbackVerdict(plan: NodePlan): Verdict {
   return { ok: false, detail: `the node differs from its state: ${parts.join('; ')}` };
 }
 
-export function gatewayVerdict(view: NodeView, addresses: string[] | Error): Verdict {
+/** The gateway's addresses are on the guest bridge; with a shared gateway MAC, the bridge has the MAC the state says (`mac`, when read). */
+export function gatewayVerdict(view: NodeView, addresses: string[] | Error, mac?: string | Error): Verdict {
   // Dual stack: the gateway's IPv6 addresses too, in the form `ip` lists them.
   const gateways = [view.state.cluster.gatewayIP, ...gatewayIPv6Addresses(view.state)];
   const dev = view.node.guestBridge.interface;
   if (addresses instanceof Error) return { ok: false, detail: `cannot read ${dev}: ${addresses.message}` };
   const missing = gateways.filter((g) => !addresses.includes(g));
-  if (missing.length === 0) return { ok: true, detail: `${gateways.join(', ')} on ${dev}` };
-  return { ok: false, detail: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on ${dev}` };
+  if (missing.length > 0) return { ok: false, detail: `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on ${dev}` };
+  const want = view.node.guestBridge.mac;
+  if (mac instanceof Error) return { ok: false, detail: `cannot read the MAC of ${dev}: ${mac.message}` };
+  if (mac !== undefined && mac !== want) return { ok: false, detail: `${dev} has MAC ${mac}, the state's guestBridge.mac is ${want}: frames to the shared gateway MAC would not reach this node` };
+  return { ok: true, detail: `${gateways.join(', ')} on ${dev}` };
+}
+
+/** Whether the gateway check must read the bridge's MAC: only with a shared gateway MAC. */
+export function checksBridgeMac(view: NodeView): boolean {
+  return view.state.cluster.gatewayMAC !== undefined && view.node.guestBridge.mac !== undefined;
 }
 
 /** Every guest the node should run (not waiting for a migration gate, not refused) runs. */
@@ -79,8 +96,10 @@ export function healthPorts(rt: NodeRuntime, edge: HealthEdge, state: ClusterSta
     probe: edge.probe,
     builtins: async (): Promise<Record<BuiltinCheck, Verdict>> => {
       const fresh = await prepareNode(rt, state, revision, memory);
-      const addresses = await edge.addresses(fresh.view.node.guestBridge.interface).catch((e: Error) => e);
-      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, addresses), guests: guestsVerdict(fresh.plan, fresh.live) };
+      const dev = fresh.view.node.guestBridge.interface;
+      const addresses = await edge.addresses(dev).catch((e: Error) => e);
+      const mac = checksBridgeMac(fresh.view) && edge.linkMac ? await edge.linkMac(dev).catch((e: Error) => e) : undefined;
+      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, addresses, mac), guests: guestsVerdict(fresh.plan, fresh.live) };
     },
   };
 }

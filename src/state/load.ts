@@ -219,13 +219,14 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
     guestSubnet: d.guestSubnet,
     gatewayIP: d.gatewayIP,
     ...(d.ipv6 && { ipv6: { ...d.ipv6 } }),
+    ...(d.gatewayMAC !== undefined && { gatewayMAC: d.gatewayMAC.toLowerCase() }),
     nat: {
       mode: d.nat.mode,
       forwardSnat: d.nat.forwardSnat,
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync, ...(d.ipv6 && { nat6: d.tables.nat6 }) },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync, gwmac: d.tables.gwmac, ...(d.ipv6 && { nat6: d.tables.nat6 }) },
     // The schema fills in health and rollout (useDefaults), so both are present here.
     health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
     rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
@@ -241,7 +242,7 @@ function toNode(d: Checked<NodeSpec> & { health?: { checks?: HealthCheckSpec[] }
   return {
     name: d.name,
     uplink: { interface: d.uplink.interface, publicIP: d.uplink.publicIP, ...(d.uplink.publicIPv6 !== undefined && { publicIPv6: d.uplink.publicIPv6 }) },
-    guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP, ...(d.guestBridge.nodeIPv6 !== undefined && { nodeIPv6: d.guestBridge.nodeIPv6 }) },
+    guestBridge: { interface: d.guestBridge.interface, nodeIP: d.guestBridge.nodeIP, ...(d.guestBridge.nodeIPv6 !== undefined && { nodeIPv6: d.guestBridge.nodeIPv6 }), ...(d.guestBridge.mac !== undefined && { mac: d.guestBridge.mac.toLowerCase() }) },
     trunks: [...d.trunks],
     hypervisor: d.hypervisor,
     ...(d.natTag !== undefined && { natTag: d.natTag }),

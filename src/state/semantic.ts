@@ -12,6 +12,7 @@ import { changeWindows, healthCheckSettings, rolloutWaves } from '../health/stat
 import { statusKeys } from './status-keys.js';
 import { ipv6Checks } from './ipv6-checks.js';
 import { alreadyUsed, claim, reportDuplicates } from './claims.js';
+import { gatewayMacSettings, isMulticastMac } from './gateway-mac.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -111,13 +112,16 @@ const uniqueAddresses: Check = (ctx) => {
   );
   reportDuplicates(ctx, publicClaims, alreadyUsed);
 
-  const macClaims = guests.map((g) => claim(g, ['mac'], g.mac.toLowerCase(), `mac of guest "${g.name}"`));
+  const macClaims = [
+    ...nodes.filter((n) => n.guestBridge.mac).map((n) => claim(n, ['guestBridge', 'mac'], (n.guestBridge.mac as string).toLowerCase(), `guestBridge.mac of node "${n.name}"`)),
+    ...guests.map((g) => claim(g, ['mac'], g.mac.toLowerCase(), `mac of guest "${g.name}"`)),
+  ];
   reportDuplicates(ctx, macClaims, alreadyUsed);
 };
 
 const unicastMacs: Check = (ctx) => {
   for (const guest of ctx.input.guests) {
-    if (parseInt(guest.mac.slice(0, 2), 16) & 1) {
+    if (isMulticastMac(guest.mac)) {
       ctx.report(guest, ['mac'], `${guest.mac} is a multicast address; a guest needs a unicast MAC (even first octet)`);
     }
   }
@@ -187,4 +191,5 @@ const checks: Check[] = [
   changeWindows,
   statusKeys,
   ...ipv6Checks,
+  gatewayMacSettings,
 ];

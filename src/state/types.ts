@@ -20,6 +20,12 @@ export interface ClusterSettings {
   gatewayIP: string;
   /** Dual stack (src/state/ipv6-checks.ts, src/render/ipv6.ts); absent: IPv4 only. */
   ipv6?: ClusterIPv6;
+  /**
+   * The shared gateway MAC (lower-case colon form): every node answers ARP for gatewayIP with it
+   * and takes frames to it as its own (src/render/gateway-mac.ts). Absent: per-node bridge MACs,
+   * and the gateway is announced to a guest when it starts (src/guests/announce.ts).
+   */
+  gatewayMAC?: string;
   nat: {
     mode: NatMode;
     /**
@@ -53,6 +59,8 @@ export interface ClusterSettings {
     sync?: string;
     /** `table ip6 <nat6>` (dual stack): IPv6 DNAT maps and SNAT. Absent without `ipv6`. Default cgw_nat6. */
     nat6?: string;
+    /** `table bridge <gwmac>`: the shared gateway MAC (gatewayMAC). Absent without it. Default cgw_gwmac. */
+    gwmac?: string;
   };
   /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
   health?: ClusterHealth;
@@ -120,6 +128,8 @@ export interface NodeSpec {
     nodeIP: string;
     /** Dual stack: this node's own address in the IPv6 guest subnet (full-nat's IPv6 SNAT source). */
     nodeIPv6?: string;
+    /** The bridge's own pinned MAC (lower-case); required with the cluster's gatewayMAC. */
+    mac?: string;
   };
   /** Interfaces that carry the guest VLAN to the other nodes (e.g. "eth1.100"). */
   trunks: string[];
