@@ -171,15 +171,12 @@ function rawTable(view: NodeView): NftTable | undefined {
 }
 
 /**
- * The tables cgw-sync owns on every node, whether or not this node needs them. Throws
- * NotOwnedTable for a name without the cgw_ mark, so a state that bypassed validation can never
- * make the planner list, replace or delete a foreign table.
- */
-/**
  * The tables a node lists and plans: the state's own (stateTables) and, where `granted` allows
  * (the agent config's ownedTables; empty: any marked table), those of roles the state has
- * switched off (ip6 nat6 once `ipv6` is removed, bridge gwmac once `gatewayMAC` is). Planning deletes a listed table it does not
- * render, so a role switched off loses its table instead of leaving it behind.
+ * switched off (ip6 nat6 once `ipv6` is removed, bridge gwmac once `gatewayMAC` is). Planning
+ * deletes a listed table it does not render, so a role switched off loses its table instead of
+ * leaving it behind. Throws NotOwnedTable for a name without the cgw_ mark, so a state that
+ * bypassed validation can never make the planner list, replace or delete a foreign table.
  */
 export function ownedTables(state: ClusterState, granted: readonly string[] = []): { family: NftTable['family']; name: string }[] {
   const tables = stateTables(state);
