@@ -11,6 +11,7 @@ import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
+import { hasLiveGuests, migrationGuardTable, migrationTableName } from './migration-guard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
 import { gatewayMacTable, gatewayMacTableRef, gatewayMacTables } from './gateway-mac.js';
@@ -197,6 +198,8 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     // Named only where used (shared gateway MAC, dual stack): agents' explicit ownedTables lists stay valid.
     ...gatewayMacTables(state),
     ...ipv6Tables(state),
+    // Only while a guest migrates live: a node config listing its tables keeps working without it.
+    ...(hasLiveGuests(state) ? [{ family: 'bridge' as const, name: migrationTableName(state) }] : []),
   ];
 }
 
@@ -219,5 +222,7 @@ export function renderView(view: NodeView): Ruleset {
   if (guard) tables.push(guard);
   const gwmac = gatewayMacTable(view);
   if (gwmac) tables.push(gwmac);
+  const migration = migrationGuardTable(view);
+  if (migration) tables.push(migration);
   return { tables };
 }
