@@ -154,8 +154,8 @@ export async function readGates(
   },
 ): Promise<Gates> {
   const arrivals = updateArrivals(inp.memory.placement, inp.state, inp.node, inp.revision, inp.memory.arrivals ?? {});
-  // A live guest that was an arrival and runs now came by migration (a start clears its arrival).
-  const arrived = inp.running.filter((g) => arrivals[g] && inp.state.guests.some((x) => x.name === g && x.migration === 'live'));
+  // A live guest that waited here last cycle and runs now came by migration (a start clears its arrival).
+  const arrived = inp.running.filter((g) => arrivals[g] && inp.memory.arrivals?.[g] && inp.state.guests.some((x) => x.name === g && x.node === inp.node && x.migration === 'live'));
   for (const g of inp.running) delete arrivals[g];
   const status = cachedStatus(inp.readStatus);
   const waits = Object.keys(arrivals).length === 0 ? {} : await buildMigrationGate({ ...inp, arrivals }, status);
