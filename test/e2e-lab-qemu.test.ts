@@ -4,7 +4,9 @@
 // once (TCG here: ~20 s each): `lab check` passes in full-nat, ct-sync and stateless-nat (switched
 // through Git), each with br_netfilter off and on; stateless-nat's guest snippet is loaded by the
 // real nft inside the VM; a VM moved to another node in Git is stopped on one node before the other
-// starts it, and the probes follow; `lab down` leaves no qemu. Needs root and a built dist/.
+// starts it, and the probes follow; a VM with `migration: live` moved in Git is live-migrated by the
+// agents (a held TCP connection survives, the UDP downtime is measured); `lab down` leaves no qemu.
+// Needs root and a built dist/.
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
@@ -14,7 +16,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatMode } from '../src/state/types.js';
 import { labCheck, labStart, stateAt, waitForVmResponder, type Lab } from '../src/lab/lab.js';
 import { configureLabGuests } from '../src/lab/mode-guests.js';
-import { readLabRecord, stopProcesses } from '../src/lab/processes.js';
 import { guestDriver } from '../src/agent/node.js';
 import { loadAgentConfig } from '../src/agent/config.js';
 import { resolveNode } from '../src/render/node-view.js';
@@ -24,7 +25,7 @@ import { statusHistory } from '../src/lab/status.js';
 import { serialExec } from '../src/lab/guest-exec.js';
 import { tcpProbe } from '../src/lab/probes.js';
 import { GUEST_TABLE } from '../src/render/stateless.js';
-import { identityFromCmdline, MigrationFailed, type QemuDriver } from '../src/guests/qemu.js';
+import { identityFromCmdline } from '../src/guests/qemu.js';
 import { listNamespaces, namespacePids, runIn } from '../src/netns/netns.js';
 import { delay, processAlive, processCmdline, processStartTime } from '../src/proc/process.js';
 import { gitCli } from './helpers/git-server.js';
@@ -163,53 +164,65 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
     }
   }, 240_000);
 
-  it('live migration (driver level, agents stopped): a TCP connection through a forward survives, UDP every 10 ms measures the downtime', async () => {
-    // The echo forwards (VM /init: socat echo on TCP and UDP :7), entering node2 while guest2 runs on node1.
+  it('live migration through Git: the agents migrate the running VM; a held TCP connection survives, UDP every 10 ms measures the downtime, never two running copies and never none', async () => {
+    // The echo forwards (VM /init: socat echo on TCP and UDP :7), entering node2; guest2 (on node1) says migration: live.
     const echo = ['apiVersion: cgw-sync/v1', 'kind: Forwards', 'forwards:'];
     for (const protocol of ['tcp', 'udp']) echo.push(`  - name: echo-${protocol}`, `    protocol: ${protocol}`, '    port: 7007', '    target: { guest: guest2, port: 7 }');
     await writeFile(path.join(clone, 'forwards', 'e2e-echo.yaml'), `${echo.join('\n')}\n`);
-    const rev = await commitAndPush(clone, 'echo forwards to guest2');
+    await editYamlFile(clone, 'guests/guest2.yaml', (doc) => doc.set('migration', 'live'));
+    const rev = await commitAndPush(clone, 'echo forwards to guest2; guest2 migrates live');
     await waitApplied(lab, rev, { node1: ['guest1', 'guest2'], node2: [] }, CONVERGE_MS);
     const state = await stateAt(lab.repo, rev, lab.dir);
-    const plan = planLab(state, { prefix, labDir: lab.dir });
-    await configureLabGuests(state, plan); // stateless-nat: the tagged echo ports inside the VM
-    // The handshake through Git is not wired for live migration yet: the agents step aside.
-    const record = (await readLabRecord(lab.dir))!;
-    await stopProcesses(record.processes.filter((p) => p.name.startsWith('agent')), 15_000);
-    const drivers = Object.fromEntries(
-      await Promise.all(lab.plan.nodes.map(async (n) => [n.name, guestDriver(await loadAgentConfig(lab.agents[n.name]), resolveNode(state, n.name)) as QemuDriver] as const)),
-    );
-    const target = { host: node('node2').nodeIP, port: 4444 };
-
-    // Nothing listens yet: the migration fails and guest2 keeps running on node1.
-    await expect(drivers.node1.migrateOut('guest2', target, { timeoutMs: 20_000 })).rejects.toThrow(MigrationFailed);
-    expect((await drivers.node1.list()).find((g) => g.name === 'guest2')?.state).toBe('running');
+    await configureLabGuests(state, planLab(state, { prefix, labDir: lab.dir })); // stateless-nat: the tagged echo ports inside the VM
+    const source = (await qemus()).node1.find((q) => q.guest === 'guest2')!;
 
     const client = startEchoClient(lab.plan.client.ns, node('node2').publicIP, 7007);
     try {
       await client.until((s) => s.tcpEchoes > 0 && s.udpRecv > 20, 30_000);
-      const spec = { ...state.guests.find((g) => g.name === 'guest2')!, node: 'node2' };
-      const node2 = state.nodes.find((n) => n.name === 'node2')!;
-      await drivers.node2.startIncoming(spec, { node: node2, cluster: state.cluster }, target);
       const before = await client.report();
+      // Every poll: guest2's qemus by PID. A destination waiting for the stream has -incoming on
+      // its command line; only the source runs the guest until it hands over and exits.
+      const samples: Array<{ node1: number[]; node2: number[]; incoming: number[] }> = [];
+      const watch = async () => {
+        const q = await qemus();
+        const of = (n: string) => q[n].filter((x) => x.guest === 'guest2').map((x) => x.pid);
+        samples.push({ node1: of('node1'), node2: of('node2'), incoming: [...of('node1'), ...of('node2')].filter((pid) => processCmdline(pid)?.includes('-incoming')) });
+      };
+      await editYamlFile(clone, 'guests/guest2.yaml', (doc) => doc.set('node', 'node2'));
       const t0 = Date.now();
-      const result = await drivers.node1.migrateOut('guest2', target, { timeoutMs: 120_000 });
-      const wallMs = Date.now() - t0;
+      const moved = await commitAndPush(clone, 'move guest2 to node2, live');
+      const tookMs = await waitApplied(lab, moved, { node1: ['guest1'], node2: ['guest2'] }, 2 * CONVERGE_MS + 120_000, watch);
       const after = await client.until((s) => s.udpRecv > before.udpRecv + 100 && s.tcpEchoes > before.tcpEchoes + 10, 30_000);
       const lost = after.udpSent - after.udpRecv;
+      const reports = { node1: (await statusHistory(lab.repo, 'node1')).find((c) => c.status.appliedRevision === moved && c.status.guests.some((g) => g.name === 'guest2' && g.migration?.handedOver)) };
+      const handover = reports.node1?.status.guests.find((g) => g.name === 'guest2');
       console.log(
-        `[${prefix}] live migration: ${wallMs} ms wall, qemu total ${result.totalMs} ms, qemu downtime ${result.downtimeMs} ms; ` +
-          `UDP every 10 ms: ${after.udpSent} sent, ${after.udpRecv} answered, ${lost} lost = ${lost * 10} ms, longest gap ${after.maxGapMs} ms; ` +
+        `[${prefix}] live migration through Git: applied on both nodes ${tookMs} ms after the push (${Date.now() - t0} ms); ${handover?.detail}; ` +
+          `UDP every 10 ms: ${after.udpSent} sent, ${after.udpRecv} answered, ${lost} lost = downtime ${lost * 10} ms, longest gap ${after.maxGapMs} ms; ` +
           `TCP: ${after.tcpEchoes} echoes, error ${after.tcpError ?? 'none'}`,
       );
       expect(after.tcpError).toBeNull();
-      expect(lost * 10).toBeLessThan(5_000);
-      expect((await drivers.node2.list()).find((g) => g.name === 'guest2')?.state).toBe('running');
+      expect(lost * 10).toBeLessThan(1_000);
+      expect(handover, 'node1 never reported the handover').toMatchObject({ state: 'migrated', migration: { to: 'node2', failures: 0, handedOver: true } });
+      // Never none: some qemu of guest2 existed at every poll. Never two running: a second one was
+      // only ever the waiting destination; the source's PID was gone once node2's qemu ran alone.
+      expect(samples.length).toBeGreaterThan(5);
+      expect(samples.filter((x) => x.node1.length + x.node2.length === 0)).toEqual([]);
+      expect(samples.filter((x) => x.node1.length + x.node2.length - x.incoming.length > 1)).toEqual([]);
+      const q = await qemus();
+      expect(q.node1.map((x) => x.guest)).toEqual(['guest1']);
+      expect(processAlive(source.pid, source.start)).toBe(false);
+      const dest = q.node2.find((x) => x.guest === 'guest2')!;
+      expect(processCmdline(dest.pid)).toContain('-incoming'); // migrated in, not booted afresh
+      expect(samples.some((x) => x.node2.includes(dest.pid) && x.node1.includes(source.pid))).toBe(true);
+      // By QMP, once the agents are done: node2's qemu runs the guest, node1 has none.
+      const drivers = Object.fromEntries(await Promise.all(lab.plan.nodes.map(async (n) => [n.name, guestDriver(await loadAgentConfig(lab.agents[n.name]), resolveNode(state, n.name))] as const)));
+      expect((await drivers.node2.list()).find((g) => g.name === 'guest2')).toMatchObject({ state: 'running', pid: dest.pid });
       expect((await drivers.node1.list()).map((g) => g.name)).toEqual(['guest1']);
     } finally {
       await client.stop();
     }
-  }, 300_000);
+  }, 400_000);
 
   it('lab down stops every qemu by PID and leaves nothing', async () => {
     const before = Object.values(await qemus()).flat();
