@@ -196,7 +196,8 @@ export async function settleGuests(stateDir: string, plan: NodePlan, executed: E
       await writeReleases(stateDir, releases);
     }
   }
-  return { placement: plan.memory.placement, arrivals, ...(Object.keys(departures).length > 0 && { departures }) };
+  // Always set (also empty), so a departure the state no longer needs leaves memory.json.
+  return { placement: plan.memory.placement, arrivals, departures };
 }
 
 /**
