@@ -29,6 +29,16 @@ afterAll(async () => {
 
 const entry = (s: NodeStatus, guest = 'guest2') => s.guests.find((g) => g.name === guest);
 
+/** A live cluster whose two fake nodes ran one cycle each (guest1 on node1, guest2 on node2). */
+async function convergedPair(name: string) {
+  const c = await fakeLiveCluster(scratch, name);
+  const n1 = fakeNode(c, 'node1');
+  const n2 = fakeNode(c, 'node2');
+  await n1.cycle();
+  await n2.cycle();
+  return { c, n1, n2 };
+}
+
 /** Where guest2 runs (not a waiting destination), on each node. */
 function runningOn(...nodes: Array<[string, FakeNode]>): string[] {
   return nodes.filter(([, n]) => n.guests.guests.get('guest2')?.state === 'running').map(([name]) => name);
@@ -144,11 +154,7 @@ describe('migration: live, the guard table', () => {
 
 describe('migration: live, the handshake through the reports (fakes)', () => {
   it('a move migrates the running guest: the destination listens, the source hands it over, never two copies and never none', async () => {
-    const c = await fakeLiveCluster(scratch, 'handshake');
-    const n1 = fakeNode(c, 'node1');
-    const n2 = fakeNode(c, 'node2');
-    await n1.cycle();
-    await n2.cycle();
+    const { c, n1, n2 } = await convergedPair('handshake');
     expect(runningOn(['node1', n1], ['node2', n2])).toEqual(['node2']);
     await placeGuest(c, 'guest2', 'node1');
 
@@ -177,11 +183,7 @@ describe('migration: live, the handshake through the reports (fakes)', () => {
   });
 
   it('a failing migration leaves the guest on its source, is reported, and is retried with a new listener at most 3 times', async () => {
-    const c = await fakeLiveCluster(scratch, 'failing');
-    const n1 = fakeNode(c, 'node1');
-    const n2 = fakeNode(c, 'node2');
-    await n1.cycle();
-    await n2.cycle();
+    const { c, n1, n2 } = await convergedPair('failing');
     n2.guests.failMigration.add('guest2');
     await placeGuest(c, 'guest2', 'node1');
     for (let attempt = 0; attempt < MAX_MIGRATION_ATTEMPTS; attempt++) {
@@ -205,11 +207,7 @@ describe('migration: live, the handshake through the reports (fakes)', () => {
   });
 
   it('a dead source: the release starts the guest afresh in place of the waiting destination', async () => {
-    const c = await fakeLiveCluster(scratch, 'release');
-    const n1 = fakeNode(c, 'node1');
-    const n2 = fakeNode(c, 'node2');
-    await n1.cycle();
-    await n2.cycle();
+    const { c, n1, n2 } = await convergedPair('release');
     await placeGuest(c, 'guest2', 'node1');
     expect(entry(await n1.cycle())).toMatchObject({ incoming: { attempt: 0 } });
     // node2 dies (its qemu with it); the operator releases guest2 from it.
