@@ -242,6 +242,26 @@ describe(`qemu driver with a real qemu (${kvmUsable() ? 'KVM' : 'TCG'})`, () => 
     expect(processAlive(g.pid!)).toBe(false);
   });
 
+  it('a live-migration destination is listed paused with its listener; stopIncoming quits it, and leaves a running guest alone', async () => {
+    await runIn(ns, 'ip', ['link', 'set', 'lo', 'up']);
+    const dest = `in${id}`;
+    const listen = { host: '127.0.0.1', port: 47123, attempt: 1, revision: 'r1' };
+    await driver.startIncoming(guest(dest), ctx, listen);
+    const [waiting] = await driver.list();
+    expect(waiting).toMatchObject({ name: dest, state: 'paused', managed: true, incoming: listen });
+    expect(processCmdline(waiting.pid!)).toEqual(expect.arrayContaining(['-incoming', 'tcp:127.0.0.1:47123']));
+    expect(await driver.stopIncoming(dest)).toBe(true);
+    expect(processAlive(waiting.pid!)).toBe(false);
+    expect(await driver.list()).toEqual([]);
+
+    await driver.start(guest(name), ctx);
+    const [running] = await driver.list();
+    expect(running.incoming).toBeUndefined();
+    expect(await driver.stopIncoming(name)).toBe(false);
+    expect(processAlive(running.pid!)).toBe(true);
+    expect(await driver.stop(name, { timeoutMs: 0 })).toBe('forced');
+  });
+
   it('stop is clean when the guest powers off on the ACPI power button', async () => {
     const kernel = join(runDir, 'powerbutton.bin');
     await writeFile(kernel, powerButtonKernel());
