@@ -21,7 +21,9 @@ import { loadAgentConfig } from '../src/agent/config.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { labDown, labNamespaces, labRunDir } from '../src/lab/topology.js';
 import { planLab } from '../src/lab/plan.js';
-import { statusHistory } from '../src/lab/status.js';
+import { readNodeStatus, statusHistory } from '../src/lab/status.js';
+import type { NodeStatus } from '../src/agent/report.js';
+import { MAX_MIGRATION_ATTEMPTS, MIGRATION_PORTS } from '../src/reconcile/live-migration.js';
 import { serialExec } from '../src/lab/guest-exec.js';
 import { tcpProbe } from '../src/lab/probes.js';
 import { GUEST_TABLE } from '../src/render/stateless.js';
@@ -29,7 +31,7 @@ import { identityFromCmdline } from '../src/guests/qemu.js';
 import { listNamespaces, namespacePids, runIn } from '../src/netns/netns.js';
 import { delay, processAlive, processCmdline, processStartTime } from '../src/proc/process.js';
 import { gitCli } from './helpers/git-server.js';
-import { commitAndPush, editYamlFile, pushMode, waitApplied } from './helpers/lab-git.js';
+import { commitAndPush, editYamlFile, pushMode, waitApplied, waitForReports } from './helpers/lab-git.js';
 
 const STATE_DIR = path.join(import.meta.dirname, '..', 'state-example');
 /** A commit converges within a few 2-s cycles; ct-sync also starts conntrackd. */
@@ -59,6 +61,16 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
       }
     }
     return out;
+  }
+
+  /** guest2's qemus by PID at each poll; `incoming`: those started as a migration destination (-incoming on the command line). */
+  type Guest2Sample = { node1: number[]; node2: number[]; incoming: number[] };
+  function watchGuest2(samples: Guest2Sample[]): () => Promise<void> {
+    return async () => {
+      const q = await qemus();
+      const of = (n: string) => q[n].filter((x) => x.guest === 'guest2').map((x) => x.pid);
+      samples.push({ node1: of('node1'), node2: of('node2'), incoming: [...of('node1'), ...of('node2')].filter((pid) => processCmdline(pid)?.includes('-incoming')) });
+    };
   }
 
   async function setBrNetfilter(on: boolean): Promise<void> {
@@ -182,27 +194,24 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
       const before = await client.report();
       // Every poll: guest2's qemus by PID. A destination waiting for the stream has -incoming on
       // its command line; only the source runs the guest until it hands over and exits.
-      const samples: Array<{ node1: number[]; node2: number[]; incoming: number[] }> = [];
-      const watch = async () => {
-        const q = await qemus();
-        const of = (n: string) => q[n].filter((x) => x.guest === 'guest2').map((x) => x.pid);
-        samples.push({ node1: of('node1'), node2: of('node2'), incoming: [...of('node1'), ...of('node2')].filter((pid) => processCmdline(pid)?.includes('-incoming')) });
-      };
+      const samples: Guest2Sample[] = [];
+      const watch = watchGuest2(samples);
       await editYamlFile(clone, 'guests/guest2.yaml', (doc) => doc.set('node', 'node2'));
       const t0 = Date.now();
       const moved = await commitAndPush(clone, 'move guest2 to node2, live');
       const tookMs = await waitApplied(lab, moved, { node1: ['guest1'], node2: ['guest2'] }, 2 * CONVERGE_MS + 120_000, watch);
       const after = await client.until((s) => s.udpRecv > before.udpRecv + 100 && s.tcpEchoes > before.tcpEchoes + 10, 30_000);
-      const lost = after.udpSent - after.udpRecv;
+      const udp = udpBetween(before, after);
       const reports = { node1: (await statusHistory(lab.repo, 'node1')).find((c) => c.status.appliedRevision === moved && c.status.guests.some((g) => g.name === 'guest2' && g.migration?.handedOver)) };
       const handover = reports.node1?.status.guests.find((g) => g.name === 'guest2');
       console.log(
         `[${prefix}] live migration through Git: applied on both nodes ${tookMs} ms after the push (${Date.now() - t0} ms); ${handover?.detail}; ` +
-          `UDP every 10 ms: ${after.udpSent} sent, ${after.udpRecv} answered, ${lost} lost = downtime ${lost * 10} ms, longest gap ${after.maxGapMs} ms; ` +
+          `UDP every 10 ms from before the push until after: ${udp.sent} sent, ${udp.lost} lost = downtime ${udp.lost * 10} ms, longest gap ${after.maxGapMs} ms; ` +
           `TCP: ${after.tcpEchoes} echoes, error ${after.tcpError ?? 'none'}`,
       );
       expect(after.tcpError).toBeNull();
-      expect(lost * 10).toBeLessThan(1_000);
+      expect(udp.sent).toBeGreaterThan(100);
+      expect(udp.lost * 10).toBeLessThan(1_000);
       expect(handover, 'node1 never reported the handover').toMatchObject({ state: 'migrated', migration: { to: 'node2', failures: 0, handedOver: true } });
       // Never none: some qemu of guest2 existed at every poll. Never two running: a second one was
       // only ever the waiting destination; the source's PID was gone once node2's qemu ran alone.
@@ -224,6 +233,74 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
     }
   }, 400_000);
 
+  it('a live migration the destination refuses: the guest keeps running on its source, which reports each failure; after 3 attempts both stop trying; moving it back in Git settles it', async () => {
+    // guest2 runs on node2 now (it migrated in). node1 refuses every migration stream: a table of
+    // this test in node1's namespace resets TCP to the migration ports (not a cgw_ table: the agent leaves it alone).
+    const dest = node('node1');
+    const refuse = ['inet', 'labtest_refuse'];
+    const source = (await qemus()).node2.find((q) => q.guest === 'guest2')!;
+    await runIn(dest.ns, 'nft', ['add', 'table', ...refuse]);
+    try {
+      await runIn(dest.ns, 'nft', ['add', 'chain', ...refuse, 'input', '{ type filter hook input priority 0; }']);
+      await runIn(dest.ns, 'nft', ['add', 'rule', ...refuse, 'input', 'tcp', 'dport', `${MIGRATION_PORTS.first}-${MIGRATION_PORTS.last}`, 'counter', 'reject', 'with', 'tcp', 'reset']);
+      const client = startEchoClient(lab.plan.client.ns, node('node2').publicIP, 7007);
+      try {
+        await client.until((s) => s.tcpEchoes > 0 && s.udpRecv > 20, 30_000);
+        const before = await client.report();
+        const samples: Guest2Sample[] = [];
+        await editYamlFile(clone, 'guests/guest2.yaml', (doc) => doc.set('node', 'node1'));
+        const back = await commitAndPush(clone, 'move guest2 to node1, live (node1 refuses the stream)');
+        const entry = (s: NodeStatus | undefined) => (s?.appliedRevision === back ? s.guests.find((g) => g.name === 'guest2') : undefined);
+        // node2 gives up after the last attempt; node1 no longer listens and says why it waits.
+        const gaveUpMs = await waitForReports(
+          lab,
+          (r) => entry(r.node2)?.migration?.failures === MAX_MIGRATION_ATTEMPTS && entry(r.node1)?.state === 'waiting' && !entry(r.node1)?.incoming,
+          `both nodes giving up guest2's live migration at ${back.slice(0, 12)}`,
+          2 * CONVERGE_MS + 60_000,
+          watchGuest2(samples),
+        );
+        const after = await client.until((s) => s.udpRecv > before.udpRecv + 100 && s.tcpEchoes > before.tcpEchoes + 10, 30_000);
+        const udp = udpBetween(before, after);
+        const [r1, r2] = [entry(await readNodeStatus(lab.repo, 'node1')), entry(await readNodeStatus(lab.repo, 'node2'))];
+        console.log(`[${prefix}] refused live migration: both gave up ${gaveUpMs} ms after the push; node2: ${r2?.detail} (${r2?.migration?.error}); node1: ${r1?.detail}; UDP meanwhile ${udp.sent} sent, ${udp.lost} lost; TCP error ${after.tcpError ?? 'none'}`);
+
+        // The source: still runs guest2, the same qemu, and reports the failures with qemu's reason.
+        expect(r2).toMatchObject({ state: 'running', migration: { to: 'node1', failures: MAX_MIGRATION_ATTEMPTS } });
+        expect(r2?.migration?.handedOver).toBeUndefined();
+        expect(r2?.migration?.error).toMatch(/failed.*still runs here/);
+        expect(r2?.detail).toMatch(/failed 3 times/);
+        const failures = (await statusHistory(lab.repo, 'node2')).filter((c) => c.status.appliedRevision === back).map((c) => entry(c.status)?.migration?.failures);
+        expect(failures).toEqual(expect.arrayContaining([1, 2, 3]));
+        // The destination: three listeners in turn, one per attempt, then none.
+        const attempts = (await statusHistory(lab.repo, 'node1')).filter((c) => c.status.appliedRevision === back).flatMap((c) => entry(c.status)?.incoming?.attempt ?? []);
+        expect([...new Set(attempts)].sort()).toEqual([0, 1, 2]);
+        expect(r1?.detail).toMatch(/failed 3 times/);
+        expect((await runIn(dest.ns, 'nft', ['list', 'chain', ...refuse, 'input'])).stdout).toMatch(/counter packets [1-9]/);
+        // Never moved: node2's qemu ran the guest at every poll; node1 only ever had waiting destinations.
+        expect(samples.length).toBeGreaterThan(5);
+        expect(samples.filter((x) => !x.node2.includes(source.pid))).toEqual([]);
+        expect(samples.filter((x) => x.node1.some((pid) => !x.incoming.includes(pid)))).toEqual([]);
+        expect(samples.some((x) => x.node1.length > 0)).toBe(true);
+        expect((await qemus()).node1.map((x) => x.guest)).toEqual(['guest1']);
+        expect(processAlive(source.pid, source.start)).toBe(true);
+        expect(after.tcpError).toBeNull();
+        expect(udp.lost * 10).toBeLessThan(1_000);
+      } finally {
+        await client.stop();
+      }
+
+      // Placed back where it runs: the departure is forgotten, nothing restarts.
+      await editYamlFile(clone, 'guests/guest2.yaml', (doc) => doc.set('node', 'node2'));
+      const home = await commitAndPush(clone, 'guest2 stays on node2');
+      await waitApplied(lab, home, { node1: ['guest1'], node2: ['guest2'] }, CONVERGE_MS);
+      const settled = (await readNodeStatus(lab.repo, 'node2'))?.guests.find((g) => g.name === 'guest2');
+      expect(settled?.migration).toBeUndefined();
+      expect((await qemus()).node2.find((q) => q.guest === 'guest2')?.pid).toBe(source.pid);
+    } finally {
+      await runIn(dest.ns, 'nft', ['delete', 'table', ...refuse]);
+    }
+  }, 300_000);
+
   it('lab down stops every qemu by PID and leaves nothing', async () => {
     const before = Object.values(await qemus()).flat();
     expect(before).toHaveLength(2);
@@ -236,10 +313,22 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
 
 interface EchoStats {
   udpSent: number;
+  /** Distinct datagrams answered, and 1 + the highest number answered (later ones may still be in flight). */
   udpRecv: number;
+  udpUpTo: number;
   maxGapMs: number;
   tcpEchoes: number;
   tcpError: string | null;
+}
+
+/**
+ * The datagrams sent between two readings of the echo client whose answer is due (up to the
+ * highest number answered by the later one), and how many of them got none: each is 10 ms the
+ * service did not answer.
+ */
+function udpBetween(before: EchoStats, after: EchoStats): { sent: number; lost: number } {
+  const sent = after.udpUpTo - before.udpUpTo;
+  return { sent, lost: sent - (after.udpRecv - before.udpRecv) };
 }
 
 /**
@@ -251,11 +340,11 @@ function startEchoClient(ns: string, host: string, port: number) {
   const program = String.raw`
     const net = require('node:net'), dgram = require('node:dgram');
     const [host, port] = process.argv.slice(1);
-    const st = { udpSent: 0, udpRecv: 0, maxGapMs: 0, tcpEchoes: 0, tcpError: null };
+    const st = { udpSent: 0, udpRecv: 0, udpUpTo: 0, maxGapMs: 0, tcpEchoes: 0, tcpError: null };
     const seen = new Set(); let last = 0;
     const u = dgram.createSocket('udp4');
     u.on('message', (m) => {
-      for (const x of String(m).match(/\d+/g) || []) if (!seen.has(x)) { seen.add(x); st.udpRecv++; }
+      for (const x of String(m).match(/\d+/g) || []) if (!seen.has(x)) { seen.add(x); st.udpRecv++; st.udpUpTo = Math.max(st.udpUpTo, Number(x) + 1); }
       const now = Date.now(); if (last) st.maxGapMs = Math.max(st.maxGapMs, now - last); last = now;
     });
     u.connect(Number(port), host, () => setInterval(() => u.send('x' + st.udpSent++ + ' '), 10));
