@@ -17,6 +17,7 @@ import { resolveNode } from '../src/render/node-view.js';
 import { liveAsApplied, reviewGates } from '../src/plan/review.js';
 import { formatPlanText, planJson, planNode } from '../src/plan/plan.js';
 import type { NodeStatus } from '../src/agent/report.js';
+import type { GatewayAnnouncer } from '../src/guests/announce.js';
 import { fakeCluster, fakeLiveCluster, fakeNode, placeGuest, type FakeNode } from './helpers/fake-node.js';
 
 let scratch: string;
@@ -29,14 +30,27 @@ afterAll(async () => {
 
 const entry = (s: NodeStatus, guest = 'guest2') => s.guests.find((g) => g.name === guest);
 
-/** A live cluster whose two fake nodes ran one cycle each (guest1 on node1, guest2 on node2). */
+/** Records the gateway announcements a node sends (guest MAC, bridge, gateway address). */
+function recordingAnnouncer(): GatewayAnnouncer & { told: string[] } {
+  const told: string[] = [];
+  return {
+    told,
+    announce: async (r) => {
+      told.push(`${r.guestMac} ${r.bridge} ${r.ip}`);
+      return 'recorded';
+    },
+  };
+}
+
+/** A live cluster whose two fake nodes ran one cycle each (guest1 on node1, guest2 on node2); node1 records its gateway announcements. */
 async function convergedPair(name: string) {
   const c = await fakeLiveCluster(scratch, name);
-  const n1 = fakeNode(c, 'node1');
+  const announcer = recordingAnnouncer();
+  const n1 = fakeNode(c, 'node1', {}, { announce: announcer });
   const n2 = fakeNode(c, 'node2');
   await n1.cycle();
   await n2.cycle();
-  return { c, n1, n2 };
+  return { c, n1, n2, announced: announcer.told };
 }
 
 /** Where guest2 runs (not a waiting destination), on each node. */
@@ -154,7 +168,7 @@ describe('migration: live, the guard table', () => {
 
 describe('migration: live, the handshake through the reports (fakes)', () => {
   it('a move migrates the running guest: the destination listens, the source hands it over, never two copies and never none', async () => {
-    const { c, n1, n2 } = await convergedPair('handshake');
+    const { c, n1, n2, announced } = await convergedPair('handshake');
     expect(runningOn(['node1', n1], ['node2', n2])).toEqual(['node2']);
     await placeGuest(c, 'guest2', 'node1');
 
@@ -172,14 +186,20 @@ describe('migration: live, the handshake through the reports (fakes)', () => {
     expect(n2.guests.history.at(-1)).toBe(`migrate guest2 to 10.5.5.251:${port}`);
     expect(entry(handed)).toMatchObject({ state: 'migrated', migration: { to: 'node1', failures: 0, handedOver: true }, detail: expect.stringMatching(/^handed over to node1 at tcp:10\.5\.5\.251:\d+ \(qemu downtime 5 ms/) });
     expect(runningOn(['node1', n1], ['node2', n2])).toEqual(['node1']);
+    expect(announced).toEqual([]);
 
+    // node1 tells the arrived guest its gateway MAC, once.
     const arrived = await n1.cycle();
     expect(entry(arrived)).toMatchObject({ state: 'running', detail: 'arrived by live migration' });
     expect(arrived.errors).toEqual([]);
+    const spec = (await loadStateOrThrow(c.state)).guests.find((g) => g.name === 'guest2')!;
+    expect(announced).toEqual([`${spec.mac} guestbr0 10.5.5.254`]);
+    expect(arrived.notes).toContain('gateway 10.5.5.254 announced to guest guest2: recorded');
     // Nothing more to do on either side; node2 keeps saying it handed the guest over.
     expect(entry(await n1.cycle())).toMatchObject({ state: 'running' });
     expect(entry(await n2.cycle())).toMatchObject({ state: 'migrated', migration: { handedOver: true } });
     expect(n1.guests.history.filter((h) => h.startsWith('start guest2'))).toEqual([]);
+    expect(announced).toHaveLength(1);
   });
 
   it('a failing migration leaves the guest on its source, is reported, and is retried with a new listener at most 3 times', async () => {

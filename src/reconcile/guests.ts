@@ -180,11 +180,6 @@ export async function applyGuestStops(plan: GuestPlan, ctx: GuestApplyContext): 
   return out;
 }
 
-/** The guests that are new on this node after an apply (started, restarted, arrived by live migration). */
-export function arrivedGuests(outcomes: GuestOutcome[]): string[] {
-  return outcomes.filter((o) => o.ok && (o.action === 'start' || o.action === 'restart' || o.action === 'arrived')).map((o) => o.guest);
-}
-
 /** Starts and restarts, after the network is in place so a new guest's forwards exist first. */
 export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext): Promise<GuestOutcome[]> {
   const { node, state, guests } = ctx.view;
@@ -220,7 +215,8 @@ export async function applyGuestStarts(plan: GuestPlan, ctx: GuestApplyContext):
         }),
       );
     } else if (a.action === 'arrived') {
-      // The one point where a guest that came by live migration is known to run here.
+      // The one point where a guest that came by live migration is known to run here: the applier
+      // announces its gateway next (src/guests/announce.ts), as for a guest that started.
       out.push({ guest: a.guest, action: 'arrived', ok: true, detail: 'arrived by live migration' });
     } else if (a.action === 'restart') {
       out.push(
