@@ -5,7 +5,8 @@
 // through Git), each with br_netfilter off and on; stateless-nat's guest snippet is loaded by the
 // real nft inside the VM; a VM moved to another node in Git is stopped on one node before the other
 // starts it, and the probes follow; a VM with `migration: live` moved in Git is live-migrated by the
-// agents (a held TCP connection survives, the UDP downtime is measured); `lab down` leaves no qemu.
+// agents (a held TCP connection survives, the UDP downtime is measured, the guest then holds its new
+// node's gateway MAC), and one the destination refuses leaves it on its source; `lab down` leaves no qemu.
 // Needs root and a built dist/.
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
