@@ -164,6 +164,20 @@ describe('migration: live, the guard table', () => {
     const plain = await loadStateOrThrow((await fakeCluster(scratch, 'noguard')).state);
     expect(migrationGuardTable(resolveNode(plain, 'node1'))).toBeUndefined();
   });
+
+  it('once no guest migrates live, a node deletes the table (where its ownedTables grant it)', async () => {
+    const c = await fakeLiveCluster(scratch, 'guard-off');
+    const n1 = fakeNode(c, 'node1');
+    const guard = [{ family: 'bridge' as const, name: 'cgw_migration' }];
+    expect((await n1.cycle()).errors).toEqual([]);
+    expect((await n1.nft.list(guard)).tables).toHaveLength(1);
+    const file = path.join(c.state, 'guests', 'guest2.yaml');
+    await writeFile(file, (await readFile(file, 'utf8')).replace(/^migration: live\n/m, ''));
+    const off = await n1.cycle();
+    expect(off.errors).toEqual([]);
+    expect(off.plan?.tables).toEqual([expect.objectContaining({ table: 'bridge cgw_migration', action: 'delete' })]);
+    expect((await n1.nft.list(guard)).tables).toEqual([]);
+  });
 });
 
 describe('migration: live, the handshake through the reports (fakes)', () => {

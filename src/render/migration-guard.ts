@@ -19,6 +19,11 @@ export function migrationTableName(state: ClusterState): string {
   return state.cluster.tables.migration ?? DEFAULT_MIGRATION_TABLE;
 }
 
+/** The guard's table, whether or not a guest migrates live. */
+export function migrationTableRef(state: ClusterState): { family: 'bridge'; name: string } {
+  return { family: 'bridge', name: migrationTableName(state) };
+}
+
 export function hasLiveGuests(state: ClusterState): boolean {
   return state.guests.some((g) => g.migration === 'live');
 }
