@@ -234,7 +234,7 @@ describe('lab with qemu VMs: every NAT mode, br_netfilter off and on, a move thr
       expect((await drivers.node2.list()).find((g) => g.name === 'guest2')).toMatchObject({ state: 'running', pid: dest.pid });
       expect((await drivers.node1.list()).map((g) => g.name)).toEqual(['guest1']);
       // Its ARP entry for the gateway named node1's MAC: node2 told it its own when it arrived.
-      const announced = (await statusHistory(lab.repo, 'node2')).flatMap((c) => c.status.guests.filter((g) => g.name === 'guest2' && g.detail?.startsWith('arrived by live migration; gateway ')));
+      const announced = (await statusHistory(lab.repo, 'node2')).flatMap((c) => (c.status.notes ?? []).filter((n) => n.startsWith(`gateway ${state.cluster.gatewayIP} announced to guest guest2: `)));
       expect(announced, 'node2 never announced the gateway to guest2').not.toEqual([]);
       const vm = planLab(await stateAt(lab.repo, moved, lab.dir), { prefix, labDir: lab.dir }).guests.find((g) => g.name === 'guest2')!.vm!;
       const neigh = await serialExec(vm.serial, `ip neigh show ${state.cluster.gatewayIP} dev eth0`, 30_000);
