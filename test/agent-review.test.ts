@@ -208,7 +208,7 @@ describe('systemd/agent.example.yaml', () => {
     // It names no file a fresh node lacks (token, keys, deploy key are commented out until the
     // README's install steps create them), so it loads with every file check on.
     const c = await loadAgentConfig(path.join(PROJECT_ROOT, 'systemd/agent.example.yaml'));
-    expect(c).toMatchObject({ node: 'node1', drift: 'correct', stateDir: '/var/lib/cgw-sync', ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync', 'bridge cgw_gwmac', 'ip6 cgw_nat6'] });
+    expect(c).toMatchObject({ node: 'node1', drift: 'correct', stateDir: '/var/lib/cgw-sync', ownedTables: ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync', 'bridge cgw_gwmac', 'ip6 cgw_nat6', 'bridge cgw_migration'] });
     expect(c.source).toMatchObject({ branch: 'main', allowNonDescendant: false, trustedKeys: [] });
     expect(c.source.tokenFile).toBeUndefined();
   });

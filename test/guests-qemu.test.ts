@@ -13,7 +13,7 @@ import { addBridge, createNamespace, deleteNamespace, runIn } from '../src/netns
 import { desiredFingerprint } from '../src/guests/driver.js';
 import { Qmp } from '../src/guests/qmp.js';
 import { DEFAULT_GUEST_POLICY, policyGuard } from '../src/guests/policy.js';
-import { QemuDriver, identityFromCmdline, kvmUsable, qemuArgs, stateFromQmpStatus } from '../src/guests/qemu.js';
+import { MigrationFailed, QemuDriver, identityFromCmdline, kvmUsable, qemuArgs, stateFromQmpStatus } from '../src/guests/qemu.js';
 import { processAlive, processCmdline, waitForExit, waitUntil } from '../src/proc/process.js';
 import type { GuestSpec, NodeSpec } from '../src/state/types.js';
 
@@ -241,6 +241,56 @@ describe(`qemu driver with a real qemu (${kvmUsable() ? 'KVM' : 'TCG'})`, () => 
     expect(await tcg.stop(`tcg${id}`, { timeoutMs: 0 })).toBe('forced');
     expect(processAlive(g.pid!)).toBe(false);
   });
+
+  it('a live-migration destination is listed paused with its listener; stopIncoming quits it, and leaves a running guest alone', async () => {
+    await runIn(ns, 'ip', ['link', 'set', 'lo', 'up']);
+    const dest = `in${id}`;
+    const listen = { host: '127.0.0.1', port: 47123, attempt: 1, revision: 'r1' };
+    await driver.startIncoming(guest(dest), ctx, listen);
+    const [waiting] = await driver.list();
+    expect(waiting).toMatchObject({ name: dest, state: 'paused', managed: true, incoming: listen });
+    expect(processCmdline(waiting.pid!)).toEqual(expect.arrayContaining(['-incoming', 'tcp:127.0.0.1:47123']));
+    expect(await driver.stopIncoming(dest)).toBe(true);
+    expect(processAlive(waiting.pid!)).toBe(false);
+    expect(await driver.list()).toEqual([]);
+
+    await driver.start(guest(name), ctx);
+    const [running] = await driver.list();
+    expect(running.incoming).toBeUndefined();
+    expect(await driver.stopIncoming(name)).toBe(false);
+    expect(processAlive(running.pid!)).toBe(true);
+    expect(await driver.stop(name, { timeoutMs: 0 })).toBe('forced');
+  });
+
+  it('live migration between two nodes\' drivers: refused, it fails and the guest still runs here; to a waiting destination, the source is gone and the destination runs it', async () => {
+    await runIn(ns, 'ip', ['link', 'set', 'lo', 'up']);
+    const mig = `mig${id}`;
+    const destDir = await mkdtemp(join(tmpdir(), 'cgw-qemu-dest-'));
+    const dest = new QemuDriver({ runDir: destDir, netns: ns, guard: imagesInRunDir() });
+    try {
+      await driver.start(guest(mig), ctx);
+      const [source] = await driver.list();
+      // Nothing listens there: the connection is refused.
+      const refused = { host: '127.0.0.1', port: 47200 };
+      await expect(driver.migrateOut(mig, refused, { timeoutMs: 20_000 })).rejects.toThrow(MigrationFailed);
+      await expect(driver.migrateOut(mig, refused, { timeoutMs: 20_000 })).rejects.toThrow(/failed.*still runs here/);
+      expect(await driver.list()).toMatchObject([{ name: mig, state: 'running', pid: source.pid }]);
+
+      const listen = { host: '127.0.0.1', port: 47201, attempt: 0, revision: 'r1' };
+      await dest.startIncoming(guest(mig), ctx, listen);
+      const result = await driver.migrateOut(mig, listen, { timeoutMs: 60_000 });
+      expect(result.totalMs).toBeGreaterThan(0);
+      expect(processAlive(source.pid!)).toBe(false);
+      expect(await driver.list()).toEqual([]);
+      const [moved] = await dest.list();
+      expect(moved).toMatchObject({ name: mig, state: 'running', managed: true, fingerprint: source.fingerprint });
+      expect(moved.incoming).toBeUndefined();
+      expect(await dest.stopIncoming(mig)).toBe(false); // it runs the guest now: left alone
+    } finally {
+      for (const g of await dest.list()) await dest.stop(g.name, { timeoutMs: 0 });
+      await rm(destDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('stop is clean when the guest powers off on the ACPI power button', async () => {
     const kernel = join(runDir, 'powerbutton.bin');

@@ -23,7 +23,7 @@ describe('loadState(state-example)', async () => {
       guestSubnet: '10.5.5.0/24',
       gatewayIP: '10.5.5.254',
       nat: { mode: 'full-nat', forwardSnat: true },
-      tables: { nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw', sync: 'cgw_sync', gwmac: 'cgw_gwmac' },
+      tables: { nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw', sync: 'cgw_sync', gwmac: 'cgw_gwmac', migration: 'cgw_migration' },
       health: { windowSeconds: 10, intervalSeconds: 1, checks: [] },
       rollout: { waves: [], soakSeconds: 0 },
       source: { file: 'cluster.yaml', line: 7, column: 1 },
@@ -127,7 +127,7 @@ netns: { command: [socat, "TCP-LISTEN:80", "EXEC:cat"] }
 
   it('fills cluster defaults', () => {
     expect(state!.cluster.nat).toEqual({ mode: 'full-nat', forwardSnat: true });
-    expect(state!.cluster.tables).toEqual({ nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw', sync: 'cgw_sync', gwmac: 'cgw_gwmac' });
+    expect(state!.cluster.tables).toEqual({ nat: 'cgw_nat', arp: 'cgw_arp', raw: 'cgw_raw', sync: 'cgw_sync', gwmac: 'cgw_gwmac', migration: 'cgw_migration' });
   });
 
   it('fills node defaults and sorts nodes by name (.yml files too)', () => {

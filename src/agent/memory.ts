@@ -16,6 +16,7 @@ import { loadState, type LoadResult } from '../state/load.js';
 import type { ClusterState } from '../state/types.js';
 import type { EarlierCycle, Outage } from './report.js';
 import type { Arrival } from './migration.js';
+import type { Departure } from '../reconcile/live-migration.js';
 
 export interface AgentMemory {
   applied?: { revision: string; at: string; desired: Ruleset };
@@ -30,6 +31,8 @@ export interface AgentMemory {
   placement?: Record<string, string>;
   /** Guests placed here that have not started yet (migration gate). */
   arrivals?: Record<string, Arrival>;
+  /** Live guests this node migrates away: failed attempts, handover (src/reconcile/live-migration.ts). */
+  departures?: Record<string, Departure>;
   /** Cycles whose reports were not published yet (Git unreachable): the next report carries them. */
   unpublished?: EarlierCycle[];
   /** A revision rolled back after its health checks failed: not tried again until the branch moves. */

@@ -13,6 +13,8 @@ import type { Gates } from '../plan/plan.js';
 import type { StatusRead, StatusReader } from './status-source.js';
 import type { PlacementHistory } from '../git/placement-history.js';
 import { shellQuote } from '../git/ssh.js';
+import { readLiveGates } from './live-migration.js';
+import { NO_LIVE_GATES, type Departure } from '../reconcile/live-migration.js';
 
 /** A guest placed on this node that has not started here yet. */
 export interface Arrival {
@@ -96,14 +98,18 @@ function shellWord(s: string): string {
   return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : shellQuote(s);
 }
 
-/** Guest -> why it must wait, for every arrival that may not start yet. */
-export async function buildMigrationGate(inp: GateInputs): Promise<Record<string, string>> {
+/** Each node's report read at most once per planning round (a failed read counts as no report). */
+function cachedStatus(read: StatusReader | undefined): (node: string) => Promise<StatusRead> {
   const cache = new Map<string, Promise<StatusRead>>();
-  const read = inp.readStatus;
-  const status = (n: string) => {
+  return (n) => {
     if (!cache.has(n)) cache.set(n, read ? read(n).catch(() => ({ status: null })) : Promise.resolve({ status: null }));
     return cache.get(n) as Promise<StatusRead>;
   };
+}
+
+/** Guest -> why it must wait, for every arrival that may not start yet. */
+export async function buildMigrationGate(inp: GateInputs, status = cachedStatus(inp.readStatus)): Promise<Record<string, string>> {
+  const read = inp.readStatus;
   let history: Promise<PlacementHistory | undefined> | undefined;
   const placements = () => {
     history ??= inp.placementHistory ? inp.placementHistory() : Promise.resolve(undefined);
@@ -138,11 +144,33 @@ export async function buildMigrationGate(inp: GateInputs): Promise<Record<string
  * what it remembers of the previous placement) and, for each, the other nodes' reports and the
  * operator's releases. Guests already running here are not arrivals.
  */
-export async function readGates(inp: Omit<GateInputs, 'arrivals'> & { revision: string; memory: { placement?: Record<string, string>; arrivals?: Record<string, Arrival> }; running: string[] }): Promise<Gates> {
+export async function readGates(
+  inp: Omit<GateInputs, 'arrivals'> & {
+    revision: string;
+    memory: { placement?: Record<string, string>; arrivals?: Record<string, Arrival>; departures?: Record<string, Departure> };
+    running: string[];
+    /** Guests running here, ours, that the state places on another node (live migration's sources). */
+    departing?: string[];
+  },
+): Promise<Gates> {
   const arrivals = updateArrivals(inp.memory.placement, inp.state, inp.node, inp.revision, inp.memory.arrivals ?? {});
+  // A live guest that waited here last cycle and runs now came by migration (a start clears its arrival).
+  const arrived = inp.running.filter((g) => arrivals[g] && inp.memory.arrivals?.[g] && inp.state.guests.some((x) => x.name === g && x.node === inp.node && x.migration === 'live'));
   for (const g of inp.running) delete arrivals[g];
-  if (Object.keys(arrivals).length === 0) return { arrivals, waits: {} };
-  return { arrivals, waits: await buildMigrationGate({ ...inp, arrivals }) };
+  const status = cachedStatus(inp.readStatus);
+  const waits = Object.keys(arrivals).length === 0 ? {} : await buildMigrationGate({ ...inp, arrivals }, status);
+  const live = await readLiveGates({
+    node: inp.node,
+    state: inp.state,
+    revision: inp.revision,
+    arrivals,
+    departing: inp.departing ?? [],
+    departures: inp.memory.departures ?? {},
+    released: (g) => inp.releases[g] !== undefined,
+    status,
+    isAtOrAfter: inp.isAtOrAfter,
+  });
+  return { arrivals, waits, ...((live || arrived.length > 0) && { live: { ...(live ?? NO_LIVE_GATES), arrived } }) };
 }
 
 // --- operator releases -------------------------------------------------------------------

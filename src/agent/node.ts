@@ -18,6 +18,8 @@ import { CommandAnnouncer, type GatewayAnnouncer } from '../guests/announce.js';
 import type { AgentConfig } from './config.js';
 import { runHooks, type HookResult } from './hooks.js';
 import { readGates, readReleases, writeReleases } from './migration.js';
+import { afterMigration, NO_LIVE_GATES, uriOf, type Departure } from '../reconcile/live-migration.js';
+import type { IncomingListen } from '../guests/driver.js';
 import type { GuestReport } from './report.js';
 import type { Source } from './source.js';
 import { statusReader, statusTrust } from './status-source.js';
@@ -125,13 +127,14 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         revision: revision ?? 'unknown',
         memory,
         running: live.guests.filter((g) => g.state === 'running').map((g) => g.name),
+        departing: live.guests.filter((g) => g.managed && g.state === 'running' && state.guests.some((x) => x.name === g.name && x.node !== view.node.name)).map((g) => g.name),
         releases: await readReleases(config.stateDir),
         readStatus: statusReader(config, statusTrust(state)),
         isAtOrAfter: rt.isAtOrAfter,
         ...(history && revision !== undefined && { placementHistory: () => history(revision) }),
         ...(config.file && { configFile: config.file }),
       })
-    : { arrivals: memory.arrivals ?? {}, waits: {} };
+    : { arrivals: memory.arrivals ?? {}, waits: {}, live: { ...NO_LIVE_GATES, departures: memory.departures ?? {}, arrived: [] } };
   const memoized = memo && { desired: rememberedFor(memo.rendered, view, '', () => renderView(view)), diff: memoPlanNft(memo) };
   const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }), owned, ...memoized });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
@@ -171,10 +174,21 @@ function outcomesOf(e: Executed): GuestOutcome[] {
   return e.result ? [...e.result.guestStops, ...e.result.guestStarts] : [];
 }
 
+/** The departures after the apply: each live migration carried out counts (handed over, or one failure more). */
+export function departuresAfter(plan: NodePlan, executed: Executed): Record<string, Departure> {
+  const departures = { ...plan.memory.departures };
+  for (const o of outcomesOf(executed).filter((x) => x.action === 'migrate-out')) {
+    const to = plan.guests?.actions.find((a) => a.guest === o.guest && a.action === 'migrate-out')?.to;
+    if (to) departures[o.guest] = afterMigration(departures[o.guest], to, o.ok, o.detail);
+  }
+  return departures;
+}
+
 /** After the apply: the guest memory to keep (arrivals that started are done), and spent releases. */
 export async function settleGuests(stateDir: string, plan: NodePlan, executed: Executed): Promise<GuestMemory> {
   const started = outcomesOf(executed).filter((o) => o.ok && (o.action === 'start' || o.action === 'restart')).map((o) => o.guest);
   const arrivals = Object.fromEntries(Object.entries(plan.memory.arrivals).filter(([g]) => !started.includes(g)));
+  const departures = departuresAfter(plan, executed);
   if (started.length > 0) {
     const releases = await readReleases(stateDir);
     if (started.some((g) => releases[g])) {
@@ -182,7 +196,8 @@ export async function settleGuests(stateDir: string, plan: NodePlan, executed: E
       await writeReleases(stateDir, releases);
     }
   }
-  return { placement: plan.memory.placement, arrivals };
+  // Always set (also empty), so a departure the state no longer needs leaves memory.json.
+  return { placement: plan.memory.placement, arrivals, departures };
 }
 
 /**
@@ -199,9 +214,19 @@ export async function guestReport(p: Prepared, executed: Executed): Promise<Gues
     const outcome = outcomes.find((o) => o.guest === a.guest && o.action === a.action);
     // A present guest's state is the driver's (the truth other nodes gate on); an absent one's
     // comes from what happened to it.
-    const absentState = outcome && !outcome.ok ? 'failed' : a.action === 'stop' ? 'stopped' : a.action === 'wait' ? 'waiting' : 'absent';
+    const absentState = outcome && !outcome.ok ? 'failed' : a.action === 'stop' ? 'stopped' : a.action === 'wait' ? 'waiting' : a.action === 'migrate-out' ? 'migrated' : 'absent';
     const detail = outcome ? (outcome.ok ? outcome.detail : `${a.action} failed: ${outcome.detail}`) : `${a.action}: ${a.reason}`;
-    report.set(a.guest, { name: a.guest, state: report.get(a.guest)?.state ?? absentState, detail });
+    report.set(a.guest, { ...report.get(a.guest), name: a.guest, state: report.get(a.guest)?.state ?? absentState, detail });
+  }
+  // Live migration: the destination's listener, and the source's word on each move (the other side acts on these).
+  for (const r of present.filter((x) => x.incoming)) {
+    const inc = r.incoming as IncomingListen;
+    const entry = report.get(r.name) as GuestReport;
+    report.set(r.name, { ...entry, incoming: { uri: uriOf(inc), port: inc.port, attempt: inc.attempt, revision: inc.revision } });
+  }
+  for (const [g, d] of Object.entries(departuresAfter(p.plan, executed))) {
+    const entry = report.get(g) ?? { name: g, state: d.handedOver ? 'migrated' : 'absent', detail: d.handedOver ? `handed over to ${d.to} by live migration` : `placed on ${d.to}` };
+    report.set(g, { ...entry, migration: { to: d.to, failures: d.failures, ...(d.handedOver && { handedOver: true }), ...(d.error && { error: d.error }) } });
   }
   return [...report.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
 }

@@ -21,6 +21,10 @@ export interface GuestReport {
   /** What the node did or found: running, started, stopped, waiting, failed, ... */
   state: string;
   detail?: string;
+  /** Live migration, destination side: a destination listens for the guest (src/reconcile/live-migration.ts). */
+  incoming?: { uri: string; port: number; attempt: number; revision: string };
+  /** Live migration, source side: the move to `to`, its failed attempts, and whether it was handed over. */
+  migration?: { to: string; failures: number; handedOver?: boolean; error?: string };
 }
 
 export interface Outage {

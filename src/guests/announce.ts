@@ -11,8 +11,8 @@
 // (render.ts, render/ipv6.ts). With a shared gateway MAC there is nothing to announce: the
 // guest's entries are valid everywhere.
 //
-// The applier calls this after its guest starts (src/reconcile/apply.ts); live migration calls
-// `announceGateway` after a guest arrives. The programs are Debian's `arping` (package arping) and
+// The applier calls this after its guest starts, or arrives by live migration
+// (src/reconcile/apply.ts). The programs are Debian's `arping` (package arping) and
 // `ndptool` (package libndp-tools), run in the node's namespace through the node's command
 // prefix, like nft.
 import type { ClusterState, GuestSpec } from '../state/types.js';
@@ -107,12 +107,12 @@ export async function announceGateway(view: NodeView, guest: Pick<GuestSpec, 'na
   return out;
 }
 
-/** Announce to every guest the applier started or restarted (in the order they started). */
+/** Announce to every guest the applier started, restarted, or saw arrive by live migration (in that order). */
 export async function announceStarted(started: readonly { guest: string; action: string; ok: boolean }[], view: NodeView, announcer: GatewayAnnouncer): Promise<Announcement[]> {
   const out: Announcement[] = [];
   for (const o of started) {
     const spec = view.guests.find((g) => g.name === o.guest);
-    if (o.ok && spec && (o.action === 'start' || o.action === 'restart')) out.push(...(await announceGateway(view, spec, announcer)));
+    if (o.ok && spec && (o.action === 'start' || o.action === 'restart' || o.action === 'arrived')) out.push(...(await announceGateway(view, spec, announcer)));
   }
   return out;
 }

@@ -24,6 +24,43 @@ export interface RunningGuest {
   pid?: number;
   /** True when cgw-sync started this guest; false for one started by hand or left by someone else. */
   managed: boolean;
+  /** A live-migration destination still waiting for the guest's state (qemu 'inmigrate'). */
+  incoming?: IncomingListen;
+}
+
+/** Where a live migration goes: the destination qemu listens there (-incoming). */
+export interface MigrationTarget {
+  host: string;
+  port: number;
+}
+
+/** A destination's listener as the node started it: the target, for which attempt and revision. */
+export interface IncomingListen extends MigrationTarget {
+  /** The source's failed attempts when it was started (a source migrates only to the listener of its next attempt). */
+  attempt: number;
+  /** The revision that placed the guest here. */
+  revision: string;
+}
+
+export interface MigrationResult {
+  /** qemu's own figures from query-migrate: the whole migration and the pause at its end. */
+  totalMs: number;
+  downtimeMs: number;
+}
+
+/** A driver that can live-migrate its guests (qemu). */
+export interface LiveMigrator {
+  /** Start the guest as a destination waiting on `listen` for the running guest's state. */
+  startIncoming(guest: GuestSpec, ctx: StartContext, listen: IncomingListen): Promise<void>;
+  /** Migrate a running guest to a waiting destination; on failure it still runs here (MigrationFailed). */
+  migrateOut(name: string, to: MigrationTarget, opts: { timeoutMs: number }): Promise<MigrationResult>;
+  /** Stop a destination that still waits; false (and nothing done) when it no longer waits: it runs the guest. */
+  stopIncoming(name: string): Promise<boolean>;
+}
+
+export function canMigrateLive(driver: GuestDriver): driver is GuestDriver & LiveMigrator {
+  const d = driver as Partial<LiveMigrator>;
+  return typeof d.startIncoming === 'function' && typeof d.migrateOut === 'function' && typeof d.stopIncoming === 'function';
 }
 
 /** What a driver needs besides the guest itself. */

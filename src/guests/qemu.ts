@@ -30,6 +30,10 @@ import {
   prepareStart,
   type GuestDriver,
   type GuestState,
+  type IncomingListen,
+  type LiveMigrator,
+  type MigrationResult,
+  type MigrationTarget,
   type RunningGuest,
   type StartContext,
   type StopResult,
@@ -163,23 +167,11 @@ export function qemuArgs(guest: GuestSpec, node: NodeSpec, opts: { runDir: strin
   return args;
 }
 
-/** Where a live migration goes: the destination qemu listens there (-incoming). */
-export interface MigrationTarget {
-  host: string;
-  port: number;
-}
-
 export function migrationUri(t: MigrationTarget): string {
   if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(t.host) || !Number.isInteger(t.port) || t.port < 1 || t.port > 65535) {
     throw new Error(`migration target ${JSON.stringify(t)} is not an IPv4 address and port`);
   }
   return `tcp:${t.host}:${t.port}`;
-}
-
-export interface MigrationResult {
-  /** qemu's own figures from query-migrate: the whole migration and the pause at its end. */
-  totalMs: number;
-  downtimeMs: number;
 }
 
 /** The live migration did not complete; the guest still runs on the source. */
@@ -217,7 +209,9 @@ export function identityFromCmdline(argv: string[]): { name?: string; mac?: stri
   return { name, mac };
 }
 
-export class QemuDriver implements GuestDriver {
+export type { MigrationResult, MigrationTarget } from './driver.js';
+
+export class QemuDriver implements GuestDriver, LiveMigrator {
   readonly kind = 'qemu' as const;
   readonly dir: RuntimeDir;
   private readonly netns?: string;
@@ -251,11 +245,19 @@ export class QemuDriver implements GuestDriver {
    * 'inmigrate') for the running guest's state on `listen`, then runs it. Same configuration,
    * same fingerprint as start(); the disk must be storage both nodes see.
    */
-  async startIncoming(guest: GuestSpec, ctx: StartContext, listen: MigrationTarget): Promise<void> {
+  async startIncoming(guest: GuestSpec, ctx: StartContext, listen: MigrationTarget | IncomingListen): Promise<void> {
     return this.launch(guest, ctx, listen);
   }
 
-  private async launch(guest: GuestSpec, ctx: StartContext, incoming?: MigrationTarget): Promise<void> {
+  /** Quit a destination that still waits ('inmigrate'); a qemu that runs the guest is left alone. */
+  async stopIncoming(name: string): Promise<boolean> {
+    const status = await this.qmpStatus(name);
+    if (status !== undefined && status !== 'inmigrate') return false;
+    await this.stop(name, { timeoutMs: 0 });
+    return true;
+  }
+
+  private async launch(guest: GuestSpec, ctx: StartContext, incoming?: MigrationTarget | IncomingListen): Promise<void> {
     assertSafeGuestName(guest.name);
     await assertGuestAllowed(guest, ctx.node, this.guard);
     const fp = desiredFingerprint(guest, ctx.node);
@@ -287,6 +289,7 @@ export class QemuDriver implements GuestDriver {
       startedAt: new Date().toISOString(),
       pid,
       pidStart,
+      ...(incoming && { incoming: { host: incoming.host, port: incoming.port, attempt: 'attempt' in incoming ? incoming.attempt : 0, revision: 'revision' in incoming ? incoming.revision : '' } }),
     });
   }
 
@@ -333,8 +336,10 @@ export class QemuDriver implements GuestDriver {
     if (meta) {
       // Ours, but the process is gone without stop(): it crashed or was killed.
       if (!proc) return { name, mac: meta.mac, fingerprint: meta.fingerprint, state: 'crashed', managed: true };
-      const state = (await this.queryState(name)) ?? 'unknown';
-      return { name, mac: meta.mac, fingerprint: meta.fingerprint, state, pid: proc.pid, managed: true };
+      const status = await this.qmpStatus(name);
+      const state = status === undefined ? 'unknown' : stateFromQmpStatus(status);
+      const incoming = status === 'inmigrate' && meta.incoming ? { incoming: meta.incoming } : {};
+      return { name, mac: meta.mac, fingerprint: meta.fingerprint, state, pid: proc.pid, managed: true, ...incoming };
     }
     // Not started by us: report it if it is alive (process or answering QMP socket).
     const state = await this.queryState(name);
@@ -359,11 +364,17 @@ export class QemuDriver implements GuestDriver {
 
   /** State over QMP; undefined when the socket does not answer. */
   private async queryState(name: string): Promise<GuestState | undefined> {
+    const status = await this.qmpStatus(name);
+    return status === undefined ? undefined : stateFromQmpStatus(status);
+  }
+
+  /** QMP's own status word (running, inmigrate, postmigrate, ...); undefined when the socket does not answer. */
+  private async qmpStatus(name: string): Promise<string | undefined> {
     let qmp: Qmp | undefined;
     try {
       qmp = await Qmp.connect(this.dir.file(name, '.qmp'), 2_000);
       const st = await qmp.execute<{ status: string }>('query-status');
-      return stateFromQmpStatus(st.status);
+      return st.status;
     } catch {
       return undefined;
     } finally {

@@ -3,6 +3,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HypervisorDriver } from '../state/types.js';
+import type { IncomingListen } from './driver.js';
 
 export const DEFAULT_RUN_ROOT = '/run/cgw-sync';
 
@@ -18,6 +19,8 @@ export interface GuestMeta {
   pidStart?: string;
   /** Driver-specific identity (e.g. the Xen domain UUID). */
   uuid?: string;
+  /** Started as a live-migration destination listening here (qemu -incoming). */
+  incoming?: IncomingListen;
 }
 
 const META = '.meta.json';

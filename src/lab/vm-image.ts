@@ -82,9 +82,11 @@ socat TCP4-LISTEN:80,fork,reuseaddr EXEC:/bin/cgw-http &
 socat TCP4-LISTEN:22,fork,reuseaddr EXEC:/bin/cgw-banner &
 socat UDP4-RECVFROM:123,fork EXEC:'/bin/cgw-answer udp/123' &
 # Echo on TCP and UDP :7 without a process per packet: a long-lived connection and a 10-ms UDP
-# stream through a forward measure a live migration (test/e2e-lab-qemu.test.ts).
+# stream through a forward measure a live migration (test/e2e-lab-qemu.test.ts). UDP: one child
+# per peer (without fork, UDP4-LISTEN answers its first peer only, for the VM's whole life), gone
+# after 30 s of silence.
 socat TCP4-LISTEN:7,fork,reuseaddr PIPE &
-socat UDP4-LISTEN:7,reuseaddr PIPE &
+socat -T 30 UDP4-LISTEN:7,fork,reuseaddr PIPE &
 printf '#!/bin/sh\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod 755 /etc/acpi/PWRF/00000080
 acpid -c /etc/acpi

@@ -10,8 +10,8 @@ import { identifierProblem } from './syntax.js';
 
 export const OWNED_TABLE_PREFIX = 'cgw_';
 
-/** The tables the renderer creates with the default table names, per NAT mode: ip nat always, netdev arp on nodes with trunks, ip raw in ct-sync and stateless-nat, bridge sync in ct-sync, bridge gwmac with a shared gateway MAC, ip6 nat6 in dual stack. */
-export const DEFAULT_OWNED_TABLES: readonly string[] = ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync', 'bridge cgw_gwmac', 'ip6 cgw_nat6'];
+/** The tables the renderer creates with the default table names, per NAT mode: ip nat always, netdev arp on nodes with trunks, ip raw in ct-sync and stateless-nat, bridge sync in ct-sync, bridge gwmac with a shared gateway MAC, ip6 nat6 in dual stack, bridge migration while a guest migrates live. */
+export const DEFAULT_OWNED_TABLES: readonly string[] = ['ip cgw_nat', 'netdev cgw_arp', 'ip cgw_raw', 'bridge cgw_sync', 'bridge cgw_gwmac', 'ip6 cgw_nat6', 'bridge cgw_migration'];
 
 export interface TableName {
   family: Family | string;

@@ -11,7 +11,8 @@ import { ownedTables, renderView } from '../render/render.js';
 import type { NftPlanned } from '../reconcile/nft.js';
 import { planNft } from './nft-plan.js';
 import { formatNftPlanText, LIVE_DESIRED, nftPlanJson, type DiffLabels } from './format.js';
-import { formatGuestPlanText, guestChanges, planGuests, type GuestPlan } from '../reconcile/guests.js';
+import { formatGuestPlanText, guestChanges, NO_LIVE, planGuests, type GuestPlan } from '../reconcile/guests.js';
+import { keptDepartures, type Departure, type LiveGates } from '../reconcile/live-migration.js';
 import { planNodeSettings, type SettingsPlanned } from '../settings/reconcile.js';
 import type { LiveSettings } from '../settings/plan.js';
 import { formatSettingsPlanText, settingsPlanJson } from '../settings/plan.js';
@@ -38,6 +39,8 @@ export interface Gates {
   arrivals: Record<string, Arrival>;
   /** Guest -> why it must not start yet. */
   waits: Record<string, string>;
+  /** Live migration (src/reconcile/live-migration.ts): the other side's word, this node's departures, who arrived. */
+  live?: LiveGates & { arrived: string[] };
 }
 
 export const NO_GATES: Gates = { arrivals: {}, waits: {} };
@@ -46,6 +49,8 @@ export const NO_GATES: Gates = { arrivals: {}, waits: {} };
 export interface GuestMemory {
   placement: Record<string, string>;
   arrivals: Record<string, Arrival>;
+  /** Live guests this node migrates (or migrated) away, while the state places them there. */
+  departures?: Record<string, Departure>;
 }
 
 export interface NodePlan {
@@ -81,13 +86,16 @@ export function planNode(view: NodeView, live: NodeLive, gates: Gates = NO_GATES
   const placement = Object.fromEntries(view.state.guests.map((g) => [g.name, g.node]));
   const conntrack = planConntrackCleanup(view, nft);
   const base = { node: view.node.name, ...(opts.revision !== undefined && { revision: opts.revision }), nft, conntrack, settings };
-  if (!Array.isArray(live.guests)) return { ...base, guestsNote: live.guests.note, memory: { placement, arrivals: gates.arrivals } };
+  const departures = keptDepartures(gates.live?.departures ?? {}, placement);
+  const kept = Object.keys(departures).length > 0 ? { departures } : {};
+  if (!Array.isArray(live.guests)) return { ...base, guestsNote: live.guests.note, memory: { placement, arrivals: gates.arrivals, ...kept } };
   const present = live.guests;
-  const guests = planGuests(view, present, (g) => gates.waits[g], new Map(Object.entries(live.guestRefusals ?? {})));
+  const since = Object.fromEntries(Object.entries(gates.arrivals).map(([g, a]) => [g, a.since]));
+  const guests = planGuests(view, present, (g) => gates.waits[g], new Map(Object.entries(live.guestRefusals ?? {})), { ...NO_LIVE, ...gates.live, since });
   // A guest already running here has arrived.
   const running = new Set(present.filter((r) => r.state === 'running').map((r) => r.name));
   const arrivals = Object.fromEntries(Object.entries(gates.arrivals).filter(([g]) => !running.has(g)));
-  return { ...base, guests, memory: { placement, arrivals } };
+  return { ...base, guests, memory: { placement, arrivals, ...kept } };
 }
 
 /** The plan with its nft correction held back (report-only drift): shown, not applied. */

@@ -18,6 +18,7 @@ import type { TableRef } from '../nft/transaction.js';
 import { planNft } from './nft-plan.js';
 import { formatNftPlanText, summaryLine, type DiffLabels } from './format.js';
 import { formatPlanBody, hasChanges, planNode, type Gates, type NodeLive, type NodePlan } from './plan.js';
+import { migrationPort, NO_LIVE_GATES } from '../reconcile/live-migration.js';
 
 export interface Review {
   markdown: string;
@@ -57,16 +58,27 @@ export function liveAsApplied(base: NodeView | undefined, head: NodeView): NodeL
   return { nft: base ? renderView(base) : { tables: [] }, baseChains: [], settings, guests };
 }
 
-/** Guests the head moves onto this node wait for their old node's report, as the node itself would. */
+/**
+ * Guests the head moves onto this node wait for their old node's report, as the node itself would.
+ * A live move shows as it will go: the destination listens, the source migrates to it.
+ */
 export function reviewGates(base: ClusterState | undefined, head: NodeView): Gates {
   const gates: Gates = { arrivals: {}, waits: {} };
+  const live: NonNullable<Gates['live']> = { ...NO_LIVE_GATES, arriving: {}, leaving: {}, arrived: [] };
+  const qemu = (n: string | undefined) => head.state.nodes.find((x) => x.name === n)?.hypervisor === 'qemu';
   for (const g of head.guests) {
     const from = base?.guests.find((b) => b.name === g.name)?.node;
     if (!from || from === head.node.name) continue;
     gates.arrivals[g.name] = { from, since: 'head' };
     gates.waits[g.name] = `waits for ${from}'s report that it stopped ${g.name}`;
+    if (g.migration === 'live' && qemu(from)) live.arriving[g.name] = { node: from, failures: 0, handedOver: false };
   }
-  return gates;
+  for (const g of base?.guests.filter((b) => b.node === head.node.name) ?? []) {
+    const to = head.state.guests.find((x) => x.name === g.name);
+    const dest = to && to.node !== head.node.name && to.migration === 'live' && head.state.nodes.find((n) => n.name === to.node && n.hypervisor === 'qemu');
+    if (dest) live.leaving[g.name] = { node: dest.name, target: { host: dest.guestBridge.nodeIP, port: migrationPort(g.name, new Set()) }, attempt: 0 };
+  }
+  return Object.keys(live.arriving).length + Object.keys(live.leaving).length > 0 ? { ...gates, live } : gates;
 }
 
 /** Anything the review must show: a change, or a guest that would wait. */

@@ -11,6 +11,7 @@ import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
 import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
+import { hasLiveGuests, migrationGuardTable, migrationTableRef } from './migration-guard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
 import { gatewayMacTable, gatewayMacTableRef, gatewayMacTables } from './gateway-mac.js';
@@ -173,15 +174,16 @@ function rawTable(view: NodeView): NftTable | undefined {
 /**
  * The tables a node lists and plans: the state's own (stateTables) and, where `granted` allows
  * (the agent config's ownedTables; empty: any marked table), those of roles the state has
- * switched off (ip6 nat6 once `ipv6` is removed, bridge gwmac once `gatewayMAC` is). Planning
- * deletes a listed table it does not render, so a role switched off loses its table instead of
- * leaving it behind. Throws NotOwnedTable for a name without the cgw_ mark, so a state that
- * bypassed validation can never make the planner list, replace or delete a foreign table.
+ * switched off (ip6 nat6 once `ipv6` is removed, bridge gwmac once `gatewayMAC` is, bridge
+ * migration once no guest migrates live). Planning deletes a listed table it does not render, so
+ * a role switched off loses its table instead of leaving it behind. Throws NotOwnedTable for a
+ * name without the cgw_ mark, so a state that bypassed validation can never make the planner
+ * list, replace or delete a foreign table.
  */
 export function ownedTables(state: ClusterState, granted: readonly string[] = []): { family: NftTable['family']; name: string }[] {
   const tables = stateTables(state);
   const isGranted = (t: { family: string; name: string }) => granted.length === 0 || granted.includes(`${t.family} ${t.name}`);
-  const switchedOff = [nat6TableRef(state), gatewayMacTableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
+  const switchedOff = [nat6TableRef(state), gatewayMacTableRef(state), migrationTableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
   const all = [...tables, ...switchedOff];
   assertOwnedTables(all);
   return all;
@@ -197,6 +199,8 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     // Named only where used (shared gateway MAC, dual stack): agents' explicit ownedTables lists stay valid.
     ...gatewayMacTables(state),
     ...ipv6Tables(state),
+    // Only while a guest migrates live: a node config listing its tables keeps working without it.
+    ...(hasLiveGuests(state) ? [migrationTableRef(state)] : []),
   ];
 }
 
@@ -219,5 +223,7 @@ export function renderView(view: NodeView): Ruleset {
   if (guard) tables.push(guard);
   const gwmac = gatewayMacTable(view);
   if (gwmac) tables.push(gwmac);
+  const migration = migrationGuardTable(view);
+  if (migration) tables.push(migration);
   return { tables };
 }

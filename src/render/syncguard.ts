@@ -23,24 +23,36 @@ function syncDestinations(state: ClusterState): Json[] {
   return [...new Set([...state.nodes.map((n) => n.guestBridge.nodeIP), ...(group ? [group] : [])])];
 }
 
+/** The comment of each guard chain's one rule: what it keeps where. */
+export interface GuardComments {
+  prerouting: string;
+  forward: string;
+  output: string;
+}
+
+/**
+ * A `table bridge` that keeps one kind of node-to-node traffic (`traffic`: the matches that
+ * select it) between the trunks and the node itself: dropped when it enters from any other
+ * bridge port (prerouting), is bridged towards one (forward), or this node sends it out of one
+ * (output). Without trunks nothing of it may cross any port.
+ */
+export function bridgeGuardTable(name: string, trunks: readonly string[], traffic: Json[], comments: GuardComments): NftTable {
+  const notTrunk = (port: 'iifname' | 'oifname') => (trunks.length > 0 ? [match(meta(port), oneOrSet([...trunks]), '!=')] : []);
+  const chain = (hook: 'prerouting' | 'forward' | 'output', port: 'iifname' | 'oifname'): NftChain => ({
+    name: hook,
+    base: { type: 'filter', hook, priority: -200, policy: 'accept' },
+    rules: [rule(comments[hook], ...notTrunk(port), ...traffic, { drop: null })],
+  });
+  return { family: 'bridge', name, maps: [], chains: [chain('prerouting', 'iifname'), chain('forward', 'oifname'), chain('output', 'oifname')].sort(byName) };
+}
+
 /** The guard's table, or undefined when the node runs no conntrackd (other modes, one node, no trunk). */
 export function syncGuardTable({ state, node, settings }: NodeView): NftTable | undefined {
   if (!settings.conntrackd || node.trunks.length === 0) return undefined;
-  const trunks = oneOrSet([...node.trunks]);
   const sync = [match(payload('ip', 'daddr'), oneOrSet(syncDestinations(state))), match(payload('udp', 'dport'), state.cluster.nat.ctSync?.port ?? DEFAULT_SYNC_PORT)];
-  const chain = (name: 'prerouting' | 'forward' | 'output', port: 'iifname' | 'oifname', comment: string): NftChain => ({
-    name,
-    base: { type: 'filter', hook: name, priority: -200, policy: 'accept' },
-    rules: [rule(comment, match(meta(port), trunks, '!='), ...sync, { drop: null })],
+  return bridgeGuardTable(syncTableName(state), node.trunks, sync, {
+    prerouting: 'ct-sync: sync traffic is accepted from the trunks only, never from a guest port',
+    forward: 'ct-sync: sync traffic is bridged to the trunks only, never to a guest port',
+    output: "ct-sync: this node's sync traffic leaves through the trunks only",
   });
-  return {
-    family: 'bridge',
-    name: syncTableName(state),
-    maps: [],
-    chains: [
-      chain('prerouting', 'iifname', 'ct-sync: sync traffic is accepted from the trunks only, never from a guest port'),
-      chain('forward', 'oifname', 'ct-sync: sync traffic is bridged to the trunks only, never to a guest port'),
-      chain('output', 'oifname', "ct-sync: this node's sync traffic leaves through the trunks only"),
-    ].sort(byName),
-  };
 }

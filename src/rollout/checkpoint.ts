@@ -8,6 +8,7 @@ import type { GuestMemory, NodePlan, NodeLive } from '../plan/plan.js';
 import { pendingWork } from '../plan/plan.js';
 import { summaryLine } from '../plan/format.js';
 import { applyChanged, applyFailed } from '../reconcile/apply.js';
+import type { GuestActionKind } from '../reconcile/guests.js';
 import { runUnchecked } from '../netns/netns.js';
 import type { ClusterState } from '../state/types.js';
 import { resolveNode, type NodeView } from '../render/node-view.js';
@@ -80,11 +81,14 @@ export function checksBridgeMac(view: NodeView): boolean {
 /** Every guest the node should run (not waiting for a migration gate, not refused) runs. */
 export function guestsVerdict(plan: NodePlan, live: NodeLive): Verdict {
   if (!plan.guests || !Array.isArray(live.guests)) return { ok: true, detail: plan.guestsNote ? `not checked: ${plan.guestsNote}` : 'not checked' };
-  const excused = new Set(plan.guests.actions.filter((a) => a.action === 'wait' || a.action === 'refused').map((a) => a.guest));
+  // Placed here and rightly not running yet: waiting for a gate or a live migration, or refused.
+  const excused = new Set(plan.guests.actions.filter((a) => NOT_YET.has(a.action)).map((a) => a.guest));
   const running = new Set(live.guests.filter((g) => g.state === 'running').map((g) => g.name));
   const missing = placedHere(plan).filter((g) => !excused.has(g) && !running.has(g));
   return missing.length === 0 ? { ok: true, detail: 'all running' } : { ok: false, detail: `not running: ${missing.join(', ')}` };
 }
+
+const NOT_YET = new Set<GuestActionKind>(['wait', 'refused', 'incoming', 'cancel-incoming']);
 
 function placedHere(plan: NodePlan): string[] {
   return Object.entries(plan.memory.placement).filter(([, n]) => n === plan.node).map(([g]) => g).sort();

@@ -226,7 +226,7 @@ function toCluster(d: Checked<ClusterSettings>, source: SourceRef): ClusterSetti
       ...(d.nat.portStride !== undefined && { portStride: d.nat.portStride }),
       ...(d.nat.ctSync !== undefined && { ctSync: { ...d.nat.ctSync } }),
     },
-    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync, gwmac: d.tables.gwmac, ...(d.ipv6 && { nat6: d.tables.nat6 }) },
+    tables: { nat: d.tables.nat, arp: d.tables.arp, raw: d.tables.raw, sync: d.tables.sync, gwmac: d.tables.gwmac, ...(d.ipv6 && { nat6: d.tables.nat6 }), ...(d.tables.migration !== undefined && { migration: d.tables.migration }) },
     // The schema fills in health and rollout (useDefaults), so both are present here.
     health: { windowSeconds: d.health!.windowSeconds, intervalSeconds: d.health!.intervalSeconds, checks: (d.health!.checks ?? []).map((c) => ({ ...c })) },
     rollout: { waves: (d.rollout!.waves ?? []).map((w) => [...w]), soakSeconds: d.rollout!.soakSeconds },
@@ -264,6 +264,7 @@ function toGuest(d: Checked<GuestSpec>, source: SourceRef): GuestSpec {
     ...(d.boot && { boot: { ...d.boot } }),
     ...(d.netns && { netns: { ...d.netns, ...(d.netns.command && { command: [...d.netns.command] }) } }),
     restartOnChange: d.restartOnChange,
+    ...(d.migration === 'live' && { migration: 'live' as const }),
     source,
   };
 }

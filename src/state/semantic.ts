@@ -13,6 +13,7 @@ import { statusKeys } from './status-keys.js';
 import { ipv6Checks } from './ipv6-checks.js';
 import { alreadyUsed, claim, reportDuplicates } from './claims.js';
 import { gatewayMacSettings, isMulticastMac } from './gateway-mac.js';
+import { liveMigrationGuests } from './migration-checks.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -192,4 +193,5 @@ const checks: Check[] = [
   statusKeys,
   ...ipv6Checks,
   gatewayMacSettings,
+  liveMigrationGuests,
 ];

@@ -5,7 +5,7 @@
 import { tableNameProblem } from '../nft/ownership.js';
 import type { Check } from './semantic.js';
 
-const ROLES = ['nat', 'arp', 'raw', 'sync', 'gwmac', 'nat6'] as const;
+const ROLES = ['nat', 'arp', 'raw', 'sync', 'gwmac', 'nat6', 'migration'] as const;
 
 export const tableNames: Check = (ctx) => {
   const { cluster } = ctx.input;

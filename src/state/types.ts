@@ -61,6 +61,11 @@ export interface ClusterSettings {
     nat6?: string;
     /** `table bridge <gwmac>`: the shared gateway MAC (gatewayMAC). Absent without it. Default cgw_gwmac. */
     gwmac?: string;
+    /**
+     * `table bridge <migration>`: live-migration streams only between trunks and the node itself,
+     * never from or to a guest's port (src/render/migration-guard.ts). Default cgw_migration.
+     */
+    migration?: string;
   };
   /** Health checks and their checkpoint window (src/health/). Absent: defaults, no declared checks. */
   health?: ClusterHealth;
@@ -165,8 +170,12 @@ export interface GuestSpec {
   netns?: { command?: string[] };
   /** Restart the guest when its configuration differs from the running one (default: report only). */
   restartOnChange: boolean;
+  /** How it moves to another node: stop then start (default), or live migration (qemu to qemu). */
+  migration?: GuestMigration;
   source: SourceRef;
 }
+
+export type GuestMigration = 'stop-start' | 'live';
 
 export interface ForwardSpec {
   /** Unique name, used in plans and reports. */

@@ -6,6 +6,7 @@ import { parseDocument } from 'yaml';
 import type { NatMode } from '../../src/state/types.js';
 import type { Lab } from '../../src/lab/lab.js';
 import { nodeSettled, readNodeStatus } from '../../src/lab/status.js';
+import type { NodeStatus } from '../../src/agent/report.js';
 import { delay } from '../../src/proc/process.js';
 import { gitCli } from './git-server.js';
 
@@ -37,19 +38,28 @@ export async function pushMode(clone: string, lab: Lab, mode: NatMode): Promise<
 }
 
 /**
+ * Wait until the nodes' current reports (node -> its status.json, undefined before its first)
+ * satisfy `ok`; the time it took. `onPoll` runs on every poll (transition checks). On timeout the
+ * error shows the reports.
+ */
+export async function waitForReports(lab: Lab, ok: (reports: Record<string, NodeStatus | undefined>) => boolean, what: string, timeoutMs: number, onPoll?: () => Promise<void>): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    await onPoll?.();
+    const reports = Object.fromEntries(await Promise.all(lab.plan.nodes.map(async (n) => [n.name, await readNodeStatus(lab.repo, n.name)] as const)));
+    if (ok(reports)) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`${what}: not within ${timeoutMs} ms:\n${Object.values(reports).map((r) => JSON.stringify(r)).join('\n')}`);
+    }
+    await delay(100);
+  }
+}
+
+/**
  * Wait until every node reports `revision` applied and runs exactly the guests `placement` gives
  * it; the time it took. `onPoll` runs on every poll (transition checks).
  */
 export async function waitApplied(lab: Lab, revision: string, placement: Record<string, string[]>, timeoutMs: number, onPoll?: () => Promise<void>): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    await onPoll?.();
-    const settled = await Promise.all(lab.plan.nodes.map(async (n) => nodeSettled(await readNodeStatus(lab.repo, n.name), revision, placement[n.name] ?? [])));
-    if (settled.every(Boolean)) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) {
-      const reports = await Promise.all(lab.plan.nodes.map(async (n) => JSON.stringify(await readNodeStatus(lab.repo, n.name))));
-      throw new Error(`nodes did not apply ${revision.slice(0, 12)} within ${timeoutMs} ms:\n${reports.join('\n')}`);
-    }
-    await delay(100);
-  }
+  const settled = (reports: Record<string, NodeStatus | undefined>) => lab.plan.nodes.every((n) => nodeSettled(reports[n.name], revision, placement[n.name] ?? []));
+  return waitForReports(lab, settled, `nodes did not apply ${revision.slice(0, 12)}`, timeoutMs, onPoll);
 }
