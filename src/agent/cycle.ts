@@ -14,7 +14,7 @@
 import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
 import type { CommittedRuleset } from '../nft/committed.js';
-import { loadState, type LoadResult } from '../state/load.js';
+import { LoadMemory, loadState, type LoadResult } from '../state/load.js';
 import { stat } from 'node:fs/promises';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
@@ -106,6 +106,8 @@ export interface MemoryCarry {
 interface AgentCache {
   memo: NodeMemo;
   states: Map<string, ClusterState>;
+  /** The files of the last load, read and checked: a new revision reads again only what changed. */
+  loads: LoadMemory;
   written?: { file: FileStamp; fingerprint: string };
   /** The source, which remembers the revision it accepted and checked out last. */
   source?: Source;
@@ -294,7 +296,7 @@ interface Reconciled {
 
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
-  if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map() };
+  if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map(), loads: new LoadMemory() };
   const cache = deps.carry?.cache;
   if (cache) {
     cache.source ??= gitSource(config);
@@ -425,7 +427,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     c.held = memory.held;
   } else if (candidate) {
     delete memory.held;
-    const r = await loadRemembered(c.cache, candidate.revision, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir));
+    const r = await loadRemembered(c.cache, candidate.revision, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir, c.cache?.loads));
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
@@ -433,7 +435,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood));
+  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood, c.cache?.loads));
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
@@ -523,7 +525,7 @@ async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: Clus
   const applied = c.memory.applied;
   if (!applied || applied.revision === loaded.revision) return undefined;
   const lastGood = agentPaths(c.config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood));
+  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood, c.cache?.loads));
   return r.state && { state: r.state, revision: applied.revision };
 }
 
