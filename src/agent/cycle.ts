@@ -30,7 +30,7 @@ import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
 import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
-import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
+import { agentPaths, loadStateCached, readMemory, saveLastGood, saveStateCache, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, memoPlanNft, nodeMemo, prepareNode, settingsHost, settleGuests, type Executed, type NodeMemo, type NodeRuntime, type Prepared } from './node.js';
@@ -339,6 +339,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
+  c.sw.lap('remember');
   const unverified = loaded && unverifiedNote(loaded.state, config.node);
   if (unverified) c.notes.push(unverified);
   const keyProblem = loaded && (await ownKeyProblem(config, loaded.state));
@@ -346,6 +347,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   // Every cycle, not only when the report changes: a forged tip must not stand until then.
   const intrusion = ownTipAdvertised(c) ? undefined : await findIntrusion(config, c.memory.statusTip);
   if (intrusion) c.notes.push(intrusionNote(intrusion));
+  c.sw.lap('checks');
 
   // --- report -----------------------------------------------------------------------------
   const { memory, sourceStatus, now } = c;
@@ -386,8 +388,6 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     Object.assign(status, { outcome: reportedOutcome(status.outcome, published), errors: [...status.errors, `the report could not be published: ${published.error}`] });
   }
   c.sw.lap('publish');
-  c.sw.total();
-  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   let saved = true;
   try {
     await saveMemory(config.stateDir, memory, cache);
@@ -397,6 +397,10 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     saved = false;
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
+  // The report carries the phases up to its own making; the log and the metrics all of them.
+  c.sw.lap('save');
+  c.sw.total();
+  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
   deps.log?.({ time: status.time, node: config.node, ...(deps.reason && { trigger: deps.reason }), outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
@@ -541,6 +545,8 @@ async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Ca
   const newRevision = loaded.revision !== memory.applied?.revision;
   if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {
     await saveLastGood(config.stateDir, candidate.dir).catch((e: Error) => c.errors.push(`could not save the last good state: ${e.message}`));
+    // The running agent's state cache (for its next start), written here: after the apply, not on its way.
+    if (c.cache) await saveStateCache(config.stateDir, candidate.revision, candidate.dir, loaded.state).catch((e: Error) => c.notes.push(`could not save the state cache: ${e.message}`));
   }
   memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }

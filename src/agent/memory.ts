@@ -76,15 +76,21 @@ export async function saveLastGood(stateDir: string, from: string): Promise<void
  * loadState for a revision, from the cache when this revision was already read and validated.
  * Only valid states are cached; a revision is immutable, so the cache never goes stale.
  * (Folder sources without Git have a content hash as revision, which changes with any edit.)
- * A running agent passes its LoadMemory: a new revision reads again only what changed.
+ * A running agent passes its LoadMemory: a new revision reads again only what changed. It writes
+ * the cache itself once it applied the revision (saveStateCache), after the apply, not before it.
  */
 export async function loadStateCached(stateDir: string, revision: string, dir: string, memory?: LoadMemory): Promise<LoadResult> {
   const file = agentPaths(stateDir).stateCache;
   const cached = await readStateCache(file, revision, dir);
   if (cached) return { state: cached, diagnostics: [] };
   const r = await loadState(dir, memory);
-  if (r.state) await writeFileAtomic(file, JSON.stringify({ revision, dir, state: r.state } satisfies StateCache));
+  if (r.state && !memory) await saveStateCache(stateDir, revision, dir, r.state);
   return r;
+}
+
+/** state-cache.json for this revision, read from `dir`. */
+export async function saveStateCache(stateDir: string, revision: string, dir: string, state: ClusterState): Promise<void> {
+  await writeFileAtomic(agentPaths(stateDir).stateCache, JSON.stringify({ revision, dir, state } satisfies StateCache));
 }
 
 interface StateCache {
