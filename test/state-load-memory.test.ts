@@ -113,20 +113,28 @@ async function generated(forwards: number): Promise<{ dir: string; memory: LoadM
   return { dir, memory };
 }
 
+/** The list file's items as the memory holds them: the same objects when they were reused. */
+const listItems = (memory: LoadMemory) => memory.files.get(LIST)?.list?.items ?? [];
+
 /**
  * `steps` random edits, each loaded both ways. An invalid revision is undone at once, or left for
  * one more edit on top of it (the memory then still holds the last valid reading of the file).
  */
-async function randomEdits(forwards: number, seed: number, steps: number): Promise<{ valid: number; invalid: number }> {
+async function randomEdits(forwards: number, seed: number, steps: number): Promise<{ valid: number; invalid: number; reused: number }> {
   const { dir, memory } = await generated(forwards);
   const pick = random(seed);
   let valid = 0;
   let invalid = 0;
+  let reused = 0;
   let broken: { file: string; text: string | undefined } | undefined;
   for (let step = 0; step < steps; step++) {
     const edit = randomEdit(pick, forwards, step);
     const before = await applyEdit(dir, edit);
+    const held = listItems(memory);
     const r = await expectSameLoad(dir, memory, `seed ${seed}, step ${step}: ${edit.what}`);
+    // Items read before and kept as they were (the first or the last one is always far from a single edit).
+    const now = listItems(memory);
+    if (edit.file === LIST && now !== held && (now[0] === held[0] || now.at(-1) === held.at(-1))) reused++;
     if (r.state) valid++;
     else invalid++;
     if (broken) {
@@ -139,7 +147,7 @@ async function randomEdits(forwards: number, seed: number, steps: number): Promi
       await expectSameLoad(dir, memory, `seed ${seed}, step ${step}: undone`);
     } else if (!r.state) broken = { file: edit.file, text: before };
   }
-  return { valid, invalid };
+  return { valid, invalid, reused };
 }
 
 describe('a load with memory gives what a fresh load gives', () => {
@@ -148,6 +156,8 @@ describe('a load with memory gives what a fresh load gives', () => {
     // Both kinds of revision were met, or the sequence proves less than it claims.
     expect(counts.valid).toBeGreaterThan(8);
     expect(counts.invalid).toBeGreaterThan(8);
+    // And the memory's way was taken, not only a full reading again.
+    expect(counts.reused).toBeGreaterThan(4);
   }, 240_000);
 
   it('50,000 forwards, 5 random edits', async () => {
@@ -164,6 +174,15 @@ describe('a load with memory gives what a fresh load gives', () => {
     expect(byName(after, 'guest1')).toBe(byName(before, 'guest1'));
     expect(byName(after, 'guest2')).not.toBe(byName(before, 'guest2'));
     expect(byName(after, 'guest2')?.resources.memoryMiB).toBe(777);
+    // One item of the long list changed: the others are the objects read before.
+    const held = listItems(memory);
+    await applyEdit(dir, { what: 'one forward changes', file: LIST, change: (t) => replaceItem(t, 1500, item('changed', 65000)) });
+    await expectSameLoad(dir, memory, 'one forward changed');
+    const now = listItems(memory);
+    expect(now).toHaveLength(2_000);
+    expect(now[1499]).toBe(held[1499]);
+    expect(now[1501]).toBe(held[1501]);
+    expect(now[1500]).not.toBe(held[1500]);
   });
 
   it('the value limit counts a file read from memory as it counts a file read again', async () => {

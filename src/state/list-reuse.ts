@@ -73,7 +73,8 @@ export function listMemo(text: string, parsed: FastParse, key: string): ListMemo
     text,
     key,
     indent: shape.indent,
-    header: shape.header,
+    // A copy: a slice would keep this whole text alive for as long as the memo lives on.
+    header: Buffer.from(shape.header).toString(),
     starts,
     items: list,
     offsets,
