@@ -20,7 +20,6 @@ import {
   listValuesOf,
   SEPARATOR_SLACK,
   type FastParse,
-  type ListValues,
 } from './yaml-fast.js';
 
 /** What the last reading of one file with a long list keeps for the next one. */

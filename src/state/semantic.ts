@@ -175,8 +175,8 @@ const forwardPortClashes: Check = (ctx) => {
   for (const forward of ctx.input.forwards) {
     const port = (forward.protocol === 'udp' ? 0x10000 : 0) + forward.port;
     for (const node of forward.nodes ?? allNodes) {
-      let id = nodeIds.get(node);
-      if (id === undefined) nodeIds.set(node, (id = nodeIds.size));
+      const id = nodeIds.get(node) ?? nodeIds.size;
+      nodeIds.set(node, id);
       const key = id * 0x40000 + port;
       const first = firsts.get(key);
       if (!first) firsts.set(key, forward);
