@@ -120,8 +120,8 @@ export function reuseList(text: string, memo: ListMemo, budget: number): ListReu
   const fresh = run.length > 0 ? parseRun(text, header, key, run, to, back === n, budget) : undefined;
   if (run.length > 0 && !fresh) return undefined;
   if (fresh && fresh.counts.header !== memo.headerValues) return undefined;
-  const keep = <T>(a: T[], b: T[], c: T[]) => [...a.slice(0, front), ...b, ...c.slice(back)];
-  const newStarts = keep(starts, run, starts.map((s) => s + delta));
+  const keep = <T>(a: T[], b: T[], c: T[]) => a.slice(0, front).concat(b, c.slice(back));
+  const newStarts = keep(starts, run, delta === 0 ? starts : starts.map((s) => s + delta));
   const next: ListMemo = {
     ...memo,
     text,
