@@ -14,7 +14,7 @@
 import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
 import type { CommittedRuleset } from '../nft/committed.js';
-import { loadState, type LoadResult } from '../state/load.js';
+import { LoadMemory, loadState, type LoadResult } from '../state/load.js';
 import { stat } from 'node:fs/promises';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
@@ -30,7 +30,7 @@ import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
 import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
-import { agentPaths, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
+import { agentPaths, loadStateCached, readMemory, saveLastGood, saveStateCache, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, memoPlanNft, nodeMemo, prepareNode, settingsHost, settleGuests, type Executed, type NodeMemo, type NodeRuntime, type Prepared } from './node.js';
@@ -106,6 +106,8 @@ export interface MemoryCarry {
 interface AgentCache {
   memo: NodeMemo;
   states: Map<string, ClusterState>;
+  /** The files of the last load, read and checked: a new revision reads again only what changed. */
+  loads: LoadMemory;
   written?: { file: FileStamp; fingerprint: string };
   /** The source, which remembers the revision it accepted and checked out last. */
   source?: Source;
@@ -294,7 +296,7 @@ interface Reconciled {
 
 async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const { config } = deps;
-  if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map() };
+  if (deps.carry) deps.carry.cache ??= { memo: nodeMemo(), states: new Map(), loads: new LoadMemory() };
   const cache = deps.carry?.cache;
   if (cache) {
     cache.source ??= gitSource(config);
@@ -337,6 +339,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   const outcome = cycleOutcome({ ...(rec && { plan: rec.prepared.plan, executed: rec.executed, rolledBack: !!rec.guarded.rollback, suspended: !!c.suspended }), ...(failure && { failure }) });
   if (failure) c.errors.push(failure);
   if (rec && loaded) await remember(c, rec, loaded, candidate, outcome);
+  c.sw.lap('remember');
   const unverified = loaded && unverifiedNote(loaded.state, config.node);
   if (unverified) c.notes.push(unverified);
   const keyProblem = loaded && (await ownKeyProblem(config, loaded.state));
@@ -344,6 +347,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   // Every cycle, not only when the report changes: a forged tip must not stand until then.
   const intrusion = ownTipAdvertised(c) ? undefined : await findIntrusion(config, c.memory.statusTip);
   if (intrusion) c.notes.push(intrusionNote(intrusion));
+  c.sw.lap('checks');
 
   // --- report -----------------------------------------------------------------------------
   const { memory, sourceStatus, now } = c;
@@ -384,8 +388,6 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     Object.assign(status, { outcome: reportedOutcome(status.outcome, published), errors: [...status.errors, `the report could not be published: ${published.error}`] });
   }
   c.sw.lap('publish');
-  c.sw.total();
-  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   let saved = true;
   try {
     await saveMemory(config.stateDir, memory, cache);
@@ -395,6 +397,10 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     saved = false;
     status.errors.push(`could not save ${agentPaths(config.stateDir).memory}: ${(e as Error).message}`);
   }
+  // The report carries the phases up to its own making; the log and the metrics all of them.
+  c.sw.lap('save');
+  c.sw.total();
+  deps.observe?.({ outcome: status.outcome, status, timings: c.sw.timings, ...(rec && { planned: { plan: rec.prepared.plan, forwards: rec.prepared.view.forwards.length } }) });
   if (deps.carry) Object.assign(deps.carry, { memory, unsaved: !saved });
   deps.log?.({ time: status.time, node: config.node, ...(deps.reason && { trigger: deps.reason }), outcome: status.outcome, revision: status.appliedRevision ?? null, source: sourceStatus.state, drift: status.drift.items.map((d) => d.kind), errors: status.errors.length, published: published.kind === 'failed' ? `failed: ${published.error}` : published.kind, ...(!saved && { saved: false }), ms: c.sw.timings }, status);
   return status;
@@ -425,7 +431,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
     c.held = memory.held;
   } else if (candidate) {
     delete memory.held;
-    const r = await loadRemembered(c.cache, candidate.revision, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir));
+    const r = await loadRemembered(c.cache, candidate.revision, () => loadStateCached(config.stateDir, candidate.revision, candidate.dir, c.cache?.loads));
     const notOwned = r.state && ownershipProblem(r.state, config);
     if (!r.state) Object.assign(sourceStatus, { state: 'invalid', message: `revision ${candidate.revision} is invalid; nothing of it was applied:\n${formatDiagnostics(r.diagnostics)}` });
     else if (notOwned) Object.assign(sourceStatus, { state: 'not-owned', message: notOwned });
@@ -433,7 +439,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood));
+  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood, c.cache?.loads));
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
@@ -523,7 +529,7 @@ async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: Clus
   const applied = c.memory.applied;
   if (!applied || applied.revision === loaded.revision) return undefined;
   const lastGood = agentPaths(c.config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood));
+  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood, c.cache?.loads));
   return r.state && { state: r.state, revision: applied.revision };
 }
 
@@ -539,6 +545,8 @@ async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Ca
   const newRevision = loaded.revision !== memory.applied?.revision;
   if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {
     await saveLastGood(config.stateDir, candidate.dir).catch((e: Error) => c.errors.push(`could not save the last good state: ${e.message}`));
+    // The running agent's state cache (for its next start), written here: after the apply, not on its way.
+    if (c.cache) await saveStateCache(config.stateDir, candidate.revision, candidate.dir, loaded.state).catch((e: Error) => c.notes.push(`could not save the state cache: ${e.message}`));
   }
   memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }

@@ -8,11 +8,11 @@
 //   state-cache.json  the validated state of the last revision read, so a cycle with nothing new
 //                 does not parse YAML again (10,000 forwards take ~0.5 s to parse)
 // memory.json is replaced atomically (write + rename), so a kill -9 leaves the old or the new.
-import { cp, readFile, rename, rm } from 'node:fs/promises';
+import { cp, open, readFile, rename, rm } from 'node:fs/promises';
 import { writeFileAtomic } from '../fs/atomic.js';
 import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
-import { loadState, type LoadResult } from '../state/load.js';
+import { loadState, type LoadMemory, type LoadResult } from '../state/load.js';
 import type { ClusterState } from '../state/types.js';
 import type { EarlierCycle, Outage } from './report.js';
 import type { Arrival } from './migration.js';
@@ -79,16 +79,44 @@ export async function saveLastGood(stateDir: string, from: string): Promise<void
  * loadState for a revision, from the cache when this revision was already read and validated.
  * Only valid states are cached; a revision is immutable, so the cache never goes stale.
  * (Folder sources without Git have a content hash as revision, which changes with any edit.)
+ * A running agent passes its LoadMemory: a new revision reads again only what changed. It writes
+ * the cache itself once it applied the revision (saveStateCache), after the apply, not before it.
  */
-export async function loadStateCached(stateDir: string, revision: string, dir: string): Promise<LoadResult> {
+export async function loadStateCached(stateDir: string, revision: string, dir: string, memory?: LoadMemory): Promise<LoadResult> {
   const file = agentPaths(stateDir).stateCache;
-  try {
-    const cached = JSON.parse(await readFile(file, 'utf8')) as { revision: string; dir: string; state: ClusterState };
-    if (cached.revision === revision && cached.dir === dir) return { state: cached.state, diagnostics: [] };
-  } catch {
-    // missing or unreadable: read the YAML
-  }
-  const r = await loadState(dir);
-  if (r.state) await writeFileAtomic(file, JSON.stringify({ revision, dir, state: r.state }));
+  const cached = await readStateCache(file, revision, dir);
+  if (cached) return { state: cached, diagnostics: [] };
+  const r = await loadState(dir, memory);
+  if (r.state && !memory) await saveStateCache(stateDir, revision, dir, r.state);
   return r;
+}
+
+/** state-cache.json for this revision, read from `dir`. */
+export async function saveStateCache(stateDir: string, revision: string, dir: string, state: ClusterState): Promise<void> {
+  await writeFileAtomic(agentPaths(stateDir).stateCache, JSON.stringify({ revision, dir, state } satisfies StateCache));
+}
+
+interface StateCache {
+  revision: string;
+  dir: string;
+  state: ClusterState;
+}
+
+/**
+ * The cached state when the cache holds this revision read from this dir. The file starts with
+ * both (JSON keeps the order they were written in), so another revision's cache (megabytes at
+ * 50,000 forwards) is told apart by its first bytes, without parsing it.
+ */
+async function readStateCache(file: string, revision: string, dir: string): Promise<ClusterState | undefined> {
+  const head = Buffer.from(`${JSON.stringify({ revision, dir }).slice(0, -1)},"state":`);
+  try {
+    const start = Buffer.alloc(head.length);
+    const handle = await open(file, 'r');
+    const { bytesRead } = await handle.read(start, 0, head.length, 0).finally(() => handle.close());
+    if (bytesRead !== head.length || !start.equals(head)) return undefined;
+    const cached = JSON.parse(await readFile(file, 'utf8')) as StateCache;
+    return cached.revision === revision && cached.dir === dir ? cached.state : undefined;
+  } catch {
+    return undefined; // missing or unreadable: read the YAML
+  }
 }

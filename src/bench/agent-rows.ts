@@ -22,6 +22,7 @@ import { NftCli } from '../nft/backend.js';
 import type { Ruleset } from '../nft/model.js';
 import type { NodePlan } from '../plan/plan.js';
 import { planNft, planToTransaction } from '../plan/nft-plan.js';
+import { AFTER_CONVERGED } from './report.js';
 import { median, timed } from './stats.js';
 import { forwardsDocument } from './state-repo.js';
 import { writeSyntheticStateRepo } from './synthetic.js';
@@ -30,6 +31,12 @@ import { writeSyntheticStateRepo } from './synthetic.js';
 export interface CycleFigure {
   ms: number;
   phases: Record<string, number>;
+  /**
+   * Median ms from the start of the cycle until the node was converged: the new ruleset applied
+   * and checked (every phase before AFTER_CONVERGED). The whole cycle (`ms`) goes on to publish
+   * the report and save the agent's memory.
+   */
+  convergedMs: number;
 }
 
 export interface AgentFigures {
@@ -69,16 +76,28 @@ function benchAgentConfig(dir: string, url: string, ns: string): AgentConfig {
   };
 }
 
-/** The report's timings end before the report is published; what the cycle spent after that. */
-const REST = 'publish+rest';
+/** What the bench's clock saw beyond the cycle's own phases (the trigger, the log line). */
+const REST = 'rest';
 
-function medianFigure(samples: { ms: number; value: NodeStatus }[]): CycleFigure {
+/** A cycle as the bench sees it: its report, and its complete timings (from its log line). */
+export interface CycleEnd {
+  status: NodeStatus;
+  timings: Record<string, number>;
+}
+
+function medianFigure(samples: { ms: number; value: CycleEnd }[]): CycleFigure {
+  const sum = (t: Record<string, number>) => Object.values(t).reduce((a, b) => a + b, 0);
   const phases = samples.map(({ ms, value }): Record<string, number> => {
-    const t = Object.fromEntries(Object.entries(value.timings ?? {}).filter(([n]) => n !== 'total'));
-    return { ...t, [REST]: Math.max(0, ms - Object.values(t).reduce((a, b) => a + b, 0)) };
+    const t = Object.fromEntries(Object.entries(value.timings).filter(([n]) => n !== 'total'));
+    return { ...t, [REST]: Math.max(0, ms - sum(t)) };
   });
+  const converged = phases.map((p) => sum(Object.fromEntries(Object.entries(p).filter(([n]) => n !== REST && !AFTER_CONVERGED.includes(n)))));
   const names = [...new Set(phases.flatMap((p) => Object.keys(p)))];
-  return { ms: median(samples.map((s) => s.ms)), phases: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n] ?? 0))])) };
+  return {
+    ms: median(samples.map((s) => s.ms)),
+    phases: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n] ?? 0))])),
+    convergedMs: median(converged),
+  };
 }
 
 /** The batch that turns `from` into `to` (both as rendered), as nft text. */
@@ -89,9 +108,9 @@ function batchText(to: Ruleset, from: Ruleset, owned: NodePlan['nft']['owned']):
 /** How the bench drives the agent's cycles. */
 interface CycleRunner {
   /** The agent's first cycle (its start). */
-  first(): Promise<NodeStatus>;
+  first(): Promise<CycleEnd>;
   /** One more cycle, now. */
-  cycle(): Promise<NodeStatus>;
+  cycle(): Promise<CycleEnd>;
   stop(): Promise<void>;
 }
 
@@ -102,17 +121,17 @@ interface CycleRunner {
  */
 function runningAgent(deps: CycleDeps, driver: { kind: AgentFigures['driver'] }): CycleRunner {
   let agent: (Agent & { trigger?: (reason: string) => Promise<void> }) | undefined;
-  let waiting: ((s: NodeStatus) => void) | undefined;
-  // The next cycle's report, as the agent logs it at the end of the cycle.
+  let waiting: ((end: CycleEnd) => void) | undefined;
+  // The next cycle's report, as the agent logs it at the end of the cycle, with all its phases.
   const next = () =>
-    new Promise<NodeStatus>((resolve) => {
+    new Promise<CycleEnd>((resolve) => {
       waiting = resolve;
     });
-  const log: CycleDeps['log'] = (_line, status) => {
+  const log: CycleDeps['log'] = (line, status) => {
     const w = waiting;
     if (!status || !w) return;
     waiting = undefined;
-    w(status);
+    w({ status, timings: (line.ms as Record<string, number> | undefined) ?? status.timings });
   };
   return {
     first: () => {
@@ -122,9 +141,9 @@ function runningAgent(deps: CycleDeps, driver: { kind: AgentFigures['driver'] })
       return p;
     },
     cycle: async () => {
-      if (!agent?.trigger) return runOnce(deps);
       const p = next();
-      await agent.trigger('bench');
+      if (agent?.trigger) await agent.trigger('bench');
+      else await runOnce({ ...deps, log });
       return p;
     },
     stop: async () => {
@@ -134,9 +153,9 @@ function runningAgent(deps: CycleDeps, driver: { kind: AgentFigures['driver'] })
 }
 
 /** A cycle that must end with `outcome` (at `revision` when given); the bench stops otherwise. */
-async function cycleExpecting(cycle: () => Promise<NodeStatus>, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: NodeStatus }> {
+async function cycleExpecting(cycle: () => Promise<CycleEnd>, outcome: NodeStatus['outcome'], revision?: string): Promise<{ ms: number; value: CycleEnd }> {
   const r = await timed(cycle);
-  const s = r.value;
+  const s = r.value.status;
   if (s.outcome !== outcome || (revision && s.appliedRevision !== revision)) {
     throw new Error(`bench agent cycle: expected ${outcome}${revision ? ` at ${revision.slice(0, 12)}` : ''}, got ${s.outcome} at ${s.appliedRevision?.slice(0, 12) ?? 'none'}: ${s.errors.join('; ') || s.source.message || ''}`);
   }
@@ -175,8 +194,8 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       return (await timed(() => raw(['-f', file]))).ms;
     };
     await rawApply(plan!.nft.desired, { tables: [] }, plan!.nft.owned);
-    const ones: { ms: number; value: NodeStatus }[] = [];
-    const noops: { ms: number; value: NodeStatus }[] = [];
+    const ones: { ms: number; value: CycleEnd }[] = [];
+    const noops: { ms: number; value: CycleEnd }[] = [];
     const rawOnes: number[] = [];
     const rawLists: number[] = [];
     for (let i = 0; i < rounds && (i === 0 || Date.now() < until); i++) {

@@ -68,8 +68,9 @@ export interface SourceAccepted {
   /** Fingerprint of the key that signed the revision, when keys are configured. */
   signedBy?: string;
   /**
-   * The remote's branch tips (refs/heads/...) as advertised to this very fetch, when it asked
-   * only for the advertisement (nothing new): other readers of the same repository may use them.
+   * The remote's branch tips (refs/heads/...) as advertised at the start of this very fetch (an
+   * HTTP fetch into an existing cache asks for them first): other readers of the same repository
+   * may use them.
    */
   advertised?: Record<string, string>;
 }
@@ -124,7 +125,7 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
   return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy, ...(advertised && { advertised }) };
 }
 
-/** Bring `branch` into the cache as refs/remotes/origin/<branch> with isomorphic-git; its oid (and the advertisement, when that was all it took). */
+/** Bring `branch` into the cache as refs/remotes/origin/<branch> with isomorphic-git; its oid (and the advertisement, when one was asked for first). */
 async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<{ oid: string; advertised?: Record<string, string> }> {
   const dir = opts.cacheDir;
   const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
@@ -137,6 +138,9 @@ async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<{ oid
       const advertised = have ? await advertisedBranches(common) : undefined;
       if (have && advertised?.[`refs/heads/${branch}`] === have) return { oid: have, advertised };
       await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
+      // The advertisement came first in this fetch: its other branch tips (the status branch)
+      // are as current as in a fetch with nothing new.
+      if (advertised) return { oid: await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }), advertised };
     } else {
       await mkdir(dir, { recursive: true });
       // No checkout yet: the work tree only ever holds an accepted revision.

@@ -16,7 +16,8 @@ import type {
   NodeSpec,
   SourceRef,
 } from './types.js';
-import { fastPositions, parseYamlFast } from './yaml-fast.js';
+import { fastPositions, parseYamlFast, type FastParse } from './yaml-fast.js';
+import { listMemo, reuseList, type ListMemo } from './list-reuse.js';
 import { locate, parseYamlSource, positionsOf, type NodeBudget, type Positions } from './yaml-source.js';
 
 export interface LoadResult {
@@ -44,19 +45,46 @@ interface LoadedDocument {
   problems: ProblemIndex;
 }
 
-export async function loadState(dir: string): Promise<LoadResult> {
+/**
+ * What a long-running process (the agent) keeps of its loads, so that loading the next revision
+ * reads again only the files that changed, and of a changed file with a long list only the items
+ * that changed (src/state/list-reuse.ts). Only files read the fast way (plain, schema-valid) are
+ * kept, each with the value budget left when it was read: the same text read with at least that
+ * budget reads the same. The checks across files (semantic.ts) always run over the whole state.
+ */
+export class LoadMemory {
+  /** By file path in the state directory: its last fast reading. */
+  files = new Map<string, RememberedFile>();
+}
+
+interface RememberedFile {
+  kind: Kind;
+  text: string;
+  /** The value budget left before the file was read, and what it charged. */
+  budget: number;
+  values: number;
+  reading: FileReading;
+  list?: ListMemo;
+}
+
+/**
+ * Loads the state in `dir`. With `memory`, files read before are taken from it and it is updated:
+ * the result is the same as without (test/state-load-memory.test.ts).
+ */
+export async function loadState(dir: string, memory?: LoadMemory): Promise<LoadResult> {
   const root = path.resolve(dir);
   const tree = await readStateTree(root, FOLDERS.map((f) => f.folder));
   if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
   // Past a size or count limit, parsing what was read would only spend the time the limit saves.
   if (tree.overLimit) return { diagnostics: capDiagnostics(sortDiagnostics(tree.diagnostics)) };
   const diagnostics: Diagnostic[] = [...tree.diagnostics];
-  const documents: LoadedDocument[] = [];
+  const readings: FileReading[] = [];
   const budget = { nodes: STATE_LIMITS.yamlNodes };
+  const kept = new Map<string, RememberedFile>();
   const read = (file: StateFile, kind: Kind) => {
-    const result = readDocument(file, kind, budget);
+    const result = readFile(file, kind, budget, memory && { memory, kept });
     for (const d of result.diagnostics) diagnostics.push(d);
-    documents.push(result.document);
+    readings.push(result);
   };
 
   if (tree.cluster) read(tree.cluster, 'Cluster');
@@ -69,7 +97,8 @@ export async function loadState(dir: string): Promise<LoadResult> {
     for (const file of files) read(file, kind);
   }
 
-  const { input, locator } = buildSpecs(documents);
+  if (memory) memory.files = kept;
+  const { input, locator } = joinSpecs(readings.map((r) => r.specs));
   for (const d of validateSemantics(input, locator)) diagnostics.push(d);
   for (const d of await statusKeyDiagnostics(input.nodes, locator)) diagnostics.push(d);
   if (diagnostics.length > 0) return { diagnostics: capDiagnostics(sortDiagnostics(diagnostics)) };
@@ -93,24 +122,53 @@ export async function loadStateOrThrow(dir: string): Promise<ClusterState> {
   return state;
 }
 
-type ReadDocument = { document: LoadedDocument; diagnostics: Diagnostic[] };
+/** One file read: its document, the specs made of it, and its problems. */
+interface FileReading {
+  document: LoadedDocument;
+  specs: DocumentSpecs;
+  diagnostics: Diagnostic[];
+}
+
+/** The load's memory, and the files it keeps for the next load. */
+type Remembering = { memory: LoadMemory; kept: Map<string, RememberedFile> };
 
 /**
- * Parses and schema-checks one file: the fast way when that finds a valid document, else carefully,
- * with positions for every problem.
+ * Parses and schema-checks one file: from memory when it was read before as it is now, the fast
+ * way when that finds a valid document, else carefully, with positions for every problem.
  */
-function readDocument(file: StateFile, expected: Kind, budget: NodeBudget): ReadDocument {
-  return readValidFast(file, expected, budget) ?? readCarefully(file, expected, budget);
+function readFile(file: StateFile, kind: Kind, budget: NodeBudget, remembering?: Remembering): FileReading {
+  const before = budget.nodes;
+  const old = remembering?.memory.files.get(file.file);
+  const same = old && old.kind === kind && old.text === file.text && before >= old.budget;
+  if (same) budget.nodes -= old.values;
+  const fast = same ? old : readValidFast(file, kind, budget, remembering !== undefined, old);
+  // A file that is not valid now keeps its last valid reading, to reuse what still matches next time.
+  const keep = fast ? { ...fast, kind, text: file.text, budget: before, values: before - budget.nodes } : old;
+  if (remembering && keep) remembering.kept.set(file.file, keep);
+  if (fast) return fast.reading;
+  const careful = readCarefully(file, kind, budget);
+  return { ...careful, specs: specsOf(careful.document) };
 }
 
 /** A plain, schema-valid document read without positions; undefined for anything else. */
-function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBudget): ReadDocument | undefined {
-  const parsed = parseYamlFast(text, budget);
-  // Any schema problem (a wrong kind too) is reported by the careful reading, with its position.
-  if (!parsed || validateDocument(expected, parsed.data).length > 0) return undefined;
+function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBudget, remember: boolean, old?: RememberedFile): { reading: FileReading; list?: ListMemo } | undefined {
+  // The items of a long list whose text is unchanged are not parsed or schema-checked again.
+  const reused = old?.list && old.kind === expected ? reuseList(text, old.list, budget.nodes) : undefined;
+  let parsed: FastParse | undefined = reused?.parsed;
+  if (reused) {
+    // Any schema problem (a wrong kind too) is reported by the careful reading, with its position.
+    if (validateDocument(expected, reused.unchecked).length > 0) return undefined;
+  } else {
+    parsed = parseYamlFast(text, budget);
+    if (!parsed || validateDocument(expected, parsed.data).length > 0) return undefined;
+  }
+  if (!parsed) return undefined;
   budget.nodes -= parsed.values;
   const positions = fastPositions(file, text, parsed);
-  return { document: { kind: expected, positions, data: parsed.data, problems: new ProblemIndex([]) }, diagnostics: [] };
+  const document: LoadedDocument = { kind: expected, positions, data: parsed.data, problems: new ProblemIndex([]) };
+  // Only a process that keeps its loads needs the items' memo (it costs a pass over the text).
+  const list = reused?.memo ?? (remember && expected === 'Forwards' ? listMemo(text, parsed, 'forwards') : undefined);
+  return { reading: { document, specs: specsOf(document), diagnostics: [] }, ...(list && { list }) };
 }
 
 /**
@@ -118,7 +176,7 @@ function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBu
  * syntax error, wrong kind) comes back with a problem at the root path; its partial data still
  * tells which name it meant to declare.
  */
-function readCarefully({ file, text }: StateFile, expected: Kind, budget: NodeBudget): ReadDocument {
+function readCarefully({ file, text }: StateFile, expected: Kind, budget: NodeBudget): { document: LoadedDocument; diagnostics: Diagnostic[] } {
   const { source, data, diagnostics: syntaxErrors } = parseYamlSource(file, text, budget);
   const positions = positionsOf(source);
   const unusable = (diagnostics: Diagnostic[]) => ({
@@ -148,58 +206,85 @@ function readCarefully({ file, text }: StateFile, expected: Kind, budget: NodeBu
   };
 }
 
+/** What one document declares, for the semantic checks, and where each object came from. */
+interface DocumentSpecs {
+  cluster?: ClusterSettings;
+  nodes: NodeSpec[];
+  guests: GuestSpec[];
+  forwards: ForwardSpec[];
+  /** Names declared by broken objects. */
+  unchecked: { nodes: string[]; guests: string[] };
+  origins: Map<Located, Origin>;
+}
+
+type Origin = { positions: Positions; base: FieldPath };
+
 /**
- * Turns the documents into specs for the semantic checks. Objects with schema problems are left out
+ * Turns a document into specs for the semantic checks. Objects with schema problems are left out
  * (their problems are already reported), but their names are kept so references to them are not
  * reported a second time.
  */
-function buildSpecs(documents: LoadedDocument[]): { input: SemanticInput; locator: Locator } {
-  const origins = new Map<Located, { positions: Positions; base: FieldPath }>();
-  let cluster: ClusterSettings | undefined;
-  const nodes: NodeSpec[] = [];
-  const guests: GuestSpec[] = [];
-  const forwards: ForwardSpec[] = [];
-  const unchecked = { nodes: [] as string[], guests: [] as string[] };
+function specsOf(doc: LoadedDocument): DocumentSpecs {
+  const specs: DocumentSpecs = { nodes: [], guests: [], forwards: [], unchecked: { nodes: [], guests: [] }, origins: new Map() };
 
   /** Builds the object at `base` with `make`, unless a schema problem lies inside it. */
-  const objectAt = <T extends Located>(doc: LoadedDocument, base: FieldPath, make: Converter<T>) => {
+  const objectAt = <T extends Located>(base: FieldPath, make: Converter<T>) => {
     // A problem inside the object, or at a parent of it (a YAML syntax error makes the whole
     // document unusable: problem path []), leaves the object out.
     if (doc.problems.touches(base)) return undefined;
     // No problem inside: the schema guarantees the shape.
     const data = base.reduce(member, doc.data) as Checked<T>;
     const object = make(data, doc.positions.ref(base));
-    origins.set(object, { positions: doc.positions, base });
+    specs.origins.set(object, { positions: doc.positions, base });
     return object;
   };
   /** A one-object document: its spec or, when broken, at least the name it meant to declare. */
-  const single = <T extends Located>(doc: LoadedDocument, make: Converter<T>, specs: T[], brokenNames: string[]) => {
-    const object = objectAt(doc, [], make);
-    if (object) specs.push(object);
+  const single = <T extends Located>(make: Converter<T>, list: T[], brokenNames: string[]) => {
+    const object = objectAt([], make);
+    if (object) list.push(object);
     else {
       const name = member(doc.data, 'name');
       if (typeof name === 'string') brokenNames.push(name);
     }
   };
 
-  for (const doc of documents) {
-    if (doc.kind === 'Cluster') cluster = objectAt(doc, [], toCluster);
-    if (doc.kind === 'Node') single(doc, toNode, nodes, unchecked.nodes);
-    if (doc.kind === 'Guest') single(doc, toGuest, guests, unchecked.guests);
-    const list = doc.kind === 'Forwards' ? member(doc.data, 'forwards') : undefined;
-    if (Array.isArray(list)) {
-      list.forEach((_: unknown, i: number) => {
-        const forward = objectAt(doc, ['forwards', i], toForward);
-        if (forward) forwards.push(forward);
-      });
-    }
+  if (doc.kind === 'Cluster') {
+    const cluster = objectAt([], toCluster);
+    if (cluster) specs.cluster = cluster;
   }
+  if (doc.kind === 'Node') single(toNode, specs.nodes, specs.unchecked.nodes);
+  if (doc.kind === 'Guest') single(toGuest, specs.guests, specs.unchecked.guests);
+  const list = doc.kind === 'Forwards' ? member(doc.data, 'forwards') : undefined;
+  if (Array.isArray(list)) {
+    list.forEach((_: unknown, i: number) => {
+      const forward = objectAt(['forwards', i], toForward);
+      if (forward) specs.forwards.push(forward);
+    });
+  }
+  return specs;
+}
 
+/** The documents' specs as one input for the semantic checks, with a locator that knows exact YAML ranges. */
+function joinSpecs(all: DocumentSpecs[]): { input: SemanticInput; locator: Locator } {
+  let cluster: ClusterSettings | undefined;
+  const input = { nodes: [] as NodeSpec[], guests: [] as GuestSpec[], forwards: [] as ForwardSpec[], unchecked: { nodes: [] as string[], guests: [] as string[] } };
+  for (const specs of all) {
+    // The last cluster document wins, as before (there is only one cluster.yaml).
+    if (specs.cluster) cluster = specs.cluster;
+    for (const n of specs.nodes) input.nodes.push(n);
+    for (const g of specs.guests) input.guests.push(g);
+    for (const f of specs.forwards) input.forwards.push(f);
+    for (const n of specs.unchecked.nodes) input.unchecked.nodes.push(n);
+    for (const g of specs.unchecked.guests) input.unchecked.guests.push(g);
+  }
+  // Merged only when a diagnostic asks: a valid state never needs it.
+  let origins: Map<Located, Origin> | undefined;
   const locator: Locator = (object, fieldPath) => {
+    origins ??= new Map(all.flatMap((specs) => [...specs.origins]));
     const origin = origins.get(object);
     return origin ? origin.positions.locate([...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
   };
-  return { input: { cluster, nodes, guests, forwards, unchecked }, locator };
+  return { input: { ...(cluster && { cluster }), ...input }, locator };
 }
 
 // The converters pick fields explicitly (dropping apiVersion/kind); values are schema-checked and
@@ -299,6 +384,7 @@ class ProblemIndex {
 
   /** A problem lies inside the object at `base`, or at one of its parents. */
   touches(base: FieldPath): boolean {
+    if (this.paths.size === 0) return false;
     if (this.prefixes.has(JSON.stringify(base))) return true;
     for (let i = 0; i < base.length; i++) if (this.paths.has(JSON.stringify(base.slice(0, i)))) return true;
     return false;

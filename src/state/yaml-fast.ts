@@ -30,6 +30,15 @@ export interface FastParse {
   values: number;
   /** Offset where the mapping or list at `path` starts, for the root and the first two levels; else undefined. */
   startOf(path: FieldPath): number | undefined;
+  /** How the values of a block list under the root key `key` are counted: before it, per item, after it. */
+  listValues(key: string): ListValues | undefined;
+}
+
+/** A root list's share of a file's value count (see FastParse.listValues). */
+export interface ListValues {
+  header: number;
+  items: number[];
+  tail: number;
 }
 
 /**
@@ -39,7 +48,7 @@ export interface FastParse {
  * than the careful parser spent on a legitimate file at the limit) before the budget refuses it;
  * block-style forwards have about 14 separators for 13 values.
  */
-const SEPARATOR_SLACK = 1.5;
+export const SEPARATOR_SLACK = 1.5;
 
 /**
  * Reads `text` the fast way, or returns undefined when the careful parser must read it. Never
@@ -53,12 +62,12 @@ export function parseYamlFast(text: string, budget: NodeBudget, itemsPerSlice = 
 }
 
 /** One text parsed the fast way: its data and what the scan of its events found. */
-interface Parsed {
+export interface Parsed {
   data: Record<string, unknown>;
   scan: Scan;
 }
 
-function parseOne(text: string, budget: number): Parsed | undefined {
+export function parseOne(text: string, budget: number): Parsed | undefined {
   // A bound on the events the parser would make, checked before it makes them.
   if (countSeparators(text) > SEPARATOR_SLACK * Math.max(0, budget)) return undefined;
   let events: Event[];
@@ -93,7 +102,17 @@ function parseWhole(text: string, budget: number): FastParse | undefined {
       if (path.length === 1) return child?.start;
       return path.length === 2 && typeof path[1] === 'number' ? child?.items?.[path[1]] : undefined;
     },
+    listValues: (key) => listValuesOf(parsed.scan, key, true),
   };
+}
+
+/** The list `key`'s value counts in one scan; `last`: the scan reaches the file's end (it has the tail). */
+export function listValuesOf(scan: Scan, key: string, last: boolean): ListValues | undefined {
+  const marks = scan.children.get(key)?.marks;
+  if (!marks || marks.length < 2) return undefined;
+  const end = marks[marks.length - 1] as number;
+  const items = marks.slice(1).map((m, i) => m - (marks[i] as number));
+  return { header: marks[0] as number, items, tail: last ? scan.values - end : 0 };
 }
 
 /**
@@ -102,7 +121,7 @@ function parseWhole(text: string, budget: number): FastParse | undefined {
  * CPU than the slicing saves memory (measured: 5 slices of 50,000 forwards +25 % CPU, 10 slices +60 %).
  * The value limit keeps a list under ~55,000 items, so a file is read in at most 6 slices.
  */
-const ITEMS_PER_SLICE = 10_000;
+export const ITEMS_PER_SLICE = 10_000;
 
 /**
  * Where a file may be cut into slices that read like the whole: it is a root mapping whose key
@@ -112,8 +131,10 @@ const ITEMS_PER_SLICE = 10_000;
  * anything else that could hold such a line (a quoted or flow scalar running over lines) leaves
  * a slice unterminated, which fails its parse, and then the whole file is read carefully.
  */
-interface ListSlices {
+export interface ListSlices {
   key: string;
+  /** Column of the items' `-`. */
+  indent: number;
   /** The text before the first item: the root mapping's keys up to `key:`; every slice starts with it. */
   header: string;
   /** Offsets in the file where slices 2, 3, ... start (slice 1 starts at header.length). */
@@ -126,7 +147,7 @@ const ITEM_LINE = /^( *)-(?: |\r?$)/;
 const ROOT_KEY_LINE = /^([A-Za-z_][A-Za-z0-9_-]*):[ ]*(?:#.*)?\r?$/;
 const BLANK_OR_COMMENT = /^[ ]*(?:#.*)?\r?$/;
 
-function listSlices(text: string, itemsPerSlice: number): ListSlices | undefined {
+export function listSlices(text: string, itemsPerSlice: number): ListSlices | undefined {
   if (text.length < itemsPerSlice * 2 * 20) return undefined; // too short for two slices: read whole
   let offset = 0;
   let key: string | undefined;
@@ -147,23 +168,34 @@ function listSlices(text: string, itemsPerSlice: number): ListSlices | undefined
         header = text.slice(0, offset);
         items = 1;
       } else if (!BLANK_OR_COMMENT.test(line)) key = ROOT_KEY_LINE.exec(line)?.[1];
-    } else if (!BLANK_OR_COMMENT.test(line)) {
-      const lead = line.length - line.trimStart().length;
-      const item = ITEM_LINE.exec(line);
-      if (item && lead === indent) {
+    } else {
+      const kind = listLine(line, indent);
+      if (kind === 'item') {
         if (items === itemsPerSlice) {
           cuts.push(offset);
           itemCounts.push(items);
           items = 0;
         }
         items++;
-      } else if (lead < indent || (lead === indent && !item)) break; // the list ends here
+      } else if (kind === 'end') break;
     }
     offset = next;
   }
   if (key === undefined || indent === -1 || cuts.length === 0) return undefined;
   itemCounts.push(items);
-  return { key, header, cuts, itemCounts };
+  return { key, indent, header, cuts, itemCounts };
+}
+
+/**
+ * A line (without its newline) inside a block list whose items' `-` is at column `indent`: a new
+ * item, the end of the list, or anything else (blank, comment, more of the current item).
+ */
+export function listLine(line: string, indent: number): 'item' | 'end' | 'other' {
+  if (BLANK_OR_COMMENT.test(line)) return 'other';
+  const lead = line.length - line.trimStart().length;
+  const item = ITEM_LINE.exec(line);
+  if (item && lead === indent) return 'item';
+  return lead < indent || (lead === indent && !item) ? 'end' : 'other';
 }
 
 /**
@@ -180,6 +212,7 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
   let values = 0;
   let last: Parsed | undefined;
   let first: Parsed | undefined;
+  const counts: ListValues = { header: 0, items: [], tail: 0 };
   for (let i = 0; i < starts.length; i++) {
     const from = starts[i] as number;
     const to = i + 1 < starts.length ? (starts[i + 1] as number) : text.length;
@@ -192,6 +225,11 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
     for (const item of items) list.push(item);
     for (const o of parsed.scan.children.get(key)?.items ?? []) itemStarts.push(shift(o));
     values += parsed.scan.values;
+    const sliceCounts = listValuesOf(parsed.scan, key, i === starts.length - 1);
+    if (!sliceCounts) return undefined;
+    counts.header = sliceCounts.header; // the same header in every slice
+    for (const v of sliceCounts.items) counts.items.push(v);
+    counts.tail = sliceCounts.tail;
     first ??= parsed;
     if (i === starts.length - 1) {
       last = parsed;
@@ -212,11 +250,12 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
       if (path.length === 1) return listStart;
       return path.length === 2 && typeof path[1] === 'number' ? itemStarts[path[1]] : undefined;
     },
+    listValues: (k) => (k === key ? counts : undefined),
   };
 }
 
 /** Newlines and the indicators a YAML value can follow: `- : ? , [ {`. */
-function countSeparators(text: string): number {
+export function countSeparators(text: string): number {
   let n = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -235,12 +274,14 @@ interface Frame {
   key?: string;
   /** A sequence directly under the root mapping: where each item starts. */
   items?: Array<number | undefined>;
+  /** With items: the value count before each item, and when the sequence ended. */
+  marks?: number[];
 }
 
-interface Scan {
+export interface Scan {
   values: number;
   root: number;
-  children: Map<string, { start?: number; items?: Array<number | undefined> }>;
+  children: Map<string, { start?: number; items?: Array<number | undefined>; marks?: number[] }>;
 }
 
 /**
@@ -257,7 +298,7 @@ function scanEvents(events: Event[], text: string, budget: number): Scan | undef
   let root: number | undefined;
   for (const event of events) {
     if (event.type === EVENT_ID.POP) {
-      stack.pop();
+      stack.pop()?.marks?.push(values);
       continue;
     }
     if (event.type === EVENT_ID.DOCUMENT) {
@@ -268,6 +309,7 @@ function scanEvents(events: Event[], text: string, budget: number): Scan | undef
     if (event.type === EVENT_ID.ALIAS || event.anchorStart !== -1 || event.tagStart !== -1) return undefined;
     const parent = stack[stack.length - 1];
     if (!parent) return undefined;
+    const valuesBefore = values;
     // As the careful lexer counts: scalars, flow collections (their `[`/`{`), block list items (their `-`).
     values += (event.type === EVENT_ID.SCALAR || event.style === COLLECTION_STYLE_FLOW ? 1 : 0) + (parent.blockSequence ? 1 : 0);
     if (values > budget) return undefined;
@@ -280,14 +322,19 @@ function scanEvents(events: Event[], text: string, budget: number): Scan | undef
     if (depth === 1 && event.type !== EVENT_ID.MAPPING) return undefined;
     if (depth === 1) root = start;
     let items: Frame['items'];
+    let marks: Frame['marks'];
     if (depth === 2 && isKey) parent.key = event.type === EVENT_ID.SCALAR ? getScalarValue(text, event) : undefined;
     else if (depth === 2 && parent.key !== undefined) {
       items = event.type === EVENT_ID.SEQUENCE ? [] : undefined;
-      children.set(parent.key, { start, items });
-    } else if (depth === 3) parent.items?.push(start);
+      marks = items && [];
+      children.set(parent.key, { start, items, marks });
+    } else if (depth === 3) {
+      parent.items?.push(start);
+      parent.marks?.push(valuesBefore);
+    }
     if (event.type !== EVENT_ID.SCALAR) {
       const kind = event.type === EVENT_ID.MAPPING ? 'mapping' : 'sequence';
-      stack.push({ kind, atKey: true, items, blockSequence: kind === 'sequence' && event.style !== COLLECTION_STYLE_FLOW });
+      stack.push({ kind, atKey: true, items, marks, blockSequence: kind === 'sequence' && event.style !== COLLECTION_STYLE_FLOW });
     }
   }
   return documents === 1 && root !== undefined ? { values, root, children } : undefined;
