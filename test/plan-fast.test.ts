@@ -3,10 +3,11 @@
 // (equal content, objects of their own). Pure, no root.
 import { describe, expect, it } from 'vitest';
 import type { ClusterState, ForwardSpec } from '../src/state/types.js';
-import type { Ruleset } from '../src/nft/model.js';
+import type { MapElement, Ruleset } from '../src/nft/model.js';
+import { sortElements, sortElementsByCanonicalKey } from '../src/nft/normalize.js';
 import { syntheticState } from '../src/bench/synthetic.js';
 import { resolveNode } from '../src/render/node-view.js';
-import { ownedTables, renderView } from '../src/render/render.js';
+import { forwardElements, ownedTables, PROTOCOLS, renderView } from '../src/render/render.js';
 import { planNft } from '../src/plan/nft-plan.js';
 import { planConntrackCleanup, planConntrackCleanupFull } from '../src/conntrack/cleanup.js';
 import { seededRandom } from './helpers/random.js';
@@ -61,5 +62,33 @@ describe('planning fast paths at scale', () => {
     }
     // The edits did make entries stale (the comparison was not of empty lists only).
     expect(stale).toBeGreaterThan(10);
+  });
+
+  it('forward map elements equal the plain filter, map and canonical sort on random edits', () => {
+    const pick = seededRandom(7);
+    let state = syntheticState(FORWARDS);
+    let unordered = 0;
+    for (let step = 0; step < 12; step++) {
+      state = edit(state, pick, step);
+      const view = resolveNode(state, 'node1');
+      for (const protocol of PROTOCOLS) {
+        const plain = sortElementsByCanonicalKey(
+          view.forwards.filter((f) => f.protocol === protocol && view.guestIP.has(f.target.guest)).map((f): MapElement => ({ key: f.port, value: { concat: [view.guestIP.get(f.target.guest) as string, f.target.port] } })),
+        );
+        expect(forwardElements(view, protocol)).toEqual(plain);
+        if (view.forwards.some((f, i) => i > 0 && f.protocol === protocol && f.port < (view.forwards[i - 1] as ForwardSpec).port)) unordered++;
+      }
+    }
+    expect(unordered).toBeGreaterThan(0);
+  });
+
+  it('sorting port keys keeps the canonical sort\'s order, duplicates in their order too', () => {
+    const pick = seededRandom(3);
+    for (let round = 0; round < 20; round++) {
+      const numeric: MapElement[] = Array.from({ length: 2000 }, (_, i) => ({ key: pick(500), value: i }));
+      expect(sortElements(numeric)).toEqual(sortElementsByCanonicalKey(numeric));
+      const mixed: MapElement[] = numeric.map((e, i) => (i % 7 === 0 ? { key: { concat: [`10.0.0.${pick(9)}`, e.key] }, value: i } : e));
+      expect(sortElements(mixed)).toEqual(sortElementsByCanonicalKey(mixed));
+    }
   });
 });
