@@ -10,6 +10,7 @@ import { resolveNode } from '../src/render/node-view.js';
 import { forwardElements, ownedTables, PROTOCOLS, renderView } from '../src/render/render.js';
 import { planNft } from '../src/plan/nft-plan.js';
 import { planConntrackCleanup, planConntrackCleanupFull } from '../src/conntrack/cleanup.js';
+import { nodeHealthChecks } from '../src/health/checks.js';
 import { seededRandom } from './helpers/random.js';
 
 const FORWARDS = 20_000;
@@ -90,5 +91,18 @@ describe('planning fast paths at scale', () => {
       const mixed: MapElement[] = numeric.map((e, i) => (i % 7 === 0 ? { key: { concat: [`10.0.0.${pick(9)}`, e.key] }, value: i } : e));
       expect(sortElements(mixed)).toEqual(sortElementsByCanonicalKey(mixed));
     }
+  });
+
+  it('health checks are made once per view, equal to a fresh view\'s, and follow an edit', () => {
+    const probed = (s: ClusterState, every: number): ClusterState => ({ ...s, forwards: s.forwards.map((f, i) => (i % every === 0 ? { ...f, health: { type: 'tcp' as const, timeoutSeconds: 2 } } : f)) });
+    const state = probed(syntheticState(FORWARDS), 1000);
+    const view = resolveNode(state, 'node1');
+    const checks = nodeHealthChecks(view);
+    expect(nodeHealthChecks(view)).toBe(checks);
+    expect(Object.isFrozen(checks)).toBe(true);
+    expect(nodeHealthChecks(resolveNode(state, 'node1'))).toEqual(checks);
+    const edited = nodeHealthChecks(resolveNode(probed(state, 500), 'node1'));
+    expect(edited.length).toBeGreaterThan(checks.length);
+    expect(edited.filter((c) => 'probe' in c).map((c) => c.name)).toEqual(view.forwards.filter((_, i) => i % 500 === 0 || !!view.forwards[i]!.health).map((f) => `forward ${f.name}`));
   });
 });
