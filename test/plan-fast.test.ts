@@ -50,6 +50,8 @@ describe('planning fast paths at scale', () => {
     const pick = seededRandom(12);
     let state = syntheticState(FORWARDS);
     let stale = 0;
+    let updates = 0;
+    let replaces = 0;
     for (let step = 0; step < 18; step++) {
       const live = listed(renderView(resolveNode(state, 'node1')));
       state = edit(state, pick, step);
@@ -60,9 +62,14 @@ describe('planning fast paths at scale', () => {
       const fast = planConntrackCleanup(view, planned);
       expect(fast).toEqual(planConntrackCleanupFull(view, planned));
       stale += fast.length;
+      if (planned.plan.changes.some((c) => c.action === 'update' && c.maps.length > 0)) updates++;
+      else replaces++;
     }
-    // The edits did make entries stale (the comparison was not of empty lists only).
+    // The edits did make entries stale (the comparison was not of empty lists only), through
+    // both ways: element updates (the fast way) and replaced tables (the whole maps).
     expect(stale).toBeGreaterThan(10);
+    expect(updates).toBeGreaterThan(10);
+    expect(replaces).toBeGreaterThan(0);
   });
 
   it('forward map elements equal the plain filter, map and canonical sort on random edits', () => {
