@@ -12,24 +12,13 @@ import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { commonEnds, listMemo, reuseList } from '../src/state/list-reuse.js';
 import { LoadMemory, loadState, type LoadResult } from '../src/state/load.js';
+import { seededRandom } from './helpers/random.js';
 import { fastPositions, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
 
 const scratch = await mkdtemp(join(tmpdir(), 'cgw-load-memory-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
 
 const LIST = 'forwards/bench.yaml';
-
-/** A small seeded generator (mulberry32): the same seed, the same edits. */
-function random(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
-}
 
 /** Where each item of the list file starts (its `  - ` line), and the end of the text. */
 function itemStarts(text: string): number[] {
@@ -122,7 +111,7 @@ const listItems = (memory: LoadMemory) => memory.files.get(LIST)?.list?.items ??
  */
 async function randomEdits(forwards: number, seed: number, steps: number): Promise<{ valid: number; invalid: number; reused: number }> {
   const { dir, memory } = await generated(forwards);
-  const pick = random(seed);
+  const pick = seededRandom(seed);
   let valid = 0;
   let invalid = 0;
   let reused = 0;

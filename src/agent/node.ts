@@ -95,6 +95,13 @@ export function guestDriver(config: AgentConfig, view: NodeView): GuestDriver {
   return driverFor(view.node, { runRoot: config.guests.runDir, nodeNs: config.netns, netnsPrefix: config.netns ? `${config.netns}.` : undefined, policy: config.guests, qemu: config.guests.qemu });
 }
 
+/** The node's view of a state (remembered in the agent's memo). */
+export function nodeView(rt: Pick<NodeRuntime, 'config' | 'memo'>, state: ClusterState): NodeView {
+  const { config, memo } = rt;
+  const resolve = () => resolveNode(state, config.node, config.stateDir);
+  return memo ? rememberedFor(memo.views, state, `${config.node}\0${config.stateDir}`, resolve) : resolve();
+}
+
 export interface Prepared {
   view: NodeView;
   live: NodeLive;
@@ -106,7 +113,7 @@ export interface Prepared {
 export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision: string | undefined, memory: Partial<GuestMemory>): Promise<Prepared> {
   const { config } = rt;
   const { memo } = rt;
-  const view = memo ? rememberedFor(memo.views, state, `${config.node}\0${config.stateDir}`, () => resolveNode(state, config.node, config.stateDir)) : resolveNode(state, config.node, config.stateDir);
+  const view = nodeView(rt, state);
   let driver: GuestDriver | string = 'guests are disabled in the agent configuration';
   if (config.guests.enabled) {
     try {
@@ -165,6 +172,7 @@ export async function executePlan(rt: NodeRuntime, p: Prepared, opts: { beforeNf
     ...(rt.announce && { announce: rt.announce }),
     ...(p.driver && { guests: { driver: p.driver, view: p.view, stopTimeoutMs: config.guests.stopTimeoutSeconds * 1000 } }),
     ...(opts.beforeNft && { beforeNft: opts.beforeNft }),
+    diff: memoPlanNft(rt.memo),
   });
   const post = applyFailed(result) ? [] : await runHooks(hooksDir, 'post-apply', ctx);
   return { hooks: [...pre, ...post], result };

@@ -30,7 +30,20 @@ export function checkWindow(view: NodeView): { windowMs: number; intervalMs: num
   return { windowMs: (h?.windowSeconds ?? DEFAULT_WINDOW_SECONDS) * 1000, intervalMs: (h?.intervalSeconds ?? DEFAULT_INTERVAL_SECONDS) * 1000 };
 }
 
+/** Each view's checks, made once: the agent checks the same view before the next apply and after this one. */
+const checksOf = new WeakMap<NodeView, HealthCheck[]>();
+
+/** The node's checks (a frozen list, shared between callers). */
 export function nodeHealthChecks(view: NodeView): HealthCheck[] {
+  let checks = checksOf.get(view);
+  if (!checks) {
+    checks = Object.freeze(healthChecksOf(view)) as HealthCheck[];
+    checksOf.set(view, checks);
+  }
+  return checks;
+}
+
+function healthChecksOf(view: NodeView): HealthCheck[] {
   const { node, state } = view;
   const builtins: HealthCheck[] = [
     { name: 'read-back plan is empty', builtin: 'readback' },

@@ -29,6 +29,13 @@ function unwrapElem(v: Json): Json {
 export function sortElements(elements: MapElement[]): MapElement[] {
   // Forwards are mostly written, and always listed, in port order: nothing to sort then.
   if (numericKeyOrder(elements)) return elements.slice();
+  // Port keys only: the same stable order as below without a pair per element.
+  if (elements.every((e) => typeof e.key === 'number')) return elements.slice().sort((a, b) => (a.key as number) - (b.key as number));
+  return sortElementsByCanonicalKey(elements);
+}
+
+/** sortElements for any keys: numbers numerically, the rest by canonical JSON (a stable sort). */
+export function sortElementsByCanonicalKey(elements: MapElement[]): MapElement[] {
   return elements
     .map((e) => [typeof e.key === 'number' ? e.key : canonicalJson(e.key), e] as const)
     .sort((a, b) => {

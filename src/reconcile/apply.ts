@@ -36,6 +36,8 @@ export interface Effectors {
   announce?: GatewayAnnouncer;
   /** Runs just before the nft transaction (the agent records what it is about to put in place). */
   beforeNft?: () => Promise<void>;
+  /** planNft for the read-back (the agent's remembered one: its health round plans the same pair again). */
+  diff?: typeof planNft;
 }
 
 export type StepResult = { status: 'skipped' } | { status: 'done' } | { status: 'failed'; error: string };
@@ -85,7 +87,7 @@ export async function applyNodePlan(plan: NodePlan, fx: Effectors): Promise<Appl
   if (guests) result.guestStops = await applyGuestStops(guests.plan, guests);
   result.nft = await step(work.nft, async () => {
     await fx.beforeNft?.();
-    await applyNodeNft(plan.nft, fx.nft);
+    await applyNodeNft(plan.nft, fx.nft, fx.diff);
   });
   if (result.nft.status === 'failed') return result;
   result.settings = await step(work.settings, () => applyNodeSettings(plan.settings, fx.settings));

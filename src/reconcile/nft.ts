@@ -36,9 +36,9 @@ export async function planNodeNft(state: ClusterState, node: string, backend: Nf
  * must be empty, or NotConverged is thrown (someone changed the tables in between, or the
  * renderer wrote something nft lists differently).
  */
-export async function applyNodeNft(planned: NftPlanned, backend: NftBackend): Promise<void> {
+export async function applyNodeNft(planned: NftPlanned, backend: NftBackend, diff: typeof planNft = planNft): Promise<void> {
   if (planned.plan.changes.length === 0) return;
   await backend.run(planToTransaction(planned.plan));
-  const after = planNft(planned.desired, await backend.list(planned.owned), planned.owned);
+  const after = diff(planned.desired, await backend.list(planned.owned), planned.owned);
   if (after.changes.length > 0) throw new NotConverged(after);
 }

@@ -33,10 +33,17 @@ export function egressChainName(device: string): string {
 
 /** The forwards that enter on this node, as map elements per protocol (IPv4 unless a family is given). */
 export function forwardElements(view: NodeView, protocol: Protocol, family: NatFamily = ipv4Nat(view)): MapElement[] {
-  const elements = view.forwards
-    .filter((f) => f.protocol === protocol && family.guestIP.has(f.target.guest))
-    .map((f): MapElement => ({ key: f.port, value: { concat: [family.guestIP.get(f.target.guest) as string, f.target.port] } }));
-  return sortElements(elements);
+  // One pass (50,000 forwards on every new revision); usually already in port order.
+  const elements: MapElement[] = [];
+  let ordered = true;
+  for (const f of view.forwards) {
+    if (f.protocol !== protocol) continue;
+    const ip = family.guestIP.get(f.target.guest);
+    if (ip === undefined) continue;
+    if (ordered && elements.length > 0 && (elements[elements.length - 1]!.key as number) >= f.port) ordered = false;
+    elements.push({ key: f.port, value: { concat: [ip, f.target.port] } });
+  }
+  return ordered ? elements : sortElements(elements);
 }
 
 // --- table ip <nat> (and ip6 <nat6>, src/render/ipv6.ts) ---------------------------------------

@@ -3,7 +3,7 @@
 // is kept in last-good/) when the apply broke something that worked. Restoring goes through the
 // same prepareNode/executePlan as any apply (one nft transaction), then is verified by reading back.
 import type { AgentConfig } from '../agent/config.js';
-import { executePlan, prepareNode, type Executed, type NodeRuntime, type Prepared } from '../agent/node.js';
+import { executePlan, nodeView, prepareNode, type Executed, type NodeRuntime, type Prepared } from '../agent/node.js';
 import type { GuestMemory, NodePlan, NodeLive } from '../plan/plan.js';
 import { pendingWork } from '../plan/plan.js';
 import { summaryLine } from '../plan/format.js';
@@ -11,7 +11,7 @@ import { applyChanged, applyFailed } from '../reconcile/apply.js';
 import type { GuestActionKind } from '../reconcile/guests.js';
 import { runUnchecked } from '../netns/netns.js';
 import type { ClusterState } from '../state/types.js';
-import { resolveNode, type NodeView } from '../render/node-view.js';
+import type { NodeView } from '../render/node-view.js';
 import { checkWindow, describeFailures, nodeHealthChecks, type BuiltinCheck, type CheckResult } from '../health/checks.js';
 import { commandProber, runCheckpoint, runHealthRound, type HealthPorts, type Verdict } from '../health/runner.js';
 import { gatewayIPv6Addresses } from '../render/ipv6.js';
@@ -99,11 +99,13 @@ export function healthPorts(rt: NodeRuntime, edge: HealthEdge, state: ClusterSta
   return {
     probe: edge.probe,
     builtins: async (): Promise<Record<BuiltinCheck, Verdict>> => {
+      const view = nodeView(rt, state);
+      const dev = view.node.guestBridge.interface;
+      // The bridge is read while the node is read and planned: independent reads, one wait.
+      const addresses = edge.addresses(dev).catch((e: Error) => e);
+      const mac = checksBridgeMac(view) && edge.linkMac ? edge.linkMac(dev).catch((e: Error) => e) : undefined;
       const fresh = await prepareNode(rt, state, revision, memory);
-      const dev = fresh.view.node.guestBridge.interface;
-      const addresses = await edge.addresses(dev).catch((e: Error) => e);
-      const mac = checksBridgeMac(fresh.view) && edge.linkMac ? await edge.linkMac(dev).catch((e: Error) => e) : undefined;
-      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, addresses, mac), guests: guestsVerdict(fresh.plan, fresh.live) };
+      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, await addresses, await mac), guests: guestsVerdict(fresh.plan, fresh.live) };
     },
   };
 }
@@ -179,7 +181,7 @@ export interface GuardInputs {
 export async function healthBefore(g: GuardInputs): Promise<CheckResult[] | undefined> {
   if (!g.previous) return undefined;
   const { state, revision } = g.previous;
-  const view = resolveNode(state, g.prepared.view.node.name, g.rt.config.stateDir);
+  const view = nodeView(g.rt, state);
   const checks = nodeHealthChecks(view).filter((c) => !('builtin' in c) || c.builtin === 'gateway');
   return runHealthRound(checks, healthPorts(g.rt, g.edge, state, revision, g.memory));
 }
