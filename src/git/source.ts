@@ -21,7 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import git from 'isomorphic-git';
 import type { PublicKey } from 'openpgp';
-import { classifyRemoteError, openRemote, RemoteUnavailable, type GitCredentials } from './remote.js';
+import { classifyRemoteError, openRemote, RemoteUnavailable, replayingAdvertisement, type GitCredentials } from './remote.js';
 import { readTrustedKeys, verifyCommitSignature, type SignatureRefusal } from './signature.js';
 import { findUnsafeTreeEntries, unsafeEntryName } from './tree.js';
 import { escapeText, formatDiagnostics, StateError } from '../state/diagnostics.js';
@@ -129,12 +129,14 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
 async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<{ oid: string; advertised?: Record<string, string> }> {
   const dir = opts.cacheDir;
   const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
-  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
+  // The advertisement asked for first is the one isomorphic-git's fetch starts with.
+  const common = { fs, http: replayingAdvertisement(remote.http), dir, url: remote.url, onAuth: remote.onAuth };
   try {
     if (await isRepo(dir)) {
       const have = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }).catch(() => undefined);
       // Nothing new is one GET of the ref advertisement: isomorphic-git's fetch would POST to
-      // upload-pack as well (a second request and a server process) even when it wants nothing.
+      // upload-pack as well (a second request and a server process) even when it wants nothing;
+      // something new is that GET (replayed to the fetch) and one POST.
       const advertised = have ? await advertisedBranches(common) : undefined;
       if (have && advertised?.[`refs/heads/${branch}`] === have) return { oid: have, advertised };
       await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });

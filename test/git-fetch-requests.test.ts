@@ -1,0 +1,69 @@
+// What a fetch of the source costs the Git server, counted by a forwarding proxy in front of the
+// real smart-HTTP server: nothing new is one GET of the ref advertisement; a new revision is that
+// GET and one POST to upload-pack (the advertisement is not asked for twice), and the work tree
+// then holds exactly the new revision.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fetchSource } from '../src/git/source.js';
+import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
+
+const SEED = { 'cluster.yaml': 'name: lab\n', 'forwards/web.yaml': 'forwards: []\n' };
+
+/** A proxy to `target` that records each request as "METHOD path". */
+async function countingProxy(target: string): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const to = new URL(target);
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const upstream = http.request({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('source fetch over HTTP: requests', () => {
+  let fx: GitFixture;
+  let proxy: Awaited<ReturnType<typeof countingProxy>>;
+  beforeAll(async () => {
+    fx = await startGitFixture({ files: SEED });
+    proxy = await countingProxy(fx.server.url);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await fx?.cleanup();
+  });
+
+  it('asks for the advertisement once per fetch and checks out exactly the new revision', async () => {
+    const url = `${proxy.url}/state.git`;
+    const cacheDir = await fx.tmp('cache');
+    const first = await fetchSource({ url, cacheDir });
+    if (!first.accepted) throw new Error(first.reason);
+
+    proxy.requests.length = 0;
+    const same = await fetchSource({ url, cacheDir, lastAppliedOid: first.revision });
+    expect(same.revision).toBe(first.revision);
+    expect(proxy.requests).toEqual(['GET /state.git/info/refs?service=git-upload-pack']);
+
+    const next = { ...SEED, 'forwards/web.yaml': 'forwards:\n  - name: web\n', 'forwards/db.yaml': 'forwards: []\n' };
+    const oid = await commitFiles(fx.repo, next);
+    proxy.requests.length = 0;
+    const r = await fetchSource({ url, cacheDir, lastAppliedOid: first.revision });
+    if (!r.accepted) throw new Error(r.reason);
+    expect(r.revision).toBe(oid);
+    expect(r.advertised?.['refs/heads/main']).toBe(oid);
+    expect(proxy.requests).toEqual(['GET /state.git/info/refs?service=git-upload-pack', 'POST /state.git/git-upload-pack']);
+    for (const [file, text] of Object.entries(next)) expect(await readFile(path.join(r.dir, file), 'utf8')).toBe(text);
+  });
+});
