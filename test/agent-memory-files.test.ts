@@ -1,14 +1,16 @@
 // The agent's files beside memory.json (src/agent/memory.ts): last-good/ must be a complete copy
 // of the applied revision's tree after every save, also when a save died half-way (a crash in
 // the copy, or between the two renames that put it in place), and the running agent's deferred
-// state-cache.json must hold the state of the revision it applied last. No root needed.
+// state-cache.json must hold the state of the revision it applied last; memory.json is the
+// memory's JSON byte for byte, however often a ruleset in it was serialized before. No root needed.
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, recoverLastGood, saveLastGood } from '../src/agent/memory.js';
-import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
+import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, memoryJson, readMemory, recoverLastGood, saveLastGood, writeMemory, type AgentMemory } from '../src/agent/memory.js';
+import { syntheticState, writeSyntheticStateRepo } from '../src/bench/synthetic.js';
+import { renderNode } from '../src/render/render.js';
 import { forwardsDocument } from '../src/bench/state-repo.js';
 import { commitDirectory, createBareRepo } from '../src/git/bare-repo.js';
 import { loadState } from '../src/state/load.js';
@@ -150,5 +152,30 @@ describe('the running agent\'s state-cache.json', () => {
     await cache.flush();
     expect(cache.takeFailure()).toMatch(/state-cache\.json|EISDIR|directory/i);
     expect(cache.takeFailure()).toBeUndefined();
+  });
+});
+
+describe('memory.json', () => {
+  it('is JSON.stringify of the memory byte for byte, a ruleset written twice or changed alike, and reads back equal', async () => {
+    const desired = renderNode(syntheticState(50), 'node1');
+    const other = renderNode(syntheticState(51), 'node1');
+    // Strings from the state and the network land in the memory: look-alikes of the placeholder among them.
+    const hostile = '\u0000ruleset-0000000000000000 "desired" \\u0000ruleset-';
+    const memory: AgentMemory = {
+      applying: { revision: 'b', desired },
+      applied: { revision: 'a', at: '2026-01-01T00:00:00.000Z', desired },
+      lastReportKey: hostile,
+      outage: { since: 'x', failures: 1, lastError: hostile },
+      held: { revision: 'c', at: 'y', reason: '{"desired":null}' },
+    };
+    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
+    // Written again (the same rulesets, held by identity), and with one of them replaced.
+    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
+    const next: AgentMemory = { ...memory, applied: { revision: 'b', at: 'z', desired: other } };
+    expect(memoryJson(next)).toBe(JSON.stringify(next));
+    expect(memoryJson({})).toBe('{}');
+    const dir = join(scratch, 'memory');
+    await writeMemory(dir, next);
+    expect(await readMemory(dir)).toEqual(JSON.parse(JSON.stringify(next)));
   });
 });
