@@ -3,40 +3,18 @@
 // GET and one POST to upload-pack (the advertisement is not asked for twice), and the work tree
 // then holds exactly the new revision, also when one isomorphic-git cache serves a series of
 // fetches (each adds a pack: the cache must see the new ones).
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchSource } from '../src/git/source.js';
+import { countingProxy, type CountingProxy } from './helpers/counting-proxy.js';
 import { commitFiles, startGitFixture, type GitFixture } from './helpers/git-server.js';
 
 const SEED = { 'cluster.yaml': 'name: lab\n', 'forwards/web.yaml': 'forwards: []\n' };
 
-/** A proxy to `target` that records each request as "METHOD path". */
-async function countingProxy(target: string): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
-  const requests: string[] = [];
-  const to = new URL(target);
-  const server = http.createServer((req, res) => {
-    requests.push(`${req.method} ${req.url}`);
-    const upstream = http.request({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
-
 describe('source fetch over HTTP: requests', () => {
   let fx: GitFixture;
-  let proxy: Awaited<ReturnType<typeof countingProxy>>;
+  let proxy: CountingProxy;
   beforeAll(async () => {
     fx = await startGitFixture({ files: SEED });
     proxy = await countingProxy(fx.server.url);
