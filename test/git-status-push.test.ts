@@ -53,4 +53,25 @@ describe('publishing a report over HTTP', () => {
     for (const [file, text] of Object.entries(two)) expect(`${await git('show', `status/n1:${file}`)}\n`).toBe(text);
     await git('fsck', '--strict', '--no-dangling');
   });
+  it('a server that refuses a push without the advertisement first gets the ordinary push, and the report lands', async () => {
+    // As a forge might: a receive-pack POST is answered only after a GET of its advertisement.
+    const strict = await countingProxy(fx.server.url, (seen) => {
+      const last = seen[seen.length - 1]!;
+      if (!last.startsWith('POST ') || !last.endsWith('/git-receive-pack')) return undefined;
+      return seen.at(-2)?.startsWith('GET ') && seen.at(-2)!.includes('service=git-receive-pack') ? undefined : 403;
+    });
+    try {
+      const o = { url: `${strict.url}/state.git`, node: 'n2', workDir: await fx.tmp('status-strict') };
+      const files = { 'status.json': '{"n":1}\n' };
+      const r = await publishStatus(o, files, 'status: strict');
+      expect(r).toMatchObject({ committed: true });
+      // The one-request push was tried, refused, then the ordinary push: advertisement, then the pack.
+      const pushes = strict.requests.filter((q) => q.includes('receive-pack'));
+      expect(pushes).toEqual(['POST /state.git/git-receive-pack', 'GET /state.git/info/refs?service=git-receive-pack', 'POST /state.git/git-receive-pack']);
+      expect(await gitCli(['--git-dir', fx.repo, 'rev-parse', 'status/n2'])).toBe(r.oid);
+      expect(await gitCli(['--git-dir', fx.repo, 'show', 'status/n2:status.json'])).toBe('{"n":1}');
+    } finally {
+      await strict.close();
+    }
+  });
 });

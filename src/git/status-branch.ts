@@ -218,6 +218,8 @@ async function openTransport(url: string, opts: { credentials?: GitCredentials; 
 }
 
 function httpTransport(remote: Remote): StatusTransport {
+  // A report is pushed in one request until the server answers that otherwise than report-status.
+  let oneRequest = true;
   return {
     url: remote.url,
     sync: async (dir, branch) => {
@@ -233,11 +235,24 @@ function httpTransport(remote: Remote): StatusTransport {
       }
     },
     push: async (dir, branch, update) => {
+      const ref = `refs/heads/${branch}`;
+      const rejected = (reason: string) => ({ rejected: scrub(reason, remote.secrets).replace(/\s+/g, ' ').trim() });
+      if (oneRequest) {
+        try {
+          const refused = await pushCommit(remote, dir, ref, update);
+          return refused === undefined ? 'pushed' : rejected(refused);
+        } catch {
+          // Not a report-status answer (a server that wants the advertisement first, a proxy, a
+          // network error): this transport pushes the ordinary way, which says what is wrong.
+          oneRequest = false;
+        }
+      }
       try {
-        const refused = await pushCommit(remote, dir, `refs/heads/${branch}`, update);
-        return refused === undefined ? 'pushed' : { rejected: scrub(refused, remote.secrets).replace(/\s+/g, ' ').trim() };
+        await git.push({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref, remoteRef: ref, onAuth: remote.onAuth });
+        return 'pushed';
       } catch (e) {
-        throw toRemoteError(e, `pushing ${branch} to`, remote);
+        if (!isPushRejection(e)) throw toRemoteError(e, `pushing ${branch} to`, remote);
+        return rejected(String((e as Error).message));
       }
     },
   };
@@ -325,6 +340,12 @@ async function recordTip(dir: string, branch: string, tip: string | undefined, f
 
 function toRemoteError(e: unknown, what: string, remote: Remote): Error {
   return classifyRemoteError(e, what, remote, (m, s, c) => new RemoteUnavailable(m, s, c));
+}
+
+/** isomorphic-git's own fast-forward check, or the server's "failed to update ref" / "fetch first". */
+function isPushRejection(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'PushRejectedError' || code === 'GitPushError';
 }
 
 /** Create the local repository if needed and point its "origin" at `url` (stored without userinfo). */

@@ -9,12 +9,21 @@ export interface CountingProxy {
   close(): Promise<void>;
 }
 
-/** A proxy to `target` that records each request as "METHOD path". */
-export async function countingProxy(target: string): Promise<CountingProxy> {
+/**
+ * A proxy to `target` that records each request as "METHOD path". `refuse` may answer a request
+ * itself with an HTTP status (given the requests so far, this one included) instead of forwarding it.
+ */
+export async function countingProxy(target: string, refuse?: (requests: readonly string[]) => number | undefined): Promise<CountingProxy> {
   const requests: string[] = [];
   const to = new URL(target);
   const server = http.createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
+    const status = refuse?.(requests);
+    if (status !== undefined) {
+      req.resume();
+      res.writeHead(status).end();
+      return;
+    }
     const upstream = http.request({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
