@@ -14,7 +14,7 @@
 import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
 import type { CommittedRuleset } from '../nft/committed.js';
-import { LoadMemory, loadState, type LoadResult } from '../state/load.js';
+import { LoadMemory, type LoadResult } from '../state/load.js';
 import { stat } from 'node:fs/promises';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
@@ -30,7 +30,7 @@ import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
 import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
-import { agentPaths, loadStateCached, readMemory, saveLastGood, saveStateCache, writeMemory, type AgentMemory } from './memory.js';
+import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, memoPlanNft, nodeMemo, prepareNode, settingsHost, settleGuests, type Executed, type NodeMemo, type NodeRuntime, type Prepared } from './node.js';
@@ -115,6 +115,8 @@ interface AgentCache {
   settings?: SettingsPort & { forget(): void };
   /** The last health round between applies (run again when due: see healthBetweenApplies). */
   health?: HeldHealth;
+  /** state-cache.json of the revision applied last, written while the agent is idle. */
+  stateCache?: DeferredStateCache;
 }
 
 interface FileStamp {
@@ -154,7 +156,13 @@ export async function runOnce(deps: CycleDeps): Promise<NodeStatus> {
     return await cycle(deps, lock.tookOver ? [`took over a stale lock of pid ${lock.tookOver.pid}`] : []);
   } finally {
     await lock.release();
+    deps.carry?.cache?.stateCache?.idle();
   }
+}
+
+/** What a stopping agent still owes the disk: the state cache of the revision it applied last. */
+export async function flushAgentCache(carry: MemoryCarry): Promise<void> {
+  await carry.cache?.stateCache?.flush();
 }
 
 function stopwatch() {
@@ -301,6 +309,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
   if (cache) {
     cache.source ??= gitSource(config);
     cache.settings ??= rememberedSysctls(deps.settings ?? settingsHost(config), fullReadMs(config));
+    cache.stateCache ??= new DeferredStateCache(config.stateDir);
+    cache.stateCache.pause();
   }
   const source = deps.source ?? cache?.source ?? gitSource(config);
   const settings = cache?.settings ?? deps.settings ?? settingsHost(config);
@@ -317,6 +327,8 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     onPlan: deps.onPlan,
     health: { ...hostHealthEdge(config), ...deps.health },
   };
+  const cacheFailure = cache?.stateCache?.takeFailure();
+  if (cacheFailure) c.notes.push(`could not save the state cache: ${cacheFailure}`);
   const rt: NodeRuntime = { config, nft: deps.nft, settings, ...(deps.conntrack && { conntrack: deps.conntrack }), ...(deps.announce && { announce: deps.announce }), isAtOrAfter: source.isAtOrAfter, ...(source.placementHistory && { placementHistory: source.placementHistory }), hooks: true, ...(deps.guestDriver && { guestDriver: deps.guestDriver }), ...(cache && { memo: cache.memo }) };
   // The node's tables are read in full this cycle: read what else is trusted in memory too.
   if (cache && fullReadDue(deps.nft)) forgetReads(cache);
@@ -439,7 +451,7 @@ async function statePhase(c: Cycle, candidate: Candidate): Promise<Loaded | unde
   }
   if (!memory.applied) return undefined;
   const lastGood = agentPaths(config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadState(lastGood, c.cache?.loads));
+  const r = await loadRemembered(c.cache, memory.applied.revision, () => loadLastGood(config.stateDir, c.cache?.loads));
   if (r.state) return { state: r.state, revision: memory.applied.revision };
   c.errors.push(`the last good state copy in ${lastGood} is unreadable: ${formatDiagnostics(r.diagnostics)}`);
   return undefined;
@@ -528,8 +540,7 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
 async function previousRevision(c: Cycle, loaded: Loaded): Promise<{ state: ClusterState; revision: string } | undefined> {
   const applied = c.memory.applied;
   if (!applied || applied.revision === loaded.revision) return undefined;
-  const lastGood = agentPaths(c.config.stateDir).lastGood;
-  const r = await loadRemembered(c.cache, applied.revision, () => loadState(lastGood, c.cache?.loads));
+  const r = await loadRemembered(c.cache, applied.revision, () => loadLastGood(c.config.stateDir, c.cache?.loads));
   return r.state && { state: r.state, revision: applied.revision };
 }
 
@@ -545,8 +556,8 @@ async function remember(c: Cycle, rec: Reconciled, loaded: Loaded, candidate: Ca
   const newRevision = loaded.revision !== memory.applied?.revision;
   if (candidate && loaded.revision === candidate.revision && (newRevision || !memory.applied)) {
     await saveLastGood(config.stateDir, candidate.dir).catch((e: Error) => c.errors.push(`could not save the last good state: ${e.message}`));
-    // The running agent's state cache (for its next start), written here: after the apply, not on its way.
-    if (c.cache) await saveStateCache(config.stateDir, candidate.revision, candidate.dir, loaded.state).catch((e: Error) => c.notes.push(`could not save the state cache: ${e.message}`));
+    // The running agent's state cache (for its next start): after the apply, and not in this cycle.
+    c.cache?.stateCache?.set(candidate.revision, candidate.dir, loaded.state);
   }
   memory.applied = { revision: loaded.revision, at: newRevision ? c.now() : (memory.applied?.at ?? c.now()), desired: plan.nft.desired };
 }

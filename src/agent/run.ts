@@ -4,7 +4,7 @@
 // or SIGINT: a running cycle is finished, never cut off mid-apply.
 import { CronJob } from 'cron';
 import { LockBusy } from './lock.js';
-import { runOnce, type CycleDeps } from './cycle.js';
+import { flushAgentCache, runOnce, type CycleDeps, type MemoryCarry } from './cycle.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from '../git/backoff.js';
 import { DEFAULT_FULL_READ_SECONDS, watchable, watchNft, type NftWatch } from './watch.js';
 
@@ -39,7 +39,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
   // revision stays enforced meanwhile).
   let gitFailures = 0;
   // Memory carried from cycle to cycle, for when memory.json cannot be written (full disk).
-  const carry = { unsaved: false };
+  const carry: MemoryCarry = { unsaved: false };
   let retryTimer: NodeJS.Timeout | undefined;
   // Triggers that arrived while a cycle ran: one more cycle covers them all.
   let pending: { reasons: string[]; done: Promise<void>; resolve: () => void } | undefined;
@@ -107,6 +107,7 @@ export function startAgent(deps: CycleDeps, opts: { handleSignals?: boolean; ran
     wakeJitter?.();
     await running;
     pending?.resolve();
+    await flushAgentCache(carry).catch(() => undefined);
     await watch?.stop();
     if (opts.handleSignals) {
       process.off('SIGTERM', onSignal);

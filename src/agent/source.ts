@@ -35,6 +35,8 @@ export function gitSource(config: AgentConfig): Source {
   const repoDir = remote ? cacheDir : config.source.url;
   // The last accepted fetch, for the same last applied revision (the verdict depends on it).
   let known: { lastApplied: string | undefined; result: SourceAccepted } | undefined;
+  // isomorphic-git's pack cache, kept as long as this source (fetchSource uses it for http(s) only).
+  const gitCache = {};
   return {
     fetch: async (lastApplied) => {
       const r = await fetchSource({
@@ -47,6 +49,7 @@ export function gitSource(config: AgentConfig): Source {
         lastAppliedOid: lastApplied,
         allowNonDescendant: config.source.allowNonDescendant,
         timeoutMs: config.source.timeoutSeconds * 1000,
+        gitCache,
         // The verdict depends on the last applied revision, unless that is the revision itself.
         ...(known && (known.lastApplied === lastApplied || leadingOid(lastApplied) === known.result.revision) && { known: known.result }),
       });

@@ -5,7 +5,7 @@
 // Every token this process reads is also remembered (knownSecrets), so that whatever the agent
 // writes to Git or prints can be masked again at the end, whichever path a value took.
 import { readFile } from 'node:fs/promises';
-import type { AuthCallback, HttpClient } from 'isomorphic-git';
+import type { AuthCallback, GitHttpResponse, HttpClient } from 'isomorphic-git';
 import nodeHttp from 'isomorphic-git/http/node';
 
 export interface GitCredentials {
@@ -73,6 +73,38 @@ export async function loadToken(creds: GitCredentials): Promise<string | undefin
     return rememberSecret(token);
   }
   return undefined;
+}
+
+/**
+ * `http`, keeping the last upload-pack ref advertisement it received (GET .../info/refs) to answer
+ * the next identical GET with, once: a fetch that first asked for the refs (is anything new?)
+ * does not make the server run git again for the same answer when isomorphic-git's fetch starts
+ * with that GET. For one fetch only: make a new one per fetch.
+ */
+export function replayingAdvertisement(http: HttpClient): HttpClient {
+  let held: { key: string; response: GitHttpResponse; chunks: Uint8Array[] } | undefined;
+  return {
+    request: async (req) => {
+      const method = req.method ?? 'GET';
+      if (method !== 'GET' || !/\/info\/refs\?service=git-upload-pack$/.test(req.url)) return http.request(req);
+      const key = JSON.stringify([req.url, Object.entries(req.headers ?? {}).sort()]);
+      if (held?.key === key) {
+        const { response, chunks } = held;
+        held = undefined;
+        return { ...response, body: replay(chunks) };
+      }
+      const response = await http.request(req);
+      if (response.statusCode !== 200 || !response.body) return response;
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of response.body) chunks.push(chunk);
+      held = { key, response, chunks };
+      return { ...response, body: replay(chunks) };
+    },
+  };
+}
+
+async function* replay(chunks: Uint8Array[]): AsyncIterableIterator<Uint8Array> {
+  yield* chunks;
 }
 
 /** isomorphic-git's Node client with an idle-socket timeout, so a hung server cannot hang us. */

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import git from 'isomorphic-git';
 import type { PublicKey } from 'openpgp';
-import { classifyRemoteError, openRemote, RemoteUnavailable, type GitCredentials } from './remote.js';
+import { classifyRemoteError, openRemote, RemoteUnavailable, replayingAdvertisement, type GitCredentials } from './remote.js';
 import { readTrustedKeys, verifyCommitSignature, type SignatureRefusal } from './signature.js';
 import { findUnsafeTreeEntries, unsafeEntryName } from './tree.js';
 import { escapeText, formatDiagnostics, StateError } from '../state/diagnostics.js';
@@ -47,6 +47,13 @@ export interface SourceOptions {
   allowNonDescendant?: boolean;
   /** Idle timeout of HTTP requests (default 30 s). */
   timeoutMs?: number;
+  /**
+   * isomorphic-git's cache (pack indexes and packs read once, not per object) for a cache
+   * repository only isomorphic-git writes to (http(s)): packs there are only ever added. A
+   * long-running source passes the same object to every fetch; each fetch adds a pack, and
+   * without it every object read opens and checks every pack again (fetches grow slower).
+   */
+  gitCache?: object;
   /**
    * What this process accepted and checked out last, with the same options: when the remote still
    * points there, it is the answer again (no verification, no checkout: a commit never changes).
@@ -110,18 +117,21 @@ function localFolder(url: string): string | undefined {
 async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined): Promise<SourceResult> {
   const branch = opts.branch ?? 'main';
   const dir = opts.cacheDir;
-  const { oid, advertised } = isSshUrl(opts.url) ? { oid: await fetchOverSsh(opts, branch), advertised: undefined } : await fetchOverHttp(opts, branch);
+  const ssh = isSshUrl(opts.url);
+  const { oid, advertised } = ssh ? { oid: await fetchOverSsh(opts, branch), advertised: undefined } : await fetchOverHttp(opts, branch);
+  // The system git may repack (and delete packs) in an ssh cache: no cache of its packs there.
+  const cache = ssh ? undefined : opts.gitCache;
   // Still checked out there (another command using the cache would have moved the local branch).
   if (opts.known?.kind === 'git-remote' && opts.known.revision === oid && (await checkedOut(dir, branch)) === oid) return { ...opts.known, ...(advertised && { advertised }) };
-  const verdict = await checkRevision(dir, oid, opts, trusted);
+  const verdict = await checkRevision(dir, oid, opts, trusted, cache);
   if (!verdict.ok) return { accepted: false, revision: oid, refusal: verdict.refusal, reason: verdict.reason };
   // isomorphic-git's checkout would write a symlink from the tree as a symlink: refuse first.
-  const unsafe = await unsafeTreeDiagnostics(dir, oid);
+  const unsafe = await unsafeTreeDiagnostics(dir, oid, cache);
   if (unsafe.length > 0) {
     const reason = `revision ${oid} holds entries the state may not hold; nothing of it was checked out:\n${formatDiagnostics(unsafe)}`;
     return { accepted: false, revision: oid, refusal: 'unsafe-tree', reason };
   }
-  await checkoutWorkTree(dir, branch, oid);
+  await checkoutWorkTree(dir, branch, oid, cache);
   return { accepted: true, revision: oid, dir, kind: 'git-remote', signedBy: verdict.signedBy, ...(advertised && { advertised }) };
 }
 
@@ -129,12 +139,14 @@ async function fetchRemote(opts: SourceOptions, trusted: PublicKey[] | undefined
 async function fetchOverHttp(opts: SourceOptions, branch: string): Promise<{ oid: string; advertised?: Record<string, string> }> {
   const dir = opts.cacheDir;
   const remote = await openRemote(opts.url, opts.credentials, opts.timeoutMs);
-  const common = { fs, http: remote.http, dir, url: remote.url, onAuth: remote.onAuth };
+  // The advertisement asked for first is the one isomorphic-git's fetch starts with.
+  const common = { fs, http: replayingAdvertisement(remote.http), dir, url: remote.url, onAuth: remote.onAuth, ...(opts.gitCache && { cache: opts.gitCache }) };
   try {
     if (await isRepo(dir)) {
       const have = await git.resolveRef({ fs, dir, ref: `refs/remotes/origin/${branch}` }).catch(() => undefined);
       // Nothing new is one GET of the ref advertisement: isomorphic-git's fetch would POST to
-      // upload-pack as well (a second request and a server process) even when it wants nothing.
+      // upload-pack as well (a second request and a server process) even when it wants nothing;
+      // something new is that GET (replayed to the fetch) and one POST.
       const advertised = have ? await advertisedBranches(common) : undefined;
       if (have && advertised?.[`refs/heads/${branch}`] === have) return { oid: have, advertised };
       await git.fetch({ ...common, remote: 'origin', ref: branch, singleBranch: true, tags: false });
@@ -182,10 +194,11 @@ async function checkRevision(
   oid: string,
   opts: Pick<SourceOptions, 'lastAppliedOid' | 'allowNonDescendant'>,
   trusted: PublicKey[] | undefined,
+  cache?: object,
 ): Promise<Verdict> {
   let signedBy: string | undefined;
   if (trusted) {
-    const { commit, payload } = await git.readCommit({ fs, dir, oid });
+    const { commit, payload } = await git.readCommit({ fs, dir, oid, cache });
     const check = await verifyCommitSignature(commit.gpgsig, payload, trusted);
     if (!check.ok) return { ok: false, refusal: check.refusal, reason: `revision ${oid}: ${check.reason}` };
     signedBy = check.fingerprint;
@@ -193,7 +206,7 @@ async function checkRevision(
   const last = leadingOid(opts.lastAppliedOid);
   if (last && last !== oid && !opts.allowNonDescendant) {
     // The last applied commit may be gone from a fresh cache: then it cannot be an ancestor.
-    const descends = await git.isDescendent({ fs, dir, oid, ancestor: last, depth: -1 }).catch(() => false);
+    const descends = await git.isDescendent({ fs, dir, oid, ancestor: last, depth: -1, cache }).catch(() => false);
     if (!descends) {
       return {
         ok: false,
@@ -211,10 +224,10 @@ export function leadingOid(revision: string | undefined): string | undefined {
 }
 
 /** Point the local branch and HEAD at `oid` and make the work tree match it exactly. */
-async function checkoutWorkTree(dir: string, branch: string, oid: string): Promise<void> {
+async function checkoutWorkTree(dir: string, branch: string, oid: string, cache?: object): Promise<void> {
   await git.writeRef({ fs, dir, ref: `refs/heads/${branch}`, value: oid, force: true });
   await git.writeRef({ fs, dir, ref: 'HEAD', value: `refs/heads/${branch}`, symbolic: true, force: true });
-  await git.checkout({ fs, dir, ref: branch, force: true });
+  await git.checkout({ fs, dir, ref: branch, force: true, cache });
 }
 
 /** The oid the cache's work tree was last checked out at (its local branch). */
@@ -336,9 +349,9 @@ export async function checkoutRevision(repoDir: string, rev: string, destDir: st
  * Problems with the shape of a revision's tree, as diagnostics on repository paths: symlinks and
  * submodules anywhere (refused like a symlink on disk, wherever it points), or too many entries.
  */
-export async function unsafeTreeDiagnostics(repoDir: string, commitOid: string): Promise<Diagnostic[]> {
-  const { commit } = await git.readCommit({ fs, dir: repoDir, oid: commitOid });
-  const { unsafe, tooLarge } = await findUnsafeTreeEntries({ dir: repoDir }, commit.tree, STATE_LIMITS.entries);
+export async function unsafeTreeDiagnostics(repoDir: string, commitOid: string, cache?: object): Promise<Diagnostic[]> {
+  const { commit } = await git.readCommit({ fs, dir: repoDir, oid: commitOid, cache });
+  const { unsafe, tooLarge } = await findUnsafeTreeEntries({ dir: repoDir, cache }, commit.tree, STATE_LIMITS.entries);
   const why = {
     symlink: 'is a symbolic link in Git (mode 120000); the state is read only as regular files (symlinks are refused wherever they point)',
     submodule: 'is a submodule in Git (mode 160000); the state is read only as regular files',

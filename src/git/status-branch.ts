@@ -80,7 +80,7 @@ export async function publishStatus(opts: StatusBranchOptions, files: FileMap, m
     }
     const sign = opts.signingKey && { signingKey: opts.signingKey.armor(), onSign: commitSigner(opts.signingKey) };
     const oid = await git.commit({ fs, dir, message, tree, parent: base ? [base] : [], author, ref: `refs/heads/${branch}`, ...sign });
-    const pushed = await remote.push(dir, branch);
+    const pushed = await remote.push(dir, branch, { old: base, oid });
     if (pushed === 'pushed') {
       await git.writeRef({ fs, dir, ref: tracking, value: oid, force: true });
       return { branch, committed: true, oid, attempts: attempt };
@@ -196,8 +196,11 @@ interface StatusTransport {
    * refs/remotes/origin/<branch>. Undefined when the branch does not exist remotely.
    */
   sync(dir: string, branch: string): Promise<string | undefined>;
-  /** Push the local branch; `rejected` when the server's branch moved (not fast-forward). */
-  push(dir: string, branch: string): Promise<'pushed' | { rejected: string }>;
+  /**
+   * Push the local branch, a commit on top of `old` (what we last saw at the server's branch;
+   * undefined: the branch is new); `rejected` when the server's branch moved (not fast-forward).
+   */
+  push(dir: string, branch: string, update: { old: string | undefined; oid: string }): Promise<'pushed' | { rejected: string }>;
 }
 
 async function openTransport(url: string, opts: { credentials?: GitCredentials; ssh?: SshOptions; timeoutMs?: number }): Promise<StatusTransport> {
@@ -215,6 +218,8 @@ async function openTransport(url: string, opts: { credentials?: GitCredentials; 
 }
 
 function httpTransport(remote: Remote): StatusTransport {
+  // A report is pushed in one request until the server answers that otherwise than report-status.
+  let oneRequest = true;
   return {
     url: remote.url,
     sync: async (dir, branch) => {
@@ -229,17 +234,96 @@ function httpTransport(remote: Remote): StatusTransport {
         throw toRemoteError(e, `reading ${branch} from`, remote);
       }
     },
-    push: async (dir, branch) => {
+    push: async (dir, branch, update) => {
+      const ref = `refs/heads/${branch}`;
+      const rejected = (reason: string) => ({ rejected: scrub(reason, remote.secrets).replace(/\s+/g, ' ').trim() });
+      if (oneRequest) {
+        try {
+          const refused = await pushCommit(remote, dir, ref, update);
+          return refused === undefined ? 'pushed' : rejected(refused);
+        } catch {
+          // Not a report-status answer (a server that wants the advertisement first, a proxy, a
+          // network error): this transport pushes the ordinary way, which says what is wrong.
+          oneRequest = false;
+        }
+      }
       try {
-        const ref = `refs/heads/${branch}`;
         await git.push({ fs, http: remote.http, dir, url: remote.url, remote: 'origin', ref, remoteRef: ref, onAuth: remote.onAuth });
         return 'pushed';
       } catch (e) {
         if (!isPushRejection(e)) throw toRemoteError(e, `pushing ${branch} to`, remote);
-        return { rejected: scrub(String((e as Error).message), remote.secrets).replace(/\s+/g, ' ').trim() };
+        return rejected(String((e as Error).message));
       }
     },
   };
+}
+
+const ZERO_OID = '0'.repeat(40);
+
+/**
+ * Push commit `update.oid` to `ref` in one request, as the update from `update.old` (the server
+ * compares that with its branch itself and refuses the update when the branch moved, like a
+ * push that is not a fast-forward). The pack holds the commit, its tree and the tree's blobs: all
+ * a report commit brings. No ref advertisement is asked for first: the only capability used is
+ * report-status, which every Git server has. Undefined when pushed, else the server's reason.
+ */
+async function pushCommit(remote: Remote, dir: string, ref: string, update: { old: string | undefined; oid: string }): Promise<string | undefined> {
+  const { commit } = await git.readCommit({ fs, dir, oid: update.oid });
+  const { packfile } = await git.packObjects({ fs, dir, oids: [update.oid, ...(await treeObjects(dir, commit.tree))] });
+  if (!packfile) throw new Error('could not pack the report commit');
+  const command = `${update.old ?? ZERO_OID} ${update.oid} ${ref}\0report-status agent=cgw-sync\n`;
+  const body = Buffer.concat([pktLine(command), Buffer.from('0000'), packfile]);
+  const auth = await remote.onAuth(remote.url, {});
+  const res = await remote.http.request({
+    url: `${remote.url}/git-receive-pack`,
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-git-receive-pack-request',
+      accept: 'application/x-git-receive-pack-result',
+      ...(auth && !('cancel' in auth && auth.cancel) && { authorization: `Basic ${Buffer.from(`${auth.username ?? ''}:${auth.password ?? ''}`).toString('base64')}` }),
+    },
+    body: once(body),
+  });
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of res.body ?? []) chunks.push(chunk);
+  if (res.statusCode !== 200) throw new git.Errors.HttpError(res.statusCode, res.statusMessage, Buffer.concat(chunks).toString('utf8'));
+  return receivePackRefusal(Buffer.concat(chunks), ref);
+}
+
+/** The oids of a tree and everything in it. */
+async function treeObjects(dir: string, treeOid: string): Promise<string[]> {
+  const { tree } = await git.readTree({ fs, dir, oid: treeOid });
+  const inner = await Promise.all(tree.map((e) => (e.type === 'tree' ? treeObjects(dir, e.oid) : [e.oid])));
+  return [treeOid, ...inner.flat()];
+}
+
+function pktLine(text: string): Buffer {
+  const payload = Buffer.from(text);
+  return Buffer.concat([Buffer.from((payload.length + 4).toString(16).padStart(4, '0')), payload]);
+}
+
+async function* once(body: Uint8Array): AsyncIterableIterator<Uint8Array> {
+  yield body;
+}
+
+/**
+ * The server's report-status for `ref` (pkt-lines: "unpack ok", then "ok <ref>" or
+ * "ng <ref> <reason>"): undefined when the ref was updated, else why not.
+ */
+export function receivePackRefusal(response: Buffer, ref: string): string | undefined {
+  const lines: string[] = [];
+  for (let at = 0; at + 4 <= response.length; ) {
+    const size = Number.parseInt(response.subarray(at, at + 4).toString('latin1'), 16);
+    if (!Number.isInteger(size) || (size > 0 && size < 4) || at + size > response.length) throw new Error('malformed report-status from the server');
+    if (size > 0) lines.push(response.subarray(at + 4, at + size).toString('utf8').replace(/\n$/, ''));
+    at += size === 0 ? 4 : size;
+  }
+  const unpack = lines.find((l) => l.startsWith('unpack '));
+  if (unpack !== 'unpack ok') return unpack ? `the server could not unpack the report: ${unpack.slice('unpack '.length)}` : 'the server sent no report-status';
+  if (lines.includes(`ok ${ref}`)) return undefined;
+  const ng = lines.find((l) => l.startsWith(`ng ${ref} `));
+  // Most often the branch moved since we saw it (the server compares the old tip itself).
+  return ng ? `refused by the server: ${ng.slice(`ng ${ref} `.length)}` : `the server did not report on ${ref}`;
 }
 
 /** Record the server's tip as the tracking ref (fetching the commit when missing); none: drop it. */

@@ -7,7 +7,7 @@ import git from 'isomorphic-git';
 export type FileMap = Record<string, string | Uint8Array>;
 
 /** Where the repository is: a work-tree dir (with .git inside) or a bare gitdir. */
-export type RepoLocation = { dir: string; gitdir?: undefined } | { gitdir: string; dir?: undefined };
+export type RepoLocation = ({ dir: string; gitdir?: undefined } | { gitdir: string; dir?: undefined }) & { cache?: object };
 
 /** Split and check a path: no empty, ".", ".." or ".git" segments, no leading slash. */
 export function pathSegments(filepath: string): string[] {

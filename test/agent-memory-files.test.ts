@@ -1,0 +1,181 @@
+// The agent's files beside memory.json (src/agent/memory.ts): last-good/ must be a complete copy
+// of the applied revision's tree after every save, also when a save died half-way (a crash in
+// the copy, or between the two renames that put it in place), and the running agent's deferred
+// state-cache.json must hold the state of the revision it applied last; memory.json is the
+// memory's JSON byte for byte, however often a ruleset in it was serialized before. No root needed.
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, memoryJson, readMemory, recoverLastGood, saveLastGood, writeMemory, type AgentMemory } from '../src/agent/memory.js';
+import { syntheticState, writeSyntheticStateRepo } from '../src/bench/synthetic.js';
+import { renderNode } from '../src/render/render.js';
+import { forwardsDocument } from '../src/bench/state-repo.js';
+import { commitDirectory, createBareRepo } from '../src/git/bare-repo.js';
+import { loadState } from '../src/state/load.js';
+
+const scratch = await mkdtemp(join(tmpdir(), 'cgw-memory-files-'));
+afterAll(() => rm(scratch, { recursive: true, force: true }));
+
+/** Every file under `dir` (relative path -> bytes as text), `.git` left out. */
+async function treeOf(dir: string, rel = ''): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+    if (e.name === '.git') continue;
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) Object.assign(out, await treeOf(dir, r));
+    else out[r] = await readFile(join(dir, r), 'utf8');
+  }
+  return out;
+}
+
+/** The tree of commit `oid` as Git itself reads it (path -> content). */
+function revisionTree(repo: string, oid: string): Record<string, string> {
+  const git = (...args: string[]) => execFileSync('git', ['--git-dir', repo, ...args]).toString();
+  const paths = git('ls-tree', '-r', '--name-only', '-z', oid).split('\0').filter(Boolean);
+  return Object.fromEntries(paths.map((p) => [p, git('show', `${oid}:${p}`)]));
+}
+
+/** A state repository with a work folder (what the agent copies from) and a bare repository of its commits. */
+async function stateRepo(name: string) {
+  const root = join(scratch, name);
+  const work = join(root, 'work');
+  await writeSyntheticStateRepo(work, 200);
+  await mkdir(join(root, 'srv'), { recursive: true });
+  const repo = await createBareRepo(join(root, 'srv'), 'state.git', { seedDir: work });
+  const stateDir = join(root, 'agent');
+  await mkdir(stateDir);
+  let n = 0;
+  /** One more revision: a forward added in a new file, the big list rewritten (one forward dropped), a guest file removed on the first. */
+  const next = async () => {
+    n++;
+    await writeFile(join(work, 'forwards', `extra-${n}.yaml`), forwardsDocument([{ name: `extra-${n}`, protocol: 'tcp', port: 40000 + n, target: { guest: 'guest1', port: 80 } }]));
+    const list = await readFile(join(work, 'forwards', 'bench.yaml'), 'utf8');
+    await writeFile(join(work, 'forwards', 'bench.yaml'), list.replace(/\n {2}- name: fwd-\d+\n(?: {4,}.*\n)+?(?= {2}- )/, '\n'));
+    return commitDirectory(repo, work, { message: `revision ${n}` });
+  };
+  const seed = execFileSync('git', ['--git-dir', repo, 'rev-parse', 'main']).toString().trim();
+  return { work, repo, stateDir, next, seed };
+}
+
+describe('last-good/', () => {
+  it('equals the tree of each applied revision, and never shares a file with the work tree it was copied from', async () => {
+    const r = await stateRepo('plain');
+    await saveLastGood(r.stateDir, r.work);
+    const lastGood = agentPaths(r.stateDir).lastGood;
+    expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, r.seed));
+    for (let i = 0; i < 3; i++) {
+      const oid = await r.next();
+      await saveLastGood(r.stateDir, r.work);
+      expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, oid));
+    }
+    // The checkout rewrites its files in place: the copy must not change with them.
+    const saved = await treeOf(lastGood);
+    await writeFile(join(r.work, 'cluster.yaml'), '# rewritten in place\n');
+    await writeFile(join(r.work, 'forwards', 'bench.yaml'), '# rewritten in place\n');
+    expect(await treeOf(lastGood)).toEqual(saved);
+    expect((await loadLastGood(r.stateDir)).state?.forwards.length).toBe(200 - 3 + 3);
+  });
+
+  it('stays the applied revision after a save died in the copy, between its renames, or before removing the old copy', async () => {
+    const r = await stateRepo('crash');
+    const lastGood = agentPaths(r.stateDir).lastGood;
+    const first = await r.next();
+    await saveLastGood(r.stateDir, r.work);
+    const applied = revisionTree(r.repo, first);
+
+    // Died in the copy: a half-written `.tmp` beside an intact last-good/.
+    await mkdir(`${lastGood}.tmp/forwards`, { recursive: true });
+    await writeFile(`${lastGood}.tmp/forwards/bench.yaml`, 'apiVersion: cgw-sync/v1\nkind: Forw');
+    expect(await treeOf(lastGood)).toEqual(applied);
+    const second = await r.next();
+    await saveLastGood(r.stateDir, r.work);
+    expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, second));
+    await expect(stat(`${lastGood}.tmp`)).rejects.toThrow();
+
+    // Died between the renames: last-good/ gone, the applied copy in `.old`, the new one complete in `.tmp`.
+    const atSecond = await treeOf(lastGood);
+    await r.next();
+    await rename(lastGood, `${lastGood}.old`);
+    await mkdir(`${lastGood}.tmp`);
+    await writeFile(`${lastGood}.tmp/cluster.yaml`, 'not the applied revision\n');
+    const loaded = await loadLastGood(r.stateDir);
+    expect(loaded.diagnostics).toEqual([]);
+    expect(await treeOf(lastGood)).toEqual(atSecond);
+    expect(loaded.state).toEqual((await loadState(lastGood)).state);
+
+    // Died after the swap, before removing `.old`: last-good/ is the new copy and stays so.
+    await mkdir(`${lastGood}.old`, { recursive: true });
+    await writeFile(`${lastGood}.old/cluster.yaml`, 'an older copy\n');
+    await recoverLastGood(r.stateDir);
+    expect(await treeOf(lastGood)).toEqual(atSecond);
+    const third = await r.next();
+    await saveLastGood(r.stateDir, r.work);
+    expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, third));
+    await expect(stat(`${lastGood}.old`)).rejects.toThrow();
+  });
+});
+
+describe('the running agent\'s state-cache.json', () => {
+  it('is written once the agent is idle, holds the revision set last, and is not written while a cycle runs', async () => {
+    const r = await stateRepo('cache');
+    const file = agentPaths(r.stateDir).stateCache;
+    const state = (await loadState(r.work)).state;
+    if (!state) throw new Error('the generated state is invalid');
+    const cache = new DeferredStateCache(r.stateDir, 20);
+    cache.set('rev-a', r.work, state);
+    cache.set('rev-b', r.work, state);
+    cache.pause();
+    // A cycle running (paused) for longer than the idle time: nothing is written.
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    await expect(stat(file)).rejects.toThrow();
+    cache.idle();
+    const deadline = Date.now() + 5000;
+    while (!(await stat(file).catch(() => undefined)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await cache.flush();
+    expect((await loadStateCached(r.stateDir, 'rev-b', r.work)).state).toEqual(state);
+    // Another revision's cache is not taken for this one: rev-a was replaced before it was written.
+    const other = await loadStateCached(r.stateDir, 'rev-a', join(scratch, 'missing'));
+    expect(other.state).toBeUndefined();
+    expect(cache.takeFailure()).toBeUndefined();
+  });
+
+  it('reports a write that failed, once', async () => {
+    const r = await stateRepo('cache-fail');
+    const state = (await loadState(r.work)).state;
+    if (!state) throw new Error('the generated state is invalid');
+    // The cache file's place is a folder: the rename over it fails.
+    await mkdir(agentPaths(r.stateDir).stateCache);
+    const cache = new DeferredStateCache(r.stateDir);
+    cache.set('rev-a', r.work, state);
+    await cache.flush();
+    expect(cache.takeFailure()).toMatch(/state-cache\.json|EISDIR|directory/i);
+    expect(cache.takeFailure()).toBeUndefined();
+  });
+});
+
+describe('memory.json', () => {
+  it('is JSON.stringify of the memory byte for byte, a ruleset written twice or changed alike, and reads back equal', async () => {
+    const desired = renderNode(syntheticState(50), 'node1');
+    const other = renderNode(syntheticState(51), 'node1');
+    // Strings from the state and the network land in the memory: look-alikes of the placeholder among them.
+    const hostile = '\u0000ruleset-0000000000000000 "desired" \\u0000ruleset-';
+    const memory: AgentMemory = {
+      applying: { revision: 'b', desired },
+      applied: { revision: 'a', at: '2026-01-01T00:00:00.000Z', desired },
+      lastReportKey: hostile,
+      outage: { since: 'x', failures: 1, lastError: hostile },
+      held: { revision: 'c', at: 'y', reason: '{"desired":null}' },
+    };
+    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
+    // Written again (the same rulesets, held by identity), and with one of them replaced.
+    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
+    const next: AgentMemory = { ...memory, applied: { revision: 'b', at: 'z', desired: other } };
+    expect(memoryJson(next)).toBe(JSON.stringify(next));
+    expect(memoryJson({})).toBe('{}');
+    const dir = join(scratch, 'memory');
+    await writeMemory(dir, next);
+    expect(await readMemory(dir)).toEqual(JSON.parse(JSON.stringify(next)));
+  });
+});
