@@ -37,10 +37,6 @@ export function gatewayMacTableRef(state: ClusterState): { family: 'bridge'; nam
   return { family: 'bridge', name: gatewayMacTableName(state) };
 }
 
-/** The table only a state with a shared gateway MAC names. */
-export function gatewayMacTables(state: ClusterState): { family: 'bridge'; name: string }[] {
-  return state.cluster.gatewayMAC !== undefined ? [gatewayMacTableRef(state)] : [];
-}
 
 /** `meta iifname`/`oifname` is (or is not) one of the trunks; nothing when the node has none. */
 function trunkMatch(trunks: string[], key: 'iifname' | 'oifname', op: '==' | '!='): Json[] {

@@ -28,10 +28,6 @@ export function nat6TableRef(state: ClusterState): { family: 'ip6'; name: string
   return { family: 'ip6', name: nat6TableName(state) };
 }
 
-/** The tables only a dual-stack state owns. */
-export function ipv6Tables(state: ClusterState): { family: 'ip6'; name: string }[] {
-  return state.cluster.ipv6 ? [nat6TableRef(state)] : [];
-}
 
 /** Every guest's IPv6 address by name (canonical), for the guests that have one. */
 export function guestIPv6s(state: ClusterState): Map<string, string> {

@@ -13,8 +13,8 @@ import { findNode, resolveNode, type NodeView } from './node-view.js';
 import { syncGuardTable, syncTableName } from './syncguard.js';
 import { hasLiveGuests, migrationGuardTable, migrationTableRef } from './migration-guard.js';
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
-import { ipv6Tables, nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
-import { gatewayMacTable, gatewayMacTableRef, gatewayMacTables } from './gateway-mac.js';
+import { nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
+import { gatewayMacTable, gatewayMacTableRef } from './gateway-mac.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -188,12 +188,27 @@ function rawTable(view: NodeView): NftTable | undefined {
  * list, replace or delete a foreign table.
  */
 export function ownedTables(state: ClusterState, granted: readonly string[] = []): { family: NftTable['family']; name: string }[] {
-  const tables = stateTables(state);
   const isGranted = (t: { family: string; name: string }) => granted.length === 0 || granted.includes(`${t.family} ${t.name}`);
-  const switchedOff = [nat6TableRef(state), gatewayMacTableRef(state), migrationTableRef(state)].filter((t) => isGranted(t) && !tables.some((o) => o.family === t.family && o.name === t.name));
+  const tables = stateTables(state);
+  const named = (t: { family: string; name: string }) => tables.some((o) => o.family === t.family && o.name === t.name);
+  const switchedOff = switchableTables(state)
+    .filter((t) => !t.used && isGranted(t.table) && !named(t.table))
+    .map((t) => t.table);
   const all = [...tables, ...switchedOff];
   assertOwnedTables(all);
   return all;
+}
+
+/**
+ * The roles a state may switch off, each with its table and whether the state uses it now. Named
+ * only where used, so an agent config whose explicit ownedTables lists none of them stays valid.
+ */
+function switchableTables(state: ClusterState): { table: { family: NftTable['family']; name: string }; used: boolean }[] {
+  return [
+    { table: gatewayMacTableRef(state), used: state.cluster.gatewayMAC !== undefined },
+    { table: nat6TableRef(state), used: state.cluster.ipv6 !== undefined },
+    { table: migrationTableRef(state), used: hasLiveGuests(state) },
+  ];
 }
 
 /** The tables a state names, unchecked (ownedTables is the checked form). */
@@ -203,11 +218,9 @@ export function stateTables(state: ClusterState): { family: NftTable['family']; 
     { family: 'netdev', name: state.cluster.tables.arp },
     { family: 'ip', name: rawTableName(state) },
     { family: 'bridge', name: syncTableName(state) },
-    // Named only where used (shared gateway MAC, dual stack): agents' explicit ownedTables lists stay valid.
-    ...gatewayMacTables(state),
-    ...ipv6Tables(state),
-    // Only while a guest migrates live: a node config listing its tables keeps working without it.
-    ...(hasLiveGuests(state) ? [migrationTableRef(state)] : []),
+    ...switchableTables(state)
+      .filter((t) => t.used)
+      .map((t) => t.table),
   ];
 }
 
