@@ -55,6 +55,9 @@ describe('benchmark smoke run', () => {
     // Converged comes before the end of the cycle, which publishes the report after it.
     expect(oneForward.convergedMs).toBeGreaterThan(0);
     expect(oneForward.convergedMs).toBeLessThan(oneForward.value!);
+    // The cycle's external steps by the system tools (git against the same server, raw nft -f), each measured.
+    for (const step of ['fetch', 'nft', 'push'] as const) expect(oneForward.systemSteps?.[step], step).toBeGreaterThan(0);
+    expect(table).toMatch(/same steps by the system tools, same run: git fetch [\d.]+ ms \(source phase \d+ ms\), nft -f/);
     for (const r of json.rows.filter((x) => x.id.startsWith('push-'))) expect(r.missing).toBeTruthy();
   });
 });

@@ -15,13 +15,14 @@ import { runOnce, type CycleDeps } from '../agent/cycle.js';
 import { startAgent, type Agent } from '../agent/run.js';
 import type { NodeStatus } from '../agent/report.js';
 import { commitDirectory, createBareRepo } from '../git/bare-repo.js';
-import { startGitHttpServer } from '../git/http-server.js';
 import { DEFAULT_GUEST_POLICY } from '../guests/policy.js';
 import { createNamespace, deleteNamespace, runIn } from '../netns/netns.js';
 import { NftCli } from '../nft/backend.js';
 import type { Ruleset } from '../nft/model.js';
 import type { NodePlan } from '../plan/plan.js';
 import { planNft, planToTransaction } from '../plan/nft-plan.js';
+import { benchCommit, benchGit } from './git-cli.js';
+import { startGitServerProcess } from './git-server-process.js';
 import { AFTER_CONVERGED } from './report.js';
 import { median, timed } from './stats.js';
 import { forwardsDocument } from './state-repo.js';
@@ -49,6 +50,10 @@ export interface AgentFigures {
   oneForward: CycleFigure;
   /** Raw `nft -f` of the one-forward batch the agent applied. */
   rawOneForward: number;
+  /** The system git's `git fetch` of the same new revision from the same server (the floor of the source phase). */
+  rawFetch: number;
+  /** The system git's `git push` of a one-file commit to the same server (the floor of publishing a report). */
+  rawPush: number;
   noop: CycleFigure;
   /** Raw `nft -j list table ip cgw_nat`. */
   rawList: number;
@@ -171,10 +176,19 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
   await writeSyntheticStateRepo(seed, forwards);
   await mkdir(join(dir, 'srv'));
   const repo = await createBareRepo(join(dir, 'srv'), 'state.git', { seedDir: seed, message: `bench: ${forwards} forwards` });
+  // A second repository on the same server, for the floor of a push.
+  const pushSeed = join(dir, 'push-seed');
+  await mkdir(pushSeed);
+  await writeFile(join(pushSeed, 'README'), 'pushed to by the benchmark\n');
+  await createBareRepo(join(dir, 'srv'), 'floor.git', { seedDir: pushSeed, message: 'bench: push floor' });
   const made: string[] = [];
-  const server = await startGitHttpServer({ projectRoot: join(dir, 'srv') });
+  const server = await startGitServerProcess(join(dir, 'srv'));
   let agent: CycleRunner | undefined;
   try {
+    const fetchClone = join(dir, 'fetch-clone');
+    const pushClone = join(dir, 'push-clone');
+    await benchGit(['clone', '--quiet', server.repoUrl('state.git'), fetchClone]);
+    await benchGit(['clone', '--quiet', server.repoUrl('floor.git'), pushClone]);
     for (const n of [ns, floorNs]) {
       await createNamespace(n);
       made.push(n);
@@ -198,6 +212,8 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
     const noops: { ms: number; value: CycleEnd }[] = [];
     const rawOnes: number[] = [];
     const rawLists: number[] = [];
+    const rawFetches: number[] = [];
+    const rawPushes: number[] = [];
     for (let i = 0; i < rounds && (i === 0 || Date.now() < until); i++) {
       progress(`${forwards} forwards: round ${i + 1}/${rounds}`);
       const before = plan!.nft.desired;
@@ -207,6 +223,10 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       const revision = await commitDirectory(repo, seed, { message: `bench: forward ${extra.name}` });
       ones.push(await cycleExpecting(agent.cycle, 'applied', revision));
       rawOnes.push(await rawApply(plan!.nft.desired, before, plan!.nft.owned));
+      rawFetches.push((await timed(() => benchGit(['fetch', '--quiet', 'origin', 'main'], fetchClone))).ms);
+      await writeFile(join(pushClone, `round-${i}`), `${revision}\n`);
+      await benchCommit(pushClone, `bench: push floor ${i}`);
+      rawPushes.push((await timed(() => benchGit(['push', '--quiet', 'origin', 'HEAD:main'], pushClone))).ms);
       noops.push(await cycleExpecting(agent.cycle, 'converged', revision));
       rawLists.push((await timed(() => raw(['-j', 'list', 'table', ...FORWARDS_TABLE]))).ms);
     }
@@ -217,6 +237,8 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       firstCycleMs: first.ms,
       oneForward: medianFigure(ones),
       rawOneForward: median(rawOnes),
+      rawFetch: median(rawFetches),
+      rawPush: median(rawPushes),
       noop: medianFigure(noops),
       rawList: median(rawLists),
     };

@@ -10,8 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { labStart, type LabStartOptions } from '../lab/lab.js';
 import { readNodeStatus } from '../lab/status.js';
 import { labDown } from '../lab/topology.js';
-import { run } from '../netns/netns.js';
 import { waitUntil } from '../proc/process.js';
+import { benchCommit, benchGit } from './git-cli.js';
 import { median } from './stats.js';
 import { forwardsDocument } from './state-repo.js';
 
@@ -33,7 +33,6 @@ export function webhookSupported(): boolean {
 
 const CONVERGE_TIMEOUT_MS = 60_000;
 const POLL_MS = 10;
-const IDENTITY = ['-c', 'user.name=cgw-sync bench', '-c', 'user.email=bench@cgw-sync.invalid'];
 
 /** VmRSS and VmHWM of a process, MiB. */
 async function processRss(pid: number): Promise<{ rssMiB: number; peakMiB: number }> {
@@ -52,17 +51,15 @@ export async function measurePushToConverged(pushes: number, webhook: boolean, p
     // `webhook` is a lab option only where webhooks exist (webhookSupported).
     const opts: LabStartOptions & { webhook?: boolean } = { prefix, runRoot, ...(webhook && { webhook }), progress: (line) => progress(`lab: ${line}`) };
     const lab = await labStart(opts);
-    const git = (args: string[]) => run('git', [...IDENTITY, ...args], { cwd: clone, env: { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' } });
-    await run('git', ['clone', '--quiet', lab.url, clone]);
+    const git = (args: string[]) => benchGit(args, clone);
+    await benchGit(['clone', '--quiet', lab.url, clone]);
     const nodes = lab.plan.nodes.map((n) => n.name);
     const totals: number[] = [];
     const pushTimes: number[] = [];
     for (let i = 0; i < pushes; i++) {
       const extra = { name: `bench-push-${i}`, protocol: 'tcp' as const, port: 30000 + i, target: { guest: 'guest1', port: 22 } };
       await writeFile(join(clone, 'forwards', `${extra.name}.yaml`), forwardsDocument([extra]));
-      await git(['add', '--all']);
-      await git(['commit', '--quiet', '--no-gpg-sign', '-m', `bench: forward ${extra.name}`]);
-      const revision = (await git(['rev-parse', 'HEAD'])).stdout.trim();
+      const revision = await benchCommit(clone, `bench: forward ${extra.name}`);
       const t0 = performance.now();
       await git(['push', '--quiet', 'origin', 'HEAD:main']);
       pushTimes.push(performance.now() - t0);

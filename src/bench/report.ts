@@ -37,6 +37,12 @@ export interface Row {
   phases?: Record<string, number>;
   /** Agent rows: median ms until the node was converged (applied and checked), before the report and memory.json. */
   convergedMs?: number;
+  /**
+   * The one-forward change: the cycle's external steps done by the system tools alone, in the same
+   * run: the system git's fetch of the same revision and push of a one-file commit against the same
+   * server, and raw nft -f of the same batch (beside the cycle's source, publish and apply phases).
+   */
+  systemSteps?: { fetch: number; nft: number; push: number };
 }
 
 /** The phases of an agent cycle after the node is converged: keeping what it applied, checks, the report, memory.json. */
@@ -82,7 +88,7 @@ export function benchRows(f: BenchFigures): Row[] {
       continue;
     }
     const a = s.agent;
-    rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle, new revision)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, phases: a.oneForward.phases, convergedMs: a.oneForward.convergedMs, ...oneForwardGoal(size, a.oneForward.ms, a.rawOneForward) });
+    rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle, new revision)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, phases: a.oneForward.phases, convergedMs: a.oneForward.convergedMs, systemSteps: { fetch: a.rawFetch, nft: a.rawOneForward, push: a.rawPush }, ...oneForwardGoal(size, a.oneForward.ms, a.rawOneForward) });
     rows.push({ id: 'no-op-cycle', what: 'no-op cycle (agent cycle, nothing new)', forwards: size, value: a.noop.ms, unit: 'ms', floor: { name: 'raw nft -j list table', value: a.rawList }, phases: a.noop.phases, convergedMs: a.noop.convergedMs, goal: '< 50 ms', met: a.noop.ms < 50 });
     rows.push({ id: 'agent-rss', what: 'agent process RSS after its cycles (peak)', forwards: size, value: s.agentRss.afterMiB, unit: 'MiB', rssMiB: s.agentRss.peakMiB, floor: { name: 'node -e 0 peak RSS', value: f.nodeStart.maxRssMiB } });
     rows.push({ id: 'validate', what: 'validate/load of the repository (process)', forwards: size, value: s.validate.ms, unit: 'ms', rssMiB: s.validate.maxRssMiB, floor: node0, ...validateGoal(size, s.validate) });
@@ -141,6 +147,11 @@ export function formatTable(f: BenchFigures, rows: Row[]): string {
     out.push(line(cells[i]!));
     if (r.phases) out.push(`    phases: ${Object.entries(r.phases).map(([k, v]) => `${k} ${group(v)}`).join(', ')} ms`);
     if (r.convergedMs !== undefined) out.push(`    converged (applied and checked) at ${group(r.convergedMs)} ms; then ${AFTER_CONVERGED.join(', ')} (the whole cycle is the figure above)`);
+    if (r.systemSteps && r.phases) {
+      const { fetch, nft, push } = r.systemSteps;
+      const phase = (name: string) => `${group(r.phases?.[name] ?? 0)} ms`;
+      out.push(`    the same steps by the system tools, same run: git fetch ${amount(fetch, 'ms')} (source phase ${phase('source')}), nft -f ${amount(nft, 'ms')} (apply phase ${phase('apply')}), git push ${amount(push, 'ms')} (publish phase ${phase('publish')})`);
+    }
   });
   return `${out.join('\n')}\n`;
 }
