@@ -1,14 +1,19 @@
 // The agent's files beside memory.json (src/agent/memory.ts): last-good/ must be a complete copy
 // of the applied revision's tree after every save, also when a save died half-way (a crash in
 // the copy, or between the two renames that put it in place), and the running agent's deferred
-// state-cache.json must hold the state of the revision it applied last; memory.json is the
-// memory's JSON byte for byte, however often a ruleset in it was serialized before. No root needed.
+// state-cache.json must hold the state of the revision it applied last; memory.json reads back
+// what was written, a ruleset planned from the applied one named by the plan's change (a few
+// elements) against a snapshot under rulesets/. No root needed.
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, memoryJson, readMemory, recoverLastGood, saveLastGood, writeMemory, type AgentMemory } from '../src/agent/memory.js';
+import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, readMemory, recoverLastGood, rememberChange, saveLastGood, writeMemory, type AgentMemory } from '../src/agent/memory.js';
+import { applyChange, changeOfPlan, replayChanges } from '../src/agent/ruleset-store.js';
+import { tableId, type Ruleset } from '../src/nft/model.js';
+import type { TableRef } from '../src/nft/transaction.js';
+import { planNft } from '../src/plan/nft-plan.js';
 import { syntheticState, writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { renderNode } from '../src/render/render.js';
 import { forwardsDocument } from '../src/bench/state-repo.js';
@@ -155,27 +160,131 @@ describe('the running agent\'s state-cache.json', () => {
   });
 });
 
+/** The refs of every table in these rulesets (what planNft may touch). */
+function ownedOf(...rs: Ruleset[]): TableRef[] {
+  return [...new Map(rs.flatMap((r) => r.tables).map((t) => [tableId(t), { family: t.family, name: t.name }])).values()];
+}
+
+/** `r` with the first chain holding rules cut to its first rule (a rules change). */
+function withFewerRules(r: Ruleset): Ruleset {
+  const i = r.tables.findIndex((t) => t.chains.some((c) => c.rules.length > 1));
+  if (i < 0) throw new Error('no chain with two rules to cut');
+  const t = r.tables[i]!;
+  const j = t.chains.findIndex((c) => c.rules.length > 1);
+  const chains = t.chains.map((c, k) => (k === j ? { ...c, rules: c.rules.slice(0, 1) } : c));
+  return { tables: r.tables.map((x, k) => (k === i ? { ...t, chains } : x)) };
+}
+
+describe('a ruleset as the change of a plan', () => {
+  const base = renderNode(syntheticState(50), 'node1');
+  const cases: Array<[string, Ruleset]> = [
+    ['a forward more', renderNode(syntheticState(51), 'node1')],
+    ['forwards fewer', renderNode(syntheticState(40), 'node1')],
+    ['a rule less', withFewerRules(base)],
+    ['a table gone', { tables: base.tables.slice(1) }],
+    ['nothing changed', base],
+  ];
+  it.each(cases)('%s: the change replayed on the base is the desired ruleset', (_, desired) => {
+    const owned = ownedOf(base, desired);
+    const plan = planNft(desired, base, owned);
+    const after = applyChange(base, changeOfPlan(plan));
+    expect(after && planNft(desired, after, owned).changes).toEqual([]);
+    expect(after && planNft(after, desired, owned).changes).toEqual([]);
+  });
+
+  it('a table created is put in whole; elements of a table the base lacks do not fit', () => {
+    const desired = renderNode(syntheticState(51), 'node1');
+    const empty: Ruleset = { tables: [] };
+    const created = applyChange(empty, changeOfPlan(planNft(desired, empty, ownedOf(desired))));
+    expect(created).toEqual(desired);
+    const elementsOnly = changeOfPlan(planNft(desired, base, ownedOf(desired)));
+    expect(elementsOnly.tables).toEqual([]);
+    expect(elementsOnly.elements.length).toBeGreaterThan(0);
+    expect(applyChange(empty, elementsOnly)).toBeUndefined();
+    expect(replayChanges(base, [elementsOnly, elementsOnly])).toEqual(applyChange(base, elementsOnly));
+  });
+});
+
 describe('memory.json', () => {
-  it('is JSON.stringify of the memory byte for byte, a ruleset written twice or changed alike, and reads back equal', async () => {
+  it('reads back what was written, rulesets and hostile strings alike', async () => {
     const desired = renderNode(syntheticState(50), 'node1');
     const other = renderNode(syntheticState(51), 'node1');
-    // Strings from the state and the network land in the memory: look-alikes of the placeholder among them.
-    const hostile = '\u0000ruleset-0000000000000000 "desired" \\u0000ruleset-';
+    // Strings from the state and the network land in the memory.
+    const hostile = '\u0000ruleset-0000000000000000 "desired" \\u0000ruleset- ../../etc';
     const memory: AgentMemory = {
-      applying: { revision: 'b', desired },
+      applying: { revision: 'b', desired: other },
       applied: { revision: 'a', at: '2026-01-01T00:00:00.000Z', desired },
       lastReportKey: hostile,
       outage: { since: 'x', failures: 1, lastError: hostile },
       held: { revision: 'c', at: 'y', reason: '{"desired":null}' },
     };
-    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
-    // Written again (the same rulesets, held by identity), and with one of them replaced.
-    expect(memoryJson(memory)).toBe(JSON.stringify(memory));
-    const next: AgentMemory = { ...memory, applied: { revision: 'b', at: 'z', desired: other } };
-    expect(memoryJson(next)).toBe(JSON.stringify(next));
-    expect(memoryJson({})).toBe('{}');
-    const dir = join(scratch, 'memory');
-    await writeMemory(dir, next);
-    expect(await readMemory(dir)).toEqual(JSON.parse(JSON.stringify(next)));
+    const dir = join(scratch, 'memory-roundtrip');
+    await writeMemory(dir, memory);
+    expect(await readMemory(dir)).toEqual(JSON.parse(JSON.stringify(memory)));
+    await writeMemory(dir, {});
+    expect(await readMemory(dir)).toEqual({});
+    // Nothing names a snapshot any more: none is left.
+    expect(await readdir(join(dir, 'rulesets'))).toEqual([]);
+  });
+
+  it('names a ruleset planned from the applied one by the change, and replays it when read', async () => {
+    const dir = join(scratch, 'memory-changes');
+    const base = renderNode(syntheticState(2000), 'node1');
+    await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: base } });
+    const whole = (await stat(agentPaths(dir).memory)).size;
+    const snapshots = await readdir(join(dir, 'rulesets'));
+    expect(snapshots).toHaveLength(1);
+    let applied = base;
+    for (const n of [2001, 2002, 1999]) {
+      const next = renderNode(syntheticState(n), 'node1');
+      const owned = ownedOf(applied, next);
+      rememberChange(dir, applied, next, planNft(next, applied, owned));
+      // Before the transaction (applying) and after it (applied): a few elements each time.
+      await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: applied }, applying: { revision: `r${n}`, desired: next } });
+      await writeMemory(dir, { applied: { revision: `r${n}`, at: 't', desired: next } });
+      expect((await stat(agentPaths(dir).memory)).size).toBeLessThan(whole + 4000);
+      expect(await readdir(join(dir, 'rulesets'))).toEqual(snapshots);
+      applied = next;
+    }
+    const read = await readMemory(dir);
+    expect(planNft(applied, read.applied!.desired, ownedOf(applied)).changes).toEqual([]);
+    expect(read.applied!.desired).toEqual(JSON.parse(JSON.stringify(applied)));
+    // What was read is named by its form again: written back without a new snapshot.
+    await writeMemory(dir, read);
+    expect(await readdir(join(dir, 'rulesets'))).toEqual(snapshots);
+  });
+
+  it('a ruleset not known by a change gets a snapshot of its own; the old one goes', async () => {
+    const dir = join(scratch, 'memory-snapshots');
+    const a = renderNode(syntheticState(30), 'node1');
+    const b = renderNode(syntheticState(31), 'node1');
+    await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: a } });
+    const first = await readdir(join(dir, 'rulesets'));
+    await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: a }, applying: { revision: 'b', desired: b } });
+    expect(await readdir(join(dir, 'rulesets'))).toHaveLength(2);
+    await writeMemory(dir, { applied: { revision: 'b', at: 't', desired: b } });
+    const last = await readdir(join(dir, 'rulesets'));
+    expect(last).toHaveLength(1);
+    expect(last).not.toEqual(first);
+    expect((await readMemory(dir)).applied?.desired).toEqual(JSON.parse(JSON.stringify(b)));
+  });
+
+  it('reads a memory.json that holds its rulesets itself (written by an older version)', async () => {
+    const dir = join(scratch, 'memory-older');
+    const desired = renderNode(syntheticState(20), 'node1');
+    const memory: AgentMemory = { applied: { revision: 'a', at: 't', desired }, applying: { revision: 'b', desired }, lastReportKey: 'k' };
+    await mkdir(dir, { recursive: true });
+    await writeFile(agentPaths(dir).memory, JSON.stringify(memory));
+    expect(await readMemory(dir)).toEqual(JSON.parse(JSON.stringify(memory)));
+  });
+
+  it('a snapshot gone or forged: the read fails and names memory.json', async () => {
+    const dir = join(scratch, 'memory-broken');
+    await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: renderNode(syntheticState(10), 'node1') } });
+    const text = await readFile(agentPaths(dir).memory, 'utf8');
+    await rm(join(dir, 'rulesets'), { recursive: true });
+    await expect(readMemory(dir)).rejects.toThrow(/memory\.json: .*ENOENT/);
+    await writeFile(agentPaths(dir).memory, text.replace(/"snapshot":"[0-9a-f]+"/, '"snapshot":"../../x"'));
+    await expect(readMemory(dir)).rejects.toThrow(/memory\.json: invalid ruleset snapshot id/);
   });
 });

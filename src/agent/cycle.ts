@@ -30,7 +30,7 @@ import type { GuestDriver } from '../guests/driver.js';
 import type { NodeView } from '../render/node-view.js';
 import type { AgentConfig } from './config.js';
 import { acquireLock } from './lock.js';
-import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, readMemory, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
+import { agentPaths, DeferredStateCache, loadLastGood, loadStateCached, readMemory, rememberChange, saveLastGood, writeMemory, type AgentMemory } from './memory.js';
 import { decideDrift, type DriftDecision } from './drift.js';
 import { redactStatus, significantKey, type EarlierCycle, type GuestReport, type NodeStatus, type Outage, STATUS_FORMAT } from './report.js';
 import { executePlan, guestReport, memoPlanNft, nodeMemo, prepareNode, settingsHost, settleGuests, type Executed, type NodeMemo, type NodeRuntime, type Prepared } from './node.js';
@@ -485,8 +485,9 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
   // A cycle killed after its nft transaction but before saving memory left `applying`: live
   // tables equal to it are ours, not drift.
   const interrupted = memory.applying && decideDrift({ baseline: memory.applying.desired, live: nft.live, desired: nft.desired, owned: nft.owned, baseChains: [], policy: 'correct', newRevision: false, nftChanges: false }).items.length === 0;
+  const baseline = interrupted ? memory.applying?.desired : memory.applied?.desired;
   const drift = decideDrift({
-    baseline: interrupted ? memory.applying?.desired : memory.applied?.desired,
+    baseline,
     live: nft.live,
     desired: nft.desired,
     owned: nft.owned,
@@ -497,6 +498,9 @@ async function reconcilePhase(c: Cycle, rt: NodeRuntime, loaded: Loaded): Promis
     nftChanges: nft.plan.changes.length > 0,
   });
   delete memory.applying;
+  // The live tables are the baseline's: the plan is what the desired ruleset changes in it, and
+  // memory.json records that change instead of the whole ruleset.
+  if (baseline && !drift.byHand) rememberChange(config.stateDir, baseline, nft.desired, nft.plan);
   // A closed change window whose policy is `report` holds drift corrections back too.
   if (drift.hold || (c.window?.drift === 'report' && drift.byHand && nft.plan.changes.length > 0)) prepared.plan = holdNft(prepared.plan);
   c.onPlan?.(prepared.plan);

@@ -1,6 +1,7 @@
 // What an agent remembers between cycles, under its stateDir:
 //   memory.json   the last applied revision and the ruleset it put in place, the last report
 //                 key, an ongoing Git outage
+//   rulesets/     the snapshots memory.json's rulesets are recorded against (src/agent/ruleset-store.ts)
 //   last-good/    a copy of the state files of the last applied revision, enforced while the
 //                 source is down, refused or invalid
 //   source/       the source cache (git clone);  status/  the status branch repository
@@ -9,10 +10,11 @@
 //                 does not parse YAML again (10,000 forwards take ~0.5 s to parse)
 // memory.json is replaced atomically (write + rename), so a kill -9 leaves the old or the new.
 import { copyFile, cp, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { writeFileAtomic } from '../fs/atomic.js';
 import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
+import type { NftPlan } from '../plan/nft-plan.js';
+import { rulesetStore, type StoredRuleset } from './ruleset-store.js';
 import { loadState, type LoadMemory, type LoadResult } from '../state/load.js';
 import type { ClusterState } from '../state/types.js';
 import type { EarlierCycle, Outage } from './report.js';
@@ -53,46 +55,59 @@ export function agentPaths(stateDir: string) {
   };
 }
 
+/** memory.json as written: each ruleset as its stored form (src/agent/ruleset-store.ts). */
+interface MemoryFile extends Omit<AgentMemory, 'applied' | 'applying'> {
+  applied?: { revision: string; at: string; ruleset?: StoredRuleset; desired?: Ruleset };
+  applying?: { revision: string; ruleset?: StoredRuleset; desired?: Ruleset };
+}
+
+function rulesetsDir(stateDir: string): string {
+  return path.join(stateDir, 'rulesets');
+}
+
 export async function readMemory(stateDir: string): Promise<AgentMemory> {
+  const file = agentPaths(stateDir).memory;
   try {
-    return JSON.parse(await readFile(agentPaths(stateDir).memory, 'utf8')) as AgentMemory;
+    const m = JSON.parse(await readFile(file, 'utf8')) as MemoryFile;
+    const store = rulesetStore(rulesetsDir(stateDir));
+    const snapshots = new Map<string, Promise<Ruleset>>();
+    // An older memory.json holds the rulesets themselves.
+    const ruleset = async (x: { ruleset?: StoredRuleset; desired?: Ruleset }, field: string): Promise<Ruleset> => {
+      if (x.desired) return x.desired;
+      if (!x.ruleset) throw new Error(`${field} names no ruleset`);
+      return store.load(x.ruleset, snapshots);
+    };
+    const { applied, applying, ...rest } = m;
+    const memory: AgentMemory = rest;
+    if (applied) memory.applied = { revision: applied.revision, at: applied.at, desired: await ruleset(applied, 'applied') };
+    if (applying) memory.applying = { revision: applying.revision, desired: await ruleset(applying, 'applying') };
+    return memory;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new Error(`cannot read ${agentPaths(stateDir).memory}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && (e as NodeJS.ErrnoException).path === file) return {};
+    throw new Error(`cannot read ${file}: ${(e as Error).message}`);
   }
 }
 
-export async function writeMemory(stateDir: string, memory: AgentMemory): Promise<void> {
-  await writeFileAtomic(agentPaths(stateDir).memory, memoryJson(memory));
+/**
+ * `next` is `base` changed by `plan`, a plan made against tables equal to `base`: memory.json
+ * then names `next` by that change (a few elements) instead of writing it whole.
+ */
+export function rememberChange(stateDir: string, base: Ruleset, next: Ruleset, plan: NftPlan): void {
+  rulesetStore(rulesetsDir(stateDir)).derive(base, next, plan);
 }
 
 /**
- * Each ruleset's JSON by object identity (rulesets are never changed once made): a cycle that
- * applies a revision writes its ruleset twice (`applying` before the transaction, `applied`
- * after it), megabytes at 50,000 forwards, and serializes it once.
+ * memory.json, replaced atomically; a ruleset not known by a change is written to its snapshot
+ * first, and snapshots memory.json names no more are removed after it is in place.
  */
-const rulesetJson = new WeakMap<object, string>();
-
-/** Stands for a ruleset in the first pass; the random part keeps any string of the state from being taken for it. */
-const RULESET_PLACEHOLDER = `\u0000ruleset-${randomBytes(8).toString('hex')}`;
-const RULESET_MARK = JSON.stringify(RULESET_PLACEHOLDER);
-
-/** JSON.stringify(memory), byte for byte, with each ruleset's JSON taken from rulesetJson. */
-export function memoryJson(memory: AgentMemory): string {
-  const rulesets: string[] = [];
-  const text = JSON.stringify(memory, (key, value: unknown) => {
-    if (key !== 'desired' || value === null || typeof value !== 'object') return value;
-    let json = rulesetJson.get(value);
-    if (json === undefined) {
-      json = JSON.stringify(value);
-      rulesetJson.set(value, json);
-    }
-    rulesets.push(json);
-    return RULESET_PLACEHOLDER;
-  });
-  const pieces = text.split(RULESET_MARK);
-  if (pieces.length !== rulesets.length + 1) return JSON.stringify(memory);
-  return pieces.map((piece, i) => (i < rulesets.length ? piece + rulesets[i] : piece)).join('');
+export async function writeMemory(stateDir: string, memory: AgentMemory): Promise<void> {
+  const store = rulesetStore(rulesetsDir(stateDir));
+  const { applied, applying, ...rest } = memory;
+  const m: MemoryFile = { ...rest };
+  if (applied) m.applied = { revision: applied.revision, at: applied.at, ruleset: await store.formOf(applied.desired) };
+  if (applying) m.applying = { revision: applying.revision, ruleset: await store.formOf(applying.desired) };
+  await writeFileAtomic(agentPaths(stateDir).memory, JSON.stringify(m));
+  await store.named([m.applied?.ruleset?.snapshot, m.applying?.ruleset?.snapshot].filter((x): x is string => !!x));
 }
 
 /**
