@@ -1,6 +1,7 @@
 // Health checks: the state's declarations (schema and semantic checks with file:line:column, the
 // address restrictions), the pure check list and verdict, and the probes for real inside a
-// namespace (tcp, udp, http against the lab responder).
+// namespace (tcp, udp, http against the lab responder), and the bridge's addresses as the running
+// agent remembers them (real `ip` in a namespace).
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,9 @@ import { loadState } from '../src/state/load.js';
 import { formatDiagnostics } from '../src/state/diagnostics.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { causedFailures, nodeHealthChecks } from '../src/health/checks.js';
+import type { AgentConfig } from '../src/agent/config.js';
+import { runIn } from '../src/netns/netns.js';
+import { hostHealthEdge, rememberedHealthEdge } from '../src/rollout/checkpoint.js';
 import { PROJECT_ROOT } from './helpers/agent-fixture.js';
 import { nftNamespace, type NftNamespace } from './helpers/nft-netns.js';
 import { serveGuestsIn, type ServedNode } from './helpers/health-node.js';
@@ -133,3 +137,50 @@ describe('probes from inside a node namespace', () => {
     expect(Date.now() - t0).toBeLessThan(4000);
   });
 });
+
+describe('the bridge as the running agent remembers it (real ip in a namespace)', () => {
+  let ns: NftNamespace;
+  beforeAll(async () => {
+    ns = await nftNamespace('hbridge');
+    for (const args of [['link', 'add', 'br-test', 'type', 'bridge'], ['addr', 'add', '10.5.5.254/24', 'dev', 'br-test']]) await runIn(ns.ns, 'ip', args);
+  });
+  afterAll(async () => {
+    await ns?.destroy();
+  });
+
+  it('trusts what it read until forgotten or too old; a failed read never; `since` asks for a read made at or after then', async () => {
+    let now = 0;
+    let reads = 0;
+    const host = hostHealthEdge({ netns: ns.ns } as AgentConfig);
+    const counted = (dev: string) => {
+      reads++;
+      return host.addresses(dev);
+    };
+    const edge = rememberedHealthEdge({ ...host, addresses: counted }, 1000, () => now);
+    expect(await edge.addresses('br-test')).toEqual(['10.5.5.254']);
+    await runIn(ns.ns, 'ip', ['addr', 'add', '10.5.5.253/24', 'dev', 'br-test']);
+    expect(await edge.addresses('br-test')).toEqual(['10.5.5.254']);
+    // Read at 0: good for a round that began then, not for one that began later.
+    expect(await edge.addresses('br-test', 0)).toEqual(['10.5.5.254']);
+    expect(reads).toBe(1);
+    now = 10;
+    expect(await edge.addresses('br-test', 5)).toEqual(['10.5.5.254', '10.5.5.253']);
+    await runIn(ns.ns, 'ip', ['addr', 'del', '10.5.5.253/24', 'dev', 'br-test']);
+    now = 1009;
+    expect(await edge.addresses('br-test')).toEqual(['10.5.5.254', '10.5.5.253']);
+    now = 1010;
+    expect(await edge.addresses('br-test')).toEqual(['10.5.5.254']);
+    await runIn(ns.ns, 'ip', ['addr', 'add', '10.5.5.252/24', 'dev', 'br-test']);
+    edge.forget();
+    expect(await edge.addresses('br-test')).toEqual(['10.5.5.254', '10.5.5.252']);
+    expect(reads).toBe(4);
+    // A failed read: good for the round that made it, never remembered beyond.
+    await expect(edge.addresses('br-late')).rejects.toThrow(/br-late/);
+    await expect(edge.addresses('br-late', now)).rejects.toThrow(/br-late/);
+    expect(reads).toBe(5);
+    await runIn(ns.ns, 'ip', ['link', 'add', 'br-late', 'type', 'bridge']);
+    expect(await edge.addresses('br-late')).toEqual([]);
+    expect(reads).toBe(6);
+  });
+});
+

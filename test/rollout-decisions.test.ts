@@ -69,6 +69,53 @@ describe('rollback on fakes', () => {
   });
 });
 
+describe('the bridge read by the health checks', () => {
+  it('is read once per cycle of the running agent, before the apply and after it', async () => {
+    const c = await fakeCluster(scratch, 'bridge-once');
+    let reads = 0;
+    const edge = {
+      probe: async () => ({ ok: true, detail: 'connected' }),
+      addresses: async () => {
+        reads++;
+        return ['10.5.5.254'];
+      },
+    };
+    const n = fakeNode(c, 'node1', {}, { health: edge, carry: { unsaved: false } });
+    expect(await n.cycle()).toMatchObject({ outcome: 'applied', health: { state: 'healthy' } });
+    expect(reads).toBe(1);
+    // A new revision: the previous one's checks before the apply, the new one's after it, one read.
+    await edit(path.join(c.state, 'forwards', 'ssh.yaml'), (t) => t.replace('port: 2201', 'port: 2299'));
+    expect(await n.cycle()).toMatchObject({ outcome: 'applied', health: { state: 'healthy' } });
+    expect(reads).toBe(2);
+  });
+
+  it('a new gateway address missing from what the running agent remembers is read again at once, not rolled back', async () => {
+    const c = await fakeCluster(scratch, 'bridge-fresh');
+    const onBridge = ['10.5.5.251', '10.5.5.254'];
+    let reads = 0;
+    const edge = {
+      probe: async () => ({ ok: true, detail: 'connected' }),
+      addresses: async () => {
+        reads++;
+        const seen = [...onBridge];
+        // The operator puts the new gateway on the bridge right after the check before the apply read it.
+        if (reads === 2) onBridge.push('10.5.5.253');
+        return seen;
+      },
+    };
+    const n = fakeNode(c, 'node1', {}, { health: edge, carry: { unsaved: false } });
+    expect(await n.cycle()).toMatchObject({ outcome: 'applied', health: { state: 'healthy' } });
+    // The state moves the gateway.
+    await edit(path.join(c.state, 'cluster.yaml'), (t) => t.replace('gatewayIP: 10.5.5.254', 'gatewayIP: 10.5.5.253'));
+    const moved = await n.cycle();
+    expect(moved).toMatchObject({ outcome: 'applied', health: { state: 'healthy' } });
+    expect(moved.rollback).toBeUndefined();
+    // Before the apply the previous gateway was checked; after it the new one, missing from what
+    // was remembered, on a read made then.
+    expect(reads).toBe(3);
+  });
+});
+
 describe('suspend', () => {
   it('an operator suspension: planned and reported, nothing applied; resume converges', async () => {
     const c = await fakeCluster(scratch, 'suspend');

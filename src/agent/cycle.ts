@@ -44,7 +44,7 @@ import { earlierNodes, waveGate, waveOf } from '../rollout/waves.js';
 import { readLocalSuspension, suspensionOf, type Suspension } from '../rollout/suspend.js';
 import { windowGate } from '../rollout/windows.js';
 import { hasChanges } from '../plan/plan.js';
-import { guardApply, healthBefore, heldHealth, hostHealthEdge, rollbackReason, type Guarded, type HealthEdge, type HeldHealth } from '../rollout/checkpoint.js';
+import { guardApply, healthBefore, heldHealth, hostHealthEdge, rememberedHealthEdge, rollbackReason, type Guarded, type HealthEdge, type HeldHealth } from '../rollout/checkpoint.js';
 import { rememberedSysctls } from '../settings/host.js';
 import { DEFAULT_FULL_READ_SECONDS } from './watch.js';
 
@@ -115,6 +115,8 @@ interface AgentCache {
   settings?: SettingsPort & { forget(): void };
   /** The last health round between applies (run again when due: see healthBetweenApplies). */
   health?: HeldHealth;
+  /** The health edge, which trusts the bridge's addresses and MAC it read until the next full read. */
+  edge?: HealthEdge & { forget(): void };
   /** state-cache.json of the revision applied last, written while the agent is idle. */
   stateCache?: DeferredStateCache;
 }
@@ -139,9 +141,10 @@ function fullReadDue(nft: NftBackend): boolean {
   return typeof f !== 'function' || f.call(nft);
 }
 
-/** What the agent trusts between full reads, forgotten: the next cycle reads the sysctls and runs the health round. */
+/** What the agent trusts between full reads, forgotten: the next cycle reads the sysctls and the bridge, and runs the health round. */
 function forgetReads(cache: AgentCache): void {
   cache.settings?.forget();
+  cache.edge?.forget();
   delete cache.health;
 }
 
@@ -310,6 +313,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     cache.source ??= gitSource(config);
     cache.settings ??= rememberedSysctls(deps.settings ?? settingsHost(config), fullReadMs(config));
     cache.stateCache ??= new DeferredStateCache(config.stateDir);
+    cache.edge ??= rememberedHealthEdge({ ...hostHealthEdge(config), ...deps.health }, fullReadMs(config));
     cache.stateCache.pause();
   }
   const source = deps.source ?? cache?.source ?? gitSource(config);
@@ -325,7 +329,7 @@ async function cycle(deps: CycleDeps, notes: string[]): Promise<NodeStatus> {
     notes,
     sourceStatus: { url: splitUserinfo(config.source.url).url, branch: config.source.branch, state: 'ok' },
     onPlan: deps.onPlan,
-    health: { ...hostHealthEdge(config), ...deps.health },
+    health: cache?.edge ?? { ...hostHealthEdge(config), ...deps.health },
   };
   const cacheFailure = cache?.stateCache?.takeFailure();
   if (cacheFailure) c.notes.push(`could not save the state cache: ${cacheFailure}`);

@@ -19,11 +19,47 @@ import { gatewayIPv6Addresses } from '../render/ipv6.js';
 /** What the edge provides to the checks; tests replace parts of it. */
 export interface HealthEdge {
   probe: HealthPorts['probe'];
-  /** Addresses (IPv4 and IPv6) on an interface of the node. */
-  addresses(dev: string): Promise<string[]>;
+  /** Addresses (IPv4 and IPv6) on an interface of the node; `since`: as read at or after that time (ms), not earlier. */
+  addresses(dev: string, since?: number): Promise<string[]>;
   /** The MAC of an interface, to check a shared gateway MAC's rewrite target; absent: not checked. */
-  linkMac?(dev: string): Promise<string>;
+  linkMac?(dev: string, since?: number): Promise<string>;
   sleep?: (ms: number) => Promise<void>;
+  /** Answers from what it read before (rememberedHealthEdge): a failing gateway check reads again. */
+  remembers?: true;
+}
+
+/**
+ * The long-running agent's edge: an interface's addresses and MAC as read last, trusted for
+ * `maxAgeMs` (the full-read interval, like its sysctls and its committed nft ruleset), so a health
+ * round spawns no `ip` process between full reads. cgw-sync changes no address or MAC itself; a
+ * change by hand that breaks the gateway is found at the next full read. A failed read is not
+ * trusted, and a gateway check failing on what is remembered reads again (healthPorts), so only
+ * a pass is ever taken from memory.
+ */
+export function rememberedHealthEdge(edge: HealthEdge, maxAgeMs: number, now: () => number = Date.now): HealthEdge & { forget(): void } {
+  const held = new Map<string, { at: number; value: Promise<string[] | string>; failed?: boolean }>();
+  const remembered =
+    <T extends string[] | string>(kind: string, read: (dev: string) => Promise<T>) =>
+    (dev: string, since?: number): Promise<T> => {
+      const key = `${kind}\0${dev}`;
+      const h = held.get(key);
+      const usable = h && (since === undefined ? !h.failed && now() - h.at < maxAgeMs : h.at >= since);
+      if (usable) return h.value as Promise<T>;
+      const entry: { at: number; value: Promise<T>; failed?: boolean } = { at: now(), value: read(dev) };
+      held.set(key, entry);
+      entry.value.catch(() => {
+        entry.failed = true;
+      });
+      return entry.value;
+    };
+  const { linkMac } = edge;
+  return {
+    ...edge,
+    addresses: remembered('addr', (dev) => edge.addresses(dev, now())),
+    ...(linkMac && { linkMac: remembered('link', (dev) => linkMac(dev, now())) }),
+    remembers: true,
+    forget: () => held.clear(),
+  };
 }
 
 function nodePrefix(config: AgentConfig): string[] {
@@ -101,11 +137,18 @@ export function healthPorts(rt: NodeRuntime, edge: HealthEdge, state: ClusterSta
     builtins: async (): Promise<Record<BuiltinCheck, Verdict>> => {
       const view = nodeView(rt, state);
       const dev = view.node.guestBridge.interface;
+      const round = Date.now();
+      const readBridge = (since?: number) => {
+        const mac = checksBridgeMac(view) && edge.linkMac ? edge.linkMac(dev, since).catch((e: Error) => e) : undefined;
+        return Promise.all([edge.addresses(dev, since).catch((e: Error) => e), mac]);
+      };
       // The bridge is read while the node is read and planned: independent reads, one wait.
-      const addresses = edge.addresses(dev).catch((e: Error) => e);
-      const mac = checksBridgeMac(view) && edge.linkMac ? edge.linkMac(dev).catch((e: Error) => e) : undefined;
+      const bridge = readBridge();
       const fresh = await prepareNode(rt, state, revision, memory);
-      return { readback: readbackVerdict(fresh.plan), gateway: gatewayVerdict(fresh.view, await addresses, await mac), guests: guestsVerdict(fresh.plan, fresh.live) };
+      let gateway = gatewayVerdict(fresh.view, ...(await bridge));
+      // A failure is never taken from what the edge remembers: read in this round, or read now.
+      if (!gateway.ok && edge.remembers) gateway = gatewayVerdict(fresh.view, ...(await readBridge(round)));
+      return { readback: readbackVerdict(fresh.plan), gateway, guests: guestsVerdict(fresh.plan, fresh.live) };
     },
   };
 }
