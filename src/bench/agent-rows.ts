@@ -26,7 +26,7 @@ import { startGitServerProcess } from './git-server-process.js';
 import { AFTER_CONVERGED } from './report.js';
 import { median, timed } from './stats.js';
 import { forwardsDocument } from './state-repo.js';
-import { writeSyntheticStateRepo } from './synthetic.js';
+import { syntheticState, writeSyntheticStateRepo } from './synthetic.js';
 
 /** Median ms of each cycle phase (the cycle's own stopwatch) beside the median total. */
 export interface CycleFigure {
@@ -79,6 +79,14 @@ function benchAgentConfig(dir: string, url: string, ns: string): AgentConfig {
     netns: ns,
     guests: { ...DEFAULT_GUEST_POLICY, enabled: false, runDir: join(dir, 'run'), stopTimeoutSeconds: 60 },
   };
+}
+
+/** node1's guest bridge with the gateway on it, as on a real node: its health round passes the gateway check. */
+async function addGuestBridge(ns: string): Promise<void> {
+  const { cluster, nodes } = syntheticState(0);
+  const dev = nodes[0]!.guestBridge.interface;
+  const prefix = cluster.guestSubnet.split('/')[1];
+  for (const args of [['link', 'add', dev, 'type', 'bridge'], ['addr', 'add', `${cluster.gatewayIP}/${prefix}`, 'dev', dev], ['link', 'set', dev, 'up']]) await runIn(ns, 'ip', args);
 }
 
 /** What the bench's clock saw beyond the cycle's own phases (the trigger, the log line). */
@@ -193,6 +201,7 @@ export async function measureAgent(forwards: number, rounds: number, progress: (
       await createNamespace(n);
       made.push(n);
     }
+    await addGuestBridge(ns);
     let plan: NodePlan | undefined;
     const onPlan = (p: NodePlan) => {
       plan = p;
