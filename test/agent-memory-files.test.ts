@@ -83,6 +83,28 @@ describe('last-good/', () => {
     expect((await loadLastGood(r.stateDir)).state?.forwards.length).toBe(200 - 3 + 3);
   });
 
+  it('takes a source file rewritten with the same size, also after its unchanged bytes were linked by their stamps', async () => {
+    const r = await stateRepo('stamps');
+    const lastGood = agentPaths(r.stateDir).lastGood;
+    const cluster = join(r.work, 'cluster.yaml');
+    // Stamps are trusted only for files unchanged for two seconds (a same-size rewrite in the same
+    // timestamp tick would look unchanged): let the work tree age past that.
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    await saveLastGood(r.stateDir, r.work);
+    const oid = await r.next();
+    // Linked by their stamps now; the new revision's files compared by bytes.
+    await saveLastGood(r.stateDir, r.work);
+    expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, oid));
+    const text = await readFile(cluster, 'utf8');
+    const rewritten = text.replace(/name: (\w)/, (_, c: string) => `name: ${c === 'x' ? 'y' : 'x'}`);
+    expect(rewritten.length).toBe(text.length);
+    expect(rewritten).not.toBe(text);
+    await writeFile(cluster, rewritten);
+    await saveLastGood(r.stateDir, r.work);
+    expect(await readFile(join(lastGood, 'cluster.yaml'), 'utf8')).toBe(rewritten);
+    expect(await treeOf(lastGood)).toEqual(await treeOf(r.work));
+  });
+
   it('stays the applied revision after a save died in the copy, between its renames, or before removing the old copy', async () => {
     const r = await stateRepo('crash');
     const lastGood = agentPaths(r.stateDir).lastGood;
@@ -100,6 +122,9 @@ describe('last-good/', () => {
     await expect(stat(`${lastGood}.tmp`)).rejects.toThrow();
 
     // Died between the renames: last-good/ gone, the applied copy in `.old`, the new one complete in `.tmp`.
+    // (The removal of the replaced copy runs after the save returns: waited for as the agent's next save would.)
+    await recoverLastGood(r.stateDir);
+    await expect(stat(`${lastGood}.old`)).rejects.toThrow();
     const atSecond = await treeOf(lastGood);
     await r.next();
     await rename(lastGood, `${lastGood}.old`);
@@ -118,6 +143,7 @@ describe('last-good/', () => {
     const third = await r.next();
     await saveLastGood(r.stateDir, r.work);
     expect(await treeOf(lastGood)).toEqual(revisionTree(r.repo, third));
+    await recoverLastGood(r.stateDir);
     await expect(stat(`${lastGood}.old`)).rejects.toThrow();
   });
 });

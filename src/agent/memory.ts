@@ -115,7 +115,8 @@ export async function writeMemory(stateDir: string, memory: AgentMemory): Promis
  * it (`.tmp`: one writer, under the agent's lock), then put in place by two renames with the old
  * copy kept as `.old` in between: whenever a process dies, last-good/ is either complete or
  * missing with `.old` complete (recoverLastGood puts that back). A file whose bytes equal the
- * current copy's is hard-linked from it, not copied: copies are never written in place.
+ * current copy's is hard-linked from it, not copied: copies are never written in place. The
+ * old copy is removed in the background once the new one is in place (recoverLastGood waits).
  */
 export async function saveLastGood(stateDir: string, from: string): Promise<void> {
   const dest = agentPaths(stateDir).lastGood;
@@ -128,8 +129,13 @@ export async function saveLastGood(stateDir: string, from: string): Promise<void
     if (e.code !== 'ENOENT') throw e;
   });
   await rename(tmp, dest);
-  await rm(old, { recursive: true, force: true });
+  // The replaced copy is removed off the cycle's path (a tree of files: milliseconds); the next
+  // save and recoverLastGood wait for it. Left behind by an exit, it is removed by the next save.
+  oldCopyRemovals.set(old, rm(old, { recursive: true, force: true }).catch(() => undefined));
 }
+
+/** Removals of `.old` copies still running, by path. */
+const oldCopyRemovals = new Map<string, Promise<void>>();
 
 function lastGoodSwap(dest: string) {
   return { tmp: `${dest}.tmp`, old: `${dest}.old` };
@@ -139,6 +145,8 @@ function lastGoodSwap(dest: string) {
 export async function recoverLastGood(stateDir: string): Promise<void> {
   const dest = agentPaths(stateDir).lastGood;
   const { old } = lastGoodSwap(dest);
+  await oldCopyRemovals.get(old);
+  oldCopyRemovals.delete(old);
   if ((await exists(dest)) || !(await exists(old))) return;
   await rename(old, dest);
 }
@@ -153,21 +161,61 @@ async function exists(p: string): Promise<boolean> {
 /** `from` copied to `to` (`.git` left out), each regular file equal to `reuse`'s hard-linked from there. */
 async function copyReusing(from: string, to: string, reuse: string): Promise<void> {
   await mkdir(to);
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    if (entry.name === '.git') continue;
-    const [src, dst, prev] = [path.join(from, entry.name), path.join(to, entry.name), path.join(reuse, entry.name)];
-    if (entry.isDirectory()) await copyReusing(src, dst, prev);
-    else if (entry.isFile() && (await sameBytes(src, prev))) await link(prev, dst);
-    else if (entry.isFile()) await copyFile(src, dst);
-    else await cp(src, dst, { recursive: true });
-  }
+  // Independent files: their reads and links overlap.
+  await Promise.all(
+    (await readdir(from, { withFileTypes: true })).map(async (entry) => {
+      if (entry.name === '.git') return;
+      const [src, dst, prev] = [path.join(from, entry.name), path.join(to, entry.name), path.join(reuse, entry.name)];
+      if (entry.isDirectory()) await copyReusing(src, dst, prev);
+      else if (entry.isFile() && (await sameBytes(src, prev))) await link(prev, dst);
+      else if (entry.isFile()) await copyVerified(src, dst, prev);
+      else await cp(src, dst, { recursive: true });
+    }),
+  );
 }
 
-async function sameBytes(a: string, b: string): Promise<boolean> {
-  const [sa, sb] = await Promise.all([stat(a), lstat(b).catch(() => undefined)]);
-  if (!sb?.isFile() || sa.size !== sb.size) return false;
-  const [ba, bb] = await Promise.all([readFile(a), readFile(b)]);
-  return ba.equals(bb);
+/**
+ * What this process knows to be equal, by the last-good/ path: a source file (by its stat) and
+ * the copy there (by its stat; the copy is linked, never written, so its inode stays). An
+ * unchanged source file is then linked again without reading both (5 MB each at 50,000
+ * forwards). A file changed within RACY_MS of being stamped is not stamped (like Git's racily
+ * clean index entries: a same-size rewrite in the same timestamp tick would look unchanged).
+ */
+const equalFiles = new Map<string, { src: string; srcStamp: string; copyStamp: string }>();
+const RACY_MS = 2000;
+
+/** The source's stamp (`settled`: unchanged for RACY_MS) and the copy's, when it is a file. */
+async function fileStamps(src: string, copy: string) {
+  const [a, b] = await Promise.all([stat(src, { bigint: true }), lstat(copy, { bigint: true }).catch(() => undefined)]);
+  const changed = a.mtimeNs > a.ctimeNs ? a.mtimeNs : a.ctimeNs;
+  return {
+    size: a.size,
+    src: `${a.ino}:${a.size}:${a.mtimeNs}:${a.ctimeNs}`,
+    settled: Number(changed / 1_000_000n) < Date.now() - RACY_MS,
+    copy: b?.isFile() ? { size: b.size, stamp: `${b.ino}:${b.size}:${b.mtimeNs}` } : undefined,
+  };
+}
+
+async function sameBytes(src: string, prev: string): Promise<boolean> {
+  const s = await fileStamps(src, prev);
+  if (!s.copy || s.size !== s.copy.size) return false;
+  const known = equalFiles.get(prev);
+  if (known && s.settled && known.src === src && known.srcStamp === s.src && known.copyStamp === s.copy.stamp) return true;
+  const [ba, bb] = await Promise.all([readFile(src), readFile(prev)]);
+  const same = ba.equals(bb);
+  if (same && s.settled) equalFiles.set(prev, { src, srcStamp: s.src, copyStamp: s.copy.stamp });
+  else equalFiles.delete(prev);
+  return same;
+}
+
+/** copyFile, and the copy stamped as equal to its source (it lands at `prev` once the new last-good/ is in place). */
+async function copyVerified(src: string, dst: string, prev: string): Promise<void> {
+  const before = await stat(src, { bigint: true });
+  await copyFile(src, dst);
+  const s = await fileStamps(src, dst);
+  // Only when the source did not change while it was copied.
+  if (s.settled && s.copy && s.src === `${before.ino}:${before.size}:${before.mtimeNs}:${before.ctimeNs}`) equalFiles.set(prev, { src, srcStamp: s.src, copyStamp: s.copy.stamp });
+  else equalFiles.delete(prev);
 }
 
 /** The state in last-good/ (put back first when a process died in the middle of replacing it). */
