@@ -32,7 +32,9 @@ export const healthCheckSettings: Check = (ctx) => {
   };
   const clusterChecks = cluster?.health?.checks ?? [];
   for (const [i, c] of clusterChecks.entries()) target(cluster!, ['health', 'checks', i], c);
-  for (const f of forwards) if (f.health) probeFieldProblems(ctx, f, ['health'], f.health);
+  // Few forwards have a check: found in one pass over them all, not one per node.
+  const probed = forwards.filter((f) => f.health);
+  for (const f of probed) probeFieldProblems(ctx, f, ['health'], f.health!);
   for (const node of nodes) {
     const own = node.healthChecks ?? [];
     for (const [i, c] of own.entries()) target(node, ['health', 'checks', i], c);
@@ -42,7 +44,7 @@ export const healthCheckSettings: Check = (ctx) => {
       if (first) ctx.report(node, ['health', 'checks', i, 'name'], `duplicate health check name "${c.name}" (first defined at ${first})`);
       else names.set(c.name, ctx.where(node, ['health', 'checks', i, 'name']));
     });
-    const count = clusterChecks.length + own.length + forwards.filter((f) => f.health && (f.nodes ?? [node.name]).includes(node.name)).length;
+    const count = clusterChecks.length + own.length + probed.filter((f) => (f.nodes ?? [node.name]).includes(node.name)).length;
     if (count > MAX_CHECKS_PER_NODE) ctx.report(node, ['name'], `node ${node.name} would run ${count} health checks; at most ${MAX_CHECKS_PER_NODE} (cluster, node and forward checks together)`);
   }
 };
