@@ -280,6 +280,23 @@ describe('memory.json', () => {
     expect(await readdir(join(dir, 'rulesets'))).toEqual(snapshots);
   });
 
+  it('changes that add up are written as a snapshot of the new ruleset instead', async () => {
+    const dir = join(scratch, 'memory-compact');
+    const base = renderNode(syntheticState(10), 'node1');
+    await writeMemory(dir, { applied: { revision: 'a', at: 't', desired: base } });
+    const [first] = await readdir(join(dir, 'rulesets'));
+    // Thousands of forwards more: more elements than memory.json carries as changes.
+    const next = renderNode(syntheticState(6000), 'node1');
+    rememberChange(dir, base, next, planNft(next, base, ownedOf(base, next)));
+    await writeMemory(dir, { applied: { revision: 'b', at: 't', desired: next } });
+    const after = await readdir(join(dir, 'rulesets'));
+    expect(after).toHaveLength(1);
+    expect(after).not.toEqual([first]);
+    const memory = JSON.parse(await readFile(agentPaths(dir).memory, 'utf8')) as { applied: { ruleset: { changes: unknown[] } } };
+    expect(memory.applied.ruleset.changes).toEqual([]);
+    expect((await readMemory(dir)).applied?.desired).toEqual(JSON.parse(JSON.stringify(next)));
+  });
+
   it('a ruleset not known by a change gets a snapshot of its own; the old one goes', async () => {
     const dir = join(scratch, 'memory-snapshots');
     const a = renderNode(syntheticState(30), 'node1');
