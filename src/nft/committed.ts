@@ -13,7 +13,8 @@
 //                 the next list() reads the node again
 // The memory is only as good as the events that invalidate it: use it only with a monitor
 // running (src/agent/watch.ts). Returned rulesets are shared, never to be mutated.
-import { elementKey, numericKeyOrder, tableId, type MapElement, type NftTable, type Ruleset } from './model.js';
+import { elementKey, lowerBound, numericKeyOrder, tableId, type MapElement, type NftTable, type Ruleset } from './model.js';
+import { noteDerived, sortedKeys } from './lineage.js';
 import { sortElements } from './normalize.js';
 import type { BaseChainInfo, NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
@@ -172,21 +173,10 @@ function patchedElements(elements: MapElement[], changes: MapElement[], add: boo
       if (add) out.splice(i, hit ? 1 : 0, c);
       else if (hit) out.splice(i, 1);
     }
+    noteDerived(out, elements, sortedKeys(changes.map((c) => c.key as number)));
     return out;
   }
   const keys = new Set(changes.map(elementKey));
   const kept = elements.filter((e) => !keys.has(elementKey(e)));
   return sortElements(add ? [...kept, ...changes] : kept);
-}
-
-/** First index whose (numeric) key is >= key. */
-function lowerBound(es: MapElement[], key: number): number {
-  let lo = 0;
-  let hi = es.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if ((es[mid]!.key as number) < key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -81,6 +81,24 @@ export function numericKeyOrder(es: MapElement[]): boolean {
   return true;
 }
 
+/** First index whose (numeric) key is >= key, in port-ordered elements. */
+export function lowerBound(es: readonly MapElement[], key: number): number {
+  let lo = 0;
+  let hi = es.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((es[mid]!.key as number) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The element with this key in port-ordered elements. */
+export function elementAt(es: readonly MapElement[], key: number): MapElement | undefined {
+  const e = es[lowerBound(es, key)];
+  return e?.key === key ? e : undefined;
+}
+
 /** Stable identity of a map element, for set arithmetic between desired and live. */
 export function elementKey(e: MapElement): string {
   return canonicalJson(e.key);

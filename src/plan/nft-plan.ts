@@ -5,8 +5,9 @@
 //   - rules of a chain       -> flush that chain and add its rules again (order is preserved);
 //   - anything structural    -> replace the whole table (add; delete; add) in the same batch.
 // Whatever the depth, the result runs as one nft transaction.
-import { canonicalJson, elementKey, jsonEqual, numericKeyOrder, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
+import { canonicalJson, elementAt, elementKey, jsonEqual, numericKeyOrder, tableId, type MapElement, type NftChain, type NftMap, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
 import { Transaction, type TableRef } from '../nft/transaction.js';
+import { keysToCompare, noteEqual } from '../nft/lineage.js';
 
 export interface ChainRulesChange {
   chain: string;
@@ -103,8 +104,35 @@ function diffOrderedElements(mapName: string, desired: MapElement[], live: MapEl
   return add.length || remove.length ? { map: mapName, add, remove } : undefined;
 }
 
+/**
+ * diffOrderedElements where the two maps are known equal but at `keys` (src/nft/lineage.ts): the
+ * same lists, in the same order, from a binary search per key.
+ */
+function diffAtKeys(mapName: string, desired: MapElement[], live: MapElement[], keys: number[]): MapElementsChange | undefined {
+  const add: MapElement[] = [];
+  const changed: MapElement[] = [];
+  const gone: MapElement[] = [];
+  for (const key of keys) {
+    const e = elementAt(desired, key);
+    const l = elementAt(live, key);
+    if (e && l && jsonEqual(l.value, e.value)) continue;
+    if (e) add.push(e);
+    if (l) (e ? changed : gone).push(l);
+  }
+  const remove = [...changed, ...gone];
+  return add.length || remove.length ? { map: mapName, add, remove } : undefined;
+}
+
+/** Port maps, compared in full or at the keys lineage names; a map found equal is noted so. */
+function diffPortElements(mapName: string, desired: MapElement[], live: MapElement[], keys: number[] | undefined): MapElementsChange | undefined {
+  const change = keys ? diffAtKeys(mapName, desired, live, keys) : diffOrderedElements(mapName, desired, live);
+  if (!change) noteEqual(desired, live);
+  return change;
+}
+
 export function diffElements(mapName: string, desired: MapElement[], live: MapElement[]): MapElementsChange | undefined {
-  if (numericKeyOrder(desired) && numericKeyOrder(live)) return diffOrderedElements(mapName, desired, live);
+  const keys = keysToCompare(desired, live);
+  if (keys || (numericKeyOrder(desired) && numericKeyOrder(live))) return diffPortElements(mapName, desired, live, keys);
   const liveByKey = new Map(live.map((e) => [elementKey(e), e]));
   const desiredKeys = new Set(desired.map(elementKey));
   const add: MapElement[] = [];
