@@ -3,12 +3,14 @@
 // (equal content, objects of their own). Pure, no root.
 import { describe, expect, it } from 'vitest';
 import type { ClusterState, ForwardSpec } from '../src/state/types.js';
-import type { MapElement, Ruleset } from '../src/nft/model.js';
+import { tableId, type MapElement, type NftTable, type Ruleset } from '../src/nft/model.js';
+import { afterTransaction } from '../src/nft/committed.js';
+import { keysToCompare } from '../src/nft/lineage.js';
 import { sortElements, sortElementsByCanonicalKey } from '../src/nft/normalize.js';
 import { syntheticState } from '../src/bench/synthetic.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { forwardElements, ownedTables, PROTOCOLS, renderView } from '../src/render/render.js';
-import { planNft } from '../src/plan/nft-plan.js';
+import { planNft, planToTransaction, type NftPlan } from '../src/plan/nft-plan.js';
 import { planConntrackCleanup, planConntrackCleanupFull } from '../src/conntrack/cleanup.js';
 import { nodeHealthChecks } from '../src/health/checks.js';
 import { seededRandom } from './helpers/random.js';
@@ -45,7 +47,86 @@ function edit(s: ClusterState, pick: (n: number) => number, step: number): Clust
   return { ...s, forwards: unique };
 }
 
+/** Now and then a change the forward maps cannot be patched for: a guest's address, the NAT mode (maps with non-port keys). */
+function editWide(s: ClusterState, pick: (n: number) => number, step: number): ClusterState {
+  if (step % 7 === 3) return { ...s, guests: s.guests.map((g) => (g.name === 'guest1' ? { ...g, ip: `10.5.5.${100 + step}` } : g)) };
+  // stateless-nat: reply maps keyed by (guest IP . tagged port), unique while every target port is (only removals then).
+  const stride = 21_000;
+  if (step === 11) {
+    const forwards = s.forwards.map((f, i) => ({ ...f, target: { ...f.target, port: 1 + i } }));
+    return { ...s, forwards, cluster: { ...s.cluster, nat: { mode: 'stateless-nat', forwardSnat: false, portStride: stride } }, nodes: s.nodes.map((n, i) => ({ ...n, natTag: i + 1 })) };
+  }
+  if (step > 11 && step < 15) return { ...s, forwards: s.forwards.filter(() => pick(2000) > 0) };
+  if (step === 15) return { ...s, cluster: { ...s.cluster, nat: { mode: 'full-nat', forwardSnat: true } } };
+  // Now and then every forward a new object of equal content, as a file read again gives it.
+  return edit(step % 4 === 1 ? { ...s, forwards: s.forwards.map((f) => structuredClone(f)) } : s, pick, step);
+}
+
+/** The tables after the plan's transaction, as the agent's committed memory keeps them: patched, or read again (fresh objects). */
+function committedAfter(live: Ruleset, plan: NftPlan, desired: Ruleset): Ruleset {
+  const held = new Map<string, NftTable | null>(live.tables.map((t) => [tableId(t), t]));
+  const { patched, reread } = afterTransaction(held, planToTransaction(plan).ops);
+  const read = listed(desired);
+  for (const r of reread) held.set(tableId(r), read.tables.find((t) => tableId(t) === tableId(r)) ?? null);
+  for (const [id, t] of patched) held.set(id, t);
+  return { tables: [...held.values()].filter((t): t is NftTable => !!t) };
+}
+
+/** A foreign change of the committed memory: an element of a map deleted, as the memory would patch it. */
+function drifted(live: Ruleset, pick: (n: number) => number): Ruleset {
+  const maps = live.tables.flatMap((table) => table.maps.filter((m) => m.elements.length > 0).map((map) => ({ table, map })));
+  const { table, map } = maps[pick(maps.length)]!;
+  const victim = map.elements[pick(map.elements.length)]!;
+  const ops = [{ op: 'delete-elements' as const, table: { family: table.family, name: table.name }, map: map.name, elements: [victim] }];
+  const { patched } = afterTransaction(new Map([[tableId(table), table]]), ops);
+  return { tables: live.tables.map((t) => patched.get(tableId(t)) ?? t) };
+}
+
 describe('planning fast paths at scale', () => {
+  it('renders patched from the previous revision and plans by lineage exactly as the plain paths do, revision after revision', () => {
+    const pick = seededRandom(21);
+    // Correctness, not scale: a quarter of the size keeps the plain comparisons quick.
+    let state = syntheticState(FORWARDS / 4);
+    let desired = renderView(resolveNode(state, 'node1'));
+    // A first full read: nothing known about it.
+    let live = listed(desired);
+    const seen = { patched: 0, patchedAfterReading: 0, byKeys: 0, updates: 0, replaces: 0, drift: 0 };
+    for (let step = 0; step < 24; step++) {
+      state = editWide(state, pick, step);
+      const view = resolveNode(state, 'node1');
+      const next = renderView(view, desired);
+      expect(next).toEqual(renderView(view));
+      const tcp = (r: Ruleset) => r.tables[0]!.maps.find((m) => m.name === 'fwd_tcp')?.elements ?? [];
+      // Unchanged forwards keep their elements (objects) when the render was patched.
+      if (tcp(next).length > 0 && tcp(next)[0] === tcp(desired)[0]) {
+        seen.patched++;
+        if (step % 4 === 1) seen.patchedAfterReading++;
+      }
+      if (step % 5 === 4) {
+        live = drifted(live, pick);
+        seen.drift++;
+      }
+      const owned = ownedTables(state);
+      if (tcp(next).length > 0 && keysToCompare(tcp(next), tcp(live))) seen.byKeys++;
+      const plan = planNft(next, live, owned);
+      expect(plan).toEqual(planNft(listed(next), listed(live), owned));
+      if (plan.changes.some((c) => c.action === 'update' && c.maps.length > 0)) seen.updates++;
+      if (plan.changes.some((c) => c.action === 'replace')) seen.replaces++;
+      live = committedAfter(live, plan, next);
+      // The read-back plan after the apply: nothing left, by lineage as in full.
+      expect(planNft(next, live, owned).changes).toEqual([]);
+      expect(planNft(listed(next), listed(live), owned).changes).toEqual([]);
+      desired = next;
+    }
+    // Every way was taken: patched renders (also of forwards read again) planned by keys, element updates, replaced tables, drift.
+    expect(seen.patched).toBeGreaterThan(10);
+    expect(seen.patchedAfterReading).toBeGreaterThan(2);
+    expect(seen.byKeys).toBeGreaterThan(10);
+    expect(seen.updates).toBeGreaterThan(10);
+    expect(seen.replaces).toBeGreaterThan(0);
+    expect(seen.drift).toBeGreaterThan(3);
+  });
+
   it('conntrack cleanup from the plan equals the whole-map comparison on random edits', () => {
     const pick = seededRandom(12);
     let state = syntheticState(FORWARDS);

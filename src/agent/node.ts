@@ -63,6 +63,8 @@ export interface NodeMemo {
   views: WeakMap<ClusterState, Map<string, NodeView>>;
   rendered: WeakMap<NodeView, Map<string, Ruleset>>;
   plans: WeakMap<Ruleset, WeakMap<Ruleset, Map<string, NftPlan>>>;
+  /** The tables rendered last: the next revision's render patches their forward maps. */
+  latest?: Ruleset;
 }
 
 export function nodeMemo(): NodeMemo {
@@ -73,6 +75,13 @@ export function nodeMemo(): NodeMemo {
 export function memoPlanNft(memo: NodeMemo | undefined): typeof planNft {
   if (!memo) return planNft;
   return (desired, live, owned) => rememberedForPair(memo.plans, desired, live, owned.map(tableId).join(','), () => planNft(desired, live, owned));
+}
+
+/** renderView, remembered per view in the memo, patched from the ruleset rendered last. */
+function memoRender(memo: NodeMemo, view: NodeView): Ruleset {
+  const desired = rememberedFor(memo.rendered, view, '', () => renderView(view, memo.latest));
+  memo.latest = desired;
+  return desired;
 }
 
 export function settingsHost(config: AgentConfig): SettingsHost {
@@ -142,7 +151,7 @@ export async function prepareNode(rt: NodeRuntime, state: ClusterState, revision
         ...(config.file && { configFile: config.file }),
       })
     : { arrivals: memory.arrivals ?? {}, waits: {}, live: { ...NO_LIVE_GATES, departures: memory.departures ?? {}, arrived: [] } };
-  const memoized = memo && { desired: rememberedFor(memo.rendered, view, '', () => renderView(view)), diff: memoPlanNft(memo) };
+  const memoized = memo && { desired: memoRender(memo, view), diff: memoPlanNft(memo) };
   const plan = planNode(view, live, gates, { ...(revision !== undefined && { revision }), owned, ...memoized });
   return { view, live, plan, ...(typeof driver !== 'string' && { driver }) };
 }

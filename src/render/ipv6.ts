@@ -11,7 +11,7 @@
 //   checksum and 32 reserved bits, then the 128-bit target (RFC 4861 4.3/4.4) at @th,64,128;
 //   nft lists a value wider than 64 bits as a "0x..." hex string.
 import type { ClusterState } from '../state/types.js';
-import type { Json, NftRule, NftTable } from '../nft/model.js';
+import type { Json, NftRule, NftTable, Ruleset } from '../nft/model.js';
 import { canonicalIPv6, formatIPv6Subnet, parseIPv6, parseIPv6Cidr, type IPv6Subnet } from '../state/ipv6.js';
 import type { NodeView } from './node-view.js';
 import { match, payload, rule, setOf } from './expr.js';
@@ -41,7 +41,7 @@ export function gatewayIPv6Addresses(state: ClusterState): string[] {
 }
 
 /** `table ip6 <nat6>`, or undefined for an IPv4-only state. Validation allows IPv6 in full-nat only. */
-export function nat6Table(view: NodeView): NftTable | undefined {
+export function nat6Table(view: NodeView, previous?: Ruleset): NftTable | undefined {
   const { state, node } = view;
   const v6 = state.cluster.ipv6;
   const { publicIPv6 } = node.uplink;
@@ -55,7 +55,7 @@ export function nat6Table(view: NodeView): NftTable | undefined {
     publicIP: canonicalIPv6(publicIPv6),
     nodeIP: canonicalIPv6(nodeIPv6),
     guestIP: guestIPv6s(state),
-  });
+  }, previous);
 }
 
 /** An IPv6 address as nft lists a 128-bit raw payload value: "0x" and lower-case hex without leading zeros. */

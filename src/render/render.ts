@@ -5,7 +5,6 @@
 // tests hold that promise.
 import type { ClusterState, NodeSpec, Protocol } from '../state/types.js';
 import { byName, type MapElement, type NftChain, type NftRule, type NftTable, type Ruleset } from '../nft/model.js';
-import { sortElements } from '../nft/normalize.js';
 import { assertOwnedTables } from '../nft/ownership.js';
 import { match, meta, payload, prefix, rule } from './expr.js';
 import { statelessMaps, statelessPrerouting } from './stateless.js';
@@ -15,6 +14,7 @@ import { hasLiveGuests, migrationGuardTable, migrationTableRef } from './migrati
 import { ctSyncForward, ctSyncInvalid, ctSyncMaps, ctSyncPrerouting } from './ctsync.js';
 import { nat6Table, nat6TableRef, trunkIPv6Rules } from './ipv6.js';
 import { gatewayMacTable, gatewayMacTableRef } from './gateway-mac.js';
+import { renderForwardElements } from './forward-elements.js';
 
 // Kept here for callers that import it from the renderer.
 export { findNode };
@@ -31,19 +31,17 @@ export function egressChainName(device: string): string {
   return `egress_${device}`;
 }
 
-/** The forwards that enter on this node, as map elements per protocol (IPv4 unless a family is given). */
-export function forwardElements(view: NodeView, protocol: Protocol, family: NatFamily = ipv4Nat(view)): MapElement[] {
-  // One pass (50,000 forwards on every new revision); usually already in port order.
-  const elements: MapElement[] = [];
-  let ordered = true;
-  for (const f of view.forwards) {
-    if (f.protocol !== protocol) continue;
-    const ip = family.guestIP.get(f.target.guest);
-    if (ip === undefined) continue;
-    if (ordered && elements.length > 0 && (elements[elements.length - 1]!.key as number) >= f.port) ordered = false;
-    elements.push({ key: f.port, value: { concat: [ip, f.target.port] } });
-  }
-  return ordered ? elements : sortElements(elements);
+/**
+ * The forwards that enter on this node, as map elements per protocol (IPv4 unless a family is
+ * given). `previous`: the same map rendered for an earlier revision (patched when few forwards differ).
+ */
+export function forwardElements(view: NodeView, protocol: Protocol, family: NatFamily = ipv4Nat(view), previous?: MapElement[]): MapElement[] {
+  return renderForwardElements(view.forwards, protocol, family.guestIP, previous);
+}
+
+/** The elements of a map in an earlier rendering of the same table, if it had one. */
+export function previousElements(previous: Ruleset | undefined, table: { family: string; name: string }, map: string): MapElement[] | undefined {
+  return previous?.tables.find((t) => t.family === table.family && t.name === table.name)?.maps.find((m) => m.name === map)?.elements;
 }
 
 // --- table ip <nat> (and ip6 <nat6>, src/render/ipv6.ts) ---------------------------------------
@@ -101,8 +99,11 @@ function outboundSnatRule(node: NodeSpec, fam: NatFamily): NftRule {
   );
 }
 
-/** The nat table of one address family (IPv4: natTable(view); IPv6: src/render/ipv6.ts). */
-export function natTable(view: NodeView, fam: NatFamily = ipv4Nat(view)): NftTable {
+/**
+ * The nat table of one address family (IPv4: natTable(view); IPv6: src/render/ipv6.ts).
+ * `previous`: an earlier rendering of the node's tables, the base of the forward maps.
+ */
+export function natTable(view: NodeView, fam: NatFamily = ipv4Nat(view), previous?: Ruleset): NftTable {
   const { state, node } = view;
   const { nat } = state.cluster;
   const postrouting: NftRule[] = [];
@@ -131,7 +132,7 @@ export function natTable(view: NodeView, fam: NatFamily = ipv4Nat(view)): NftTab
       name: forwardMapName(p),
       keyType: 'inet_service',
       dataType: fam.targetType,
-      elements: forwardElements(view, p, fam),
+      elements: forwardElements(view, p, fam, previousElements(previous, { family: fam.family, name: fam.table }, forwardMapName(p))),
     })),
     chains: chains.sort(byName),
   };
@@ -229,12 +230,15 @@ export function renderNode(state: ClusterState, nodeName: string): Ruleset {
   return renderView(resolveNode(state, nodeName));
 }
 
-/** The desired ruleset of a resolved node. */
-export function renderView(view: NodeView): Ruleset {
+/**
+ * The desired ruleset of a resolved node. `previous`: the ruleset rendered for an earlier
+ * revision (the long-running agent's last), from which unchanged forwards' elements are taken.
+ */
+export function renderView(view: NodeView, previous?: Ruleset): Ruleset {
   // Checked whatever the caller: a state that bypassed validation never names a foreign table.
   ownedTables(view.state);
-  const tables = [natTable(view)];
-  const nat6 = nat6Table(view);
+  const tables = [natTable(view, ipv4Nat(view), previous)];
+  const nat6 = nat6Table(view, previous);
   if (nat6) tables.push(nat6);
   if (view.node.trunks.length > 0) tables.push(arpTable(view.state, view.node));
   const raw = rawTable(view);
