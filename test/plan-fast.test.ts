@@ -10,6 +10,7 @@ import { sortElements, sortElementsByCanonicalKey } from '../src/nft/normalize.j
 import { syntheticState } from '../src/bench/synthetic.js';
 import { resolveNode } from '../src/render/node-view.js';
 import { forwardElements, ownedTables, PROTOCOLS, renderView } from '../src/render/render.js';
+import { changedItems } from '../src/render/forward-elements.js';
 import { planNft, planToTransaction, type NftPlan } from '../src/plan/nft-plan.js';
 import { planConntrackCleanup, planConntrackCleanupFull } from '../src/conntrack/cleanup.js';
 import { nodeHealthChecks } from '../src/health/checks.js';
@@ -90,7 +91,7 @@ describe('planning fast paths at scale', () => {
     let desired = renderView(resolveNode(state, 'node1'));
     // A first full read: nothing known about it.
     let live = listed(desired);
-    const seen = { patched: 0, patchedAfterReading: 0, byKeys: 0, updates: 0, replaces: 0, drift: 0 };
+    const seen = { patched: 0, patchedAfterReading: 0, byKeys: 0, stale: 0, updates: 0, replaces: 0, drift: 0 };
     for (let step = 0; step < 24; step++) {
       state = editWide(state, pick, step);
       const view = resolveNode(state, 'node1');
@@ -110,6 +111,10 @@ describe('planning fast paths at scale', () => {
       if (tcp(next).length > 0 && keysToCompare(tcp(next), tcp(live))) seen.byKeys++;
       const plan = planNft(next, live, owned);
       expect(plan).toEqual(planNft(listed(next), listed(live), owned));
+      const planned = { desired: next, live, owned, plan };
+      const stale = planConntrackCleanup(view, planned);
+      expect(stale).toEqual(planConntrackCleanupFull(view, planned));
+      seen.stale += stale.length;
       if (plan.changes.some((c) => c.action === 'update' && c.maps.length > 0)) seen.updates++;
       if (plan.changes.some((c) => c.action === 'replace')) seen.replaces++;
       live = committedAfter(live, plan, next);
@@ -118,13 +123,14 @@ describe('planning fast paths at scale', () => {
       expect(planNft(listed(next), listed(live), owned).changes).toEqual([]);
       desired = next;
     }
-    // Every way was taken: patched renders (also of forwards read again) planned by keys, element updates, replaced tables, drift.
+    // Every way was taken: patched renders (also of forwards read again) planned by keys, stale conntrack entries, element updates, replaced tables, drift.
     expect(seen.patched).toBeGreaterThan(10);
     expect(seen.patchedAfterReading).toBeGreaterThan(2);
     expect(seen.byKeys).toBeGreaterThan(10);
     expect(seen.updates).toBeGreaterThan(10);
     expect(seen.replaces).toBeGreaterThan(0);
     expect(seen.drift).toBeGreaterThan(3);
+    expect(seen.stale).toBeGreaterThan(5);
   });
 
   it('conntrack cleanup from the plan equals the whole-map comparison on random edits', () => {
@@ -169,6 +175,32 @@ describe('planning fast paths at scale', () => {
       }
     }
     expect(unordered).toBeGreaterThan(0);
+  });
+
+  it('the items that differ between two lists account for every item, and give up beyond the limit', () => {
+    const pick = seededRandom(5);
+    const count = (xs: number[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<number, number>());
+    for (let round = 0; round < 40; round++) {
+      const before = Array.from({ length: 500 }, (_, i) => i);
+      const after = before.slice();
+      // Items removed, inserted, or replaced (one gone and one new).
+      let edits = 0;
+      for (let n = 1 + pick(6); n > 0; n--) {
+        const i = pick(after.length);
+        const ways = [() => after.splice(i, 1 + pick(40)).length, () => after.splice(i, 0, 1000 + round * 100 + n).length + 1, () => after.splice(i, 1, 2000 + round * 100 + n).length + 1];
+        edits += ways[pick(ways.length)]!();
+      }
+      const changed = changedItems(before, after, (a, b) => a === b, 200);
+      expect(changed).toBeDefined();
+      const { gone, came } = changed!;
+      // before - gone + came == after, as multisets, naming no more items than were edited
+      const left = count(before);
+      for (const g of gone) left.set(g, left.get(g)! - 1);
+      for (const c of came) left.set(c, (left.get(c) ?? 0) + 1);
+      expect([...left].filter(([, k]) => k > 0).sort((a, b) => a[0] - b[0])).toEqual([...count(after)].sort((a, b) => a[0] - b[0]));
+      expect(gone.length + came.length).toBeLessThanOrEqual(edits);
+      expect(changedItems(before, after, (a, b) => a === b, Math.max(0, gone.length + came.length - 1))).toBeUndefined();
+    }
   });
 
   it('sorting port keys keeps the canonical sort\'s order, duplicates in their order too', () => {

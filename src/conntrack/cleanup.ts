@@ -10,6 +10,7 @@
 import type { Protocol } from '../state/types.js';
 import { elementKey, jsonEqual, tableId, type Json, type MapElement, type NftTable } from '../nft/model.js';
 import type { NftPlanned } from '../reconcile/nft.js';
+import { knownPortOrdered } from '../nft/lineage.js';
 import type { NodeView } from '../render/node-view.js';
 import { forwardMapName, PROTOCOLS } from '../render/render.js';
 
@@ -69,8 +70,10 @@ export function planConntrackCleanup(view: NodeView, nft: NftPlanned): StaleForw
     const change = update.maps.find((m) => m.map === forwardMapName(protocol));
     if (!change) return [];
     // Every live element the diff did not remove has its key desired with an equal value: never stale.
+    const elements = mapElements(live, forwardMapName(protocol));
+    // The removed ones in live order: by port where the live map is known port-ordered, else by a pass over it.
     const removed = new Set(change.remove);
-    const candidates = mapElements(live, forwardMapName(protocol)).filter((e) => removed.has(e));
+    const candidates = knownPortOrdered(elements) ? [...change.remove].sort((a, b) => (a.key as number) - (b.key as number)) : elements.filter((e) => removed.has(e));
     return staleElements(view, protocol, candidates, change.add);
   });
 }

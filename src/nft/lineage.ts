@@ -47,6 +47,11 @@ export function noteDerived(derived: Elements, base: Elements, keys: number[]): 
   if (line.length > 0) ancestors.set(derived, line);
 }
 
+/** Whether the elements are known to be port-ordered (noted here), without a pass over them. */
+export function knownPortOrdered(elements: Elements): boolean {
+  return ordered.has(elements);
+}
+
 /**
  * The keys at which `desired` and `live` may differ, when what is noted says so (both then
  * port-ordered, and equal at every other key); undefined: compare them in full.
