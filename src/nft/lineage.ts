@@ -17,7 +17,11 @@ interface Ancestor {
   keys: number[];
 }
 
-const equalTo = new WeakMap<Elements, Elements>();
+/** Classes of arrays known equal (union-find over small tokens, so no array keeps another alive). */
+interface EqualClass {
+  parent?: EqualClass;
+}
+const classOf = new WeakMap<Elements, EqualClass>();
 const ancestors = new WeakMap<Elements, Ancestor[]>();
 /** Arrays known to have strictly increasing numeric keys (every array noted above). */
 const ordered = new WeakSet<Elements>();
@@ -26,12 +30,39 @@ const GENERATIONS = 3;
 /** Beyond this many changed keys a derivation is not worth keeping: the full walk is as cheap. */
 const MAX_KEYS = 4096;
 
+function root(c: EqualClass): EqualClass {
+  let r = c;
+  while (r.parent) r = r.parent;
+  // Shortened on the way, so a long run of revisions in one class stays one step from its root.
+  let x = c;
+  while (x.parent && x.parent !== r) {
+    const next: EqualClass = x.parent;
+    x.parent = r;
+    x = next;
+  }
+  return r;
+}
+
+function classFor(e: Elements): EqualClass {
+  const known = classOf.get(e);
+  if (known) return known;
+  const c: EqualClass = {};
+  classOf.set(e, c);
+  return c;
+}
+
 /** a and b (both port-ordered) hold equal elements. */
 export function noteEqual(a: Elements, b: Elements): void {
   if (a === b) return;
   ordered.add(a).add(b);
-  equalTo.set(a, b);
-  equalTo.set(b, a);
+  const [ra, rb] = [root(classFor(a)), root(classFor(b))];
+  if (ra !== rb) rb.parent = ra;
+}
+
+function knownEqual(a: Elements, b: Elements): boolean {
+  if (a === b) return true;
+  const [ca, cb] = [classOf.get(a), classOf.get(b)];
+  return !!ca && !!cb && root(ca) === root(cb);
 }
 
 /**
@@ -61,7 +92,7 @@ export function keysToCompare(desired: Elements, live: Elements): number[] | und
   const mine = (e: Elements): Ancestor[] => [{ elements: e, keys: [] }, ...(ancestors.get(e) ?? [])];
   for (const d of mine(desired)) {
     for (const l of mine(live)) {
-      if (d.elements === l.elements || equalTo.get(d.elements) === l.elements) return unionKeys(d.keys, l.keys);
+      if (knownEqual(d.elements, l.elements)) return unionKeys(d.keys, l.keys);
     }
   }
   return undefined;
