@@ -113,14 +113,17 @@ function patched(previous: readonly MapElement[], removed: number[], added: MapE
   return out;
 }
 
-/** Comparisons of forward lists, by the newer list: the other maps of a render (protocols, address families) reuse them. */
-const compared = new WeakMap<readonly ForwardSpec[], { before: readonly ForwardSpec[]; changed: ReturnType<typeof changedItems<ForwardSpec>> }>();
+/**
+ * The last comparison from each older forward list, for the other maps of the same render
+ * (protocols, address families). Keyed by the older list: an entry keeps nothing older alive.
+ */
+const compared = new WeakMap<readonly ForwardSpec[], { after: readonly ForwardSpec[]; changed: ReturnType<typeof changedItems<ForwardSpec>> }>();
 
 function changedForwards(before: readonly ForwardSpec[], after: readonly ForwardSpec[]): ReturnType<typeof changedItems<ForwardSpec>> {
-  const known = compared.get(after);
-  if (known?.before === before) return known.changed;
+  const known = compared.get(before);
+  if (known?.after === after) return known.changed;
   const changed = changedItems(before, after, sameElement, MAX_CHANGED_SHARE * Math.max(before.length, after.length));
-  compared.set(after, { before, changed });
+  compared.set(before, { after, changed });
   return changed;
 }
 
@@ -141,7 +144,10 @@ function patchedElements(previous: readonly MapElement[], forwards: readonly For
   // A repeated port: the plain render's stable sort decides the order.
   if (!numericKeyOrder(added) || removedKeys.length !== removed.length) return undefined;
   const out = patched(previous, removedKeys, added);
-  if (out) noteDerived(out, previous, unionKeys(removedKeys, added.map((e) => e.key as number)));
+  if (!out) return undefined;
+  noteDerived(out, previous, unionKeys(removedKeys, added.map((e) => e.key as number)));
+  // The next revision patches `out`: the older forwards need not stay alive with `previous`.
+  renderedFrom.delete(previous);
   return out;
 }
 
