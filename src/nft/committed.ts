@@ -14,7 +14,7 @@
 // The memory is only as good as the events that invalidate it: use it only with a monitor
 // running (src/agent/watch.ts). Returned rulesets are shared, never to be mutated.
 import { elementKey, lowerBound, numericKeyOrder, tableId, type MapElement, type NftTable, type Ruleset } from './model.js';
-import { noteDerived, sortedKeys } from './lineage.js';
+import { knownPortOrdered, noteDerived, sortedKeys } from './lineage.js';
 import { sortElements } from './normalize.js';
 import type { BaseChainInfo, NftBackend } from './backend.js';
 import type { Operation, TableRef, Transaction } from './transaction.js';
@@ -164,7 +164,7 @@ function patchElements(table: NftTable, ops: Operation[]): NftTable | undefined 
 
 /** The elements with `changes` added (replacing equal keys) or deleted, kept in the listing's order. */
 function patchedElements(elements: MapElement[], changes: MapElement[], add: boolean): MapElement[] {
-  if (numericKeyOrder(elements) && changes.every((c) => typeof c.key === 'number')) {
+  if (changes.every((c) => typeof c.key === 'number') && (knownPortOrdered(elements) || numericKeyOrder(elements))) {
     // Port maps: binary search per change, O(changes x log n) plus one copy.
     const out = elements.slice();
     for (const c of changes) {
