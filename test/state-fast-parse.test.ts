@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { loadState } from '../src/state/load.js';
-import { fastPositions, parseYamlFast } from '../src/state/yaml-fast.js';
+import { fastPositions, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
 import { parseYamlSource, sourceRef } from '../src/state/yaml-source.js';
 
 const exampleDir = fileURLToPath(new URL('../state-example/', import.meta.url));
@@ -180,6 +180,26 @@ describe('the fast reading declines what only the careful one may judge', () => 
     const t0 = performance.now();
     expect(parseYamlFast(text, fullBudget())).toBeUndefined();
     expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
+  it('names the least budget it reads a file with: values or separators decide, whole or in slices', () => {
+    const forwards = (n: number) => Array.from({ length: n }, (_, i) => `  - name: f-${i}\n    protocol: tcp\n    port: ${1 + i}\n    target:\n      guest: g\n      port: 1\n`).join('');
+    const texts = {
+      'values decide': `${head}forwards:\n${forwards(20)}`,
+      'separators decide (a long comment of dashes)': `${head}# ${'-'.repeat(3_001)}\nforwards:\n${forwards(20)}`,
+      'read in three slices': `${head}forwards:\n${forwards(2 * ITEMS_PER_SLICE + 5)}`,
+    };
+    for (const [what, text] of Object.entries(texts)) {
+      const whole = parseYamlFast(text, fullBudget());
+      const least = whole?.leastBudget ?? 0;
+      expect(least, what).toBeGreaterThanOrEqual(whole?.values ?? Infinity);
+      const atLeast = parseYamlFast(text, { nodes: least });
+      expect(atLeast?.data, what).toEqual(whole?.data);
+      expect(atLeast?.values, what).toBe(whole?.values);
+      expect(parseYamlFast(text, { nodes: least - 1 }), what).toBeUndefined();
+    }
+    const dashes = parseYamlFast(texts['separators decide (a long comment of dashes)'], fullBudget());
+    expect(dashes!.leastBudget).toBeGreaterThan(dashes!.values);
   });
 
   it('does not change the budget: the loader charges it for files it uses', () => {

@@ -4,7 +4,7 @@
 // sequence of random edits of a generated state is loaded both ways after every edit; the memory
 // is carried through the whole sequence, valid and invalid revisions alike. The edits are seeded:
 // a failure names its seed and step.
-import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { STATE_LIMITS } from '../src/state/files.js';
 import { commonEnds, listMemo, reuseList } from '../src/state/list-reuse.js';
 import { LoadMemory, loadState, type LoadResult } from '../src/state/load.js';
 import { seededRandom } from './helpers/random.js';
-import { fastPositions, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
+import { countSeparators, fastPositions, ITEMS_PER_SLICE, parseYamlFast, SEPARATOR_SLACK } from '../src/state/yaml-fast.js';
 
 const scratch = await mkdtemp(join(tmpdir(), 'cgw-load-memory-'));
 afterAll(() => rm(scratch, { recursive: true, force: true }));
@@ -102,6 +102,14 @@ async function generated(forwards: number): Promise<{ dir: string; memory: LoadM
   return { dir, memory };
 }
 
+/** The values the fast reading charges for every state file in `dir`, together. */
+async function valuesCharged(dir: string): Promise<number> {
+  const files = ['cluster.yaml', ...(await readdir(dir, { recursive: true })).filter((f) => /^(nodes|guests|forwards)\/.*\.yaml$/.test(f))];
+  let values = 0;
+  for (const file of files) values += parseYamlFast(await readFile(join(dir, file), 'utf8'), { nodes: STATE_LIMITS.yamlNodes })?.values ?? Number.NaN;
+  return values;
+}
+
 /** The list file's items as the memory holds them: the same objects when they were reused. */
 const listItems = (memory: LoadMemory) => memory.files.get(LIST)?.list?.items ?? [];
 
@@ -174,6 +182,40 @@ describe('a load with memory gives what a fresh load gives', () => {
     expect(now[1500]).not.toBe(held[1500]);
   });
 
+  it('a file added before a long unchanged file does not make it be read again', async () => {
+    const { dir, memory } = await generated(2_000);
+    const before = await loadState(dir, memory);
+    // Sorted before bench.yaml: it takes some of the value budget the long list was read with.
+    await writeFile(join(dir, 'forwards/a-extra.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${item('a-extra', 40001)}`);
+    const after = await expectSameLoad(dir, memory, 'a file before the long list');
+    const fromList = (r: LoadResult) => r.state?.forwards.filter((f) => f.source.file === LIST) ?? [];
+    expect(fromList(after)).toHaveLength(2_000);
+    const held = fromList(before);
+    expect(fromList(after).every((f, i) => f === held[i])).toBe(true);
+  });
+
+  it('a remembered file is taken only where the budget left lets the fast reading read it', async () => {
+    const { dir, memory } = await generated(2_000);
+    // After the long list: a file whose separators (a comment of dashes) need more budget than its values.
+    const late = 'forwards/zz-late.yaml';
+    const lateText = (dashes: number) => `apiVersion: cgw-sync/v1\nkind: Forwards\n# ${'-'.repeat(dashes)}\nforwards:\n${item('late', 40002)}`;
+    const used = await valuesCharged(dir);
+    const left = STATE_LIMITS.yamlNodes - used;
+    // Exactly 5 less than the budget left for it: a file of 13 values added before it makes the fast reading decline.
+    const dashes = Math.floor(SEPARATOR_SLACK * (left - 5)) - countSeparators(lateText(0));
+    await writeFile(join(dir, late), lateText(dashes));
+    expect(parseYamlFast(lateText(dashes), { nodes: STATE_LIMITS.yamlNodes })?.leastBudget).toBe(left - 5);
+    const lateForward = (r: LoadResult) => r.state?.forwards.find((f) => f.name === 'late');
+    const first = await expectSameLoad(dir, memory, 'the late file read the fast way');
+    await writeFile(join(dir, 'forwards/a-extra.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${item('a-extra', 40001)}`);
+    const squeezed = await expectSameLoad(dir, memory, 'too little budget left for the fast reading');
+    expect(lateForward(squeezed)).toBeDefined();
+    expect(lateForward(squeezed)).not.toBe(lateForward(first));
+    await unlink(join(dir, 'forwards/a-extra.yaml'));
+    const again = await expectSameLoad(dir, memory, 'enough budget again');
+    expect(lateForward(again)).toBe(lateForward(first));
+  });
+
   it('the value limit counts a file read from memory as it counts a file read again', async () => {
     // 50,000 forwards take ~600,000 of the 750,000 values (12 each); a second file of 15,000 passes the limit.
     const { dir, memory } = await generated(50_000);
@@ -183,6 +225,12 @@ describe('a load with memory gives what a fresh load gives', () => {
     expect(over.diagnostics.map((d) => d.message).join('\n')).toMatch(new RegExp(`more than ${STATE_LIMITS.yamlNodes} YAML values`));
     await unlink(join(dir, 'forwards/more.yaml'));
     expect((await expectSameLoad(dir, memory, 'back under the limit')).diagnostics).toEqual([]);
+    // Before the long list, so that it is the long list that no longer fits.
+    await writeFile(join(dir, 'forwards/a-more.yaml'), `apiVersion: cgw-sync/v1\nkind: Forwards\nforwards:\n${more}`);
+    const before = await expectSameLoad(dir, memory, 'over the value limit, at the long list');
+    expect(before.diagnostics.some((d) => d.file === LIST && d.message.includes(`more than ${STATE_LIMITS.yamlNodes} YAML values`))).toBe(true);
+    await unlink(join(dir, 'forwards/a-more.yaml'));
+    expect((await expectSameLoad(dir, memory, 'back under the limit again')).diagnostics).toEqual([]);
   }, 240_000);
 });
 
@@ -233,6 +281,7 @@ describe('a changed long list is read again item by item', () => {
     expect(reuseList(changed, memo!, whole.values - 1)).toBeUndefined();
     expect(parseYamlFast(changed, { nodes: whole.values - 1 })).toBeUndefined();
     expect(reuseList(changed, memo!, whole.values)?.parsed.values).toBe(whole.values);
+    expect(reuseList(changed, memo!, budget)?.parsed.leastBudget).toBe(whole.leastBudget);
   });
 
   it('finds the common ends of two texts across its comparison blocks', () => {

@@ -17,6 +17,7 @@ import {
   listLine,
   listSlices,
   parseOne,
+  leastBudget,
   listValuesOf,
   SEPARATOR_SLACK,
   type FastParse,
@@ -137,14 +138,16 @@ export function reuseList(text: string, memo: ListMemo, budget: number): ListReu
   const root = back === n && fresh ? fresh.data : memo.data;
   next.data = { ...root, [key]: next.items };
   if (next.items.length < REUSE_MIN_ITEMS) return undefined;
-  const values = valuesIfAccepted(next, budget);
-  if (values === undefined) return undefined;
+  const accepted = valuesIfAccepted(next, budget);
+  if (accepted === undefined) return undefined;
+  const { values, least } = accepted;
   return {
     memo: next,
     unchecked: { ...root, [key]: fresh?.items ?? [] },
     parsed: {
       data: next.data,
       values,
+      leastBudget: least,
       startOf: (path) => {
         if (path.length === 0) return next.rootStart;
         if (path[0] !== key) return undefined; // not known here: positions are read carefully
@@ -209,15 +212,17 @@ function parseRun(text: string, header: string, key: string, run: number[], to: 
 }
 
 /**
- * The value count parseYamlFast would charge for the memo's text, or undefined where it would
- * decline: per slice of ITEMS_PER_SLICE items (each with the head), at most SEPARATOR_SLACK
- * separators per value the budget has left, and never more values than the budget.
+ * The value count parseYamlFast would charge for the memo's text and the least budget it reads it
+ * with, or undefined where it would decline: per slice of ITEMS_PER_SLICE items (each with the
+ * head), at most SEPARATOR_SLACK separators per value the budget has left, and never more values
+ * than the budget.
  */
-function valuesIfAccepted(memo: ListMemo, budget: number): number | undefined {
+function valuesIfAccepted(memo: ListMemo, budget: number): { values: number; least: number } | undefined {
   const { text, items } = memo;
   const sliced = listSlicesWouldCut(text, items.length);
   const per = sliced ? ITEMS_PER_SLICE : items.length;
   let values = 0;
+  let least = 0;
   for (let first = 0; first < items.length; first += per) {
     const last = Math.min(items.length, first + per);
     let separators = memo.headerSeparators;
@@ -228,10 +233,11 @@ function valuesIfAccepted(memo: ListMemo, budget: number): number | undefined {
     }
     if (last === items.length) sliceValues += memo.tailValues;
     if (separators > SEPARATOR_SLACK * Math.max(0, budget - values)) return undefined;
+    least = Math.max(least, leastBudget(values, sliceValues, separators));
     values += sliceValues;
     if (values > budget) return undefined;
   }
-  return values;
+  return { values, least };
 }
 
 /** Whether parseYamlFast reads a file of this length with this many list items in slices (see listSlices). */

@@ -49,8 +49,9 @@ interface LoadedDocument {
  * What a long-running process (the agent) keeps of its loads, so that loading the next revision
  * reads again only the files that changed, and of a changed file with a long list only the items
  * that changed (src/state/list-reuse.ts). Only files read the fast way (plain, schema-valid) are
- * kept, each with the value budget left when it was read: the same text read with at least that
- * budget reads the same. The checks across files (semantic.ts) always run over the whole state.
+ * kept, each with the least value budget the fast way reads it with (FastParse.leastBudget): the
+ * same text read with at least that budget reads the same, whatever the files before it charged.
+ * The checks across files (semantic.ts) always run over the whole state.
  */
 export class LoadMemory {
   /** By file path in the state directory: its last fast reading. */
@@ -60,8 +61,8 @@ export class LoadMemory {
 interface RememberedFile {
   kind: Kind;
   text: string;
-  /** The value budget left before the file was read, and what it charged. */
-  budget: number;
+  /** The least value budget the file reads the same with, and what it charged. */
+  leastBudget: number;
   values: number;
   reading: FileReading;
   list?: ListMemo;
@@ -139,11 +140,11 @@ type Remembering = { memory: LoadMemory; kept: Map<string, RememberedFile> };
 function readFile(file: StateFile, kind: Kind, budget: NodeBudget, remembering?: Remembering): FileReading {
   const before = budget.nodes;
   const old = remembering?.memory.files.get(file.file);
-  const same = old && old.kind === kind && old.text === file.text && before >= old.budget;
+  const same = old && old.kind === kind && old.text === file.text && before >= old.leastBudget;
   if (same) budget.nodes -= old.values;
   const fast = same ? old : readValidFast(file, kind, budget, remembering !== undefined, old);
   // A file that is not valid now keeps its last valid reading, to reuse what still matches next time.
-  const keep = fast ? { ...fast, kind, text: file.text, budget: before, values: before - budget.nodes } : old;
+  const keep = fast ? { ...fast, kind, text: file.text, values: before - budget.nodes } : old;
   if (remembering && keep) remembering.kept.set(file.file, keep);
   if (fast) return fast.reading;
   const careful = readCarefully(file, kind, budget);
@@ -151,7 +152,7 @@ function readFile(file: StateFile, kind: Kind, budget: NodeBudget, remembering?:
 }
 
 /** A plain, schema-valid document read without positions; undefined for anything else. */
-function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBudget, remember: boolean, old?: RememberedFile): { reading: FileReading; list?: ListMemo } | undefined {
+function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBudget, remember: boolean, old?: RememberedFile): { reading: FileReading; leastBudget: number; list?: ListMemo } | undefined {
   // The items of a long list whose text is unchanged are not parsed or schema-checked again.
   const reused = old?.list && old.kind === expected ? reuseList(text, old.list, budget.nodes) : undefined;
   let parsed: FastParse | undefined = reused?.parsed;
@@ -168,7 +169,7 @@ function readValidFast({ file, text }: StateFile, expected: Kind, budget: NodeBu
   const document: LoadedDocument = { kind: expected, positions, data: parsed.data, problems: new ProblemIndex([]) };
   // Only a process that keeps its loads needs the items' memo (it costs a pass over the text).
   const list = reused?.memo ?? (remember && expected === 'Forwards' ? listMemo(text, parsed, 'forwards') : undefined);
-  return { reading: { document, specs: specsOf(document), diagnostics: [] }, ...(list && { list }) };
+  return { reading: { document, specs: specsOf(document), diagnostics: [] }, leastBudget: parsed.leastBudget, ...(list && { list }) };
 }
 
 /**

@@ -28,6 +28,11 @@ export interface FastParse {
   data: Record<string, unknown>;
   /** The file's YAML values as the careful parser counts them against the NodeBudget (never fewer). */
   values: number;
+  /**
+   * The least value budget under which parseYamlFast reads this text: with any budget at least this
+   * large it reads it the same (data and values do not depend on the budget), with less it declines.
+   */
+  leastBudget: number;
   /** Offset where the mapping or list at `path` starts, for the root and the first two levels; else undefined. */
   startOf(path: FieldPath): number | undefined;
   /** How the values of a block list under the root key `key` are counted: before it, per item, after it. */
@@ -65,11 +70,14 @@ export function parseYamlFast(text: string, budget: NodeBudget, itemsPerSlice = 
 export interface Parsed {
   data: Record<string, unknown>;
   scan: Scan;
+  /** countSeparators of the text. */
+  separators: number;
 }
 
 export function parseOne(text: string, budget: number): Parsed | undefined {
   // A bound on the events the parser would make, checked before it makes them.
-  if (countSeparators(text) > SEPARATOR_SLACK * Math.max(0, budget)) return undefined;
+  const separators = countSeparators(text);
+  if (separators > SEPARATOR_SLACK * Math.max(0, budget)) return undefined;
   let events: Event[];
   try {
     events = parseEvents(text, { maxDepth: STATE_LIMITS.yamlDepth });
@@ -86,7 +94,17 @@ export function parseOne(text: string, budget: number): Parsed | undefined {
   }
   const data = docs[0];
   if (docs.length !== 1 || typeof data !== 'object' || data === null || Array.isArray(data)) return undefined;
-  return { data: data as Record<string, unknown>, scan };
+  return { data: data as Record<string, unknown>, scan, separators };
+}
+
+/**
+ * The least budget parseOne reads a text with, when `valuesBefore` values of the file were charged
+ * before it: it declines exactly when the budget left is below the text's values or below its
+ * separators / SEPARATOR_SLACK (both checks grow with the budget; nothing else depends on it).
+ * ceil(s / 1.5) is exact in floating point: 2s/3 is either an integer or a third away from one.
+ */
+export function leastBudget(valuesBefore: number, values: number, separators: number): number {
+  return valuesBefore + Math.max(values, Math.ceil(separators / SEPARATOR_SLACK));
 }
 
 function parseWhole(text: string, budget: number): FastParse | undefined {
@@ -96,6 +114,7 @@ function parseWhole(text: string, budget: number): FastParse | undefined {
   return {
     data: parsed.data,
     values: parsed.scan.values,
+    leastBudget: leastBudget(0, parsed.scan.values, parsed.separators),
     startOf: (path) => {
       if (path.length === 0) return root;
       const child = children.get(String(path[0]));
@@ -210,6 +229,7 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
   const list: unknown[] = [];
   const itemStarts: Array<number | undefined> = [];
   let values = 0;
+  let least = 0;
   let last: Parsed | undefined;
   let first: Parsed | undefined;
   const counts: ListValues = { header: 0, items: [], tail: 0 };
@@ -224,6 +244,7 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
     const shift = (o: number | undefined) => (o === undefined || o < header.length ? o : o - header.length + from);
     for (const item of items) list.push(item);
     for (const o of parsed.scan.children.get(key)?.items ?? []) itemStarts.push(shift(o));
+    least = Math.max(least, leastBudget(values, parsed.scan.values, parsed.separators));
     values += parsed.scan.values;
     const sliceCounts = listValuesOf(parsed.scan, key, i === starts.length - 1);
     if (!sliceCounts) return undefined;
@@ -244,6 +265,7 @@ function parseSliced(text: string, slices: ListSlices, budget: number): FastPars
   return {
     data,
     values,
+    leastBudget: least,
     startOf: (path) => {
       if (path.length === 0) return root;
       if (path[0] !== key) return path.length === 1 ? last.scan.children.get(String(path[0]))?.start : undefined;
