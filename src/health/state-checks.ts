@@ -18,7 +18,7 @@ function probeFieldProblems(ctx: CheckContext, object: Located, path: ReadonlyAr
 }
 
 export const healthCheckSettings: Check = (ctx) => {
-  const { cluster, nodes, forwards } = ctx.input;
+  const { cluster, nodes } = ctx.input;
   const publicIPs = new Set(nodes.map((n) => n.uplink.publicIP));
   const subnet = cluster && parseCidr(cluster.guestSubnet);
   const target = (object: Located, path: ReadonlyArray<string | number>, c: HealthCheckSpec) => {
@@ -32,8 +32,8 @@ export const healthCheckSettings: Check = (ctx) => {
   };
   const clusterChecks = cluster?.health?.checks ?? [];
   for (const [i, c] of clusterChecks.entries()) target(cluster!, ['health', 'checks', i], c);
-  // Few forwards have a check: found in one pass over them all, not one per node.
-  const probed = forwards.filter((f) => f.health);
+  // Few forwards have a check: found once (and kept per unchanged file: forward-index.ts), not once per node.
+  const probed = ctx.forwardsWithHealth();
   for (const f of probed) probeFieldProblems(ctx, f, ['health'], f.health!);
   for (const node of nodes) {
     const own = node.healthChecks ?? [];

@@ -285,7 +285,9 @@ function joinSpecs(all: DocumentSpecs[]): { input: SemanticInput; locator: Locat
     const origin = origins.get(object);
     return origin ? origin.positions.locate([...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
   };
-  return { input: { ...(cluster && { cluster }), ...input }, locator };
+  // Each file's list as it was read: an unchanged file's list is the same array, and so is known to the checks.
+  const forwardLists = all.map((specs) => specs.forwards);
+  return { input: { ...(cluster && { cluster }), ...input, forwardLists }, locator };
 }
 
 // The converters pick fields explicitly (dropping apiVersion/kind); values are schema-checked and

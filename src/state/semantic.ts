@@ -14,6 +14,7 @@ import { ipv6Checks } from './ipv6-checks.js';
 import { alreadyUsed, claim, reportDuplicates } from './claims.js';
 import { gatewayMacSettings, isMulticastMac } from './gateway-mac.js';
 import { liveMigrationGuests } from './migration-checks.js';
+import { forwardIndex, namesMayRepeat, portKey, portsMayClash, referencesKnown, type ForwardIndex } from './forward-index.js';
 
 export interface SemanticInput {
   /** Undefined when cluster.yaml is missing or invalid (already reported); cluster-wide checks are skipped. */
@@ -26,6 +27,11 @@ export interface SemanticInput {
    * not reported again as "unknown".
    */
   unchecked?: { nodes?: Iterable<string>; guests?: Iterable<string> };
+  /**
+   * The forwards as the lists they were read in (one per file; joined, they are `forwards`). A list
+   * given here never changes: what the checks learn of it is kept for the next validation.
+   */
+  forwardLists?: ReadonlyArray<readonly ForwardSpec[]>;
 }
 
 /** Any spec object: it knows where it was defined. */
@@ -44,12 +50,21 @@ export interface CheckContext {
   report(object: Located, path: FieldPath, message: string): void;
   /** "file:line:col" of a field, for messages that point at a second place. */
   where(object: Located, path: FieldPath): string;
+  /** The forwards' indexes (src/state/forward-index.ts), one per list. */
+  forwardIndexes(): readonly ForwardIndex[];
+  /** The forwards with a health check, in order. */
+  forwardsWithHealth(): ForwardSpec[];
 }
 
 export type Check = (ctx: CheckContext) => void;
 
 export function validateSemantics(input: SemanticInput, locate: Locator = locateBySource): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
+  let indexes: ForwardIndex[] | undefined;
+  const forwardIndexes = () => {
+    indexes ??= input.forwardLists ? input.forwardLists.map((list) => forwardIndex(list, true)) : [forwardIndex(input.forwards, false)];
+    return indexes;
+  };
   const ctx: CheckContext = {
     input,
     report: (object, path, message) => diagnostics.push({ ...locate(object, path), message }),
@@ -57,6 +72,8 @@ export function validateSemantics(input: SemanticInput, locate: Locator = locate
       const { file, line, column } = locate(object, path);
       return `${file}:${line}:${column}`;
     },
+    forwardIndexes,
+    forwardsWithHealth: () => forwardIndexes().flatMap((i) => i.withHealth),
   };
   for (const check of checks) check(ctx);
   return diagnostics;
@@ -71,6 +88,7 @@ const uniqueNames: Check = (ctx) => {
   ];
   // A map of first holders, without a claim object per name: 50,000 forwards are checked every load.
   for (const [noun, objects] of collections) {
+    if (noun === 'forward' && !namesMayRepeat(ctx.forwardIndexes())) continue;
     const firsts = new Map<string, Located>();
     for (const o of objects) {
       const first = firsts.get(o.name);
@@ -158,6 +176,7 @@ const references: Check = (ctx) => {
   for (const guest of guests) {
     if (!nodeNames.has(guest.node)) ctx.report(guest, ['node'], unknown('node', guest.node, nodeNames));
   }
+  if (referencesKnown(ctx.forwardIndexes(), guestNames, nodeNames)) return;
   for (const forward of forwards) {
     if (!guestNames.has(forward.target.guest)) {
       ctx.report(forward, ['target', 'guest'], unknown('guest', forward.target.guest, guestNames));
@@ -171,13 +190,15 @@ const references: Check = (ctx) => {
 /** One protocol/port can be forwarded to only one target on each node it enters. */
 const forwardPortClashes: Check = (ctx) => {
   // A Set: a node defined twice (reported by uniqueNames) must not make a forward clash with itself.
-  const allNodes = [...new Set(ctx.input.nodes.map((n) => n.name))];
+  const nodeSet = new Set(ctx.input.nodes.map((n) => n.name));
+  if (!portsMayClash(ctx.forwardIndexes(), nodeSet)) return;
+  const allNodes = [...nodeSet];
   // Keyed by one number (node, protocol, port), not by a string per forward and node: with 50,000
   // forwards those strings cost more than every other check together. Ports are below 2^16 (schema).
   const nodeIds = new Map<string, number>();
   const firsts = new Map<number, ForwardSpec>();
   for (const forward of ctx.input.forwards) {
-    const port = (forward.protocol === 'udp' ? 0x10000 : 0) + forward.port;
+    const port = portKey(forward);
     for (const node of forward.nodes ?? allNodes) {
       const id = nodeIds.get(node) ?? nodeIds.size;
       nodeIds.set(node, id);
