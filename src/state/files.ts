@@ -57,6 +57,21 @@ export interface StateTree {
   diagnostics: Diagnostic[];
 }
 
+/**
+ * Texts of files read before, by path, with their bytes: a file whose bytes are the same is not
+ * decoded and checked again (4.7 MB for 50,000 forwards). `known` is asked, `read` gets every file
+ * read now (so files that are gone are forgotten).
+ */
+export interface TextMemory {
+  known: ReadonlyMap<string, KnownText>;
+  read: Map<string, KnownText>;
+}
+
+export interface KnownText {
+  bytes: Buffer;
+  text: string;
+}
+
 /** What an entry of the state tree is, from lstat (never following a link). */
 type EntryKind = 'file' | 'folder' | 'symlink' | 'special' | 'missing';
 
@@ -78,6 +93,7 @@ export async function readStateTree(
   root: string,
   folders: readonly string[],
   limits: StateLimits = { ...STATE_LIMITS },
+  texts?: TextMemory,
 ): Promise<StateTree> {
   const diagnostics: Diagnostic[] = [];
   const out: StateTree = { rootReadable: false, overLimit: false, folders: new Map(folders.map((f) => [f, []])), diagnostics };
@@ -95,7 +111,7 @@ export async function readStateTree(
   out.overLimit = tree.overLimit;
   const budget = { totalBytes: 0, over: false };
   const readOne = async (file: string) => {
-    const r = await readStateFile(realRoot, file, limits, budget);
+    const r = await readStateFile(realRoot, file, limits, budget, texts);
     if ('diagnostic' in r) diagnostics.push(r.diagnostic);
     if (budget.over) out.overLimit = true;
     return 'text' in r ? r : undefined;
@@ -194,7 +210,7 @@ type ReadResult = { file: string; text: string } | { diagnostic: Diagnostic };
  * Opens and reads one file that the walk saw as a regular file, re-checking everything on the open
  * descriptor: the entry may have been swapped for a link or a FIFO since.
  */
-async function readStateFile(root: string, file: string, limits: StateLimits, budget: { totalBytes: number; over: boolean }): Promise<ReadResult> {
+async function readStateFile(root: string, file: string, limits: StateLimits, budget: { totalBytes: number; over: boolean }, texts?: TextMemory): Promise<ReadResult> {
   const abs = path.join(root, file);
   const refuse = (message: string): ReadResult => ({ diagnostic: wholeFile(file, message) });
   let handle: FileHandle;
@@ -219,7 +235,8 @@ async function readStateFile(root: string, file: string, limits: StateLimits, bu
       return refuse(`the state files exceed the limit of ${formatBytes(limits.totalBytes)} in total (reached at this file)`);
     }
     // Read at most one byte more than the limit: the size fstat reported may not be the whole truth.
-    const buffer = Buffer.alloc(Math.min(st.size, limits.fileBytes) + 1);
+    // Not zero-filled (4.7 MB for 50,000 forwards): only the bytes read are ever looked at.
+    const buffer = Buffer.allocUnsafe(Math.min(st.size, limits.fileBytes) + 1);
     let length = 0;
     while (length < buffer.length) {
       const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
@@ -228,8 +245,11 @@ async function readStateFile(root: string, file: string, limits: StateLimits, bu
     }
     if (length > limits.fileBytes) return refuse(`is more than the limit of ${formatBytes(limits.fileBytes)} per file`);
     budget.totalBytes += length;
-    const decoded = decodeText(buffer.subarray(0, length));
+    const bytes = buffer.subarray(0, length);
+    const known = texts?.known.get(file);
+    const decoded = known?.bytes.equals(bytes) ? { text: known.text } : decodeText(bytes);
     if ('problem' in decoded) return { diagnostic: { file, line: decoded.line, column: decoded.column, field: '', message: decoded.problem } };
+    texts?.read.set(file, { bytes, text: decoded.text });
     return { file, text: decoded.text };
   } finally {
     await handle.close();
