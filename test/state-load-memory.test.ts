@@ -89,6 +89,9 @@ async function expectSameLoad(dir: string, memory: LoadMemory, label: string): P
   const remembered = await loadState(dir, memory);
   const fresh = await loadState(dir);
   expect(remembered, label).toEqual(fresh);
+  // The forwards of several files merged by name are in the order one sort of all of them gives.
+  const names = remembered.state?.forwards.map((f) => f.name) ?? [];
+  expect(names.every((name, i) => i === 0 || (names[i - 1] as string) < name), label).toBe(true);
   return remembered;
 }
 
@@ -192,6 +195,26 @@ describe('a load with memory gives what a fresh load gives', () => {
     expect(fromList(after)).toHaveLength(2_000);
     const held = fromList(before);
     expect(fromList(after).every((f, i) => f === held[i])).toBe(true);
+  });
+
+  it('a file whose bytes are unchanged is not decoded again; any changed byte is', async () => {
+    const { dir, memory } = await generated(2_000);
+    const text = memory.texts.get(LIST)?.text;
+    await applyEdit(dir, { what: 'a guest file changes', file: 'guests/guest2.yaml', change: (t) => t.replace(/memoryMiB: \d+/, 'memoryMiB: 777') });
+    const sevens = (r: LoadResult) => r.state?.forwards.filter((f) => f.target.port === 7).length;
+    const unchanged = await expectSameLoad(dir, memory, 'guest2 changed');
+    expect(memory.texts.get(LIST)?.text).toBe(text);
+    // The same length, one byte different: a target port, then a control character.
+    const last = (text ?? '').lastIndexOf('port: 1\n');
+    await applyEdit(dir, { what: 'a target port', file: LIST, change: (t) => `${t.slice(0, last)}port: 7\n${t.slice(last + 8)}` });
+    const changed = await expectSameLoad(dir, memory, 'one byte changed');
+    expect(sevens(changed)).toBe((sevens(unchanged) ?? 0) + 1);
+    await applyEdit(dir, { what: 'a control character', file: LIST, change: (t) => `${t.slice(0, last)}port: \u0007\n${t.slice(last + 8)}` });
+    const control = await expectSameLoad(dir, memory, 'a control character');
+    expect(control.diagnostics.map((d) => d.message).join('\n')).toMatch(/control character/);
+    await unlink(join(dir, 'guests/guest2.yaml'));
+    await expectSameLoad(dir, memory, 'a file removed');
+    expect(memory.texts.has('guests/guest2.yaml')).toBe(false);
   });
 
   it('a remembered file is taken only where the budget left lets the fast reading read it', async () => {

@@ -2,7 +2,7 @@
 // collected and reported at once, each with file, line, column and field.
 import path from 'node:path';
 import { compareStrings, quoteValue, sortDiagnostics, StateError, type FieldPath } from './diagnostics.js';
-import { readStateTree, STATE_LIMITS, wholeFile, type StateFile } from './files.js';
+import { readStateTree, STATE_LIMITS, wholeFile, type KnownText, type StateFile } from './files.js';
 import { validateDocument, type Kind } from './schema.js';
 import { statusKeyDiagnostics } from './status-keys.js';
 import { locateBySource, validateSemantics, type Located, type Locator, type SemanticInput } from './semantic.js';
@@ -56,6 +56,8 @@ interface LoadedDocument {
 export class LoadMemory {
   /** By file path in the state directory: its last fast reading. */
   files = new Map<string, RememberedFile>();
+  /** By file path: its bytes and text as last read (src/state/files.ts). */
+  texts = new Map<string, KnownText>();
 }
 
 interface RememberedFile {
@@ -74,7 +76,9 @@ interface RememberedFile {
  */
 export async function loadState(dir: string, memory?: LoadMemory): Promise<LoadResult> {
   const root = path.resolve(dir);
-  const tree = await readStateTree(root, FOLDERS.map((f) => f.folder));
+  const texts = memory && { known: memory.texts, read: new Map<string, KnownText>() };
+  const tree = await readStateTree(root, FOLDERS.map((f) => f.folder), undefined, texts);
+  if (memory && texts) memory.texts = texts.read;
   if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
   // Past a size or count limit, parsing what was read would only spend the time the limit saves.
   if (tree.overLimit) return { diagnostics: capDiagnostics(sortDiagnostics(tree.diagnostics)) };
@@ -105,15 +109,62 @@ export async function loadState(dir: string, memory?: LoadMemory): Promise<LoadR
   if (diagnostics.length > 0) return { diagnostics: capDiagnostics(sortDiagnostics(diagnostics)) };
 
   // Sorted by name, so everything downstream (rulesets, plans, reports) is deterministic.
-  const byName = <T extends { name: string }>(items: T[]) => [...items].sort((a, b) => compareStrings(a.name, b.name));
   const state: ClusterState = {
     dir: root,
     cluster: input.cluster!, // no diagnostics, so cluster.yaml was read and valid
     nodes: byName(input.nodes),
     guests: byName(input.guests),
-    forwards: byName(input.forwards),
+    forwards: forwardsByName(input.forwardLists ?? [input.forwards]),
   };
   return { state, diagnostics: [] };
+}
+
+function byName<T extends { name: string }>(items: readonly T[]): T[] {
+  return [...items].sort((a, b) => compareStrings(a.name, b.name));
+}
+
+/** Each list of forwards sorted by name, kept per list: an unchanged file's list is not sorted again. */
+const sortedLists = new WeakMap<readonly ForwardSpec[], ForwardSpec[]>();
+
+/**
+ * The forwards of all lists sorted by name: each list sorted (or its kept order), the others'
+ * merged into the largest by binary search. Names are unique in a valid state, so this is the
+ * order one sort of all of them gives.
+ */
+function forwardsByName(lists: ReadonlyArray<readonly ForwardSpec[]>): ForwardSpec[] {
+  const sorted = lists.map((list) => {
+    const known = sortedLists.get(list);
+    if (known) return known;
+    const made = byName(list);
+    sortedLists.set(list, made);
+    return made;
+  });
+  let big: ForwardSpec[] = [];
+  for (const list of sorted) if (list.length > big.length) big = list;
+  const rest = byName(sorted.filter((list) => list !== big).flat());
+  if (rest.length === 0) return [...big];
+  const out: ForwardSpec[] = [];
+  let from = 0;
+  for (const f of rest) {
+    const at = firstAfter(big, f.name, from);
+    for (let i = from; i < at; i++) out.push(big[i] as ForwardSpec);
+    out.push(f);
+    from = at;
+  }
+  for (let i = from; i < big.length; i++) out.push(big[i] as ForwardSpec);
+  return out;
+}
+
+/** The first index at or after `from` in `sorted` whose name sorts after `name`. */
+function firstAfter(sorted: readonly ForwardSpec[], name: string, from: number): number {
+  let lo = from;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareStrings((sorted[mid] as ForwardSpec).name, name) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Like loadState, but throws a StateError listing every problem. */
