@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { loadState } from '../src/state/load.js';
-import { fastPositions, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
+import { coreScalarPatterns, fastPositions, firstCharsOf, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
 import { parseYamlSource, sourceRef } from '../src/state/yaml-source.js';
 
 const exampleDir = fileURLToPath(new URL('../state-example/', import.meta.url));
@@ -95,6 +95,23 @@ describe('the fast reading gives what the careful one gives', () => {
       '',
     ].join('\n');
     expectSameReading('forwards/mixed.yaml', text);
+  });
+});
+
+describe('plain scalars are tried only against the core tags they can match', () => {
+  it('every core pattern has its first characters, and no scalar starting otherwise matches it', () => {
+    const patterns = coreScalarPatterns();
+    expect(patterns.length).toBeGreaterThan(5);
+    const tails = ['', '0', '1', '7', 'f', 'F', 'x1F', 'o17', 'ull', 'ULL', 'rue', 'RUE', 'alse', 'ALSE', '.5', '5', '5.', '5e3', '.5E-3', 'inf', 'Inf', 'INF', 'nan', 'NaN', 'NAN', '.inf', '.nan', '1.5e+10'];
+    for (const pattern of patterns) {
+      const first = firstCharsOf(pattern);
+      expect(first, pattern.source).not.toBeNull();
+      expect(pattern.test(''), pattern.source).toBe(first?.includes('') ?? false);
+      for (let c = 0; c < 0x180; c++) {
+        const char = String.fromCharCode(c);
+        for (const tail of tails) if (pattern.test(char + tail)) expect(first, `${pattern.source}: ${char}${tail}`).toContain(char);
+      }
+    }
   });
 });
 

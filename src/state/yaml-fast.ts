@@ -168,6 +168,7 @@ const BLANK_OR_COMMENT = /^[ ]*(?:#.*)?\r?$/;
 
 export function listSlices(text: string, itemsPerSlice: number): ListSlices | undefined {
   if (text.length < itemsPerSlice * 2 * 20) return undefined; // too short for two slices: read whole
+  if (itemLinesAtMost(text, itemsPerSlice + 1) <= itemsPerSlice) return undefined; // too few items for a cut
   let offset = 0;
   let key: string | undefined;
   let indent = -1;
@@ -203,6 +204,19 @@ export function listSlices(text: string, itemsPerSlice: number): ListSlices | un
   if (key === undefined || indent === -1 || cuts.length === 0) return undefined;
   itemCounts.push(items);
   return { key, indent, header, cuts, itemCounts };
+}
+
+/**
+ * At most how many item lines `text` has (a `-` followed by a space, a line end or the end), counted
+ * up to `enough`: a cheap bound that spares the line by line reading of a list too short to cut.
+ */
+function itemLinesAtMost(text: string, enough: number): number {
+  let n = 0;
+  for (let i = text.indexOf('-'); i !== -1 && n < enough; i = text.indexOf('-', i + 1)) {
+    const next = text.charCodeAt(i + 1);
+    if (Number.isNaN(next) || next === 0x20 || next === 0x0a || next === 0x0d) n++;
+  }
+  return n;
 }
 
 /**
@@ -373,6 +387,33 @@ function isOrdinaryKey(text: string, start: number, end: number): boolean {
 
 let schema: Schema | undefined;
 
+const DIGITS = [...'0123456789'];
+/**
+ * The characters a plain scalar matching each core tag's pattern can start with ('' for the empty
+ * scalar), read off the patterns: a scalar starting otherwise (a name, `tcp`) is not tried against
+ * them. A pattern not listed here (another yaml version) is tried against every scalar.
+ */
+const FIRST_CHARS = new Map<string, readonly string[]>([
+  ['^(?:~|[Nn]ull|NULL)?$', ['', '~', 'N', 'n']],
+  ['^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$', ['T', 't', 'F', 'f']],
+  ['^0o[0-7]+$', ['0']],
+  ['^[-+]?[0-9]+$', ['-', '+', ...DIGITS]],
+  ['^0x[0-9a-fA-F]+$', ['0']],
+  ['^(?:[-+]?\\.(?:inf|Inf|INF)|\\.nan|\\.NaN|\\.NAN)$', ['-', '+', '.']],
+  ['^[-+]?(?:\\.[0-9]+|[0-9]+(?:\\.[0-9]*)?)[eE][-+]?[0-9]+$', ['-', '+', '.', ...DIGITS]],
+  ['^[-+]?(?:\\.[0-9]+|[0-9]+\\.[0-9]*)$', ['-', '+', '.', ...DIGITS]],
+]);
+
+/** The core tags' patterns, in the careful parser's order. */
+export function coreScalarPatterns(): RegExp[] {
+  return new YamlSchema({ schema: 'core' }).tags.flatMap((tag) => ('test' in tag && tag.test instanceof RegExp ? [tag.test] : []));
+}
+
+/** Where FIRST_CHARS has nothing for a pattern: every scalar is tried against it. */
+export function firstCharsOf(pattern: RegExp): readonly string[] | null {
+  return FIRST_CHARS.get(pattern.source) ?? null;
+}
+
 /**
  * Plain scalars resolve exactly as in the careful parser: its own YAML 1.2 core schema tags
  * (null, bool, int, float, in its order) decide.
@@ -383,6 +424,7 @@ function fastSchema(): Schema {
   const resolvers = coreScalars.map((tag, i) =>
     defineScalarTag(`tag:cgw-sync,core:${i}`, {
       implicit: true,
+      implicitFirstChars: firstCharsOf((tag as { test: RegExp }).test),
       identify: () => false,
       resolve: (source) => {
         if (!(tag as { test: RegExp }).test.test(source)) return NOT_RESOLVED;
