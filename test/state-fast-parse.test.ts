@@ -10,8 +10,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { loadState } from '../src/state/load.js';
-import { coreScalarPatterns, fastPositions, firstCharsOf, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
-import { parseYamlSource, sourceRef } from '../src/state/yaml-source.js';
+import { isScalar, LineCounter, Parser, Schema as YamlSchema } from 'yaml';
+import { CORE_SCALARS } from '../src/state/core-scalars.js';
+import { fastPositions, ITEMS_PER_SLICE, parseYamlFast } from '../src/state/yaml-fast.js';
+import { lineCounterOf, parseYamlSource, sourceRef } from '../src/state/yaml-source.js';
 
 const exampleDir = fileURLToPath(new URL('../state-example/', import.meta.url));
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'cgw-state-fast-'));
@@ -98,20 +100,39 @@ describe('the fast reading gives what the careful one gives', () => {
   });
 });
 
-describe('plain scalars are tried only against the core tags they can match', () => {
-  it('every core pattern has its first characters, and no scalar starting otherwise matches it', () => {
-    const patterns = coreScalarPatterns();
-    expect(patterns.length).toBeGreaterThan(5);
-    const tails = ['', '0', '1', '7', 'f', 'F', 'x1F', 'o17', 'ull', 'ULL', 'rue', 'RUE', 'alse', 'ALSE', '.5', '5', '5.', '5e3', '.5E-3', 'inf', 'Inf', 'INF', 'nan', 'NaN', 'NAN', '.inf', '.nan', '1.5e+10'];
-    for (const pattern of patterns) {
-      const first = firstCharsOf(pattern);
-      expect(first, pattern.source).not.toBeNull();
-      expect(pattern.test(''), pattern.source).toBe(first?.includes('') ?? false);
-      for (let c = 0; c < 0x180; c++) {
-        const char = String.fromCharCode(c);
-        for (const tail of tails) if (pattern.test(char + tail)) expect(first, `${pattern.source}: ${char}${tail}`).toContain(char);
+describe('plain scalars resolve as the careful parser resolves them', () => {
+  const theirs = new YamlSchema({ schema: 'core' }).tags.flatMap((tag) => ('test' in tag && tag.test instanceof RegExp ? [tag] : []));
+  const samples = ['', '~', 'null', 'Null', 'NULL', 'nULL', 'true', 'True', 'TRUE', 'tRUE', 'false', 'FALSE', '0', '-0', '+0', '007', '0o17', '0o8', '0x1F', '0xg', '12', '-12', '+12', '9007199254740993', '1.5', '1.50', '-.5', '+.5', '.5', '5.', '1e3', '1.5E-3', '.5e+2', '1e', '.inf', '-.Inf', '+.INF', '.nan', '.NaN', '.NAN', '-.nan', 'tcp', 'fwd-1', '1_000', '1:2'];
+
+  it('the same tags with the same patterns, in the same order, giving the same values', () => {
+    expect(CORE_SCALARS.map((c) => [c.tag, c.pattern.source])).toEqual(theirs.map((t) => [t.tag, (t.test as RegExp).source]));
+    for (const [i, core] of CORE_SCALARS.entries()) {
+      const tag = theirs[i] as { resolve: (s: string, onError: () => void, options: object) => unknown };
+      for (const sample of samples) {
+        if (!core.pattern.test(sample)) continue;
+        const value = tag.resolve(sample, () => {}, {});
+        expect(core.resolve(sample), `${core.tag} ${sample}`).toStrictEqual(isScalar(value) ? value.value : value);
       }
     }
+  });
+
+  it('no scalar a pattern matches starts with a character its first characters leave out', () => {
+    const tails = ['', '0', '1', '7', 'f', 'F', 'x1F', 'o17', 'ull', 'ULL', 'rue', 'RUE', 'alse', 'ALSE', '.5', '5', '5.', '5e3', '.5E-3', 'inf', 'Inf', 'INF', 'nan', 'NaN', 'NAN', '.inf', '.nan', '1.5e+10'];
+    for (const { pattern, firstChars } of CORE_SCALARS) {
+      expect(pattern.test(''), pattern.source).toBe(firstChars.includes(''));
+      for (let c = 0; c < 0x180; c++) {
+        const char = String.fromCharCode(c);
+        for (const tail of tails) if (pattern.test(char + tail)) expect(firstChars, `${pattern.source}: ${char}${tail}`).toContain(char);
+      }
+    }
+  });
+
+  it('line and column of an offset as yaml counts them', () => {
+    const text = 'a: 1\n\nb:\n  - c\r\n  - d';
+    const mine = lineCounterOf(text);
+    const theirs = new LineCounter();
+    Array.from(new Parser(theirs.addNewLine).parse(text));
+    for (let offset = 0; offset <= text.length; offset++) expect(mine.linePos(offset), `offset ${offset}`).toEqual(theirs.linePos(offset));
   });
 });
 

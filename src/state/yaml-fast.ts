@@ -18,10 +18,10 @@ import {
   strTag,
   type Event,
 } from 'js-yaml';
-import { isScalar, type LineCounter, Schema as YamlSchema } from 'yaml';
 import { STATE_LIMITS } from './files.js';
 import type { FieldPath } from './diagnostics.js';
-import { lineCounterOf, parseYamlSource, positionsOf, type NodeBudget, type Positions } from './yaml-source.js';
+import { CORE_SCALARS } from './core-scalars.js';
+import { lineCounterOf, parseYamlSource, positionsOf, type LineStarts, type NodeBudget, type Positions } from './yaml-source.js';
 
 /** A file read the fast way. */
 export interface FastParse {
@@ -387,50 +387,19 @@ function isOrdinaryKey(text: string, start: number, end: number): boolean {
 
 let schema: Schema | undefined;
 
-const DIGITS = [...'0123456789'];
 /**
- * The characters a plain scalar matching each core tag's pattern can start with ('' for the empty
- * scalar), read off the patterns: a scalar starting otherwise (a name, `tcp`) is not tried against
- * them. A pattern not listed here (another yaml version) is tried against every scalar.
- */
-const FIRST_CHARS = new Map<string, readonly string[]>([
-  ['^(?:~|[Nn]ull|NULL)?$', ['', '~', 'N', 'n']],
-  ['^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$', ['T', 't', 'F', 'f']],
-  ['^0o[0-7]+$', ['0']],
-  ['^[-+]?[0-9]+$', ['-', '+', ...DIGITS]],
-  ['^0x[0-9a-fA-F]+$', ['0']],
-  ['^(?:[-+]?\\.(?:inf|Inf|INF)|\\.nan|\\.NaN|\\.NAN)$', ['-', '+', '.']],
-  ['^[-+]?(?:\\.[0-9]+|[0-9]+(?:\\.[0-9]*)?)[eE][-+]?[0-9]+$', ['-', '+', '.', ...DIGITS]],
-  ['^[-+]?(?:\\.[0-9]+|[0-9]+\\.[0-9]*)$', ['-', '+', '.', ...DIGITS]],
-]);
-
-/** The core tags' patterns, in the careful parser's order. */
-export function coreScalarPatterns(): RegExp[] {
-  return new YamlSchema({ schema: 'core' }).tags.flatMap((tag) => ('test' in tag && tag.test instanceof RegExp ? [tag.test] : []));
-}
-
-/** Where FIRST_CHARS has nothing for a pattern: every scalar is tried against it. */
-export function firstCharsOf(pattern: RegExp): readonly string[] | null {
-  return FIRST_CHARS.get(pattern.source) ?? null;
-}
-
-/**
- * Plain scalars resolve exactly as in the careful parser: its own YAML 1.2 core schema tags
- * (null, bool, int, float, in its order) decide.
+ * Plain scalars resolve exactly as in the careful parser: the YAML 1.2 core schema's tags (null,
+ * bool, int, float, in its order) decide (core-scalars.ts). A scalar is tried only against the
+ * tags it can start like: a name or `tcp` against none.
  */
 function fastSchema(): Schema {
   if (schema) return schema;
-  const coreScalars = new YamlSchema({ schema: 'core' }).tags.filter((tag) => 'test' in tag && tag.test instanceof RegExp);
-  const resolvers = coreScalars.map((tag, i) =>
+  const resolvers = CORE_SCALARS.map((core, i) =>
     defineScalarTag(`tag:cgw-sync,core:${i}`, {
       implicit: true,
-      implicitFirstChars: firstCharsOf((tag as { test: RegExp }).test),
+      implicitFirstChars: core.firstChars,
       identify: () => false,
-      resolve: (source) => {
-        if (!(tag as { test: RegExp }).test.test(source)) return NOT_RESOLVED;
-        const value = (tag as { resolve: (s: string, onError: (m: string) => void, options: object) => unknown }).resolve(source, () => {}, {});
-        return isScalar(value) ? value.value : value;
-      },
+      resolve: (source) => (core.pattern.test(source) ? core.resolve(source) : NOT_RESOLVED),
     }),
   );
   schema = new Schema([strTag, seqTag, mapTag, ...resolvers]);
@@ -442,7 +411,7 @@ function fastSchema(): Schema {
  * (a field a diagnostic points at) parses the file once more with positions, on first use.
  */
 export function fastPositions(file: string, text: string, parsed: FastParse): Positions {
-  let lines: LineCounter | undefined;
+  let lines: LineStarts | undefined;
   let careful: Positions | undefined;
   const carefully = () => {
     careful ??= positionsOf(parseYamlSource(file, text).source);

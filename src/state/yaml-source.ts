@@ -1,9 +1,19 @@
 // One YAML file of the state directory: parsed with positions kept, so that any field path can be
 // turned back into a line and column for diagnostics.
-import { Composer, CST, Document, isMap, isScalar, isSeq, Lexer, LineCounter, Parser, type Node, type YAMLError } from 'yaml';
+import { createRequire } from 'node:module';
+import type { CST, Document, LineCounter, Node, YAMLError } from 'yaml';
 import { escapeText, formatFieldPath, type DiagnosticLocation, type FieldPath } from './diagnostics.js';
 import { STATE_LIMITS } from './files.js';
 import type { Diagnostic, SourceRef } from './types.js';
+
+const requireModule = createRequire(import.meta.url);
+let yamlModule: typeof import('yaml') | undefined;
+
+/** The yaml package, loaded on first use: a valid state read the fast way never needs it (~30 ms). */
+function yaml(): typeof import('yaml') {
+  yamlModule ??= requireModule('yaml') as typeof import('yaml');
+  return yamlModule;
+}
 
 export interface YamlSource {
   /** Path relative to the state directory, e.g. "nodes/node1.yaml". */
@@ -34,6 +44,7 @@ export function parseYamlSource(
   text: string,
   budget: NodeBudget = { nodes: STATE_LIMITS.yamlNodes },
 ): { source: YamlSource; data: unknown; diagnostics: Diagnostic[] } {
+  const { Composer, Document, LineCounter, Parser } = yaml();
   const lineCounter = new LineCounter();
   const at = (offset: number, message: string): Diagnostic => {
     const { line, col } = lineCounter.linePos(offset);
@@ -83,20 +94,36 @@ export function parseYamlSource(
   return { source, data, diagnostics };
 }
 
-function countLines(text: string, lineCounter: LineCounter): void {
+function countLines(text: string, lineCounter: { addNewLine(offset: number): unknown }): void {
   lineCounter.addNewLine(0);
   for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lineCounter.addNewLine(i + 1);
 }
 
-/** Line and column lookup for `text` without parsing it. */
-export function lineCounterOf(text: string): LineCounter {
-  const lineCounter = new LineCounter();
-  countLines(text, lineCounter);
-  return lineCounter;
+/** Line and column of an offset, 1-based: yaml's LineCounter.linePos, without loading yaml. */
+export interface LineStarts {
+  linePos(offset: number): { line: number; col: number };
 }
 
-/** Lexemes that are markers of yaml's lexer, not text of the file. */
-const MARKERS = new Set([CST.DOCUMENT, CST.FLOW_END, CST.SCALAR]);
+/** Line and column lookup for `text` without parsing it. */
+export function lineCounterOf(text: string): LineStarts {
+  const starts: number[] = [];
+  countLines(text, { addNewLine: (offset) => starts.push(offset) });
+  return {
+    // The same search as yaml's LineCounter.linePos (test/state-fast-parse.test.ts compares them).
+    linePos: (offset) => {
+      let low = 0;
+      let high = starts.length;
+      while (low < high) {
+        const mid = (low + high) >> 1;
+        if ((starts[mid] as number) < offset) low = mid + 1;
+        else high = mid;
+      }
+      if (starts[low] === offset) return { line: low + 1, col: 1 };
+      if (low === 0) return { line: 0, col: offset };
+      return { line: low, col: offset - (starts[low - 1] as number) + 1 };
+    },
+  };
+}
 
 /**
  * A first pass over the lexer's output alone (linear, no recursion, and much cheaper than the parser
@@ -107,6 +134,9 @@ function scanLexemes(text: string, budget: NodeBudget): { tooDeepAt?: number; to
   let offset = 0;
   let flowDepth = 0;
   let firstTag: { offset: number; tag: string } | undefined;
+  const { CST, Lexer } = yaml();
+  // Lexemes that are markers of yaml's lexer, not text of the file.
+  const markers = new Set([CST.DOCUMENT, CST.FLOW_END, CST.SCALAR]);
   for (const lexeme of new Lexer().lex(text)) {
     if (lexeme[0] === '!' && !firstTag) firstTag = { offset, tag: lexeme };
     if (lexeme === '[' || lexeme === '{') {
@@ -116,7 +146,7 @@ function scanLexemes(text: string, budget: NodeBudget): { tooDeepAt?: number; to
     if (lexeme === CST.SCALAR || lexeme === '[' || lexeme === '{' || lexeme === '-' || lexeme === '*') {
       if (--budget.nodes < 0) return { tooManyAt: offset };
     }
-    if (!MARKERS.has(lexeme)) offset += lexeme.length;
+    if (!markers.has(lexeme)) offset += lexeme.length;
   }
   return { firstTag };
 }
@@ -165,7 +195,7 @@ export function locate(source: YamlSource, path: FieldPath, options: { key?: boo
     [keyNode, node] = [next.key, next.value];
   }
   // An empty value ("interface:") has a zero-width range at the end of the line: the key reads better.
-  const valueIsEmpty = isScalar(node) && node.value === null && node.source === '';
+  const valueIsEmpty = yaml().isScalar(node) && node.value === null && node.source === '';
   const target = options.key || valueIsEmpty || !hasRange(node) ? (hasRange(keyNode) ? keyNode : node) : node;
   const { line, column } = position(source, hasRange(target) ? target.range[0] : 0);
   return { file: source.file, line, column, field: formatFieldPath(path) };
@@ -194,6 +224,7 @@ export function positionsOf(source: YamlSource): Positions {
 }
 
 function child(node: unknown, segment: string | number): { key: unknown; value: unknown } | undefined {
+  const { isMap, isScalar, isSeq } = yaml();
   if (isMap(node)) {
     const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(segment));
     return pair && { key: pair.key, value: pair.value };
