@@ -2,13 +2,15 @@
 // (src/state/yaml-source.ts) gives, or decline: same data, same object positions, a value count
 // never below the careful one, and every hostile or unusual file left to the careful reading, which
 // enforces the limits and reports the problem with its position.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
 import { STATE_LIMITS } from '../src/state/files.js';
+import { CLI_BIN } from './helpers/agent-fixture.js';
 import { loadState } from '../src/state/load.js';
 import { isScalar, LineCounter, Parser, Schema as YamlSchema } from 'yaml';
 import { CORE_SCALARS } from '../src/state/core-scalars.js';
@@ -278,5 +280,28 @@ describe('diagnostics in files read the fast way', () => {
     for (const forward of state!.forwards.filter((f) => f.source.file === 'forwards/bench.yaml')) {
       expect(forward.source).toEqual(sourceRef(source, ['forwards', names.indexOf(forward.name)]));
     }
+  });
+});
+
+describe('a valid state is read without the yaml package', () => {
+  /** Validates `dir` with the built CLI's main() in a new process: its output, and whether yaml was loaded. */
+  const validateInProcess = async (dir: string) => {
+    const script = `const { main } = await import(${JSON.stringify(pathToFileURL(path.join(path.dirname(CLI_BIN), 'main.js')).href)});
+      const code = await main(['validate', '--state', ${JSON.stringify(dir)}], { out: () => {}, err: () => {} });
+      const { createRequire } = await import('node:module');
+      const cache = Object.keys(createRequire(import.meta.url).cache);
+      console.log(JSON.stringify({ code, yaml: cache.some((f) => f.includes('/node_modules/yaml/')) }));`;
+    const r = await execa(process.execPath, ['--input-type=module', '-e', script], { reject: false });
+    return JSON.parse(String(r.stdout).trim().split('\n').at(-1) ?? '{}') as { code: number; yaml: boolean };
+  };
+
+  it('not loaded for a valid state, loaded when a file must be read carefully', async () => {
+    expect(await validateInProcess(exampleDir)).toEqual({ code: 0, yaml: false });
+    const dir = path.join(scratch, 'careful');
+    cpSync(exampleDir, dir, { recursive: true });
+    writeFileSync(path.join(dir, 'forwards/broken.yaml'), 'apiVersion: cgw-sync/v1\nkind: Forwards\nforwards: [\n');
+    const broken = await validateInProcess(dir);
+    expect(broken.yaml).toBe(true);
+    expect(broken.code).not.toBe(0);
   });
 });
