@@ -266,7 +266,10 @@ interface DocumentSpecs {
   forwards: ForwardSpec[];
   /** Names declared by broken objects. */
   unchecked: { nodes: string[]; guests: string[] };
-  origins: Map<Located, Origin>;
+  /** Where each object came from: objects[i] was made of the value at bases[i] (no map per object: few loads ever ask). */
+  positions: Positions;
+  objects: Located[];
+  bases: FieldPath[];
 }
 
 type Origin = { positions: Positions; base: FieldPath };
@@ -277,7 +280,7 @@ type Origin = { positions: Positions; base: FieldPath };
  * reported a second time.
  */
 function specsOf(doc: LoadedDocument): DocumentSpecs {
-  const specs: DocumentSpecs = { nodes: [], guests: [], forwards: [], unchecked: { nodes: [], guests: [] }, origins: new Map() };
+  const specs: DocumentSpecs = { nodes: [], guests: [], forwards: [], unchecked: { nodes: [], guests: [] }, positions: doc.positions, objects: [], bases: [] };
 
   /** Builds the object at `base` with `make`, unless a schema problem lies inside it. */
   const objectAt = <T extends Located>(base: FieldPath, make: Converter<T>) => {
@@ -287,7 +290,8 @@ function specsOf(doc: LoadedDocument): DocumentSpecs {
     // No problem inside: the schema guarantees the shape.
     const data = base.reduce(member, doc.data) as Checked<T>;
     const object = make(data, doc.positions.ref(base));
-    specs.origins.set(object, { positions: doc.positions, base });
+    specs.objects.push(object);
+    specs.bases.push(base);
     return object;
   };
   /** A one-object document: its spec or, when broken, at least the name it meant to declare. */
@@ -332,13 +336,21 @@ function joinSpecs(all: DocumentSpecs[]): { input: SemanticInput; locator: Locat
   // Merged only when a diagnostic asks: a valid state never needs it.
   let origins: Map<Located, Origin> | undefined;
   const locator: Locator = (object, fieldPath) => {
-    origins ??= new Map(all.flatMap((specs) => [...specs.origins]));
+    origins ??= originsOf(all);
     const origin = origins.get(object);
     return origin ? origin.positions.locate([...origin.base, ...fieldPath]) : locateBySource(object, fieldPath);
   };
   // Each file's list as it was read: an unchanged file's list is the same array, and so is known to the checks.
   const forwardLists = all.map((specs) => specs.forwards);
   return { input: { ...(cluster && { cluster }), ...input, forwardLists }, locator };
+}
+
+function originsOf(all: DocumentSpecs[]): Map<Located, Origin> {
+  const origins = new Map<Located, Origin>();
+  for (const { positions, objects, bases } of all) {
+    for (let i = 0; i < objects.length; i++) origins.set(objects[i] as Located, { positions, base: bases[i] as FieldPath });
+  }
+  return origins;
 }
 
 // The converters pick fields explicitly (dropping apiVersion/kind); values are schema-checked and
