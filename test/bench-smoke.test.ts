@@ -33,7 +33,7 @@ describe('benchmark smoke run', () => {
 
   it('prints one line per row, in the order of the JSON, with the goals', () => {
     const whats = json.rows.map((r) => r.what);
-    expect(json.rows.map((r) => r.id)).toEqual(['one-forward-change', 'no-op-cycle', 'agent-rss', 'validate', 'cli-start', 'push-schedule', 'push-webhook']);
+    expect(json.rows.map((r) => r.id)).toEqual(['one-forward-change', 'one-forward-apply', 'no-op-cycle', 'agent-rss', 'validate', 'cli-start', 'push-schedule', 'push-webhook']);
     const lines = table.split('\n');
     const at = whats.map((w) => lines.findIndex((l) => l.startsWith(w)));
     expect(at.every((i) => i > 0)).toBe(true);
@@ -55,6 +55,10 @@ describe('benchmark smoke run', () => {
     // Converged comes before the end of the cycle, which publishes the report after it.
     expect(oneForward.convergedMs).toBeGreaterThan(0);
     expect(oneForward.convergedMs).toBeLessThan(oneForward.value!);
+    // The apply in it is the converged part without the fetch.
+    const apply = json.rows.find((r) => r.id === 'one-forward-apply')!;
+    expect(apply.value).toBeLessThan(oneForward.convergedMs!);
+    expect(apply.value).toBeGreaterThan(0);
     // The cycle's external steps by the system tools (git against the same server, raw nft -f), each measured.
     for (const step of ['fetch', 'nft', 'push'] as const) expect(oneForward.systemSteps?.[step], step).toBeGreaterThan(0);
     expect(table).toMatch(/same steps by the system tools, same run: git fetch [\d.]+ ms \(source phase \d+ ms\), nft -f/);

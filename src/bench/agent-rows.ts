@@ -38,6 +38,11 @@ export interface CycleFigure {
    * the report and save the agent's memory.
    */
   convergedMs: number;
+  /**
+   * The same without the source phase: from the fetched revision to the node converged (load,
+   * read, plan, health, apply), the apply as the agent does it, which the raw nft -f floor bounds.
+   */
+  appliedMs: number;
 }
 
 export interface AgentFigures {
@@ -91,6 +96,8 @@ async function addGuestBridge(ns: string): Promise<void> {
 
 /** What the bench's clock saw beyond the cycle's own phases (the trigger, the log line). */
 const REST = 'rest';
+/** The cycle's fetch of the revision (src/agent/cycle.ts). */
+const SOURCE = 'source';
 
 /** A cycle as the bench sees it: its report, and its complete timings (from its log line). */
 export interface CycleEnd {
@@ -105,11 +112,13 @@ function medianFigure(samples: { ms: number; value: CycleEnd }[]): CycleFigure {
     return { ...t, [REST]: Math.max(0, ms - sum(t)) };
   });
   const converged = phases.map((p) => sum(Object.fromEntries(Object.entries(p).filter(([n]) => n !== REST && !AFTER_CONVERGED.includes(n)))));
+  const applied = phases.map((p, i) => converged[i]! - (p[SOURCE] ?? 0));
   const names = [...new Set(phases.flatMap((p) => Object.keys(p)))];
   return {
     ms: median(samples.map((s) => s.ms)),
     phases: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n] ?? 0))])),
     convergedMs: median(converged),
+    appliedMs: median(applied),
   };
 }
 

@@ -20,7 +20,7 @@ export interface BenchFigures {
 }
 
 export interface Row {
-  id: 'one-forward-change' | 'no-op-cycle' | 'agent-rss' | 'validate' | 'cli-start' | 'push-schedule' | 'push-webhook';
+  id: 'one-forward-change' | 'one-forward-apply' | 'no-op-cycle' | 'agent-rss' | 'validate' | 'cli-start' | 'push-schedule' | 'push-webhook';
   what: string;
   forwards?: number;
   /** ms (or MiB for agent-rss); undefined when the part did not run. */
@@ -50,10 +50,18 @@ export const AFTER_CONVERGED = ['remember', 'checks', 'publish', 'save'];
 
 const isSkipped = (x: object): x is Skipped => 'skipped' in x;
 
-/** The goals of issue 12, evaluated where they apply. */
+/**
+ * The goals of issue 12, evaluated where they apply. The issue measured the one-forward change as
+ * the apply command (no Git); both the apply and the whole cycle with its two Git round trips are
+ * held to its 100 ms at 50,000, the apply also to its aim of 2x the raw nft -f floor.
+ */
 function oneForwardGoal(forwards: number, ms: number, floor: number): Pick<Row, 'goal' | 'met'> {
   if (forwards === 50_000) return { goal: '< 100 ms at 50k (aim 2x floor)', met: ms < 100 };
   return { goal: 'aim 2x floor', met: ms <= 2 * floor };
+}
+
+function wholeCycleGoal(forwards: number, ms: number): Pick<Row, 'goal' | 'met'> {
+  return forwards === 50_000 ? { goal: '< 100 ms at 50k', met: ms < 100 } : {};
 }
 
 function validateGoal(forwards: number, s: ProcessSample): Pick<Row, 'goal' | 'met'> {
@@ -88,7 +96,9 @@ export function benchRows(f: BenchFigures): Row[] {
       continue;
     }
     const a = s.agent;
-    rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle, new revision)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, phases: a.oneForward.phases, convergedMs: a.oneForward.convergedMs, systemSteps: { fetch: a.rawFetch, nft: a.rawOneForward, push: a.rawPush }, ...oneForwardGoal(size, a.oneForward.ms, a.rawOneForward) });
+    const systemSteps = { fetch: a.rawFetch, nft: a.rawOneForward, push: a.rawPush };
+    rows.push({ id: 'one-forward-change', what: 'one-forward change (agent cycle: git fetch .. report pushed)', forwards: size, value: a.oneForward.ms, unit: 'ms', floor: { name: 'git fetch+nft -f+git push', value: systemSteps.fetch + systemSteps.nft + systemSteps.push }, phases: a.oneForward.phases, convergedMs: a.oneForward.convergedMs, systemSteps, ...wholeCycleGoal(size, a.oneForward.ms) });
+    rows.push({ id: 'one-forward-apply', what: '  the apply in it (fetched revision .. applied, checked)', forwards: size, value: a.oneForward.appliedMs, unit: 'ms', floor: { name: 'raw nft -f, same batch', value: a.rawOneForward }, ...oneForwardGoal(size, a.oneForward.appliedMs, a.rawOneForward) });
     rows.push({ id: 'no-op-cycle', what: 'no-op cycle (agent cycle, nothing new)', forwards: size, value: a.noop.ms, unit: 'ms', floor: { name: 'raw nft -j list table', value: a.rawList }, phases: a.noop.phases, convergedMs: a.noop.convergedMs, goal: '< 50 ms', met: a.noop.ms < 50 });
     rows.push({ id: 'agent-rss', what: 'agent process RSS after its cycles (peak)', forwards: size, value: s.agentRss.afterMiB, unit: 'MiB', rssMiB: s.agentRss.peakMiB, floor: { name: 'node -e 0 peak RSS', value: f.nodeStart.maxRssMiB } });
     rows.push({ id: 'validate', what: 'validate/load of the repository (process)', forwards: size, value: s.validate.ms, unit: 'ms', rssMiB: s.validate.maxRssMiB, floor: node0, ...validateGoal(size, s.validate) });
