@@ -11,6 +11,7 @@
 // memory.json is replaced atomically (write + rename), so a kill -9 leaves the old or the new.
 import { copyFile, cp, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { writeFileAtomic } from '../fs/atomic.js';
+import { stampOf } from '../fs/stamp.js';
 import path from 'node:path';
 import type { Ruleset } from '../nft/model.js';
 import type { NftPlan } from '../plan/nft-plan.js';
@@ -178,22 +179,15 @@ async function copyReusing(from: string, to: string, reuse: string): Promise<voi
  * What this process knows to be equal, by the last-good/ path: a source file (by its stat) and
  * the copy there (by its stat; the copy is linked, never written, so its inode stays). An
  * unchanged source file is then linked again without reading both (5 MB each at 50,000
- * forwards). A file changed within RACY_MS of being stamped is not stamped (like Git's racily
- * clean index entries: a same-size rewrite in the same timestamp tick would look unchanged).
+ * forwards). A source file is stamped only once it settled (src/fs/stamp.ts: Git's racily clean rule).
  */
 const equalFiles = new Map<string, { src: string; srcStamp: string; copyStamp: string }>();
-const RACY_MS = 2000;
 
-/** The source's stamp (`settled`: unchanged for RACY_MS) and the copy's, when it is a file. */
+/** The source's stamp (src/fs/stamp.ts) and the copy's, when it is a file. */
 async function fileStamps(src: string, copy: string) {
   const [a, b] = await Promise.all([stat(src, { bigint: true }), lstat(copy, { bigint: true }).catch(() => undefined)]);
-  const changed = a.mtimeNs > a.ctimeNs ? a.mtimeNs : a.ctimeNs;
-  return {
-    size: a.size,
-    src: `${a.ino}:${a.size}:${a.mtimeNs}:${a.ctimeNs}`,
-    settled: Number(changed / 1_000_000n) < Date.now() - RACY_MS,
-    copy: b?.isFile() ? { size: b.size, stamp: `${b.ino}:${b.size}:${b.mtimeNs}` } : undefined,
-  };
+  const { stamp, size, settled } = stampOf(a, Date.now());
+  return { size, src: stamp, settled, copy: b?.isFile() ? { size: b.size, stamp: `${b.ino}:${b.size}:${b.mtimeNs}` } : undefined };
 }
 
 async function sameBytes(src: string, prev: string): Promise<boolean> {
@@ -210,11 +204,11 @@ async function sameBytes(src: string, prev: string): Promise<boolean> {
 
 /** copyFile, and the copy stamped as equal to its source (it lands at `prev` once the new last-good/ is in place). */
 async function copyVerified(src: string, dst: string, prev: string): Promise<void> {
-  const before = await stat(src, { bigint: true });
+  const before = stampOf(await stat(src, { bigint: true }), Date.now());
   await copyFile(src, dst);
   const s = await fileStamps(src, dst);
   // Only when the source did not change while it was copied.
-  if (s.settled && s.copy && s.src === `${before.ino}:${before.size}:${before.mtimeNs}:${before.ctimeNs}`) equalFiles.set(prev, { src, srcStamp: s.src, copyStamp: s.copy.stamp });
+  if (s.settled && s.copy && s.src === before.stamp) equalFiles.set(prev, { src, srcStamp: s.src, copyStamp: s.copy.stamp });
   else equalFiles.delete(prev);
 }
 
