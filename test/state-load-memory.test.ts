@@ -4,11 +4,12 @@
 // sequence of random edits of a generated state is loaded both ways after every edit; the memory
 // is carried through the whole sequence, valid and invalid revisions alike. The edits are seeded:
 // a failure names its seed and step.
-import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeSyntheticStateRepo } from '../src/bench/synthetic.js';
+import { RACY_MS } from '../src/fs/stamp.js';
 import { STATE_LIMITS } from '../src/state/files.js';
 import { commonEnds, listMemo, reuseList } from '../src/state/list-reuse.js';
 import { LoadMemory, loadState, type LoadResult } from '../src/state/load.js';
@@ -255,6 +256,85 @@ describe('a load with memory gives what a fresh load gives', () => {
     await unlink(join(dir, 'forwards/a-more.yaml'));
     expect((await expectSameLoad(dir, memory, 'back under the limit again')).diagnostics).toEqual([]);
   }, 240_000);
+});
+
+describe('a file whose stat stamp is unchanged is not read again', () => {
+  /** A clock RACY_MS and more ahead: every file in the test counts as settled (long unchanged). */
+  const settledClock = () => Date.now() + 2 * RACY_MS;
+  const GUEST = 'guests/guest2.yaml';
+  /** Another memory size written with as many digits (the file keeps its size). */
+  const otherSize = (old: number) => (old === 2048 ? 1536 : 2048);
+  const guestMemory = (r: LoadResult) => r.state?.guests.find((g) => g.name === 'guest2')?.resources.memoryMiB;
+  /** A whole second in the past: a modification time utimes can put back exactly. */
+  const wholeSecond = new Date(Math.floor(Date.now() / 1000) * 1000 - 10_000);
+  /** Rewrites the guest file in place with the same size, until its change time moved (timestamps have ticks). */
+  async function rewriteSameSize(dir: string, memoryMiB: number): Promise<void> {
+    const file = join(dir, GUEST);
+    const before = await stat(file, { bigint: true });
+    expect(before.mtimeMs).toBe(BigInt(wholeSecond.getTime()));
+    const text = (await readFile(file, 'utf8')).replace(/memoryMiB: \d+/, `memoryMiB: ${memoryMiB}`);
+    expect(text.length).toBe(Number(before.size));
+    const deadline = Date.now() + 5000;
+    do await writeFile(file, text);
+    while ((await stat(file, { bigint: true })).ctimeNs === before.ctimeNs && Date.now() < deadline);
+    // The modification time put back: only the change time (which utimes cannot set) tells.
+    await utimes(file, wholeSecond, wholeSecond);
+  }
+
+  /** A generated state whose guest file has a whole-second mtime; `settled`: judged by a clock far ahead. */
+  async function stampable(settled: boolean): Promise<{ dir: string; memory: LoadMemory }> {
+    const made = await generated(2_000);
+    await utimes(join(made.dir, GUEST), wholeSecond, wholeSecond);
+    if (settled) made.memory.now = settledClock;
+    return made;
+  }
+
+  /** Loads twice: the file is stamped by the first load and taken from memory, not read, by the second. */
+  async function expectNotReadAgain(dir: string, memory: LoadMemory, file: string): Promise<void> {
+    await expectSameLoad(dir, memory, `${file} stamped`);
+    const held = memory.texts.get(file);
+    expect(held?.stamp).toBeDefined();
+    await expectSameLoad(dir, memory, `${file} unchanged`);
+    // Read again, it would be a new buffer.
+    expect(memory.texts.get(file)?.bytes).toBe(held?.bytes);
+  }
+
+  it('an unchanged, settled file is taken from memory without reading it', async () => {
+    const { dir, memory } = await stampable(true);
+    await expectNotReadAgain(dir, memory, LIST);
+  });
+
+  /** Loads (the guest file stamped or not), rewrites the guest file with the same size, and expects the new content read. */
+  async function expectRewriteRead(dir: string, memory: LoadMemory, stamped: boolean): Promise<void> {
+    const before = await expectSameLoad(dir, memory, 'before the rewrite');
+    expect(memory.texts.get(GUEST)?.stamp !== undefined).toBe(stamped);
+    const size = otherSize(guestMemory(before) ?? 0);
+    await rewriteSameSize(dir, size);
+    expect(guestMemory(await expectSameLoad(dir, memory, 'rewritten'))).toBe(size);
+  }
+
+  it('a settled file rewritten with the same size and its modification time put back is read again', async () => {
+    const { dir, memory } = await stampable(true);
+    await expectRewriteRead(dir, memory, true);
+  });
+
+  it('a file changed just now is not stamped: a same-size rewrite within the same second is read', async () => {
+    // The real clock: the files were all written within RACY_MS.
+    const { dir, memory } = await stampable(false);
+    await expectRewriteRead(dir, memory, false);
+    // Once settled, the file is stamped and taken from memory.
+    memory.now = settledClock;
+    await expectNotReadAgain(dir, memory, GUEST);
+  });
+
+  it('the same file at another state directory is read there', async () => {
+    const { dir, memory } = await stampable(true);
+    await expectSameLoad(dir, memory, 'stamped');
+    const copy = await mkdtemp(join(scratch, 'copy-'));
+    await cp(dir, copy, { recursive: true, preserveTimestamps: true });
+    await rewriteSameSize(copy, 2048);
+    expect(guestMemory(await expectSameLoad(copy, memory, 'the copy'))).toBe(2048);
+  });
 });
 
 describe('a changed long list is read again item by item', () => {

@@ -14,6 +14,7 @@
 import { constants, type Dirent } from 'node:fs';
 import { lstat, open, readdir, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { stampOf } from '../fs/stamp.js';
 import { escapeText } from './diagnostics.js';
 import type { Diagnostic } from './types.js';
 
@@ -59,17 +60,22 @@ export interface StateTree {
 
 /**
  * Texts of files read before, by path, with their bytes: a file whose bytes are the same is not
- * decoded and checked again (4.7 MB for 50,000 forwards). `known` is asked, `read` gets every file
- * read now (so files that are gone are forgotten).
+ * decoded and checked again (4.7 MB for 50,000 forwards), and a file whose stat stamp is the same
+ * (src/fs/stamp.ts) is not even read. `known` is asked, `read` gets every file read now (so files
+ * that are gone are forgotten).
  */
 export interface TextMemory {
   known: ReadonlyMap<string, KnownText>;
   read: Map<string, KnownText>;
+  /** The clock stamps are judged settled by (ms since the epoch). */
+  now: () => number;
 }
 
 export interface KnownText {
   bytes: Buffer;
   text: string;
+  /** Its stat stamp when read, when the file had settled then: the same stamp now means the same bytes. */
+  stamp?: string;
 }
 
 /** What an entry of the state tree is, from lstat (never following a link). */
@@ -222,21 +228,31 @@ async function readStateFile(root: string, file: string, limits: StateLimits, bu
     return refuse(`cannot be opened (${code ?? 'error'})`);
   }
   try {
-    const st = await handle.stat();
+    const st = await handle.stat({ bigint: true });
+    const size = Number(st.size);
     if (!st.isFile()) return refuse(st.isDirectory() ? 'is a directory, expected a YAML file' : 'is not a regular file; state files are read only as regular files');
     // A hard link could make a file outside the state appear inside it; Git never makes them.
-    if (st.nlink > 1) return refuse(`has ${st.nlink} hard links; state files must be plain files with a single link`);
+    if (st.nlink > 1n) return refuse(`has ${st.nlink} hard links; state files must be plain files with a single link`);
     const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => abs);
     if (opened !== abs) return refuse('changed while it was read (a folder on its path was replaced); read refused');
-    if (st.size > limits.fileBytes) return refuse(`is ${formatBytes(st.size)}, more than the limit of ${formatBytes(limits.fileBytes)} per file`);
+    if (size > limits.fileBytes) return refuse(`is ${formatBytes(size)}, more than the limit of ${formatBytes(limits.fileBytes)} per file`);
     if (budget.over) return refuse('not read: the total size limit was reached before this file');
-    if (budget.totalBytes + st.size > limits.totalBytes) {
+    if (budget.totalBytes + size > limits.totalBytes) {
       budget.over = true;
       return refuse(`the state files exceed the limit of ${formatBytes(limits.totalBytes)} in total (reached at this file)`);
     }
+    // Taken before reading: a change while the file is read changes the stamp the next read sees.
+    const stamped = stampOf(st, texts?.now() ?? Date.now());
+    const stamp = stamped.settled ? stamped.stamp : undefined;
+    const known = texts?.known.get(file);
+    if (stamp && known?.stamp === stamp) {
+      budget.totalBytes += size;
+      texts?.read.set(file, known);
+      return { file, text: known.text };
+    }
     // Read at most one byte more than the limit: the size fstat reported may not be the whole truth.
     // Not zero-filled (4.7 MB for 50,000 forwards): only the bytes read are ever looked at.
-    const buffer = Buffer.allocUnsafe(Math.min(st.size, limits.fileBytes) + 1);
+    const buffer = Buffer.allocUnsafe(Math.min(size, limits.fileBytes) + 1);
     let length = 0;
     while (length < buffer.length) {
       const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
@@ -246,10 +262,10 @@ async function readStateFile(root: string, file: string, limits: StateLimits, bu
     if (length > limits.fileBytes) return refuse(`is more than the limit of ${formatBytes(limits.fileBytes)} per file`);
     budget.totalBytes += length;
     const bytes = buffer.subarray(0, length);
-    const known = texts?.known.get(file);
     const decoded = known?.bytes.equals(bytes) ? { text: known.text } : decodeText(bytes);
     if ('problem' in decoded) return { diagnostic: { file, line: decoded.line, column: decoded.column, field: '', message: decoded.problem } };
-    texts?.read.set(file, { bytes, text: decoded.text });
+    // Stamped only when the bytes read are all of the file the stamp describes.
+    texts?.read.set(file, { bytes, text: decoded.text, ...(stamp && length === size && { stamp }) });
     return { file, text: decoded.text };
   } finally {
     await handle.close();

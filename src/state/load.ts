@@ -58,6 +58,8 @@ export class LoadMemory {
   files = new Map<string, RememberedFile>();
   /** By file path: its bytes and text as last read (src/state/files.ts). */
   texts = new Map<string, KnownText>();
+  /** The clock a file's stat stamp is judged settled by (src/fs/stamp.ts). */
+  now: () => number = Date.now;
 }
 
 interface RememberedFile {
@@ -76,7 +78,7 @@ interface RememberedFile {
  */
 export async function loadState(dir: string, memory?: LoadMemory): Promise<LoadResult> {
   const root = path.resolve(dir);
-  const texts = memory && { known: memory.texts, read: new Map<string, KnownText>() };
+  const texts = memory && { known: memory.texts, read: new Map<string, KnownText>(), now: memory.now };
   const tree = await readStateTree(root, FOLDERS.map((f) => f.folder), undefined, texts);
   if (memory && texts) memory.texts = texts.read;
   if (!tree.rootReadable) return { diagnostics: tree.diagnostics };
