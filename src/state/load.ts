@@ -145,16 +145,16 @@ function forwardsByName(lists: ReadonlyArray<readonly ForwardSpec[]>): ForwardSp
   for (const list of sorted) if (list.length > big.length) big = list;
   const rest = byName(sorted.filter((list) => list !== big).flat());
   if (rest.length === 0) return [...big];
-  const out: ForwardSpec[] = [];
+  // The runs of the largest list between the others' forwards are copied whole (native slices).
+  const parts: ForwardSpec[][] = [];
   let from = 0;
   for (const f of rest) {
     const at = firstAfter(big, f.name, from);
-    for (let i = from; i < at; i++) out.push(big[i] as ForwardSpec);
-    out.push(f);
+    parts.push(big.slice(from, at), [f]);
     from = at;
   }
-  for (let i = from; i < big.length; i++) out.push(big[i] as ForwardSpec);
-  return out;
+  parts.push(big.slice(from));
+  return ([] as ForwardSpec[]).concat(...parts);
 }
 
 /** The first index at or after `from` in `sorted` whose name sorts after `name`. */
@@ -325,13 +325,14 @@ function specsOf(doc: LoadedDocument): DocumentSpecs {
 /** The documents' specs as one input for the semantic checks, with a locator that knows exact YAML ranges. */
 function joinSpecs(all: DocumentSpecs[]): { input: SemanticInput; locator: Locator } {
   let cluster: ClusterSettings | undefined;
-  const input = { nodes: [] as NodeSpec[], guests: [] as GuestSpec[], forwards: [] as ForwardSpec[], unchecked: { nodes: [] as string[], guests: [] as string[] } };
+  // Joined natively (one copy of 50,000 references), not pushed one by one.
+  const forwards = ([] as ForwardSpec[]).concat(...all.map((specs) => specs.forwards));
+  const input = { nodes: [] as NodeSpec[], guests: [] as GuestSpec[], forwards, unchecked: { nodes: [] as string[], guests: [] as string[] } };
   for (const specs of all) {
     // The last cluster document wins, as before (there is only one cluster.yaml).
     if (specs.cluster) cluster = specs.cluster;
     for (const n of specs.nodes) input.nodes.push(n);
     for (const g of specs.guests) input.guests.push(g);
-    for (const f of specs.forwards) input.forwards.push(f);
     for (const n of specs.unchecked.nodes) input.unchecked.nodes.push(n);
     for (const g of specs.unchecked.guests) input.unchecked.guests.push(g);
   }
