@@ -8,7 +8,7 @@ import { afterTransaction } from '../src/nft/committed.js';
 import { keysToCompare } from '../src/nft/lineage.js';
 import { sortElements, sortElementsByCanonicalKey } from '../src/nft/normalize.js';
 import { syntheticState } from '../src/bench/synthetic.js';
-import { resolveNode } from '../src/render/node-view.js';
+import { entersNode, forwardsEntering, resolveNode } from '../src/render/node-view.js';
 import { forwardElements, ownedTables, PROTOCOLS, renderView } from '../src/render/render.js';
 import { changedItems } from '../src/render/forward-elements.js';
 import { planNft, planToTransaction, type NftPlan } from '../src/plan/nft-plan.js';
@@ -180,6 +180,19 @@ describe('planning fast paths at scale', () => {
       }
     }
     expect(unordered).toBeGreaterThan(0);
+  });
+
+  it('the forwards entering a node equal the plain filter; the state\'s list itself when none names its nodes', () => {
+    const all = syntheticState(200).forwards;
+    expect(forwardsEntering(all, 'node1')).toBe(all);
+    // One forward anywhere in the list (the last one too) that names other nodes is left out.
+    for (const at of [0, 100, 199]) {
+      const some = all.map((f, i) => (i === at ? { ...f, nodes: ['node2'] } : f));
+      const entering = forwardsEntering(some, 'node1');
+      expect(entering).toEqual(some.filter((f) => entersNode(f, 'node1')));
+      expect(entering).toHaveLength(199);
+      expect(forwardsEntering(some, 'node2')).toHaveLength(200);
+    }
   });
 
   it('the items that differ between two lists account for every item, and give up beyond the limit', () => {

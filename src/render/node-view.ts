@@ -38,11 +38,20 @@ export function findNode(state: ClusterState, nodeName: string): NodeSpec {
   return node;
 }
 
+/**
+ * The forwards that enter the node, in order: the state's own list when none names its nodes (the
+ * usual case: 50,000 forwards are then not copied for every new revision). Neither is ever mutated.
+ */
+export function forwardsEntering(forwards: ForwardSpec[], node: string): ForwardSpec[] {
+  for (const f of forwards) if (f.nodes !== undefined) return forwards.filter((g) => entersNode(g, node));
+  return forwards;
+}
+
 /** Resolve a node once. Throws (naming the known nodes) when the state has no such node. */
 export function resolveNode(state: ClusterState, nodeName: string, stateDir = DEFAULT_STATE_DIR): NodeView {
   const node = findNode(state, nodeName);
   const guestIP = guestIPs(state);
-  const partial = { state, node, guestIP, forwards: state.forwards.filter((f) => entersNode(f, node.name)), guests: state.guests.filter((g) => g.node === node.name) };
+  const partial = { state, node, guestIP, forwards: forwardsEntering(state.forwards, node.name), guests: state.guests.filter((g) => g.node === node.name) };
   const paths = conntrackdPaths(settingsDir(stateDir));
   return { ...partial, settings: renderSettings(partial, paths), conntrackdPaths: paths };
 }
