@@ -4,7 +4,10 @@
 // whose owner is gone (crash, kill -9) or whose PID now belongs to another process is stale and
 // taken over, so a crash never blocks the node forever.
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+// Synchronous file calls: a few bytes in the node's own state dir take microseconds each, where a
+// trip through the thread pool costs ~0.1 ms and waits behind any other file work; every cycle
+// takes and releases the lock.
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { processAlive, processStartTime } from '../proc/process.js';
 
@@ -31,29 +34,37 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-async function readOwner(path: string): Promise<LockOwner | undefined> {
+function readOwner(path: string): LockOwner | undefined {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as LockOwner;
+    return JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
   } catch {
     return undefined; // vanished, or half-written by a process that died mid-write: stale
   }
 }
 
-async function tryCreate(path: string, owner: LockOwner): Promise<boolean> {
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
+function tryCreate(path: string, owner: LockOwner): boolean {
   // The lock appears complete or not at all: written to a private file first, then hard-linked
   // into place (link fails with EEXIST like O_EXCL). Created empty and written afterwards, a
   // racing process could read it half-written, take it for stale and steal a live lock.
   // Removed whatever happens, also when writing it fails (ENOSPC leaves it created but empty).
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
-    await link(tmp, path);
+    writeFileSync(tmp, JSON.stringify(owner), { mode: 0o644 });
+    linkSync(tmp, path);
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw e;
   } finally {
-    await unlink(tmp).catch(() => undefined);
+    unlinkQuietly(tmp);
   }
 }
 
@@ -64,43 +75,43 @@ async function tryCreate(path: string, owner: LockOwner): Promise<boolean> {
  * (`<lock>.break`): its holder re-reads the lock and removes it only if unchanged. A process that
  * finds another one breaking the lock is busy (that one will run).
  */
-async function removeStale(path: string, judged: LockOwner | undefined, me: LockOwner): Promise<boolean> {
+function removeStale(path: string, judged: LockOwner | undefined, me: LockOwner): boolean {
   const breaker = `${path}.break`;
-  if (!(await tryCreate(breaker, me))) {
-    const other = await readOwner(breaker);
+  if (!(tryCreate(breaker, me))) {
+    const other = readOwner(breaker);
     if (other && processAlive(other.pid, other.startTime)) throw new LockBusy(path, other);
     // Its owner died within the few microseconds of breaking: clear it and try again.
-    await unlink(breaker).catch(() => undefined);
+    unlinkQuietly(breaker);
     return false;
   }
   try {
-    if (JSON.stringify(await readOwner(path)) !== JSON.stringify(judged)) return false;
-    await unlink(path).catch(() => undefined);
+    if (JSON.stringify(readOwner(path)) !== JSON.stringify(judged)) return false;
+    unlinkQuietly(path);
     return true;
   } finally {
-    await unlink(breaker).catch(() => undefined);
+    unlinkQuietly(breaker);
   }
 }
 
 export async function acquireLock(path: string): Promise<Lock> {
-  await mkdir(dirname(path), { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   const me: LockOwner = { pid: process.pid, startTime: processStartTime(process.pid), since: new Date().toISOString() };
   let tookOver: LockOwner | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
-    if (await tryCreate(path, me)) {
+    if (tryCreate(path, me)) {
       return {
         path,
         ...(tookOver ? { tookOver } : {}),
         release: async () => {
           // Only remove our own lock, never one a later owner took over.
-          const cur = await readOwner(path);
-          if (cur?.pid === me.pid && cur.startTime === me.startTime) await unlink(path).catch(() => undefined);
+          const cur = readOwner(path);
+          if (cur?.pid === me.pid && cur.startTime === me.startTime) unlinkQuietly(path);
         },
       };
     }
-    const owner = await readOwner(path);
+    const owner = readOwner(path);
     if (owner && processAlive(owner.pid, owner.startTime)) throw new LockBusy(path, owner);
-    if (await removeStale(path, owner, me)) tookOver = owner ?? { pid: 0, since: 'unknown' };
+    if (removeStale(path, owner, me)) tookOver = owner ?? { pid: 0, since: 'unknown' };
   }
   throw new Error(`could not take the lock ${path}: it keeps changing hands`);
 }
