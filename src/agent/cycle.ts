@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { NftBackend } from '../nft/backend.js';
 import type { CommittedRuleset } from '../nft/committed.js';
 import { LoadMemory, type LoadResult } from '../state/load.js';
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { formatDiagnostics } from '../state/diagnostics.js';
 import type { ClusterState } from '../state/types.js';
 import { RemoteUnavailable, splitUserinfo } from '../git/remote.js';
@@ -189,16 +189,21 @@ function stopwatch() {
 async function currentMemory(stateDir: string, carry: MemoryCarry | undefined): Promise<AgentMemory> {
   if (carry?.unsaved && carry.memory) return carry.memory;
   const written = carry?.cache?.written;
-  if (carry?.memory && written && sameStamp(await fileStamp(agentPaths(stateDir).memory), written.file)) return carry.memory;
+  if (carry?.memory && written && sameStamp(fileStamp(agentPaths(stateDir).memory), written.file)) return carry.memory;
   return readMemory(stateDir).catch((e: Error) => {
     if (carry?.memory) return carry.memory;
     throw e;
   });
 }
 
-async function fileStamp(file: string): Promise<FileStamp | undefined> {
-  const s = await stat(file).catch(() => undefined);
-  return s && { ino: s.ino, size: s.size, mtimeMs: s.mtimeMs };
+/** Synchronous: one stat at each end of every cycle, not worth a trip through the thread pool. */
+function fileStamp(file: string): FileStamp | undefined {
+  try {
+    const s = statSync(file, { throwIfNoEntry: false });
+    return s && { ino: s.ino, size: s.size, mtimeMs: s.mtimeMs };
+  } catch {
+    return undefined; // unreadable: not the file this process wrote
+  }
 }
 
 function sameStamp(a: FileStamp | undefined, b: FileStamp): boolean {
@@ -226,9 +231,9 @@ function rulesetId(v: object): number {
 async function saveMemory(stateDir: string, memory: AgentMemory, cache: AgentCache | undefined): Promise<void> {
   const file = agentPaths(stateDir).memory;
   const fingerprint = cache ? memoryFingerprint(memory) : '';
-  if (cache?.written?.fingerprint === fingerprint && sameStamp(await fileStamp(file), cache.written.file)) return;
+  if (cache?.written?.fingerprint === fingerprint && sameStamp(fileStamp(file), cache.written.file)) return;
   await writeMemory(stateDir, memory);
-  const stamp = cache && (await fileStamp(file));
+  const stamp = cache && fileStamp(file);
   if (cache) cache.written = stamp && { file: stamp, fingerprint };
 }
 
