@@ -2,7 +2,9 @@
 // until a full read is due, and drift in a sysctl is still found at the next full read (every
 // schedule.fullReadSeconds). Real nft and sysctl in a namespace, a real Git server; the real
 // settings port and health edge are wrapped only to count the processes they start.
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentPaths } from '../src/agent/memory.js';
 import { startAgent } from '../src/agent/run.js';
 import type { NodeStatus } from '../src/agent/report.js';
 import type { AgentConfig } from '../src/agent/config.js';
@@ -96,6 +98,20 @@ describe('agent: a no-op cycle starts no process for settings or health', () => 
     expect(last.line.published).toBe('unchanged');
     expect({ settings: r.settings.processes, health: r.health.calls() }).toEqual(before);
     expect(last.status.health).toEqual(r.cycles[0]!.status.health);
+  });
+
+  it('a memory.json replaced by another writer is read again, not the copy the agent carries', async () => {
+    await r.agent.trigger('test: carried');
+    expect(r.cycles.at(-1)!.line.published).toBe('unchanged');
+    // Another writer (an operator's `cgw-sync once`, a restore) puts a different memory in place.
+    const file = agentPaths(r.node.config.stateDir).memory;
+    const onDisk = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(`${file}.other`, JSON.stringify({ ...onDisk, lastReportKey: 'written by another process' }));
+    await rename(`${file}.other`, file);
+    await r.agent.trigger('test: replaced');
+    // The file's report key differs from this cycle's report: the report goes out again.
+    expect(r.cycles.at(-1)!.line.published).toBe('committed');
+    expect(r.cycles.at(-1)!.status.outcome).toBe('converged');
   });
 });
 

@@ -47,6 +47,7 @@ import { hasChanges } from '../plan/plan.js';
 import { guardApply, healthBefore, heldHealth, hostHealthEdge, rememberedHealthEdge, rollbackReason, type Guarded, type HealthEdge, type HeldHealth } from '../rollout/checkpoint.js';
 import { rememberedSysctls } from '../settings/host.js';
 import { DEFAULT_FULL_READ_SECONDS } from './watch.js';
+import { statStamp } from '../fs/stamp.js';
 
 /** One cycle as the metrics see it; a cycle that could not run (lock busy, crash) has no status. */
 export interface CycleObservation {
@@ -108,7 +109,8 @@ interface AgentCache {
   states: Map<string, ClusterState>;
   /** The files of the last load, read and checked: a new revision reads again only what changed. */
   loads: LoadMemory;
-  written?: { file: FileStamp; fingerprint: string };
+  /** The stamp (src/fs/stamp.ts) of the memory.json it wrote: another writer's replaces it. */
+  written?: { file: string; fingerprint: string };
   /** The source, which remembers the revision it accepted and checked out last. */
   source?: Source;
   /** The settings port, which trusts the sysctls it read until the next full read. */
@@ -119,12 +121,6 @@ interface AgentCache {
   edge?: HealthEdge & { forget(): void };
   /** state-cache.json of the revision applied last, written while the agent is idle. */
   stateCache?: DeferredStateCache;
-}
-
-interface FileStamp {
-  ino: number;
-  size: number;
-  mtimeMs: number;
 }
 
 /**
@@ -189,7 +185,7 @@ function stopwatch() {
 async function currentMemory(stateDir: string, carry: MemoryCarry | undefined): Promise<AgentMemory> {
   if (carry?.unsaved && carry.memory) return carry.memory;
   const written = carry?.cache?.written;
-  if (carry?.memory && written && sameStamp(fileStamp(agentPaths(stateDir).memory), written.file)) return carry.memory;
+  if (carry?.memory && written && fileStamp(agentPaths(stateDir).memory) === written.file) return carry.memory;
   return readMemory(stateDir).catch((e: Error) => {
     if (carry?.memory) return carry.memory;
     throw e;
@@ -197,17 +193,13 @@ async function currentMemory(stateDir: string, carry: MemoryCarry | undefined): 
 }
 
 /** Synchronous: one stat at each end of every cycle, not worth a trip through the thread pool. */
-function fileStamp(file: string): FileStamp | undefined {
+function fileStamp(file: string): string | undefined {
   try {
-    const s = statSync(file, { throwIfNoEntry: false });
-    return s && { ino: s.ino, size: s.size, mtimeMs: s.mtimeMs };
+    const s = statSync(file, { bigint: true, throwIfNoEntry: false });
+    return s && statStamp(s);
   } catch {
     return undefined; // unreadable: not the file this process wrote
   }
-}
-
-function sameStamp(a: FileStamp | undefined, b: FileStamp): boolean {
-  return !!a && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 }
 
 /** The memory as JSON, each ruleset by object identity (the same rendered tables are not serialized to compare). */
@@ -231,10 +223,11 @@ function rulesetId(v: object): number {
 async function saveMemory(stateDir: string, memory: AgentMemory, cache: AgentCache | undefined): Promise<void> {
   const file = agentPaths(stateDir).memory;
   const fingerprint = cache ? memoryFingerprint(memory) : '';
-  if (cache?.written?.fingerprint === fingerprint && sameStamp(fileStamp(file), cache.written.file)) return;
+  if (cache?.written?.fingerprint === fingerprint && fileStamp(file) === cache.written.file) return;
   await writeMemory(stateDir, memory);
-  const stamp = cache && fileStamp(file);
-  if (cache) cache.written = stamp && { file: stamp, fingerprint };
+  if (!cache) return;
+  const stamp = fileStamp(file);
+  cache.written = stamp === undefined ? undefined : { file: stamp, fingerprint };
 }
 
 /**

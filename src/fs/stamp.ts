@@ -16,11 +16,16 @@ export interface Stamp {
   settled: boolean;
 }
 
+/** The stamp string alone: equal for the same file unchanged (or changed within one timestamp tick). */
+export function statStamp(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
 /** The stamp of a file from its bigint stat; `now` in ms since the epoch (Date.now()). */
 export function stampOf(st: BigIntStats, now: number): Stamp {
   const changed = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
   return {
-    stamp: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`,
+    stamp: statStamp(st),
     size: st.size,
     settled: Number(changed / 1_000_000n) < now - RACY_MS,
   };
