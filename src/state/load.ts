@@ -51,7 +51,8 @@ interface LoadedDocument {
  * that changed (src/state/list-reuse.ts). Only files read the fast way (plain, schema-valid) are
  * kept, each with the least value budget the fast way reads it with (FastParse.leastBudget): the
  * same text read with at least that budget reads the same, whatever the files before it charged.
- * The checks across files (semantic.ts) always run over the whole state.
+ * The checks across files (semantic.ts) run on every load, over the whole state; what they learn
+ * of an unchanged file's list of forwards is kept with that list (src/state/forward-index.ts).
  */
 export class LoadMemory {
   /** By file path in the state directory: its last fast reading. */
